@@ -1,0 +1,19 @@
+"""The typed application builder that `serve run configs/*.yaml` calls: `serve_app.app:build_app`."""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from serve_app.deployments.ingress import Ingress
+from serve_app.deployments.remover import BackgroundRemover
+from serve_app.settings import parse_app_args
+
+
+def build_app(args: dict | None = None) -> Application:
+    """Validate `args` (see serve_app.settings.AppArgs) and compose ingress -> model deployment.
+
+    A mistake in the config fails here, before any replica starts, with the bad field's full name.
+    """
+    settings = parse_app_args(args)
+    remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))
+    return Ingress.bind(remover, settings.ingress.model_dump(mode="json"))

@@ -1,0 +1,265 @@
+"""The CPU ingress: HTTP routes, upload and URL intake, decode/compose/encode, and one JSON error shape.
+
+The ingress never touches torch. It hands uint8 RGB arrays to the `BackgroundRemover` deployment and does the
+CPU-heavy codec work in a thread pool so that the event loop keeps accepting requests.
+"""
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_app import imaging
+from serve_app.errors import (ApiError, BadRequest, InvalidOption, ModelUnavailable, Overloaded, PayloadTooLarge,
+                              UnsupportedMediaType)
+from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
+from serve_app.results import ResultStore
+from serve_app.settings import IngressSettings
+from serve_app.url_fetch import ImageFetcher
+from serve_app.versions import component_versions
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(
+    title="Background removal",
+    description="Cut the subject out of photos. Errors are JSON: {\"error\": {\"code\": ..., \"message\": ...}}.",
+    version="0.1.0",
+)
+
+_RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+    return _error_response(error.status, error.code, error.message, error.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+    return _error_response(422, "invalid_option", problems)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = _STATUS_CODES.get(error.status_code, "http_error")
+    return _error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error_response(500, "internal_error", "the server failed to process this request; it was logged")
+
+
+FormatQuery = Annotated[Literal["png", "webp"], Query(description="Output format.")]
+OnlyMaskQuery = Annotated[bool, Query(description="Return the grayscale alpha mask only.")]
+BgColorQuery = Annotated[str | None, Query(description="Composite onto this #rrggbb colour instead of "
+                                                       "transparency.", pattern=r"^#?[0-9a-fA-F]{6}$")]
+
+
+def _options(request: Request, extra_names: tuple[str, ...], format: str, only_mask: bool,
+             bg_color: str | None) -> OutputOptions:
+    reject_unknown(request.query_params.keys(), OPTION_NAMES + extra_names)
+    return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
+
+
+@serve.deployment(
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+    max_ongoing_requests=32,
+    max_queued_requests=256,
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(api)
+class Ingress:
+    """HTTP front door: validates, decodes, calls the model deployment, composites and encodes."""
+
+    def __init__(self, remover: DeploymentHandle, ingress_settings: dict):
+        self.settings = IngressSettings.model_validate(ingress_settings)
+        self.remover = remover
+        self.fetcher = ImageFetcher(self.settings)
+        self.results = ResultStore(self.settings.resolved_result_dir(), self.settings.result_ttl_s)
+        self._codec_pool = ThreadPoolExecutor(self.settings.codec_threads, thread_name_prefix="codec")
+        self._last_cleanup = 0.0
+
+    # --- routes -------------------------------------------------------------------------------------
+
+    @api.post("/v1/remove-background", response_class=Response,
+              responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
+    async def remove_from_upload(self, request: Request, format: FormatQuery = "png",
+                                 only_mask: OnlyMaskQuery = False, bg_color: BgColorQuery = None) -> Response:
+        """The image as the raw body (Content-Type image/*) or as multipart field `file`."""
+        options = _options(request, (), format, only_mask, bg_color)
+        data = await self._read_upload(request)
+        return Response(await self._cut_out(data, options), media_type=options.media_type)
+
+    @api.get("/v1/remove-background", response_class=Response,
+             responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
+    async def remove_from_url(self, request: Request, url: Annotated[str, Query(description="http(s) URL.")],
+                              format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
+                              bg_color: BgColorQuery = None) -> Response:
+        """Fetch the image at `url`, then the same as the POST route."""
+        options = _options(request, ("url",), format, only_mask, bg_color)
+        data = await self.fetcher.fetch(url)
+        return Response(await self._cut_out(data, options), media_type=options.media_type)
+
+    @api.post("/v1/remove-background/batch", response_class=StreamingResponse,
+              responses={200: {"content": {"application/x-ndjson": {}}}})
+    async def remove_batch(self, request: Request, format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
+                           bg_color: BgColorQuery = None) -> StreamingResponse:
+        """A JSON list of URLs (or {"urls": [...]}); streams one NDJSON line per URL as each finishes."""
+        options = _options(request, (), format, only_mask, bg_color)
+        urls = self._parse_url_list(await self._read_capped_body(request))
+        self._maybe_clean_results()
+        return StreamingResponse(self._stream_batch(urls, options), media_type="application/x-ndjson")
+
+    @api.get("/v1/results/{name}", response_class=FileResponse)
+    async def get_result(self, name: str) -> FileResponse:
+        path = self.results.path(name)
+        return FileResponse(path, media_type=imaging.MEDIA_TYPES[path.suffix[1:]])
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        try:
+            await asyncio.wait_for(self.remover.describe.remote(), timeout=5.0)
+        except Exception as error:  # any failure means "not ready", with the reason for the operator
+            return _error_response(503, "not_ready", f"model deployment not ready: {type(error).__name__}",
+                                   {"Retry-After": str(self.settings.retry_after_s)})
+        return JSONResponse({"status": "ready"})
+
+    @api.get("/v1/info")
+    async def info(self) -> dict:
+        model = await self._call_remover("describe")
+        return {"model": model, "ingress": self.settings.model_dump(mode="json"),
+                "ingress_versions": component_versions()}
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    async def _cut_out(self, data: bytes, options: OutputOptions) -> bytes:
+        decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
+        mask = await self._call_remover("remove_background", decoded.rgb)
+        return await self._in_pool(imaging.render, decoded, mask, options.format, only_mask=options.only_mask,
+                                   bg_color=options.bg_color, webp_quality=self.settings.webp_quality)
+
+    async def _call_remover(self, method: str, *args: Any) -> Any:
+        """Call the model deployment, retrying once if its replica died (every call is idempotent)."""
+        for attempt in (1, 2):
+            try:
+                return await getattr(self.remover, method).remote(*args)
+            except BackPressureError:
+                raise Overloaded("the model queue is full; retry shortly",
+                                 headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+            except (RayActorError, ActorUnavailableError) as error:
+                if attempt == 2:
+                    raise ModelUnavailable(f"the model replica is unavailable ({type(error).__name__}); retry",
+                                           headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+                logger.warning("model replica failed (%s); retrying once", type(error).__name__)
+        raise AssertionError("unreachable")
+
+    async def _in_pool(self, function, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._codec_pool, functools.partial(function, *args, **kwargs))
+
+    async def _read_upload(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            return await self._read_multipart(request)
+        if content_type.startswith(_RAW_IMAGE_TYPES):
+            return await self._read_capped_body(request)
+        raise UnsupportedMediaType(
+            f"send the image as the raw body with Content-Type image/* or as multipart field 'file', "
+            f"not {content_type or 'no Content-Type'}"
+        )
+
+    async def _read_capped_body(self, request: Request) -> bytes:
+        limit = self.settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+        chunks, received = [], 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _read_multipart(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_upload_bytes + 64 * 1024:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self.settings.max_upload_bytes}")
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as error:  # starlette raises several types for malformed multipart bodies
+            raise BadRequest(f"malformed multipart body: {error}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadRequest("the multipart body has no file field named 'file'")
+        if upload.size is not None and upload.size > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(f"the file is {upload.size} bytes; the limit is {self.settings.max_upload_bytes}")
+        return await upload.read()
+
+    def _parse_url_list(self, body: bytes) -> list[str]:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest('the body must be JSON: a list of URLs, or {"urls": [...]}') from None
+        urls = payload.get("urls") if isinstance(payload, dict) else payload
+        if not isinstance(urls, list) or not urls or not all(isinstance(url, str) for url in urls):
+            raise InvalidOption('the body must be a non-empty JSON list of URL strings, or {"urls": [...]}')
+        if len(urls) > self.settings.max_batch_urls:
+            raise PayloadTooLarge(f"{len(urls)} URLs; a batch takes at most {self.settings.max_batch_urls}")
+        return urls
+
+    async def _stream_batch(self, urls: list[str], options: OutputOptions) -> AsyncIterator[bytes]:
+        limiter = asyncio.Semaphore(self.settings.batch_url_concurrency)
+        tasks = [asyncio.create_task(self._batch_item(index, url, options, limiter)) for index, url in enumerate(urls)]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield (json.dumps(await finished) + "\n").encode()
+        finally:
+            for task in tasks:  # the client went away: stop the work nobody will read
+                task.cancel()
+
+    async def _batch_item(self, index: int, url: str, options: OutputOptions, limiter: asyncio.Semaphore) -> dict:
+        async with limiter:
+            try:
+                encoded = await self._cut_out(await self.fetcher.fetch(url), options)
+                name = await self._in_pool(self.results.save, encoded, options.format)
+                return {"index": index, "url": url, "status": "ok", "result": f"/v1/results/{name}",
+                        "media_type": options.media_type}
+            except ApiError as error:
+                return {"index": index, "url": url, "status": "error", "http_status": error.status,
+                        **error.to_body()}
+            except Exception:
+                logger.exception("batch item %d failed", index)
+                return {"index": index, "url": url, "status": "error", "http_status": 500,
+                        "error": {"code": "internal_error", "message": "processing failed; it was logged"}}
+
+    def _maybe_clean_results(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cleanup > 60:
+            self._last_cleanup = now
+            self._codec_pool.submit(self.results.delete_expired)

@@ -1,0 +1,83 @@
+"""The GPU deployment: one replica per GPU, coalescing single-image calls into batches for the model core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from ray import serve
+from ray.serve.metrics import Counter as MetricCounter
+from ray.serve.metrics import Histogram
+
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
+from serve_app.versions import component_versions
+
+logger = logging.getLogger("ray.serve")
+
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+@serve.deployment(
+    ray_actor_options={"num_gpus": 1},
+    # Must exceed max_batch_size, or batches can never fill (Ray issue #43288); requests above it wait in
+    # the caller's queue, which max_queued_requests bounds.
+    max_ongoing_requests=64,
+    max_queued_requests=512,
+    user_config=BatchSettings().model_dump(),
+    health_check_period_s=10,
+)
+class BackgroundRemover:
+    """Holds the model on one device and answers `remove_background(image) -> mask` through a batch queue."""
+
+    def __init__(self, model_settings: dict):
+        settings = ModelSettings.model_validate(model_settings)
+        self.model = BackgroundRemovalModel.from_settings(settings)
+        # One worker: the device runs one batch at a time, and the event loop stays free to queue requests.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._batch_sizes: Counter[int] = Counter()
+        self._batch_metric = Histogram(
+            "bg_removal_batch_size", description="Images per forward pass.", boundaries=BATCH_SIZE_BOUNDARIES
+        )
+        self._image_metric = MetricCounter("bg_removal_images", description="Images segmented.")
+        self._settings = BatchSettings()
+        started = time.perf_counter()
+        self.model.warm_up(settings.warmup_batch_size)
+        logger.info("warm-up took %.2f s", time.perf_counter() - started)
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Apply new batch settings live: Serve calls this on start and on every config change."""
+        self._settings = parse_batch_settings(user_config)
+        self.remove_background.set_max_batch_size(self._settings.max_batch_size)
+        self.remove_background.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
+        logger.info("batch settings now %s", self._settings.model_dump())
+
+    @serve.batch(max_batch_size=BatchSettings().max_batch_size,
+                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s)
+    async def remove_background(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Alpha mask (H, W) uint8 for one (H, W, 3) uint8 RGB image; Serve batches the calls."""
+        self._batch_sizes[len(images)] += 1
+        self._batch_metric.observe(len(images))
+        self._image_metric.inc(len(images))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.model.predict, images)
+
+    def describe(self) -> dict:
+        """What /v1/info reports: the model, live batch settings and this replica's batch-size histogram."""
+        return {
+            **self.model.describe(),
+            "batching": self._settings.model_dump(),
+            "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
+            "versions": component_versions(),
+        }
+
+    def check_health(self) -> None:
+        """Fail when the device no longer works, so that Serve replaces this replica."""
+        if self.model.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.model.device)

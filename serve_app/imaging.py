@@ -1,0 +1,166 @@
+"""Pure image functions: decode and validate uploads, composite cut-outs, encode results.
+
+No torch and no Ray here: the ingress, the bulk tool and the tests call these directly.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
+
+OutputFormat = Literal["png", "webp"]
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
+
+# Formats sniffed by Pillow from the bytes themselves; the client's Content-Type is never trusted.
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+_HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload as the model sees it (RGB) plus the transparency it came with, if any."""
+
+    rgb: np.ndarray  # (height, width, 3) uint8, EXIF orientation applied
+    alpha: np.ndarray | None  # (height, width) uint8, or None when fully opaque
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), PIL's convention."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Decode bytes into RGB, checking format and size before the full decode.
+
+    Raises InvalidImage (422), UnsupportedMediaType (415) or PayloadTooLarge (413).
+    """
+    if not data:
+        raise InvalidImage("the request body is empty; send the image bytes")
+    with warnings.catch_warnings():
+        # Our own pixel limit applies below; Pillow's bomb warning would only add noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise UnsupportedMediaType(
+                "the body is not an image in a supported format "
+                f"({', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))})"
+            ) from None
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLarge(f"image too large: {error}") from None
+        except Exception as error:  # Pillow raises many types for broken headers
+            raise InvalidImage(f"cannot read the image header: {error}") from None
+        if image.format not in ALLOWED_FORMATS:
+            raise UnsupportedMediaType(f"image format {image.format} is not supported")
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidImage(f"the image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise PayloadTooLarge(
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            )
+        try:
+            image.seek(0)  # animated GIF/WebP/APNG: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
+            raise InvalidImage(f"the image data is corrupt or truncated: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> DecodedImage:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return DecodedImage(np.repeat(_high_depth_to_uint8(image)[..., None], 3, axis=2), None)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = np.ascontiguousarray(rgba[..., 3])
+        # Hidden colour under transparent pixels is arbitrary; show the model white there instead.
+        rgb = _composite_on_color(rgba[..., :3], alpha, (255, 255, 255))
+        return DecodedImage(rgb, None if alpha.min() == 255 else alpha)
+    return DecodedImage(np.ascontiguousarray(np.asarray(image.convert("RGB"))), None)
+
+
+def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
+    """16-bit and float grey to 8 bits by scaling, where Pillow's convert() would clip at 255."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16"):
+        scaled = values / 257.0
+    else:
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def parse_bg_color(value: str | None) -> tuple[int, int, int] | None:
+    if value is None or value == "":
+        return None
+    match = _HEX_COLOR.match(value.strip())
+    if not match:
+        raise InvalidOption(f"bg_color must be a colour like #rrggbb, got {value!r}")
+    hex_digits = match.group(1)
+    return tuple(int(hex_digits[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def _composite_on_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    weight = alpha.astype(np.uint16)[..., None]
+    background = np.asarray(color, dtype=np.uint16)
+    blended = (rgb.astype(np.uint16) * weight + background * (255 - weight) + 127) // 255
+    return blended.astype(np.uint8)
+
+
+def compose_result(
+    image: DecodedImage, mask: np.ndarray, *, only_mask: bool = False, bg_color: tuple[int, int, int] | None = None
+) -> np.ndarray:
+    """The pixels to return: the mask alone, a cut-out over a solid colour, or an RGBA cut-out."""
+    if mask.shape != image.rgb.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.rgb.shape[:2]}")
+    alpha = mask if image.alpha is None else ((mask.astype(np.uint16) * image.alpha + 127) // 255).astype(np.uint8)
+    if only_mask:
+        return alpha
+    if bg_color is not None:
+        return _composite_on_color(image.rgb, alpha, bg_color)
+    return np.dstack((image.rgb, alpha))
+
+
+def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 90) -> bytes:
+    """Encode (H, W), (H, W, 3) or (H, W, 4) uint8 pixels."""
+    if fmt == "png":
+        return encode_png(pixels)
+    if fmt == "webp":
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="WEBP", quality=webp_quality, method=4)
+        return buffer.getvalue()
+    raise InvalidOption(f"format must be one of {sorted(MEDIA_TYPES)}, got {fmt!r}")
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Fast lossless PNG.
+
+    fpng writes RGB/RGBA PNGs about 10x faster than Pillow at its fastest level (27 ms against 260 ms for a
+    1500x1500 cut-out, see ../shared/REFERENCE.md). It has no grey mode, so masks go through Pillow, where a
+    single channel that compresses well costs little.
+    """
+    if pixels.ndim == 3:
+        import fpng
+
+        return bytes(fpng.from_ndarray(np.ascontiguousarray(pixels)))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def render(image: DecodedImage, mask: np.ndarray, fmt: OutputFormat, *, only_mask: bool = False,
+           bg_color: tuple[int, int, int] | None = None, webp_quality: int = 90) -> bytes:
+    """Compose and encode in one call: the CPU work that follows the model for each image."""
+    pixels = compose_result(image, mask, only_mask=only_mask, bg_color=bg_color)
+    return encode_image(pixels, fmt, webp_quality=webp_quality)

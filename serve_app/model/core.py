@@ -1,0 +1,133 @@
+"""The model core: images in, alpha masks out, all tensor work on the model's device.
+
+No Ray here. The Serve deployment, the bulk tool and the benchmarks all call `BackgroundRemovalModel.predict`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from serve_app.model.loading import load_segmentation_module
+from serve_app.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    if choice == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return choice
+
+
+class BackgroundRemovalModel:
+    """A segmentation network wrapped with its pre- and post-processing."""
+
+    def __init__(self, module: torch.nn.Module, *, input_size: tuple[int, int], device: torch.device,
+                 precision: str, model_id: str = "<module>"):
+        self.model_id = model_id
+        self.input_size = input_size  # (width, height)
+        self.device = device
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        self.module = module.to(device=device, dtype=self.dtype).eval()
+        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
+        device = resolve_device(settings.device)
+        precision = resolve_precision(settings.precision, device)
+        started = time.perf_counter()
+        module = load_segmentation_module(settings.model_id, settings.revision)
+        model = cls(module, input_size=settings.input_size, device=device, precision=precision,
+                    model_id=settings.model_id)
+        logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
+                    time.perf_counter() - started)
+        return model
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        """Run one forward pass so that lazy CUDA initialisation is paid before the first request."""
+        if batch_size <= 0:
+            return
+        width, height = self.input_size
+        blank = np.full((height, width, 3), 255, dtype=np.uint8)
+        self.predict([blank] * batch_size)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks for a batch of (H, W, 3) uint8 RGB images of any sizes, in order, as (H, W) uint8."""
+        if not images:
+            return []
+        batch = self.preprocess(images)
+        logits = self.forward(batch)
+        return self.postprocess(logits, [image.shape[:2] for image in images])
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Upload, resize to the input size and normalise on the device: (B, 3, H_in, W_in) in the model dtype."""
+        width, height = self.input_size
+        resized = []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+            pixels = self._upload(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            resized.append(F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False,
+                                         antialias=True))
+        batch = torch.cat(resized).sub_(self._mean).div_(self._std)
+        return batch.to(self.dtype)
+
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of the final prediction, (B, 1, h, w) in float32."""
+        outputs = self.module(batch)
+        if hasattr(outputs, "logits"):
+            outputs = outputs.logits
+        if isinstance(outputs, (list, tuple)):
+            outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
+        return outputs.float()
+
+    def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Sigmoid, resize each mask to its image's (H, W), uint8; one device-to-host copy for the batch."""
+        probabilities = logits.sigmoid()
+        flat = []
+        for index, (height, width) in enumerate(sizes):
+            mask = F.interpolate(probabilities[index : index + 1], size=(height, width), mode="bilinear",
+                                 align_corners=False)
+            flat.append(mask.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).flatten())
+        host = torch.cat(flat).cpu().numpy()
+        masks, offset = [], 0
+        for height, width in sizes:
+            masks.append(host[offset : offset + height * width].reshape(height, width))
+            offset += height * width
+        return masks
+
+    def describe(self) -> dict:
+        return {
+            "model_id": self.model_id,
+            "input_size": list(self.input_size),
+            "precision": self.precision,
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+        }

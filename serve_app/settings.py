@@ -1,0 +1,144 @@
+"""Every setting of the service, typed and documented in one place.
+
+The Serve config file (`configs/*.yaml`) feeds `AppArgs` (the application's `args:`) and `BatchSettings`
+(the model deployment's `user_config:`). Unknown keys are rejected so that a typo fails at start-up with the
+field's name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_MODEL_ID = "ZhengPeng7/BiRefNet"
+MiB = 1024 * 1024
+
+# The only environment variable the service reads; everything else comes from the config file.
+RESULT_DIR_ENV = "SERVE_APP_RESULT_DIR"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(StrictModel):
+    """What the GPU deployment loads and how it runs it."""
+
+    model_id: str = Field(
+        DEFAULT_MODEL_ID,
+        description="Hugging Face Hub repo id (e.g. ZhengPeng7/BiRefNet, briaai/RMBG-2.0), a local model "
+        "directory in the Hub layout, or 'import:package.module:factory' for a Python callable returning a "
+        "torch.nn.Module (used by the benchmarks).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    input_size: tuple[int, int] = Field(
+        (1024, 1024), description="Model input as (width, height); every image is resized to it on the device."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto = fp16 on CUDA, fp32 on CPU."
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA when available.")
+    warmup_batch_size: int = Field(
+        1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
+    )
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, value: object) -> object:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8 or max(value) > 4096:
+            raise ValueError("each side must be between 8 and 4096 pixels")
+        return value
+
+
+class BatchSettings(StrictModel):
+    """Request batching on the GPU deployment; changed live through `user_config` and `reconfigure()`."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0.0, le=5.0, description="How long the first queued image waits for batch-mates."
+    )
+
+
+class IngressSettings(StrictModel):
+    """Limits and behaviour of the CPU ingress (HTTP, decoding, fetching, encoding)."""
+
+    max_upload_bytes: int = Field(50 * MiB, ge=1, description="Largest accepted request body or fetched image.")
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Largest width*height, checked from the header before decoding."
+    )
+    fetch_connect_timeout_s: float = Field(5.0, gt=0, description="URL fetch: TCP/TLS connect timeout.")
+    fetch_read_timeout_s: float = Field(10.0, gt=0, description="URL fetch: longest silence while reading.")
+    fetch_total_timeout_s: float = Field(30.0, gt=0, description="URL fetch: whole download, redirects included.")
+    max_redirects: int = Field(3, ge=0, le=10, description="URL fetch: redirects followed, each re-checked.")
+    url_allow_networks: tuple[str, ...] = Field(
+        (),
+        description="CIDR ranges that URL fetching may reach although they are not public (loopback, private, "
+        "link-local...). Empty = public addresses only.",
+    )
+    max_batch_urls: int = Field(100, ge=1, le=10_000, description="Most URLs in one /batch request.")
+    batch_url_concurrency: int = Field(16, ge=1, le=1024, description="URLs of one /batch request in flight at once.")
+    result_dir: Path | None = Field(
+        None,
+        description=f"Where /batch writes results (shared storage on a multi-node cluster). Default: "
+        f"${RESULT_DIR_ENV}, else <tmp>/serve_app_results.",
+    )
+    result_ttl_s: float = Field(3600.0, gt=0, description="Batch results older than this are deleted.")
+    codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
+    webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
+
+    @field_validator("url_allow_networks")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # raises ValueError naming the bad entry
+        return value
+
+    def resolved_result_dir(self) -> Path:
+        if self.result_dir is not None:
+            return self.result_dir
+        from_env = os.environ.get(RESULT_DIR_ENV)
+        if from_env:
+            return Path(from_env)
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "serve_app_results"
+
+
+class AppArgs(StrictModel):
+    """The application's `args:` in a Serve config file."""
+
+    model: ModelSettings = ModelSettings()
+    ingress: IngressSettings = IngressSettings()
+
+
+def describe_validation_error(error: ValidationError, prefix: str) -> str:
+    """One line per problem, each naming the full path of the bad field."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in (prefix, *problem["loc"]))
+        lines.append(f"{where}: {problem['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_app_args(raw: dict | None) -> AppArgs:
+    try:
+        return AppArgs.model_validate(raw or {})
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error, "args")) from None
+
+
+def parse_batch_settings(raw: dict | None) -> BatchSettings:
+    try:
+        return BatchSettings.model_validate(raw or {})
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error, "user_config")) from None

@@ -1,0 +1,121 @@
+"""Fetch images by URL for the ingress: address policy, redirects, timeouts and a streamed size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import httpx
+
+from serve_app.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UrlRefused
+from serve_app.settings import IngressSettings
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def is_address_allowed(address: IpAddress, allow: tuple[IpNetwork, ...]) -> bool:
+    """Public unicast addresses pass; loopback, private, link-local, reserved and multicast need the allow-list."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if any(address in network for network in allow):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+def split_url(url: str) -> tuple[str, int]:
+    """Host and port of an http(s) URL, or UrlRefused saying what is wrong with it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise UrlRefused(f"malformed URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise UrlRefused(f"only http and https URLs are fetched, not {parts.scheme or 'a relative URL'!r}")
+    if not parts.hostname:
+        raise UrlRefused("the URL has no host")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+async def resolve_checked(host: str, port: int, allow: tuple[IpNetwork, ...]) -> list[IpAddress]:
+    """Every address `host` resolves to, refusing the URL if any of them is not allowed."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise UpstreamError(f"cannot resolve host {host!r}: {error.strerror}") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    refused = [str(address) for address in addresses if not is_address_allowed(address, allow)]
+    if refused:
+        raise UrlRefused(f"host {host!r} resolves to an address that is not allowed ({', '.join(refused)})")
+    return addresses
+
+
+class ImageFetcher:
+    """One per ingress replica: a pooled HTTP client plus the fetch policy from the settings."""
+
+    def __init__(self, settings: IngressSettings):
+        self.settings = settings
+        self.allow = parse_networks(settings.url_allow_networks)
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(connect=self.settings.fetch_connect_timeout_s,
+                                    read=self.settings.fetch_read_timeout_s,
+                                    write=self.settings.fetch_read_timeout_s, pool=self.settings.fetch_connect_timeout_s)
+            self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                             headers={"User-Agent": "serve-app-background-removal/0.1"})
+        return self._client
+
+    async def fetch(self, url: str) -> bytes:
+        """The body at `url`, following at most `max_redirects` redirects, each checked like the first."""
+        try:
+            async with asyncio.timeout(self.settings.fetch_total_timeout_s):
+                return await self._follow(url)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"fetching the URL took longer than {self.settings.fetch_total_timeout_s:g} s") from None
+        except httpx.TimeoutException as error:
+            raise UpstreamTimeout(f"the image host timed out ({type(error).__name__})") from None
+        except httpx.TransportError as error:
+            raise UpstreamError(f"cannot reach the image host: {type(error).__name__}: {error}") from None
+
+    async def _follow(self, url: str) -> bytes:
+        for _ in range(self.settings.max_redirects + 1):
+            host, port = split_url(url)
+            await resolve_checked(host, port, self.allow)
+            async with self._http().stream("GET", url) as response:
+                if response.is_redirect:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise UpstreamError(f"the image host answered {response.status_code} with no Location")
+                    url = str(response.url.join(location))
+                    continue
+                if response.status_code != 200:
+                    raise UpstreamError(f"the image host answered HTTP {response.status_code}")
+                return await self._read_capped(response)
+        raise UpstreamError(f"more than {self.settings.max_redirects} redirects")
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        limit = self.settings.max_upload_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the remote image is {declared} bytes; the limit is {limit}")
+        chunks, received = [], 0
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"the remote image is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,20 @@
+"""Versions of the parts that decide behaviour, for /v1/info and benchmark records."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+import serve_app
+
+_PACKAGES = ("torch", "torchvision", "transformers", "ray", "pillow", "fpng", "numpy")
+
+
+def component_versions() -> dict[str, str]:
+    versions = {"serve_app": serve_app.__version__, "python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
