@@ -48,6 +48,9 @@ class BackgroundRemovalModel:
         self.precision = precision
         self.dtype = _DTYPES[precision]
         self.module = module.to(device=device, dtype=self.dtype).eval()
+        if device.type == "cuda":
+            # Convolution algorithms are tuned once per input shape; batches take a handful of shapes.
+            torch.backends.cudnn.benchmark = True
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 

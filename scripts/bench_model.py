@@ -1,0 +1,85 @@
+"""Model-only limit: forward passes of the model core on input already on the device, no codecs, no HTTP.
+
+    python scripts/bench_model.py --model-id import:birefnet_random:build --batch-sizes 1,4,8 \
+        --precisions fp16 --out docs/benchmarks/model.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.settings import ModelSettings
+from serve_app.versions import component_versions
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-id", required=True)
+    parser.add_argument("--input-size", type=int, default=1024)
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16")
+    parser.add_argument("--precisions", default="fp16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
+    parser.add_argument("--out", type=Path)
+    return parser.parse_args()
+
+
+def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int) -> dict:
+    width, height = model.input_size
+    batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
+    synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    with torch.inference_mode():
+        for _ in range(2):  # warm-up (cudnn autotuning, allocator)
+            model.forward(batch).sigmoid()
+        synchronize()
+        started = time.perf_counter()
+        for _ in range(iterations):
+            model.forward(batch).sigmoid()
+        synchronize()
+    ms_per_batch = (time.perf_counter() - started) * 1000 / iterations
+    peak = torch.cuda.max_memory_allocated(model.device) / 1e9 if model.device.type == "cuda" else None
+    return {"batch_size": batch_size, "ms_per_batch": round(ms_per_batch, 1),
+            "images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
+            "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.backends.cudnn.benchmark = True
+    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                    "versions": component_versions(), "results": []}
+    for precision in args.precisions.split(","):
+        settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
+                                 device=args.device)
+        model = BackgroundRemovalModel.from_settings(settings)
+        record["device"] = model.describe()["device_name"]
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            try:
+                row = {"precision": precision, "mode": "eager", **time_forward(model, batch_size, args.iterations)}
+            except torch.cuda.OutOfMemoryError:
+                row = {"precision": precision, "mode": "eager", "batch_size": batch_size, "error": "out of memory"}
+                torch.cuda.empty_cache()
+            print(json.dumps(row), flush=True)
+            record["results"].append(row)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Closed-loop HTTP benchmark of the whole service: mixed-size JPEGs in, RGBA PNGs out.
+
+Starts `serve run` on a config (with overrides) or targets a running service, drives it with N concurrent
+clients, and writes a JSON record: images/s, p50/p95/p99 latency, GPU batch-size histogram, GPU busy fraction.
+
+    python scripts/bench_service.py --config configs/prod.yaml --clients 1,32 --duration 60 \
+        --model-id import:birefnet_random:build --out docs/benchmarks/service.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import shlex
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from serve_app.bench.gpu_monitor import GpuBusySampler
+from serve_app.bench.http_load import closed_loop
+from serve_app.bench.photos import mixed_size_jpegs
+from serve_app.bench.service_process import ServeProcess, derive_config
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/prod.yaml"))
+    parser.add_argument("--url", help="benchmark this running service instead of starting one")
+    parser.add_argument("--model-id", help="override args.model.model_id (directory, Hub id or import: path)")
+    parser.add_argument("--max-batch-size", type=int)
+    parser.add_argument("--batch-wait-s", type=float)
+    parser.add_argument("--ingress-replicas", type=int, help="fixed ingress replicas instead of autoscaling")
+    parser.add_argument("--remover-replicas", type=int, help="fixed model replicas instead of autoscaling")
+    parser.add_argument("--clients", default="1,32", help="comma-separated concurrency levels, run in order")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
+    parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
+    parser.add_argument("--query", default="", help="query string for every request, e.g. format=webp")
+    parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument("--out", type=Path, help="write the JSON record here")
+    return parser.parse_args()
+
+
+def histogram_delta(before: dict, after: dict) -> dict[str, int]:
+    delta = Counter({k: int(v) for k, v in after.items()})
+    delta.subtract({k: int(v) for k, v in before.items()})
+    return {size: count for size, count in sorted(delta.items(), key=lambda kv: int(kv[0])) if count > 0}
+
+
+def model_info(base_url: str) -> dict:
+    return httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False).json()["model"]
+
+
+def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
+    url = f"{base_url}/v1/remove-background" + (f"?{args.query}" if args.query else "")
+    levels = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        before = model_info(base_url)["batch_size_histogram"]
+        with GpuBusySampler() as sampler:
+            result = asyncio.run(closed_loop(url, photos, clients=clients, duration_s=args.duration,
+                                             warmup_s=args.warmup))
+        summary = result.summary()
+        summary["batch_size_histogram"] = histogram_delta(before, model_info(base_url)["batch_size_histogram"])
+        summary["gpu_busy_fraction"] = sampler.busy_fraction()
+        print(json.dumps(summary), flush=True)
+        levels.append(summary)
+    return levels
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.monotonic()
+    photos = mixed_size_jpegs(args.photos)
+    print(f"made {len(photos)} test photos in {time.monotonic() - started:.1f} s", flush=True)
+    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "command": shlex.join([Path(sys.executable).name, *sys.argv])}
+    server = None
+    workdir = Path(tempfile.mkdtemp(prefix="bench_service_"))
+    try:
+        if args.url:
+            base_url = args.url.rstrip("/")
+        else:
+            config = derive_config(
+                args.config,
+                model={"model_id": args.model_id} if args.model_id else None,
+                batching={k: v for k, v in (("max_batch_size", args.max_batch_size),
+                                            ("batch_wait_timeout_s", args.batch_wait_s)) if v is not None},
+                remover={"num_replicas": args.remover_replicas, "autoscaling_config": None}
+                if args.remover_replicas else None,
+                ingress_replicas=args.ingress_replicas,
+            )
+            record["config"] = config
+            server = ServeProcess(config, workdir, workdir / "serve.log")
+            record["ready_after_s"] = round(server.wait_ready(args.ready_timeout), 1)
+            print(f"service ready after {record['ready_after_s']} s", flush=True)
+            base_url = server.base_url
+        record["model"] = model_info(base_url)
+        record["levels"] = run_levels(base_url, photos, args)
+    finally:
+        if server is not None:
+            server.stop()
+            print(f"serve log: {server.log_path}", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

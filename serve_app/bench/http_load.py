@@ -1,0 +1,73 @@
+"""Closed-loop HTTP load: N clients, each sending its next photo as soon as the previous answer arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class Sample:
+    started_s: float  # since the run began
+    latency_s: float
+    status: int
+    response_bytes: int
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    warmup_s: float
+    measured_s: float
+    samples: list[Sample] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        end_s = self.warmup_s + self.measured_s
+        window = [s for s in self.samples if s.started_s >= self.warmup_s and s.started_s + s.latency_s <= end_s]
+        ok = [s for s in window if s.status == 200]
+        latencies_ms = np.array([s.latency_s * 1000 for s in ok]) if ok else np.array([np.nan])
+        statuses: dict[str, int] = {}
+        for sample in self.samples:
+            statuses[str(sample.status)] = statuses.get(str(sample.status), 0) + 1
+        return {
+            "clients": self.clients,
+            "warmup_s": self.warmup_s,
+            "measured_s": round(self.measured_s, 2),
+            "requests_measured": len(window),
+            "images_per_s": round(len(ok) / self.measured_s, 3) if self.measured_s > 0 else None,
+            "latency_ms": {f"p{q}": round(float(np.percentile(latencies_ms, q)), 1) for q in (50, 95, 99)}
+            | {"mean": round(float(np.mean(latencies_ms)), 1)},
+            "statuses_all_requests": statuses,
+            "mean_response_bytes": int(np.mean([s.response_bytes for s in ok])) if ok else 0,
+        }
+
+
+async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s: float, warmup_s: float,
+                      content_type: str = "image/jpeg", timeout_s: float = 120.0) -> LoadResult:
+    """Drive `url` for warmup_s + duration_s; only requests started after warm-up count in the summary."""
+    result = LoadResult(clients=clients, warmup_s=warmup_s, measured_s=duration_s)
+    next_body = itertools.cycle(range(len(bodies)))
+    start = time.perf_counter()
+    stop_at = start + warmup_s + duration_s
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as http:
+
+        async def client() -> None:
+            while time.perf_counter() < stop_at:
+                body = bodies[next(next_body)]
+                sent = time.perf_counter()
+                try:
+                    response = await http.post(url, content=body, headers={"Content-Type": content_type})
+                    status, size = response.status_code, len(response.content)
+                except httpx.HTTPError:
+                    status, size = 0, 0
+                result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return result
