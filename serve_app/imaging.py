@@ -22,6 +22,15 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
 # Formats sniffed by Pillow from the bytes themselves; the client's Content-Type is never trusted.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format the magic bytes announce, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            claimed = sniff_format(data)
+            if claimed:
+                raise InvalidImage(f"the data starts like a {claimed} file but is not a valid one") from None
             raise UnsupportedMediaType(
                 "the body is not an image in a supported format "
                 f"({', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))})"

@@ -67,9 +67,8 @@ class ImageFetcher:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            timeout = httpx.Timeout(connect=self.settings.fetch_connect_timeout_s,
-                                    read=self.settings.fetch_read_timeout_s,
-                                    write=self.settings.fetch_read_timeout_s, pool=self.settings.fetch_connect_timeout_s)
+            connect_s, read_s = self.settings.fetch_connect_timeout_s, self.settings.fetch_read_timeout_s
+            timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
             self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
                                              headers={"User-Agent": "serve-app-background-removal/0.1"})
         return self._client

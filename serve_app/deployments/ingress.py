@@ -23,8 +23,15 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import imaging
-from serve_app.errors import (ApiError, BadRequest, InvalidOption, ModelUnavailable, Overloaded, PayloadTooLarge,
-                              UnsupportedMediaType)
+from serve_app.errors import (
+    ApiError,
+    BadRequest,
+    InvalidOption,
+    ModelUnavailable,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.results import ResultStore
 from serve_app.settings import IngressSettings

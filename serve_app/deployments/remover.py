@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,7 @@ class BackgroundRemover:
             **self.model.describe(),
             "batching": self._settings.model_dump(),
             "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
+            "replica_pid": os.getpid(),
             "versions": component_versions(),
         }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,7 +98,10 @@ class BackgroundRemovalModel:
         return batch.to(self.dtype)
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        with warnings.catch_warnings():
+            # Arrays from Ray's object store are read-only; this tensor is only read (copied to float next).
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(np.ascontiguousarray(image))
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor

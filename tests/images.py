@@ -1,0 +1,53 @@
+"""Test pictures with known geometry: coloured rectangles on white, in any mode or container."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# (left, top, right, bottom) of the object in a 320x200 picture: wider than tall, off-centre, so that a
+# swapped width/height or a mirrored mask shows.
+SIZE = (320, 200)
+BOX = (40, 30, 140, 110)
+
+
+def red_square(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = BOX,
+               color: tuple[int, int, int] = (220, 20, 20)) -> Image.Image:
+    image = Image.new("RGB", size, (255, 255, 255))
+    image.paste(color, box)
+    return image
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def expected_alpha(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = BOX) -> np.ndarray:
+    """A (H, W) boolean array: True inside the object."""
+    inside = np.zeros((size[1], size[0]), dtype=bool)
+    left, top, right, bottom = box
+    inside[top:bottom, left:right] = True
+    return inside
+
+
+def assert_mask_matches(alpha: np.ndarray, inside: np.ndarray, margin: int = 4) -> None:
+    """Alpha near 255 inside the object and near 0 outside, ignoring a thin band at its edges."""
+    assert alpha.shape == inside.shape, f"mask {alpha.shape} vs image {inside.shape}"
+    core, outside = _erode(inside, margin), _erode(~inside, margin)
+    assert alpha[core].min() >= 240, f"object pixels reach down to alpha {alpha[core].min()}"
+    assert alpha[outside].max() <= 15, f"background pixels reach up to alpha {alpha[outside].max()}"
+
+
+def _erode(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Binary erosion by a (2*margin+1)^2 square, one axis after the other."""
+    out = mask
+    for axis in (0, 1):
+        eroded = out.copy()
+        for shift in range(1, margin + 1):
+            eroded &= np.roll(out, shift, axis=axis) & np.roll(out, -shift, axis=axis)
+        out = eroded
+    return out

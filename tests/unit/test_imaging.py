@@ -1,0 +1,186 @@
+"""Decoding, compositing and encoding: the pure image functions."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
+from serve_app.imaging import compose_result, decode_image, encode_image, parse_bg_color
+from tests.images import BOX, SIZE, encode, red_square
+
+MAX_PIXELS = 10_000_000
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS):
+    return decode_image(data, max_pixels=max_pixels)
+
+
+def png_with_header(width: int, height: int) -> bytes:
+    """A syntactically valid PNG signature + IHDR claiming the given size, with a tiny IDAT."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4)) + chunk(
+        b"IEND", b"")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "RGBA", "LA"])
+def test_common_modes_decode_to_rgb_with_the_object_where_it_was(mode: str) -> None:
+    image = red_square().convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    decoded = decode(encode(image, fmt))
+    assert decoded.rgb.shape == (SIZE[1], SIZE[0], 3) and decoded.rgb.dtype == np.uint8
+    left, top, right, bottom = BOX
+    inside = decoded.rgb[(top + bottom) // 2, (left + right) // 2].astype(int)
+    outside = decoded.rgb[5, SIZE[0] - 5].astype(int)
+    assert outside.min() > 240, f"background became {outside}"
+    assert inside.min() < 200, f"object became {inside}"
+
+
+def test_16_bit_png_is_scaled_not_clipped() -> None:
+    gradient = np.linspace(0, 65535, 256, dtype=np.uint16)[None, :].repeat(4, axis=0)
+    decoded = decode(encode(Image.fromarray(gradient)))  # uint16 -> mode I;16
+    row = decoded.rgb[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255
+    assert 120 <= row[128] <= 135, "mid-grey must stay mid-grey, not saturate"
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = red_square()  # 320 x 200
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    decoded = decode(encode(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert decoded.size == (SIZE[1], SIZE[0]), "displayed picture is portrait"
+    # Clockwise rotation puts the original's top-left object at the top-right.
+    assert decoded.rgb[60, SIZE[1] - 70].min() < 200 <= decoded.rgb[60, 70].min()
+
+
+def test_transparency_is_kept_and_hidden_pixels_shown_as_white() -> None:
+    rgba = np.zeros((10, 20, 4), dtype=np.uint8)
+    rgba[:, :10] = (0, 0, 0, 0)  # transparent black: should look white to the model
+    rgba[:, 10:] = (0, 0, 255, 255)
+    decoded = decode(encode(Image.fromarray(rgba, "RGBA")))
+    assert decoded.alpha is not None
+    assert decoded.alpha[0, 0] == 0 and decoded.alpha[0, 15] == 255
+    assert tuple(decoded.rgb[0, 0]) == (255, 255, 255)
+    assert tuple(decoded.rgb[0, 15]) == (0, 0, 255)
+
+
+def test_opaque_rgba_reports_no_alpha() -> None:
+    assert decode(encode(red_square().convert("RGBA"))).alpha is None
+
+
+def test_palette_with_transparency_becomes_alpha() -> None:
+    image = red_square().convert("P")
+    white_index = image.getpixel((0, 0))
+    data = encode(image, transparency=white_index)
+    decoded = decode(data)
+    assert decoded.alpha is not None and decoded.alpha[0, 0] == 0
+
+
+def test_animated_gif_takes_the_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 8), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    decoded = decode(buffer.getvalue())
+    red, green, blue = decoded.rgb[4, 8].astype(int)
+    assert red > 200 and blue < 50
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", InvalidImage),
+        (b"just some text, not an image\n", UnsupportedMediaType),
+        (encode(red_square(), "JPEG")[:300], InvalidImage),
+        (png_with_header(0, 10), InvalidImage),
+        (png_with_header(5000, 5000), PayloadTooLarge),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "zero-width", "too-many-pixels"],
+)
+def test_bad_input_raises_a_client_error(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as raised:
+        decode(data)
+    assert raised.value.status in (413, 415, 422)
+    assert raised.value.message
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge, match="320x200"):
+        decode(encode(red_square()), max_pixels=320 * 200 - 1)
+
+
+def test_compose_rgba_cutout_keeps_colours_and_uses_mask_as_alpha() -> None:
+    decoded = decode(encode(red_square()))
+    mask = np.full(decoded.rgb.shape[:2], 128, dtype=np.uint8)
+    out = compose_result(decoded, mask)
+    assert out.shape == (SIZE[1], SIZE[0], 4)
+    assert np.array_equal(out[..., :3], decoded.rgb) and np.all(out[..., 3] == 128)
+
+
+def test_compose_multiplies_mask_with_existing_transparency() -> None:
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = 128
+    decoded = decode(encode(Image.fromarray(rgba, "RGBA")))
+    out = compose_result(decoded, np.full((4, 4), 255, np.uint8))
+    assert np.all(out[..., 3] == 128)
+
+
+def test_compose_on_background_colour_blends() -> None:
+    decoded = decode(encode(Image.new("RGB", (4, 4), (200, 0, 0))))
+    mask = np.array([[0, 255, 128, 255]] * 4, dtype=np.uint8)
+    out = compose_result(decoded, mask, bg_color=(0, 0, 255))
+    assert out.shape == (4, 4, 3)
+    assert tuple(out[0, 0]) == (0, 0, 255) and tuple(out[0, 1]) == (200, 0, 0)
+    assert tuple(out[0, 2]) == (100, 0, 127)
+
+
+def test_compose_only_mask_returns_the_mask() -> None:
+    decoded = decode(encode(red_square()))
+    mask = np.random.default_rng(0).integers(0, 256, decoded.rgb.shape[:2], dtype=np.uint8)
+    assert np.array_equal(compose_result(decoded, mask, only_mask=True), mask)
+
+
+def test_compose_rejects_a_mask_of_another_size() -> None:
+    decoded = decode(encode(red_square()))
+    with pytest.raises(ValueError, match="does not match"):
+        compose_result(decoded, np.zeros((SIZE[0], SIZE[1]), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (37, 53, 4)], ids=["grey", "rgb", "rgba"])
+def test_png_encoding_is_lossless(shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(encode_image(pixels, "png")))
+    assert decoded.format == "PNG"
+    assert np.array_equal(np.asarray(decoded), pixels)
+
+
+def test_webp_encoding_keeps_size_and_alpha() -> None:
+    pixels = np.zeros((30, 50, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    pixels[:, :25, 3] = 0
+    decoded = Image.open(io.BytesIO(encode_image(pixels, "webp")))
+    assert decoded.format == "WEBP" and decoded.size == (50, 30) and decoded.mode == "RGBA"
+    assert decoded.getpixel((5, 5))[3] < 10 and decoded.getpixel((45, 5))[3] > 245
+
+
+@pytest.mark.parametrize(("text", "color"), [("#ff8000", (255, 128, 0)), ("00FF00", (0, 255, 0)), ("", None)])
+def test_parse_bg_color(text: str, color: tuple[int, int, int] | None) -> None:
+    assert parse_bg_color(text) == color
+
+
+@pytest.mark.parametrize("text", ["red", "#fff", "#gggggg", "#12345678"])
+def test_parse_bg_color_rejects_non_hex(text: str) -> None:
+    with pytest.raises(InvalidOption):
+        parse_bg_color(text)
+
+
+def test_broken_file_with_known_magic_is_invalid_not_unsupported() -> None:
+    with pytest.raises(InvalidImage, match="PNG"):
+        decode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)

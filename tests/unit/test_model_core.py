@@ -1,0 +1,78 @@
+"""The model core on the tiny model, loaded through the production path (remote code, local directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serve_app.model.core import BackgroundRemovalModel, resolve_precision
+from serve_app.model.loading import load_segmentation_module
+from serve_app.settings import ModelSettings
+from tests.images import SIZE, assert_mask_matches, expected_alpha, red_square
+
+
+INPUT_SIZE = (160, 96)
+
+
+def edge_margin(size: tuple[int, int]) -> int:
+    """Resizing to the input size and back blurs edges by about 3 input pixels, scaled back to the image."""
+    return int(np.ceil(3 * max(size[0] / INPUT_SIZE[0], size[1] / INPUT_SIZE[1]))) + 1
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> BackgroundRemovalModel:
+    return BackgroundRemovalModel.from_settings(ModelSettings(model_id=str(tiny_model_dir), input_size=INPUT_SIZE))
+
+
+def test_loads_through_auto_model_with_remote_code(tiny_model_dir: Path) -> None:
+    module = load_segmentation_module(str(tiny_model_dir))
+    assert type(module).__name__ == "TinySegmenter"
+    assert not module.training
+    # The weights came from model.safetensors, not from a random initialisation.
+    assert module.score.weight.flatten()[0].item() == pytest.approx(-20 * 0.229)
+
+
+def test_auto_precision_is_fp32_on_cpu(model: BackgroundRemovalModel) -> None:
+    assert model.precision == "fp32" and model.device.type == "cpu"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_mask_has_the_image_size_and_marks_the_object(model: BackgroundRemovalModel) -> None:
+    (mask,) = model.predict([np.asarray(red_square())])
+    assert mask.dtype == np.uint8 and mask.shape == (SIZE[1], SIZE[0])
+    assert_mask_matches(mask, expected_alpha(), edge_margin(SIZE))
+
+
+def test_batch_of_mixed_sizes_returns_each_mask_in_order(model: BackgroundRemovalModel) -> None:
+    cases = [((320, 200), (40, 30, 140, 110)), ((97, 301), (10, 200, 60, 280)), ((640, 480), (500, 10, 630, 90))]
+    images = [np.asarray(red_square(size, box)) for size, box in cases]
+    masks = model.predict(images)
+    assert len(masks) == len(cases)
+    for mask, (size, box) in zip(masks, cases):
+        assert_mask_matches(mask, expected_alpha(size, box), edge_margin(size))
+
+
+def test_white_image_gives_an_empty_mask(model: BackgroundRemovalModel) -> None:
+    (mask,) = model.predict([np.full((50, 70, 3), 255, np.uint8)])
+    assert mask.max() <= 5
+
+
+def test_empty_batch_and_wrong_input_types(model: BackgroundRemovalModel) -> None:
+    assert model.predict([]) == []
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        model.predict([np.zeros((10, 10), np.uint8)])
+
+
+def test_import_path_models_must_be_modules() -> None:
+    with pytest.raises(TypeError, match="not a torch.nn.Module"):
+        load_segmentation_module("import:collections:OrderedDict")
+    with pytest.raises(ValueError, match="package.module:factory"):
+        load_segmentation_module("import:no_factory_given")
+
+
+def test_describe_reports_what_runs(model: BackgroundRemovalModel, tiny_model_dir: Path) -> None:
+    info = model.describe()
+    assert info["model_id"] == str(tiny_model_dir) and info["input_size"] == [160, 96]

@@ -1,0 +1,88 @@
+"""Request options and configuration validation: what a user sees when they get one wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.app import build_app
+from serve_app.errors import InvalidOption
+from serve_app.options import OutputOptions, parse_options, reject_unknown
+from serve_app.settings import AppArgs, BatchSettings, parse_app_args, parse_batch_settings
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_default_options_are_rgba_png() -> None:
+    assert parse_options() == OutputOptions(format="png", only_mask=False, bg_color=None)
+
+
+def test_options_parse_strings() -> None:
+    options = parse_options(format="WEBP", only_mask="false", bg_color="#102030")
+    assert options == OutputOptions(format="webp", only_mask=False, bg_color=(16, 32, 48))
+    assert options.media_type == "image/webp"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "gif"}, "format must be one of"),
+        ({"only_mask": "maybe"}, "only_mask must be true or false"),
+        ({"only_mask": "true", "bg_color": "#000000"}, "cannot be combined"),
+    ],
+)
+def test_invalid_options_say_what_is_wrong(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        parse_options(**kwargs)
+
+
+def test_unknown_option_names_are_rejected_by_name() -> None:
+    with pytest.raises(InvalidOption, match="onlymask"):
+        reject_unknown(["format", "onlymask"], ["format", "only_mask", "bg_color"])
+    reject_unknown(["format"], ["format", "only_mask"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"model": {"input_siz": 512}}, "args.model.input_siz"),
+        ({"model": {"precision": "fp8"}}, "args.model.precision"),
+        ({"model": {"input_size": [2, 2]}}, "args.model.input_size"),
+        ({"ingress": {"max_upload_bytes": 0}}, "args.ingress.max_upload_bytes"),
+        ({"ingress": {"url_allow_networks": ["not-a-network"]}}, "args.ingress.url_allow_networks"),
+        ({"modle": {}}, "args.modle"),
+    ],
+)
+def test_config_mistakes_fail_at_build_time_naming_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        build_app(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [({"max_batch_size": 0}, "user_config.max_batch_size"), ({"batch_wait_s": 1}, "user_config.batch_wait_s")],
+)
+def test_batch_settings_mistakes_name_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        parse_batch_settings(raw)
+
+
+def test_square_input_size_shorthand() -> None:
+    assert parse_app_args({"model": {"input_size": 512}}).model.input_size == (512, 512)
+
+
+@pytest.mark.parametrize("name", ["prod.yaml", "local.yaml", "tiny.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = yaml.safe_load((CONFIGS / name).read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_app.app:build_app"
+    assert isinstance(parse_app_args(app.get("args")), AppArgs)
+    for deployment in app["deployments"]:
+        assert deployment["name"] in {"BackgroundRemover", "Ingress"}
+        if deployment["name"] == "BackgroundRemover":
+            batching = parse_batch_settings(deployment.get("user_config"))
+            assert isinstance(batching, BatchSettings)
+            if "max_ongoing_requests" in deployment:
+                assert deployment["max_ongoing_requests"] >= batching.max_batch_size, "batches could never fill"

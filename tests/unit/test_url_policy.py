@@ -1,0 +1,61 @@
+"""URL refusal at the address-check level: nothing here opens a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from serve_app.errors import UrlRefused
+from serve_app.url_fetch import is_address_allowed, parse_networks, resolve_checked, split_url
+
+NOTHING_ALLOWED = parse_networks([])
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+     "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "ff02::1"],
+)
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not is_address_allowed(ipaddress.ip_address(address), NOTHING_ALLOWED)
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address: str) -> None:
+    assert is_address_allowed(ipaddress.ip_address(address), NOTHING_ALLOWED)
+
+
+def test_allow_list_admits_exactly_its_ranges() -> None:
+    allow = parse_networks(["127.0.0.0/8"])
+    assert is_address_allowed(ipaddress.ip_address("127.0.0.1"), allow)
+    assert is_address_allowed(ipaddress.ip_address("::ffff:127.0.0.2"), allow)
+    assert not is_address_allowed(ipaddress.ip_address("10.0.0.1"), allow)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("ftp://127.0.0.1/a.png", "only http and https"), ("file:///etc/passwd", "only http and https"),
+     ("/relative.png", "only http and https"), ("http:///nohost.png", "no host"),
+     ("http://127.0.0.1:99999/", "malformed")],
+)
+def test_split_url_refuses_what_it_cannot_fetch(url: str, message: str) -> None:
+    with pytest.raises(UrlRefused, match=message):
+        split_url(url)
+
+
+def test_split_url_defaults_ports() -> None:
+    assert split_url("https://127.0.0.1/x") == ("127.0.0.1", 443)
+    assert split_url("http://[::1]:8080/x") == ("::1", 8080)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "2130706433", "0x7f000001", "::1"])
+def test_loopback_in_any_spelling_is_refused_by_default(host: str) -> None:
+    with pytest.raises(UrlRefused, match="not allowed"):
+        asyncio.run(resolve_checked(host, 80, NOTHING_ALLOWED))
+
+
+def test_loopback_resolves_when_allowed() -> None:
+    addresses = asyncio.run(resolve_checked("127.0.0.1", 80, parse_networks(["127.0.0.0/8"])))
+    assert addresses == [ipaddress.ip_address("127.0.0.1")]
