@@ -66,7 +66,7 @@ def send_distinct_objects(base_url: str, count: int) -> None:
     """POST `count` pictures at once, each with its object elsewhere, and check every caller's own mask."""
     boxes = distinct_boxes(count)
     responses = post_all(f"{base_url}/v1/remove-background", [encode(red_square(box=box)) for box in boxes])
-    for box, response in zip(boxes, responses):
+    for box, response in zip(boxes, responses, strict=True):
         assert response.status_code == 200, response.text
         assert_mask_matches(alpha_of(response), expected_alpha(box=box), EDGE_MARGIN)
 

@@ -13,7 +13,6 @@ from serve_app.model.loading import load_segmentation_module
 from serve_app.settings import ModelSettings
 from tests.images import SIZE, assert_mask_matches, expected_alpha, red_square
 
-
 INPUT_SIZE = (160, 96)
 
 
@@ -51,7 +50,7 @@ def test_batch_of_mixed_sizes_returns_each_mask_in_order(model: BackgroundRemova
     images = [np.asarray(red_square(size, box)) for size, box in cases]
     masks = model.predict(images)
     assert len(masks) == len(cases)
-    for mask, (size, box) in zip(masks, cases):
+    for mask, (size, box) in zip(masks, cases, strict=True):
         assert_mask_matches(mask, expected_alpha(size, box), edge_margin(size))
 
 
