@@ -3,7 +3,7 @@
 Starts `serve run` on a config (with overrides) or targets a running service, drives it with N concurrent
 clients, and writes a JSON record: images/s, p50/p95/p99 latency, GPU batch-size histogram, GPU busy fraction.
 
-    python scripts/bench_service.py --config configs/prod.yaml --clients 1,32 --duration 60 \
+    python scripts/bench_service.py --config configs/prod.yaml --levels 1,32 --duration 60 \
         --model-id import:birefnet_random:build --out docs/benchmarks/service.json
 """
 
@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
@@ -37,11 +38,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-wait-s", type=float)
     parser.add_argument("--ingress-replicas", type=int, help="fixed ingress replicas instead of autoscaling")
     parser.add_argument("--remover-replicas", type=int, help="fixed model replicas instead of autoscaling")
-    parser.add_argument("--clients", default="1,32", help="comma-separated concurrency levels, run in order")
+    parser.add_argument("--levels", default="1,32",
+                        help="comma-separated levels run in order, each CLIENTS or CLIENTS:QUERY "
+                             "(e.g. 32:only_mask=true)")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
     parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
-    parser.add_argument("--query", default="", help="query string for every request, e.g. format=webp")
+    parser.add_argument("--set-ingress", action="append", default=[], metavar="KEY=VALUE",
+                        help="override args.ingress.KEY (YAML value), repeatable")
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     return parser.parse_args()
@@ -58,14 +62,16 @@ def model_info(base_url: str) -> dict:
 
 
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
-    url = f"{base_url}/v1/remove-background" + (f"?{args.query}" if args.query else "")
     levels = []
-    for clients in (int(c) for c in args.clients.split(",")):
+    for level in args.levels.split(","):
+        clients_text, _, query = level.partition(":")
+        clients = int(clients_text)
+        url = f"{base_url}/v1/remove-background" + (f"?{query}" if query else "")
         before = model_info(base_url)["batch_size_histogram"]
         with GpuBusySampler() as sampler:
             result = asyncio.run(closed_loop(url, photos, clients=clients, duration_s=args.duration,
                                              warmup_s=args.warmup))
-        summary = result.summary()
+        summary = {"query": query, **result.summary()}
         summary["batch_size_histogram"] = histogram_delta(before, model_info(base_url)["batch_size_histogram"])
         summary["gpu_busy_fraction"] = sampler.busy_fraction()
         print(json.dumps(summary), flush=True)
@@ -89,6 +95,8 @@ def main() -> None:
             config = derive_config(
                 args.config,
                 model={"model_id": args.model_id} if args.model_id else None,
+                ingress={key: yaml.safe_load(value) for key, value in
+                         (item.split("=", 1) for item in args.set_ingress)},
                 batching={k: v for k, v in (("max_batch_size", args.max_batch_size),
                                             ("batch_wait_timeout_s", args.batch_wait_s)) if v is not None},
                 remover={"num_replicas": args.remover_replicas, "autoscaling_config": None}

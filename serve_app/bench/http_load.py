@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from serve_app.timing import parse_server_timing
+
 
 @dataclass
 class Sample:
@@ -17,6 +19,7 @@ class Sample:
     latency_s: float
     status: int
     response_bytes: int
+    server_stages_ms: dict[str, float] = field(default_factory=dict)  # from the Server-Timing header
 
 
 @dataclass
@@ -44,7 +47,19 @@ class LoadResult:
             | {"mean": round(float(np.mean(latencies_ms)), 1)},
             "statuses_all_requests": statuses,
             "mean_response_bytes": int(np.mean([s.response_bytes for s in ok])) if ok else 0,
+            "server_stage_mean_ms": self._stage_means(ok),
         }
+
+    @staticmethod
+    def _stage_means(samples: list[Sample]) -> dict[str, float]:
+        """Mean ms per ingress stage, and what the client waited beyond them (proxy, queues, transfer)."""
+        names = sorted({name for s in samples for name in s.server_stages_ms})
+        means = {name: round(float(np.mean([s.server_stages_ms.get(name, 0.0) for s in samples])), 1)
+                 for name in names}
+        if samples and names:
+            outside = [s.latency_s * 1000 - sum(s.server_stages_ms.values()) for s in samples]
+            means["outside_ingress_stages"] = round(float(np.mean(outside)), 1)
+        return means
 
 
 async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s: float, warmup_s: float,
@@ -65,9 +80,10 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
                 try:
                     response = await http.post(url, content=body, headers={"Content-Type": content_type})
                     status, size = response.status_code, len(response.content)
+                    stages = parse_server_timing(response.headers.get("server-timing", ""))
                 except httpx.HTTPError:
-                    status, size = 0, 0
-                result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size))
+                    status, size, stages = 0, 0, {}
+                result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages))
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return result

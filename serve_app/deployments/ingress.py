@@ -35,6 +35,7 @@ from serve_app.errors import (
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.results import ResultStore
 from serve_app.settings import IngressSettings
+from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
 from serve_app.versions import component_versions
 
@@ -115,8 +116,10 @@ class Ingress:
                                  only_mask: OnlyMaskQuery = False, bg_color: BgColorQuery = None) -> Response:
         """The image as the raw body (Content-Type image/*) or as multipart field `file`."""
         options = _options(request, (), format, only_mask, bg_color)
-        data = await self._read_upload(request)
-        return Response(await self._cut_out(data, options), media_type=options.media_type)
+        timer = StageTimer()
+        with timer.stage("read"):
+            data = await self._read_upload(request)
+        return self._image_response(await self._cut_out(data, options, timer), options, timer)
 
     @api.get("/v1/remove-background", response_class=Response,
              responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
@@ -125,8 +128,10 @@ class Ingress:
                               bg_color: BgColorQuery = None) -> Response:
         """Fetch the image at `url`, then the same as the POST route."""
         options = _options(request, ("url",), format, only_mask, bg_color)
-        data = await self.fetcher.fetch(url)
-        return Response(await self._cut_out(data, options), media_type=options.media_type)
+        timer = StageTimer()
+        with timer.stage("fetch"):
+            data = await self.fetcher.fetch(url)
+        return self._image_response(await self._cut_out(data, options, timer), options, timer)
 
     @api.post("/v1/remove-background/batch", response_class=StreamingResponse,
               responses={200: {"content": {"application/x-ndjson": {}}}})
@@ -164,11 +169,19 @@ class Ingress:
 
     # --- steps --------------------------------------------------------------------------------------
 
-    async def _cut_out(self, data: bytes, options: OutputOptions) -> bytes:
-        decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
-        mask = await self._call_remover("remove_background", decoded.rgb)
-        return await self._in_pool(imaging.render, decoded, mask, options.format, only_mask=options.only_mask,
-                                   bg_color=options.bg_color, webp_quality=self.settings.webp_quality)
+    async def _cut_out(self, data: bytes, options: OutputOptions, timer: StageTimer | None = None) -> bytes:
+        timer = timer or StageTimer()
+        with timer.stage("decode"):
+            decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
+        with timer.stage("model"):
+            mask = await self._call_remover("remove_background", decoded.rgb)
+        with timer.stage("encode"):
+            return await self._in_pool(imaging.render, decoded, mask, options.format, only_mask=options.only_mask,
+                                       bg_color=options.bg_color, webp_quality=self.settings.webp_quality)
+
+    @staticmethod
+    def _image_response(body: bytes, options: OutputOptions, timer: StageTimer) -> Response:
+        return Response(body, media_type=options.media_type, headers={"Server-Timing": timer.header()})
 
     async def _call_remover(self, method: str, *args: Any) -> Any:
         """Call the model deployment, retrying once if its replica died (every call is idempotent)."""
