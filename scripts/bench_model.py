@@ -27,6 +27,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--batch-sizes", default="1,2,4,8,16")
     parser.add_argument("--precisions", default="fp16")
+    parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs")
+    parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
     parser.add_argument("--out", type=Path)
@@ -36,6 +38,7 @@ def parse_args() -> argparse.Namespace:
 def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int) -> dict:
     width, height = model.input_size
     batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
+    batch = batch.contiguous(memory_format=model.memory_format)
     synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -54,28 +57,50 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
             "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None}
 
 
+def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
+    """Logits for a fixed input, to compare execution modes of the same weights."""
+    width, height = model.input_size
+    generator = torch.Generator().manual_seed(1)
+    batch = torch.randn(2, 3, height, width, generator=generator).to(model.device, model.dtype)
+    with torch.inference_mode():
+        return model.forward(batch.contiguous(memory_format=model.memory_format)).float().cpu()
+
+
 def main() -> None:
     args = parse_args()
     torch.backends.cudnn.benchmark = True
     record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "command": shlex.join([Path(sys.executable).name, *sys.argv]),
                     "versions": component_versions(), "results": []}
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     for precision in args.precisions.split(","):
-        settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
-                                 device=args.device)
-        model = BackgroundRemovalModel.from_settings(settings)
-        record["device"] = model.describe()["device_name"]
-        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            try:
-                row = {"precision": precision, "mode": "eager", **time_forward(model, batch_size, args.iterations)}
-            except torch.cuda.OutOfMemoryError:
-                row = {"precision": precision, "mode": "eager", "batch_size": batch_size, "error": "out of memory"}
-                torch.cuda.empty_cache()
-            print(json.dumps(row), flush=True)
-            record["results"].append(row)
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        eager_logits = None
+        for mode in args.modes.split(","):
+            for layout in args.layouts.split(","):
+                torch.manual_seed(0)  # the same random weights for every variant
+                settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
+                                         device=args.device, execution=mode, graph_batch_sizes=batch_sizes,
+                                         channels_last=layout == "channels_last")
+                started = time.perf_counter()
+                model = BackgroundRemovalModel.from_settings(settings)
+                variant = {"precision": precision, "mode": mode, "layout": layout,
+                           "load_s": round(time.perf_counter() - started, 1)}
+                record["device"] = model.describe()["device_name"]
+                logits = reference_logits(model)
+                if eager_logits is None:
+                    eager_logits = logits
+                variant["max_abs_logit_diff_vs_first"] = round(float((logits - eager_logits).abs().max()), 5)
+                for batch_size in batch_sizes:
+                    try:
+                        row = {**variant, **time_forward(model, batch_size, args.iterations)}
+                    except torch.cuda.OutOfMemoryError:
+                        row = {**variant, "batch_size": batch_size, "error": "out of memory"}
+                        torch.cuda.empty_cache()
+                    print(json.dumps(row), flush=True)
+                    record["results"].append(row)
+                del model
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")

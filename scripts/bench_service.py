@@ -44,11 +44,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
     parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
+    parser.add_argument("--set-model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override args.model.KEY (YAML value), repeatable")
     parser.add_argument("--set-ingress", action="append", default=[], metavar="KEY=VALUE",
                         help="override args.ingress.KEY (YAML value), repeatable")
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     return parser.parse_args()
+
+
+def overrides(items: list[str]) -> dict:
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
 
 
 def histogram_delta(before: dict, after: dict) -> dict[str, int]:
@@ -94,9 +100,8 @@ def main() -> None:
         else:
             config = derive_config(
                 args.config,
-                model={"model_id": args.model_id} if args.model_id else None,
-                ingress={key: yaml.safe_load(value) for key, value in
-                         (item.split("=", 1) for item in args.set_ingress)},
+                model={**overrides(args.set_model), **({"model_id": args.model_id} if args.model_id else {})},
+                ingress=overrides(args.set_ingress),
                 batching={k: v for k, v in (("max_batch_size", args.max_batch_size),
                                             ("batch_wait_timeout_s", args.batch_wait_s)) if v is not None},
                 remover={"num_replicas": args.remover_replicas, "autoscaling_config": None}

@@ -42,9 +42,25 @@ class ModelSettings(StrictModel):
         "auto", description="auto = fp16 on CUDA, fp32 on CPU."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA when available.")
+    execution: Literal["eager", "cuda_graphs"] = Field(
+        "eager",
+        description="cuda_graphs: capture one CUDA graph per graph_batch_sizes bucket at start-up and replay it "
+        "(batches are padded up to a bucket); falls back to eager on CPU.",
+    )
+    graph_batch_sizes: tuple[int, ...] = Field(
+        (1, 2, 4, 8), description="Batch sizes captured when execution is cuda_graphs."
+    )
+    channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     warmup_batch_size: int = Field(
         1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
     )
+
+    @field_validator("graph_batch_sizes")
+    @classmethod
+    def _positive_buckets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or min(value) < 1:
+            raise ValueError("give at least one batch size, each >= 1")
+        return tuple(sorted(set(value)))
 
     @field_validator("input_size", mode="before")
     @classmethod

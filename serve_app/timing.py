@@ -21,6 +21,10 @@ class StageTimer:
         finally:
             self.stages.append((name, (time.perf_counter() - started) * 1000))
 
+    def record(self, name: str, milliseconds: float) -> None:
+        """A duration measured elsewhere (the model replica's queue and batch times)."""
+        self.stages.append((name, milliseconds))
+
     def header(self) -> str:
         """`decode;dur=12.3, model;dur=48.0, encode;dur=30.2` (browsers' dev tools show it too)."""
         return ", ".join(f"{name};dur={ms:.1f}" for name, ms in self.stages)

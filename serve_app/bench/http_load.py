@@ -57,7 +57,9 @@ class LoadResult:
         means = {name: round(float(np.mean([s.server_stages_ms.get(name, 0.0) for s in samples])), 1)
                  for name in names}
         if samples and names:
-            outside = [s.latency_s * 1000 - sum(s.server_stages_ms.values()) for s in samples]
+            # model_queue and model_batch are parts of the model stage, not additional time.
+            outside = [s.latency_s * 1000 - sum(ms for name, ms in s.server_stages_ms.items()
+                                                if not name.startswith("model_")) for s in samples]
             means["outside_ingress_stages"] = round(float(np.mean(outside)), 1)
         return means
 

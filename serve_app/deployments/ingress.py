@@ -174,9 +174,12 @@ class Ingress:
         with timer.stage("decode"):
             decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
         with timer.stage("model"):
-            mask = await self._call_remover("remove_background", decoded.rgb)
+            result = await self._call_remover("remove_background", decoded.rgb)
+        timer.record("model_queue", result.queued_ms)
+        timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):
-            return await self._in_pool(imaging.render, decoded, mask, options.format, only_mask=options.only_mask,
+            return await self._in_pool(imaging.render, decoded, result.mask, options.format,
+                                       only_mask=options.only_mask,
                                        bg_color=options.bg_color, webp_quality=self.settings.webp_quality)
 
     @staticmethod

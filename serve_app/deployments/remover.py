@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
@@ -21,6 +23,20 @@ from serve_app.versions import component_versions
 logger = logging.getLogger("ray.serve")
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+# The model thread launches thousands of small kernels with the GIL held. A shorter switch interval than
+# Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
+# while a batch runs, so that the next batch fills.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """One image's mask plus where its time went, for the ingress's Server-Timing header."""
+
+    mask: np.ndarray  # (H, W) uint8
+    queued_ms: float  # from arrival at this replica to the start of its batch
+    batch_ms: float  # the whole batch on the device: upload, resize, forward, post-processing, download
+    batch_size: int
 
 
 @serve.deployment(
@@ -33,10 +49,11 @@ BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
     health_check_period_s=10,
 )
 class BackgroundRemover:
-    """Holds the model on one device and answers `remove_background(image) -> mask` through a batch queue."""
+    """Holds the model on one device and answers `remove_background(image) -> MaskResult` in batches."""
 
     def __init__(self, model_settings: dict):
         settings = ModelSettings.model_validate(model_settings)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.model = BackgroundRemovalModel.from_settings(settings)
         # One worker: the device runs one batch at a time, and the event loop stays free to queue requests.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -53,19 +70,26 @@ class BackgroundRemover:
     def reconfigure(self, user_config: dict) -> None:
         """Apply new batch settings live: Serve calls this on start and on every config change."""
         self._settings = parse_batch_settings(user_config)
-        self.remove_background.set_max_batch_size(self._settings.max_batch_size)
-        self.remove_background.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
+        self._run_batch.set_max_batch_size(self._settings.max_batch_size)
+        self._run_batch.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
         logger.info("batch settings now %s", self._settings.model_dump())
+
+    async def remove_background(self, image: np.ndarray) -> MaskResult:
+        """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
+        arrived = time.perf_counter()
+        mask, batch_started, batch_ms, batch_size = await self._run_batch(image)
+        return MaskResult(mask, (batch_started - arrived) * 1000, batch_ms, batch_size)
 
     @serve.batch(max_batch_size=BatchSettings().max_batch_size,
                  batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s)
-    async def remove_background(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Alpha mask (H, W) uint8 for one (H, W, 3) uint8 RGB image; Serve batches the calls."""
+    async def _run_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, float, float, int]]:
+        started = time.perf_counter()
         self._batch_sizes[len(images)] += 1
         self._batch_metric.observe(len(images))
         self._image_metric.inc(len(images))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.model.predict, images)
+        masks = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, images)
+        batch_ms = (time.perf_counter() - started) * 1000
+        return [(mask, started, batch_ms, len(images)) for mask in masks]
 
     def describe(self) -> dict:
         """What /v1/info reports: the model, live batch settings and this replica's batch-size histogram."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
 from serve_app.settings import ModelSettings
 
@@ -42,18 +43,28 @@ class BackgroundRemovalModel:
     """A segmentation network wrapped with its pre- and post-processing."""
 
     def __init__(self, module: torch.nn.Module, *, input_size: tuple[int, int], device: torch.device,
-                 precision: str, model_id: str = "<module>"):
+                 precision: str, model_id: str = "<module>", execution: str = "eager",
+                 graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
         self.precision = precision
         self.dtype = _DTYPES[precision]
-        self.module = module.to(device=device, dtype=self.dtype).eval()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = module.to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
         if device.type == "cuda":
             # Convolution algorithms are tuned once per input shape; batches take a handful of shapes.
             torch.backends.cudnn.benchmark = True
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        self.execution = execution if device.type == "cuda" else "eager"
+        if execution != self.execution:
+            logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
+        if self.execution == "cuda_graphs":
+            with torch.inference_mode():
+                self._forward = GraphedForward(self._eager_forward, sample_shape=(3, input_size[1], input_size[0]),
+                                               dtype=self.dtype, device=device, batch_sizes=graph_batch_sizes)
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
@@ -62,7 +73,8 @@ class BackgroundRemovalModel:
         started = time.perf_counter()
         module = load_segmentation_module(settings.model_id, settings.revision)
         model = cls(module, input_size=settings.input_size, device=device, precision=precision,
-                    model_id=settings.model_id)
+                    model_id=settings.model_id, execution=settings.execution,
+                    graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last)
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
         return model
@@ -95,7 +107,7 @@ class BackgroundRemovalModel:
             resized.append(F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False,
                                          antialias=True))
         batch = torch.cat(resized).sub_(self._mean).div_(self._std)
-        return batch.to(self.dtype)
+        return batch.to(dtype=self.dtype, memory_format=self.memory_format)
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
         with warnings.catch_warnings():
@@ -108,6 +120,9 @@ class BackgroundRemovalModel:
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of the final prediction, (B, 1, h, w) in float32."""
+        return self._forward(batch)
+
+    def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
         outputs = self.module(batch)
         if hasattr(outputs, "logits"):
             outputs = outputs.logits
@@ -136,5 +151,7 @@ class BackgroundRemovalModel:
             "input_size": list(self.input_size),
             "precision": self.precision,
             "device": str(self.device),
+            "execution": self.execution,
+            "channels_last": self.memory_format == torch.channels_last,
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }
