@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
 
+from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
@@ -34,9 +34,9 @@ class MaskResult:
     """One image's mask plus where its time went, for the ingress's Server-Timing header."""
 
     mask: np.ndarray  # (H, W) uint8
-    queued_ms: float  # from arrival at this replica to the start of its batch
-    batch_ms: float  # the whole batch on the device: upload, resize, forward, post-processing, download
-    batch_size: int
+    queued_ms: float  # from arrival at this replica to the start of its forward pass
+    batch_ms: float  # the whole pass on the device: upload, resize, forward, post-processing, download
+    batch_size: int  # images in that pass
 
 
 @serve.deployment(
@@ -55,14 +55,15 @@ class BackgroundRemover:
         settings = ModelSettings.model_validate(model_settings)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.model = BackgroundRemovalModel.from_settings(settings)
-        # One worker: the device runs one batch at a time, and the event loop stays free to queue requests.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._batch_sizes: Counter[int] = Counter()
         self._batch_metric = Histogram(
             "bg_removal_batch_size", description="Images per forward pass.", boundaries=BATCH_SIZE_BOUNDARIES
         )
         self._image_metric = MetricCounter("bg_removal_images", description="Images segmented.")
         self._settings = BatchSettings()
+        # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
+        self._device = DeviceQueue(self.model.predict, ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"),
+                                   self._settings.max_batch_size, on_batch=self._count_batch)
         started = time.perf_counter()
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
@@ -72,24 +73,27 @@ class BackgroundRemover:
         self._settings = parse_batch_settings(user_config)
         self._run_batch.set_max_batch_size(self._settings.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
+        self._device.max_batch_size = self._settings.max_batch_size
         logger.info("batch settings now %s", self._settings.model_dump())
 
     async def remove_background(self, image: np.ndarray) -> MaskResult:
         """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
         arrived = time.perf_counter()
-        mask, batch_started, batch_ms, batch_size = await self._run_batch(image)
-        return MaskResult(mask, (batch_started - arrived) * 1000, batch_ms, batch_size)
+        mask, batch = await self._run_batch(image)
+        return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
 
+    # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
+    # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).
     @serve.batch(max_batch_size=BatchSettings().max_batch_size,
-                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s)
-    async def _run_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, float, float, int]]:
-        started = time.perf_counter()
-        self._batch_sizes[len(images)] += 1
-        self._batch_metric.observe(len(images))
-        self._image_metric.inc(len(images))
-        masks = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, images)
-        batch_ms = (time.perf_counter() - started) * 1000
-        return [(mask, started, batch_ms, len(images)) for mask in masks]
+                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=8)
+    async def _run_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, DeviceBatch]]:
+        masks, batch = await self._device.run(images)
+        return [(mask, batch) for mask in masks]
+
+    def _count_batch(self, size: int) -> None:
+        self._batch_sizes[size] += 1
+        self._batch_metric.observe(size)
+        self._image_metric.inc(size)
 
     def describe(self) -> dict:
         """What /v1/info reports: the model, live batch settings and this replica's batch-size histogram."""

@@ -1,0 +1,82 @@
+"""The device queue: waiting groups merge into the next forward pass, each caller gets its own masks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serve_app.deployments.device_queue import DeviceQueue
+
+
+class GatedPredict:
+    """A fake device whose first pass waits for `release`, so that work can pile up behind it."""
+
+    def __init__(self, fail_on_size: int | None = None):
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+        self.fail_on_size = fail_on_size
+
+    def __call__(self, images):
+        if not self.sizes:
+            self.release.wait(timeout=10)
+        self.sizes.append(len(images))
+        if len(images) == self.fail_on_size:
+            raise RuntimeError("device failure")
+        return [image[..., 0] for image in images]
+
+
+def images_tagged(*tags: int) -> list[np.ndarray]:
+    return [np.full((2, 3, 3), tag, np.uint8) for tag in tags]
+
+
+async def run_groups(queue: DeviceQueue, predict: GatedPredict, groups: list[list[int]]):
+    first = asyncio.create_task(queue.run(images_tagged(*groups[0])))
+    await asyncio.sleep(0.05)  # the first pass is now running and blocked
+    rest = [asyncio.create_task(queue.run(images_tagged(*tags))) for tags in groups[1:]]
+    await asyncio.sleep(0.05)
+    predict.release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+def test_waiting_groups_merge_up_to_the_max_and_results_go_to_their_callers() -> None:
+    predict = GatedPredict()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=5)
+    groups = [[1], [2, 3], [4, 5, 6], [7, 8, 9, 10]]
+    results = asyncio.run(run_groups(queue, predict, groups))
+    assert predict.sizes == [1, 5, 4]
+    for tags, (masks, batch) in zip(groups, results, strict=True):
+        assert [int(mask[0, 0]) for mask in masks] == tags
+        assert batch.size == {1: 1, 2: 5, 3: 5, 4: 4}[len(tags)]
+
+
+def test_a_failed_pass_fails_only_its_callers() -> None:
+    predict = GatedPredict(fail_on_size=3)
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=3)
+    results = asyncio.run(run_groups(queue, predict, [[1], [2, 3, 4], [5, 6]]))
+    assert isinstance(results[1], RuntimeError)
+    assert [int(mask[0, 0]) for mask in results[2][0]] == [5, 6]
+    assert predict.sizes == [1, 3, 2]
+
+
+def test_cancelled_callers_cost_no_device_time() -> None:
+    async def scenario(queue: DeviceQueue, predict: GatedPredict) -> None:
+        first = asyncio.create_task(queue.run(images_tagged(1)))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(queue.run(images_tagged(2, 3)))
+        kept = asyncio.create_task(queue.run(images_tagged(4)))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        predict.release.set()
+        await first
+        masks, _ = await kept
+        assert [int(mask[0, 0]) for mask in masks] == [4]
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    predict = GatedPredict()
+    asyncio.run(scenario(DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=8), predict))
+    assert predict.sizes == [1, 1]
