@@ -62,7 +62,7 @@ class BackgroundRemover:
         self._image_metric = MetricCounter("bg_removal_images", description="Images segmented.")
         self._settings = BatchSettings()
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
-        self._device = DeviceQueue(self.model.predict, ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"),
+        self._device = DeviceQueue(self.model.submit, ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"),
                                    self._settings.max_batch_size, on_batch=self._count_batch)
         started = time.perf_counter()
         self.model.warm_up(settings.warmup_batch_size)

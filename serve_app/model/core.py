@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,6 +38,25 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     if choice == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return choice
+
+
+@dataclass
+class PendingMasks:
+    """A submitted batch: masks flattened into `host` (pinned memory on CUDA), complete once `done` fires."""
+
+    host: torch.Tensor
+    sizes: list[tuple[int, int]]
+    done: torch.cuda.Event | None
+
+    def result(self) -> list[np.ndarray]:
+        if self.done is not None:
+            self.done.synchronize()  # blocks this thread only; other CUDA work keeps running
+        flat = self.host.numpy()
+        masks, offset = [], 0
+        for height, width in self.sizes:
+            masks.append(flat[offset : offset + height * width].reshape(height, width))
+            offset += height * width
+        return masks
 
 
 class BackgroundRemovalModel:
@@ -87,14 +107,28 @@ class BackgroundRemovalModel:
         blank = np.full((height, width, 3), 255, dtype=np.uint8)
         self.predict([blank] * batch_size)
 
-    @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images of any sizes, in order, as (H, W) uint8."""
+        return self.submit(images).result()
+
+    @torch.inference_mode()
+    def submit(self, images: Sequence[np.ndarray]) -> PendingMasks:
+        """Queue the whole batch on the device and return at once; `.result()` waits for the masks.
+
+        On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
+        the device never idles between batches.
+        """
+        sizes = [image.shape[:2] for image in images]
         if not images:
-            return []
-        batch = self.preprocess(images)
-        logits = self.forward(batch)
-        return self.postprocess(logits, [image.shape[:2] for image in images])
+            return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
+        flat = self.postprocess(self.forward(self.preprocess(images)), sizes)
+        if self.device.type != "cuda":
+            return PendingMasks(flat, sizes, None)
+        host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return PendingMasks(host, sizes, done)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Upload, resize to the input size and normalise on the device: (B, 3, H_in, W_in) in the model dtype."""
@@ -130,20 +164,18 @@ class BackgroundRemovalModel:
             outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
         return outputs.float()
 
-    def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Sigmoid, resize each mask to its image's (H, W), uint8; one device-to-host copy for the batch."""
+    def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Sigmoid, resize each mask to its image's (H, W), uint8, all masks flattened into one tensor.
+
+        One tensor means one device-to-host copy for the whole batch.
+        """
         probabilities = logits.sigmoid()
         flat = []
         for index, (height, width) in enumerate(sizes):
             mask = F.interpolate(probabilities[index : index + 1], size=(height, width), mode="bilinear",
                                  align_corners=False)
             flat.append(mask.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).flatten())
-        host = torch.cat(flat).cpu().numpy()
-        masks, offset = [], 0
-        for height, width in sizes:
-            masks.append(host[offset : offset + height * width].reshape(height, width))
-            offset += height * width
-        return masks
+        return torch.cat(flat)
 
     def describe(self) -> dict:
         return {

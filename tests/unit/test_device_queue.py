@@ -12,8 +12,16 @@ import pytest
 from serve_app.deployments.device_queue import DeviceQueue
 
 
+class Done:
+    def __init__(self, masks):
+        self.masks = masks
+
+    def result(self):
+        return self.masks
+
+
 class GatedPredict:
-    """A fake device whose first pass waits for `release`, so that work can pile up behind it."""
+    """A fake device whose first submission waits for `release`, so that work can pile up behind it."""
 
     def __init__(self, fail_on_size: int | None = None):
         self.release = threading.Event()
@@ -26,7 +34,7 @@ class GatedPredict:
         self.sizes.append(len(images))
         if len(images) == self.fail_on_size:
             raise RuntimeError("device failure")
-        return [image[..., 0] for image in images]
+        return Done([image[..., 0] for image in images])
 
 
 def images_tagged(*tags: int) -> list[np.ndarray]:
@@ -80,3 +88,24 @@ def test_cancelled_callers_cost_no_device_time() -> None:
     predict = GatedPredict()
     asyncio.run(scenario(DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=8), predict))
     assert predict.sizes == [1, 1]
+
+
+def test_next_batch_is_submitted_before_waiting_for_the_current_one() -> None:
+    log: list[tuple[str, int]] = []
+
+    class Logged(Done):
+        def result(self):
+            log.append(("result", int(self.masks[0][0, 0])))
+            return self.masks
+
+    predict = GatedPredict()
+
+    def submit(images):
+        done = predict(images)
+        log.append(("submit", int(images[0][0, 0, 0])))
+        return Logged(done.masks)
+
+    results = asyncio.run(run_groups(DeviceQueue(submit, ThreadPoolExecutor(1), max_batch_size=8), predict,
+                                     [[1], [2, 3]]))
+    assert [len(masks) for masks, _ in results] == [1, 2]
+    assert log == [("submit", 1), ("submit", 2), ("result", 1), ("result", 2)]
