@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from serve_app.model.core import BackgroundRemovalModel
@@ -31,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
+    parser.add_argument("--predict-image-size", default="", metavar="WxH",
+                        help="also time predict() on uint8 host images of this size (upload, resize, forward, "
+                             "resize back, download), e.g. 3000x2000")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
 
@@ -55,6 +59,20 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
     return {"batch_size": batch_size, "ms_per_batch": round(ms_per_batch, 1),
             "images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
             "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None}
+
+
+def time_predict(model: BackgroundRemovalModel, batch_size: int, image_size: str, iterations: int) -> dict:
+    """predict() from host numpy images to host masks: what the serving path pays per batch on the device side."""
+    width, height = (int(v) for v in image_size.split("x"))
+    images = [np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8) for i in range(batch_size)]
+    for _ in range(2):
+        model.predict(images)
+    started = time.perf_counter()
+    for _ in range(iterations):
+        model.predict(images)
+    ms_per_batch = (time.perf_counter() - started) * 1000 / iterations
+    return {"predict_image_size": image_size, "predict_ms_per_batch": round(ms_per_batch, 1),
+            "predict_images_per_s": round(batch_size * 1000 / ms_per_batch, 2)}
 
 
 def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
@@ -93,6 +111,8 @@ def main() -> None:
                 for batch_size in batch_sizes:
                     try:
                         row = {**variant, **time_forward(model, batch_size, args.iterations)}
+                        if args.predict_image_size:
+                            row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
                     except torch.cuda.OutOfMemoryError:
                         row = {**variant, "batch_size": batch_size, "error": "out of memory"}
                         torch.cuda.empty_cache()

@@ -82,9 +82,20 @@ class BackgroundRemovalModel:
             logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
+            self._forward = self._capture_graphs(graph_batch_sizes)
+
+    def _capture_graphs(self, batch_sizes: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Graphed forward, or the eager one if this model cannot be captured (data-dependent shapes, syncs)."""
+        width, height = self.input_size
+        try:
             with torch.inference_mode():
-                self._forward = GraphedForward(self._eager_forward, sample_shape=(3, input_size[1], input_size[0]),
-                                               dtype=self.dtype, device=device, batch_sizes=graph_batch_sizes)
+                return GraphedForward(self._eager_forward, sample_shape=(3, height, width), dtype=self.dtype,
+                                      device=self.device, batch_sizes=batch_sizes)
+        except Exception:
+            logger.exception("CUDA graph capture failed for %s; running eager", self.model_id)
+            self.execution = "eager"
+            torch.cuda.synchronize(self.device)
+            return self._eager_forward
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
