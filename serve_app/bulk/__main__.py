@@ -1,0 +1,82 @@
+"""python -m serve_app.bulk {client,offline} INPUT OUTPUT [options]
+
+client:  send every image under INPUT to a running service (--url), with bounded concurrency and retries.
+offline: run the same job with no service, as a Ray Data pipeline (a local Ray, or a cluster with --address).
+Both mirror INPUT's folders under OUTPUT, skip outputs that already exist, list failures in
+OUTPUT/_failures.jsonl and write OUTPUT/_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import yaml
+
+from serve_app.bulk.client import ClientSettings, run_client
+from serve_app.bulk.layout import Layout
+from serve_app.errors import ApiError
+from serve_app.options import parse_options
+from serve_app.settings import ModelSettings, parse_app_args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serve_app.bulk", description=__doc__.splitlines()[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+    client = modes.add_parser("client", help="use a running service")
+    offline = modes.add_parser("offline", help="no service: a Ray Data pipeline")
+    for sub in (client, offline):
+        sub.add_argument("input", help="folder (or fsspec URL) of images, searched recursively")
+        sub.add_argument("output", help="folder (or fsspec URL) for the results")
+        sub.add_argument("--format", default="png", choices=["png", "webp"])
+        sub.add_argument("--only-mask", action="store_true", help="write the grayscale alpha mask only")
+        sub.add_argument("--bg-color", help="composite onto #rrggbb instead of transparency")
+    client.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    client.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    client.add_argument("--retries", type=int, default=5, help="retries per image on 429/5xx/connection errors")
+    client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    offline.add_argument("--config", type=Path,
+                         help="take args.model and limits from this Serve config (e.g. configs/prod.yaml)")
+    offline.add_argument("--model-id", help="override the model (Hub id, directory or import: path)")
+    offline.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    offline.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    offline.add_argument("--cpu-actors", type=int, default=1, help="model actors when the cluster has no GPU")
+    offline.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001', 'local'); "
+                                           "default: an existing cluster if there is one, else a local Ray")
+    return parser.parse_args(argv)
+
+
+def offline_settings(args: argparse.Namespace):
+    raw = {}
+    if args.config:
+        raw = yaml.safe_load(args.config.read_text())["applications"][0].get("args") or {}
+    app = parse_app_args(raw)
+    overrides = {k: v for k, v in (("model_id", args.model_id), ("device", args.device)) if v}
+    return ModelSettings.model_validate({**app.model.model_dump(), **overrides}), app.ingress
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        options = parse_options(format=args.format, only_mask=args.only_mask, bg_color=args.bg_color)
+    except ApiError as error:
+        raise SystemExit(f"error: {error.message}") from None
+    layout = Layout(args.input, args.output, options.format)
+    if args.mode == "client":
+        settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
+                                  timeout_s=args.timeout)
+        summary = asyncio.run(run_client(layout, options, settings))
+    else:
+        from serve_app.bulk.offline import run_offline  # imports Ray Data only when used
+
+        model, limits = offline_settings(args)
+        summary = run_offline(layout, options, model, address=args.address, batch_size=args.batch_size,
+                              cpu_actors=args.cpu_actors, limits=limits)
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Bulk client mode: send every image under INPUT to a running service, with bounded concurrency and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import httpx
+from tqdm import tqdm
+
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, read_bytes, write_atomically
+from serve_app.options import OutputOptions
+
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+LEDGER_FLUSH_EVERY = 200  # items; a killed run loses at most this much of its failure list (rerun redoes it)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    url: str  # the service's base URL, e.g. http://127.0.0.1:8000
+    concurrency: int = 16
+    max_retries: int = 5
+    backoff_s: float = 0.5  # first retry delay, doubled each time (with jitter), or Retry-After if longer
+    timeout_s: float = 300.0
+
+
+class PermanentFailure(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _query(options: OutputOptions) -> dict[str, str]:
+    query = {"format": options.format}
+    if options.only_mask:
+        query["only_mask"] = "true"
+    if options.bg_color is not None:
+        query["bg_color"] = "#{:02x}{:02x}{:02x}".format(*options.bg_color)
+    return query
+
+
+def _retry_delay(attempt: int, settings: ClientSettings, response: httpx.Response | None) -> float:
+    delay = settings.backoff_s * (2**attempt) * (0.5 + random.random())
+    if response is not None and response.headers.get("retry-after", "").isdigit():
+        delay = max(delay, float(response.headers["retry-after"]))
+    return delay
+
+
+async def remove_one(http: httpx.AsyncClient, item: WorkItem, options: OutputOptions,
+                     settings: ClientSettings) -> bytes:
+    """The service's answer for one input, retrying overload, server errors and connection failures."""
+    body = await asyncio.to_thread(read_bytes, item.source)
+    endpoint = f"{settings.url.rstrip('/')}/v1/remove-background"
+    for attempt in range(settings.max_retries + 1):
+        response = None
+        try:
+            response = await http.post(endpoint, params=_query(options), content=body,
+                                       headers={"Content-Type": "application/octet-stream"})
+        except httpx.TransportError as error:
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if response.status_code == 200:
+                return response.content
+            last = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code not in RETRIED_STATUSES:
+                raise PermanentFailure(_error_code(response), _error_message(response))
+        if attempt < settings.max_retries:
+            await asyncio.sleep(_retry_delay(attempt, settings, response))
+    raise PermanentFailure("retries_exhausted", f"gave up after {settings.max_retries + 1} attempts; last: {last}")
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return f"http_{response.status_code}"
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
+    removed = layout.remove_stale_temporaries()
+    pending, skipped = layout.plan()
+    ledger = Ledger(layout, "client", skipped=skipped)
+    queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+    for item in pending:
+        queue.put_nowait(item)
+    progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
+    if removed:
+        tqdm.write(f"removed {removed} temporary files left by an earlier run")
+    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
+
+    async with httpx.AsyncClient(timeout=settings.timeout_s, limits=limits, trust_env=False) as http:
+
+        async def worker() -> None:
+            while not queue.empty():
+                item = queue.get_nowait()
+                try:
+                    encoded = await remove_one(http, item, options, settings)
+                    await asyncio.to_thread(write_atomically, item.target, encoded)
+                    ledger.succeeded(item)
+                except PermanentFailure as failure:
+                    ledger.failed(item, failure.code, failure.message)
+                except OSError as error:  # unreadable input or unwritable output: record it, keep going
+                    ledger.failed(item, "io_error", f"{type(error).__name__}: {error}")
+                progress.update(1)
+                progress.set_postfix(failed=len(ledger.failures), refresh=False)
+                if progress.n % LEDGER_FLUSH_EVERY == 0:
+                    await asyncio.to_thread(ledger.write, pending=len(pending))
+
+        await asyncio.gather(*(worker() for _ in range(settings.concurrency)))
+    progress.close()
+    return ledger.write(pending=len(pending))

@@ -1,0 +1,124 @@
+"""Bulk offline mode: the same job as client mode with no HTTP service, as a Ray Data pipeline.
+
+read + decode (CPU tasks) -> model core (one actor per GPU, or CPU actors) -> composite + encode + write (CPU
+tasks). It runs unchanged on a multi-node cluster when INPUT and OUTPUT are shared paths (s3://, gs://, NFS).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import ray
+
+from serve_app import imaging
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, read_bytes, write_atomically
+from serve_app.errors import ApiError
+from serve_app.options import OutputOptions
+from serve_app.settings import IngressSettings, ModelSettings
+
+logger = logging.getLogger(__name__)
+CODEC_TASK_CPUS = 0.5
+_PLACEHOLDER = np.zeros((1, 1, 3), dtype=np.uint8)  # carried by rows that failed, so every row has an image
+
+
+def connect(address: str | None) -> None:
+    """Join the given cluster; else an existing one (`auto`); else start Ray on this machine."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+        return
+    try:
+        ray.init(address="auto")
+    except ConnectionError:
+        ray.init()
+
+
+def decode_row(row: dict, *, max_pixels: int) -> dict:
+    """CPU task: read the file and decode it like the ingress does (EXIF, modes, limits)."""
+    failure = {"code": "", "reason": ""}
+    image, alpha = _PLACEHOLDER, np.zeros((1, 1), np.uint8)
+    try:
+        decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
+        image = decoded.rgb
+        if decoded.alpha is not None:
+            alpha = decoded.alpha
+    except ApiError as error:
+        failure = {"code": error.code, "reason": error.message}
+    except OSError as error:
+        failure = {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
+    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": decoded_alpha(alpha)}
+
+
+def decoded_alpha(alpha: np.ndarray) -> bool:
+    return alpha.shape != (1, 1)
+
+
+class SegmentBatch:
+    """Actor holding the model core: masks for the rows that decoded."""
+
+    def __init__(self, model_settings: dict):
+        from serve_app.model.core import BackgroundRemovalModel
+
+        self.model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(batch["source"])
+        usable = [i for i in range(count) if not batch["code"][i]]
+        masks = self.model.predict([batch["image"][i] for i in usable])
+        column = np.empty(count, dtype=object)
+        for i in range(count):
+            column[i] = np.zeros((1, 1), np.uint8)
+        for i, mask in zip(usable, masks, strict=True):
+            column[i] = mask
+        batch["mask"] = column
+        return batch
+
+
+def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int) -> dict:
+    """CPU task: composite, encode and write the output atomically; returns the row's outcome only."""
+    outcome = {"relative": row["relative"], "code": row["code"], "reason": row["reason"]}
+    if row["code"]:
+        return outcome
+    decoded = imaging.DecodedImage(row["image"], row["alpha"] if row["has_alpha"] else None)
+    try:
+        encoded = imaging.render(decoded, row["mask"], options.format, only_mask=options.only_mask,
+                                 bg_color=options.bg_color, webp_quality=webp_quality)
+        write_atomically(row["target"], encoded)
+    except OSError as error:
+        outcome |= {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
+    return outcome
+
+
+def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *, address: str | None = None,
+                batch_size: int = 8, cpu_actors: int = 1, limits: IngressSettings | None = None) -> dict:
+    limits = limits or IngressSettings()
+    removed = layout.remove_stale_temporaries()
+    pending, skipped = layout.plan()
+    ledger = Ledger(layout, "offline", skipped=skipped)
+    if removed:
+        logger.warning("removed %d temporary files left by an earlier run", removed)
+    if pending:
+        connect(address)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        rows = [{"source": item.source, "relative": item.relative, "target": item.target} for item in pending]
+        outcomes = (
+            ray.data.from_items(rows)
+            # Half a CPU per codec task: unlike the model stage's (1 CPU, or 1 GPU), so that Ray Data does not
+            # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
+            .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
+            .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
+                         batch_size=batch_size, batch_format="numpy", concurrency=gpus or cpu_actors,
+                         num_gpus=1 if gpus else 0, num_cpus=1)
+            .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality},
+                 num_cpus=CODEC_TASK_CPUS)
+        )
+        by_relative = {item.relative: item for item in pending}
+        for outcome in outcomes.iter_rows():
+            item: WorkItem = by_relative[outcome["relative"]]
+            if outcome["code"]:
+                ledger.failed(item, outcome["code"], outcome["reason"])
+            else:
+                ledger.succeeded(item)
+    return ledger.write(pending=len(pending))
