@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from serve_app.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UrlRefused
+from serve_app.errors import UpstreamError, UpstreamTimeout, UrlRefused
 from serve_app.settings import IngressSettings
+from serve_app.streams import read_capped
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,6 +58,19 @@ async def resolve_checked(host: str, port: int, allow: tuple[IpNetwork, ...]) ->
     return addresses
 
 
+def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The request for `url` sent to the already-checked `address`, so a second DNS answer cannot redirect it.
+
+    The URL's host becomes the address; the Host header and (for https) the TLS server name stay the original
+    name, so virtual hosting and certificate checks work as for the name.
+    """
+    original = httpx.URL(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    host_header = original.host if original.port is None else f"{original.host}:{original.port}"
+    extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
+    return str(original.copy_with(host=literal)), {"Host": host_header}, extensions
+
+
 class ImageFetcher:
     """One per ingress replica: a pooled HTTP client plus the fetch policy from the settings."""
 
@@ -89,31 +103,21 @@ class ImageFetcher:
     async def _follow(self, url: str) -> bytes:
         for _ in range(self.settings.max_redirects + 1):
             host, port = split_url(url)
-            await resolve_checked(host, port, self.allow)
-            async with self._http().stream("GET", url) as response:
+            addresses = await resolve_checked(host, port, self.allow)
+            target, headers, extensions = pinned_request(url, addresses[0])
+            async with self._http().stream("GET", target, headers=headers, extensions=extensions) as response:
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:
                         raise UpstreamError(f"the image host answered {response.status_code} with no Location")
-                    url = str(response.url.join(location))
+                    url = str(httpx.URL(url).join(location))  # relative to the name, not the pinned address
                     continue
                 if response.status_code != 200:
                     raise UpstreamError(f"the image host answered HTTP {response.status_code}")
-                return await self._read_capped(response)
+                return await read_capped(response.aiter_bytes(), limit=self.settings.max_upload_bytes,
+                                         declared_length=response.headers.get("content-length"),
+                                         what="the remote image")
         raise UpstreamError(f"more than {self.settings.max_redirects} redirects")
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        limit = self.settings.max_upload_bytes
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the remote image is {declared} bytes; the limit is {limit}")
-        chunks, received = [], 0
-        async for chunk in response.aiter_bytes():
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(f"the remote image is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def close(self) -> None:
         if self._client is not None:

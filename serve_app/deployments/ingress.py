@@ -35,6 +35,7 @@ from serve_app.errors import (
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.results import ResultStore
 from serve_app.settings import IngressSettings
+from serve_app.streams import read_capped
 from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
 from serve_app.versions import component_versions
@@ -217,17 +218,8 @@ class Ingress:
         )
 
     async def _read_capped_body(self, request: Request) -> bytes:
-        limit = self.settings.max_upload_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-        chunks, received = [], 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(request.stream(), limit=self.settings.max_upload_bytes,
+                                 declared_length=request.headers.get("content-length"), what="the body")
 
     async def _read_multipart(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")

@@ -59,3 +59,19 @@ def test_loopback_in_any_spelling_is_refused_by_default(host: str) -> None:
 def test_loopback_resolves_when_allowed() -> None:
     addresses = asyncio.run(resolve_checked("127.0.0.1", 80, parse_networks(["127.0.0.0/8"])))
     assert addresses == [ipaddress.ip_address("127.0.0.1")]
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "target", "host", "sni"),
+    [
+        ("http://images.example/a.png?x=1", "203.0.113.7", "http://203.0.113.7/a.png?x=1", "images.example", None),
+        ("https://images.example:8443/a.png", "2001:db8::5", "https://[2001:db8::5]:8443/a.png",
+         "images.example:8443", "images.example"),
+    ],
+)
+def test_requests_go_to_the_checked_address_under_the_original_name(url, address, target, host, sni) -> None:
+    from serve_app.url_fetch import pinned_request
+
+    pinned_url, headers, extensions = pinned_request(url, ipaddress.ip_address(address))
+    assert pinned_url == target and headers == {"Host": host}
+    assert extensions.get("sni_hostname") == sni
