@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_MODEL_ID = "ZhengPeng7/BiRefNet"
 MiB = 1024 * 1024
 
-# The only environment variable the service reads; everything else comes from the config file.
+# The only environment variables the service reads; everything else comes from the config file.
 RESULT_DIR_ENV = "SERVE_APP_RESULT_DIR"
+API_KEYS_ENV = "SERVE_APP_API_KEYS"  # comma-separated; secrets stay out of config files
 
 
 class StrictModel(BaseModel):
@@ -111,6 +112,11 @@ class IngressSettings(StrictModel):
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
+    api_keys_file: Path | None = Field(
+        None,
+        description=f"File of API keys, one per line (# comments). With it, or with ${API_KEYS_ENV} set, every "
+        "route but /healthz and /readyz needs 'Authorization: Bearer <key>'.",
+    )
 
     @field_validator("url_allow_networks")
     @classmethod
@@ -128,6 +134,15 @@ class IngressSettings(StrictModel):
         import tempfile
 
         return Path(tempfile.gettempdir()) / "serve_app_results"
+
+
+def load_api_keys(settings: IngressSettings) -> tuple[str, ...]:
+    """Keys from the key file and the environment; empty means no authentication."""
+    keys = [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",")]
+    if settings.api_keys_file is not None:
+        lines = settings.api_keys_file.read_text().splitlines()
+        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    return tuple(key for key in keys if key)
 
 
 class AppArgs(StrictModel):

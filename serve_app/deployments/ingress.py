@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import imaging
+from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.errors import (
     ApiError,
     BadRequest,
@@ -34,7 +35,7 @@ from serve_app.errors import (
 )
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.results import ResultStore
-from serve_app.settings import IngressSettings
+from serve_app.settings import IngressSettings, load_api_keys
 from serve_app.streams import read_capped
 from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
@@ -54,6 +55,15 @@ _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+@api.middleware("http")
+async def _require_api_key(request: Request, call_next):
+    keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
+    if keys and request.url.path not in OPEN_PATHS and not key_matches(request.headers.get("authorization"), keys):
+        return _error_response(401, "unauthorized", "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                               {"WWW-Authenticate": "Bearer"})
+    return await call_next(request)
 
 
 @api.exception_handler(ApiError)
@@ -103,6 +113,7 @@ class Ingress:
 
     def __init__(self, remover: DeploymentHandle, ingress_settings: dict):
         self.settings = IngressSettings.model_validate(ingress_settings)
+        api.state.api_keys = load_api_keys(self.settings)
         self.remover = remover
         self.fetcher = ImageFetcher(self.settings)
         self.results = ResultStore(self.settings.resolved_result_dir(), self.settings.result_ttl_s)
