@@ -57,6 +57,10 @@ class UpstreamTimeout(ApiError):
     status, code = 504, "upstream_timeout"
 
 
+class DeadlineExceeded(ApiError):
+    status, code = 504, "deadline_exceeded"
+
+
 class NotFound(ApiError):
     status, code = 404, "not_found"
 

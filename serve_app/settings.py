@@ -112,6 +112,9 @@ class IngressSettings(StrictModel):
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline for decode + model + encode of one image; 504 when missed."
+    )
     api_keys_file: Path | None = Field(
         None,
         description=f"File of API keys, one per line (# comments). With it, or with ${API_KEYS_ENV} set, every "

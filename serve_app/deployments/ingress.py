@@ -27,6 +27,7 @@ from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.errors import (
     ApiError,
     BadRequest,
+    DeadlineExceeded,
     InvalidOption,
     ModelUnavailable,
     Overloaded,
@@ -182,7 +183,15 @@ class Ingress:
     # --- steps --------------------------------------------------------------------------------------
 
     async def _cut_out(self, data: bytes, options: OutputOptions, timer: StageTimer | None = None) -> bytes:
-        timer = timer or StageTimer()
+        """Decode, segment, composite and encode within the request deadline (504 when missed)."""
+        deadline_s = self.settings.request_timeout_s
+        try:
+            async with asyncio.timeout(deadline_s):  # cancels the model call too: no GPU time for a lost cause
+                return await self._cut_out_steps(data, options, timer or StageTimer())
+        except TimeoutError:
+            raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
+
+    async def _cut_out_steps(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
         with timer.stage("decode"):
             decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
         with timer.stage("model"):
