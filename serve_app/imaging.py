@@ -82,10 +82,17 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         try:
             image.seek(0)  # animated GIF/WebP/APNG: the first frame
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(_apply_orientation(image))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
             raise InvalidImage(f"the image data is corrupt or truncated: {error}") from None
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    """Rotate as the EXIF orientation says; a corrupt EXIF block costs the rotation, not the whole image."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # Pillow raises several types for malformed EXIF
+        return image
 
 
 def _to_rgb(image: Image.Image) -> DecodedImage:
