@@ -37,8 +37,14 @@ def sniff_format(data: bytes) -> str | None:
 class DecodedImage:
     """An upload as the model sees it (RGB) plus the transparency it came with, if any."""
 
-    rgb: np.ndarray  # (height, width, 3) uint8, EXIF orientation applied
+    rgb: np.ndarray  # (height, width, 3) uint8, EXIF orientation applied: the colours the cut-out keeps
     alpha: np.ndarray | None  # (height, width) uint8, or None when fully opaque
+    flattened: np.ndarray | None = None  # rgb over white where alpha < 255; None when the same as rgb
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """What the model sees: colours hidden under transparency are arbitrary, so it sees white there."""
+        return self.rgb if self.flattened is None else self.flattened
 
     @property
     def size(self) -> tuple[int, int]:
@@ -102,10 +108,10 @@ def _to_rgb(image: Image.Image) -> DecodedImage:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = np.asarray(image.convert("RGBA"))
-        alpha = np.ascontiguousarray(rgba[..., 3])
-        # Hidden colour under transparent pixels is arbitrary; show the model white there instead.
-        rgb = _composite_on_color(rgba[..., :3], alpha, (255, 255, 255))
-        return DecodedImage(rgb, None if alpha.min() == 255 else alpha)
+        rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+        if alpha.min() == 255:
+            return DecodedImage(rgb, None)
+        return DecodedImage(rgb, alpha, _composite_on_color(rgb, alpha, (255, 255, 255)))
     return DecodedImage(np.ascontiguousarray(np.asarray(image.convert("RGB"))), None)
 
 

@@ -38,21 +38,19 @@ def connect(address: str | None) -> None:
 def decode_row(row: dict, *, max_pixels: int) -> dict:
     """CPU task: read the file and decode it like the ingress does (EXIF, modes, limits)."""
     failure = {"code": "", "reason": ""}
-    image, alpha = _PLACEHOLDER, np.zeros((1, 1), np.uint8)
+    # Ray Data columns need an array in every row: opaque or failed images carry 1x1 stand-ins for the
+    # transparency and for the model's view of it.
+    image, alpha, has_alpha, model_image = _PLACEHOLDER, np.zeros((1, 1), np.uint8), False, _PLACEHOLDER
     try:
         decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
         image = decoded.rgb
         if decoded.alpha is not None:
-            alpha = decoded.alpha
+            alpha, has_alpha, model_image = decoded.alpha, True, decoded.model_input
     except ApiError as error:
         failure = {"code": error.code, "reason": error.message}
     except OSError as error:
         failure = {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
-    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": decoded_alpha(alpha)}
-
-
-def decoded_alpha(alpha: np.ndarray) -> bool:
-    return alpha.shape != (1, 1)
+    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": has_alpha, "model_image": model_image}
 
 
 class SegmentBatch:
@@ -66,7 +64,7 @@ class SegmentBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["source"])
         usable = [i for i in range(count) if not batch["code"][i]]
-        masks = self.model.predict([batch["image"][i] for i in usable])
+        masks = self.model.predict([batch["model_image" if batch["has_alpha"][i] else "image"][i] for i in usable])
         column = np.empty(count, dtype=object)
         for i in range(count):
             column[i] = np.zeros((1, 1), np.uint8)

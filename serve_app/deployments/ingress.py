@@ -195,7 +195,7 @@ class Ingress:
         with timer.stage("decode"):
             decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
         with timer.stage("model"):
-            result = await self._call_remover("remove_background", decoded.rgb)
+            result = await self._call_remover("remove_background", decoded.model_input)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):

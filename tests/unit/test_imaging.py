@@ -68,12 +68,21 @@ def test_transparency_is_kept_and_hidden_pixels_shown_as_white() -> None:
     decoded = decode(encode(Image.fromarray(rgba, "RGBA")))
     assert decoded.alpha is not None
     assert decoded.alpha[0, 0] == 0 and decoded.alpha[0, 15] == 255
-    assert tuple(decoded.rgb[0, 0]) == (255, 255, 255)
-    assert tuple(decoded.rgb[0, 15]) == (0, 0, 255)
+    assert tuple(decoded.model_input[0, 0]) == (255, 255, 255)
+    assert tuple(decoded.model_input[0, 15]) == (0, 0, 255)
+    assert tuple(decoded.rgb[0, 0]) == (0, 0, 0), "the cut-out keeps the original colours"
 
 
 def test_opaque_rgba_reports_no_alpha() -> None:
-    assert decode(encode(red_square().convert("RGBA"))).alpha is None
+    decoded = decode(encode(red_square().convert("RGBA")))
+    assert decoded.alpha is None and decoded.model_input is decoded.rgb
+
+
+def test_semi_transparent_colours_are_kept_in_the_cutout() -> None:
+    decoded = decode(encode(Image.new("RGBA", (2, 2), (200, 0, 0, 100))))
+    assert tuple(decoded.rgb[0, 0]) == (200, 0, 0)
+    out = compose_result(decoded, np.full((2, 2), 255, np.uint8))
+    assert tuple(out[0, 0]) == (200, 0, 0, 100)
 
 
 def test_palette_with_transparency_becomes_alpha() -> None:

@@ -1,0 +1,40 @@
+"""The offline pipeline's per-row steps, without Ray: decode keeps transparency, encode writes what the API would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from serve_app.bulk.offline import decode_row, encode_write_row
+from serve_app.options import OutputOptions
+from tests.images import encode, red_square
+
+
+def row_for(path: Path, target: Path) -> dict:
+    return {"source": str(path), "relative": path.name, "target": str(target)}
+
+
+def test_transparency_survives_even_in_a_one_pixel_image(tmp_path: Path) -> None:
+    source = tmp_path / "dot.png"
+    source.write_bytes(encode(Image.new("RGBA", (1, 1), (200, 0, 0, 100))))
+    row = decode_row(row_for(source, tmp_path / "out" / "dot.png"), max_pixels=100)
+    assert row["code"] == "" and row["has_alpha"] and row["alpha"][0, 0] == 100
+    outcome = encode_write_row({**row, "mask": np.full((1, 1), 255, np.uint8)}, options=OutputOptions(),
+                               webp_quality=90)
+    assert outcome["code"] == ""
+    assert Image.open(tmp_path / "out" / "dot.png").getpixel((0, 0)) == (200, 0, 0, 100)
+
+
+def test_opaque_and_broken_inputs(tmp_path: Path) -> None:
+    opaque, broken = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    opaque.write_bytes(encode(red_square(), "JPEG"))
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    good = decode_row(row_for(opaque, tmp_path / "a.png"), max_pixels=10**6)
+    bad = decode_row(row_for(broken, tmp_path / "b.png"), max_pixels=10**6)
+    assert good["code"] == "" and not good["has_alpha"] and good["image"].shape == (200, 320, 3)
+    assert bad["code"] == "invalid_image" and bad["reason"]
+    assert encode_write_row({**bad, "mask": np.zeros((1, 1), np.uint8)}, options=OutputOptions(),
+                            webp_quality=90)["code"] == "invalid_image"
+    assert not (tmp_path / "b.png").exists()
