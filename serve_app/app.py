@@ -6,7 +6,7 @@ from ray.serve import Application
 
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.remover import BackgroundRemover
-from serve_app.settings import AppArgs, BatchSettings, parse_app_args
+from serve_app.settings import parse_app_args
 
 
 def build_app(args: dict | None = None) -> Application:
@@ -15,12 +15,6 @@ def build_app(args: dict | None = None) -> Application:
     A mistake in the config fails here, before any replica starts, with the bad field's full name.
     Batch settings come from the BackgroundRemover's `user_config` in the config file, not from `args`.
     """
-    return compose(parse_app_args(args))
-
-
-def compose(settings: AppArgs, batching: BatchSettings | None = None) -> Application:
-    """The application graph; `batching` sets the model deployment's user_config from Python (tests, notebooks)."""
-    remover = BackgroundRemover
-    if batching is not None:
-        remover = remover.options(user_config=batching.model_dump())
-    return Ingress.bind(remover.bind(settings.model.model_dump(mode="json")), settings.ingress.model_dump(mode="json"))
+    settings = parse_app_args(args)
+    remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))
+    return Ingress.bind(remover, settings.ingress.model_dump(mode="json"))

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+import fpng
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -176,8 +177,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
     single channel that compresses well costs little.
     """
     if pixels.ndim == 3:
-        import fpng
-
         return bytes(fpng.from_ndarray(np.ascontiguousarray(pixels)))
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -134,8 +135,6 @@ class IngressSettings(StrictModel):
         from_env = os.environ.get(RESULT_DIR_ENV)
         if from_env:
             return Path(from_env)
-        import tempfile
-
         return Path(tempfile.gettempdir()) / "serve_app_results"
 
 

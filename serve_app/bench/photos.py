@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -40,14 +42,11 @@ def mixed_size_jpegs(count: int, seed: int = 0, quality: int = 90) -> list[bytes
 
 def write_photo_folder(out_dir: str, count: int, *, workers: int = 1, per_folder: int = 250) -> None:
     """`count` mixed-size JPEGs in nested folders (`batch_000/photo_00000.jpg`), generated in parallel."""
-    import multiprocessing
-    from pathlib import Path
-
     jobs = [(Path(out_dir) / f"batch_{i // per_folder:03d}" / f"photo_{i:05d}.jpg", i) for i in range(count)]
     with multiprocessing.Pool(workers) as pool:
         pool.starmap(_write_one, jobs, chunksize=8)
 
 
-def _write_one(path, seed: int) -> None:
+def _write_one(path: Path, seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(mixed_size_jpegs(1, seed=seed)[0])

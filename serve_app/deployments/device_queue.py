@@ -62,10 +62,6 @@ class DeviceQueue:
         self._waiting: deque[_Group] = deque()
         self._worker: asyncio.Task | None = None
 
-    @property
-    def waiting_images(self) -> int:
-        return sum(len(group.images) for group in self._waiting)
-
     async def run(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], DeviceBatch]:
         """Masks for `images`, in order, computed in a forward pass shared with whatever else was waiting."""
         future = asyncio.get_running_loop().create_future()

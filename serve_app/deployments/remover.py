@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
@@ -108,6 +109,4 @@ class BackgroundRemover:
     def check_health(self) -> None:
         """Fail when the device no longer works, so that Serve replaces this replica."""
         if self.model.device.type == "cuda":
-            import torch
-
             torch.cuda.synchronize(self.model.device)

@@ -15,6 +15,7 @@ from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app.bench.service_process import derive_config
+from serve_app.settings import IngressSettings, load_api_keys
 from tests.helpers import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -30,8 +31,7 @@ def deploy(tiny_model_dir: Path, batching: dict, ingress: dict | None = None) ->
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=False)
     keys_file = (ingress or {}).get("api_keys_file")
-    keys = [line.strip() for line in Path(keys_file).read_text().splitlines()
-            if line.strip() and not line.startswith("#")] if keys_file else []
+    keys = load_api_keys(IngressSettings(api_keys_file=keys_file)) if keys_file else ()
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
