@@ -28,6 +28,14 @@ BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.
 GIL_SWITCH_INTERVAL_S = 0.0005
+# Ray 2.60's @serve.batch forms a group every `batch_wait_timeout_s` and only then waits for one of
+# `max_concurrent_batches` permits, which a group holds until its masks are back. With 8 permits, measured on
+# an H200 (docs/benchmarks), the running and the next submitted batch held most of them with groups of one or
+# two, so the device queue never saw more than ~4 waiting images and batches stayed near 4. With enough permits
+# every formed group reaches the device queue at once and batches fill to max_batch_size under load.
+GROUPS_IN_FLIGHT = 32
+# Ray warns unless max_ongoing_requests >= max_batch_size * max_concurrent_batches.
+MAX_ONGOING_REQUESTS = BatchSettings().max_batch_size * GROUPS_IN_FLIGHT
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class MaskResult:
     ray_actor_options={"num_gpus": 1},
     # Must exceed max_batch_size, or batches can never fill (Ray issue #43288); requests above it wait in
     # the caller's queue, which max_queued_requests bounds.
-    max_ongoing_requests=64,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
     max_queued_requests=512,
     user_config=BatchSettings().model_dump(),
     health_check_period_s=10,
@@ -86,7 +94,7 @@ class BackgroundRemover:
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).
     @serve.batch(max_batch_size=BatchSettings().max_batch_size,
-                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=8)
+                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=GROUPS_IN_FLIGHT)
     async def _run_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, DeviceBatch]]:
         masks, batch = await self._device.run(images)
         return [(mask, batch) for mask in masks]
