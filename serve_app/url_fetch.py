@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,6 +16,9 @@ from serve_app.streams import read_capped
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port) -> the host's IP addresses as strings; raises socket.gaierror when the host does not resolve.
+# Injectable so tests can answer from a DNS server they control (rebinding) instead of the machine's resolver.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 def parse_networks(cidrs: Iterable[str]) -> tuple[IpNetwork, ...]:
@@ -45,13 +48,22 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-async def resolve_checked(host: str, port: int, allow: tuple[IpNetwork, ...]) -> list[IpAddress]:
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the operating system resolves `host` to (getaddrinfo, run off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolve_checked(host: str, port: int, allow: tuple[IpNetwork, ...],
+                          resolver: Resolver = system_resolver) -> list[IpAddress]:
     """Every address `host` resolves to, refusing the URL if any of them is not allowed."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = await resolver(host, port)
     except socket.gaierror as error:
         raise UpstreamError(f"cannot resolve host {host!r}: {error.strerror}") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not found:
+        raise UpstreamError(f"host {host!r} resolves to no address")
+    addresses = [ipaddress.ip_address(address.split("%")[0]) for address in found]
     refused = [str(address) for address in addresses if not is_address_allowed(address, allow)]
     if refused:
         raise UrlRefused(f"host {host!r} resolves to an address that is not allowed ({', '.join(refused)})")
@@ -74,9 +86,10 @@ def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], d
 class ImageFetcher:
     """One per ingress replica: a pooled HTTP client plus the fetch policy from the settings."""
 
-    def __init__(self, settings: IngressSettings):
+    def __init__(self, settings: IngressSettings, resolver: Resolver = system_resolver):
         self.settings = settings
         self.allow = parse_networks(settings.url_allow_networks)
+        self.resolver = resolver
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -103,7 +116,7 @@ class ImageFetcher:
     async def _follow(self, url: str) -> bytes:
         for _ in range(self.settings.max_redirects + 1):
             host, port = split_url(url)
-            addresses = await resolve_checked(host, port, self.allow)
+            addresses = await resolve_checked(host, port, self.allow, self.resolver)
             target, headers, extensions = pinned_request(url, addresses[0])
             async with self._http().stream("GET", target, headers=headers, extensions=extensions) as response:
                 if response.is_redirect:
