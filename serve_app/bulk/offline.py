@@ -7,6 +7,7 @@ tasks). It runs unchanged on a multi-node cluster when INPUT and OUTPUT are shar
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import ray
@@ -53,6 +54,11 @@ def decode_row(row: dict, *, max_pixels: int) -> dict:
     return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": has_alpha, "model_image": model_image}
 
 
+# Batches each model actor works on at once: one on the device, the next one uploading and queued behind it,
+# so the GPU never waits while Ray Data hands a batch in or takes masks out.
+BATCHES_PER_ACTOR = 2
+
+
 class SegmentBatch:
     """Actor holding the model core: masks for the rows that decoded."""
 
@@ -60,11 +66,17 @@ class SegmentBatch:
         from serve_app.model.core import BackgroundRemovalModel
 
         self.model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
+        # Ray calls this actor from BATCHES_PER_ACTOR threads. Queuing work on the device is serialised (CUDA
+        # graphs reuse fixed input buffers); waiting for the masks is not, which is what overlaps the batches.
+        self._submit_lock = threading.Lock()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["source"])
         usable = [i for i in range(count) if not batch["code"][i]]
-        masks = self.model.predict([batch["model_image" if batch["has_alpha"][i] else "image"][i] for i in usable])
+        images = [batch["model_image" if batch["has_alpha"][i] else "image"][i] for i in usable]
+        with self._submit_lock:
+            pending = self.model.submit(images)
+        masks = pending.result()
         column = np.empty(count, dtype=object)
         for i in range(count):
             column[i] = np.zeros((1, 1), np.uint8)
@@ -107,8 +119,10 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
             # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
             .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
             .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
-                         batch_size=batch_size, batch_format="numpy", concurrency=gpus or cpu_actors,
-                         num_gpus=1 if gpus else 0, num_cpus=1)
+                         batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=1,
+                         compute=ray.data.ActorPoolStrategy(size=gpus or cpu_actors,
+                                                            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+                                                            enable_true_multi_threading=True))
             .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality},
                  num_cpus=CODEC_TASK_CPUS)
         )
