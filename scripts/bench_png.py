@@ -1,0 +1,46 @@
+"""Time the PNG encoder candidates on RGBA cut-outs of synthetic photos (see serve_app/bench/png_encoders.py).
+
+    python scripts/bench_png.py --sizes 1500x1500,3000x2000 --out docs/benchmarks/png.json
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from serve_app.bench.photos import synthetic_photo
+from serve_app.bench.png_encoders import candidates, measure
+
+
+def cutout(width: int, height: int) -> np.ndarray:
+    """A photo with an opaque centre and a transparent border, the shape of a typical result."""
+    rgb = np.asarray(synthetic_photo(width, height, np.random.default_rng(0)).convert("RGB"))
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[height // 6 : -height // 6, width // 6 : -width // 6] = 255
+    return np.dstack([rgb, alpha])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1500x1500,3000x2000")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    results = []
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.split("x"))
+        pixels = cutout(width, height)
+        for name, encoder in candidates().items():
+            row = {"size": size, "encoder": name, **measure(encoder, pixels)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+              "python": platform.python_version(), "results": results}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
