@@ -53,6 +53,13 @@ class ModelSettings(StrictModel):
         (1, 2, 4, 8), description="Batch sizes captured when execution is cuda_graphs."
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
+    probe_batch_limit: bool = Field(
+        True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "
+        "headroom, and cap max_batch_size there (the configured max_batch_size still applies below it).",
+    )
+    memory_headroom_fraction: float = Field(
+        0.1, ge=0.0, le=0.9, description="Share of the device's memory the probe leaves free for everything else.",
+    )
     warmup_batch_size: int = Field(
         1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -69,25 +70,58 @@ class BackgroundRemover:
             "bg_removal_batch_size", description="Images per forward pass.", boundaries=BATCH_SIZE_BOUNDARIES
         )
         self._image_metric = MetricCounter("bg_removal_images", description="Images segmented.")
+        self._split_metric = MetricCounter(
+            "bg_removal_out_of_memory_splits", description="Batches retried in halves after running out of memory.")
         self._settings = BatchSettings()
+        self._loop: asyncio.AbstractEventLoop | None = None
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
         self._device = DeviceQueue(self.model.submit, ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"),
                                    self._settings.max_batch_size, on_batch=self._count_batch)
         started = time.perf_counter()
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
+        # The largest batch known to fit on the device (None: no limit found). Probed by the first reconfigure()
+        # (Serve calls it before the replica takes traffic) up to the configured max_batch_size; lowered by every
+        # out-of-memory split. The live limit is the smaller of it and the configured max_batch_size.
+        self._probe = settings.probe_batch_limit
+        self._headroom_fraction = settings.memory_headroom_fraction
+        self._fitting_batch: int | None = None
+        self.model.on_out_of_memory = self._lower_batch_limit
 
     def reconfigure(self, user_config: dict) -> None:
         """Apply new batch settings live: Serve calls this on start and on every config change."""
         self._settings = parse_batch_settings(user_config)
-        self._run_batch.set_max_batch_size(self._settings.max_batch_size)
+        if self._probe:
+            self._probe = False  # once, before traffic: a probe during traffic would measure other batches too
+            self._probe_batch_limit(self._settings.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
-        self._device.max_batch_size = self._settings.max_batch_size
-        logger.info("batch settings now %s", self._settings.model_dump())
+        self._apply_batch_limit()
+        logger.info("batch settings now %s (live batch limit %d)", self._settings.model_dump(),
+                    self._device.max_batch_size)
+
+    def _probe_batch_limit(self, ceiling: int) -> None:
+        started = time.perf_counter()
+        fits = self.model.probe_batch_limit(ceiling, self._headroom_fraction)
+        # Everything up to the ceiling fitting says nothing about larger batches: no limit then.
+        self._fitting_batch = fits if fits < ceiling else None
+        logger.info("memory probe up to a batch of %d: %d fits (%.1f s)", ceiling, fits, time.perf_counter() - started)
+
+    def _apply_batch_limit(self) -> None:
+        limit = min(self._settings.max_batch_size, self._fitting_batch or self._settings.max_batch_size)
+        self._run_batch.set_max_batch_size(limit)
+        self._device.max_batch_size = limit
+
+    def _lower_batch_limit(self, failed_size: int) -> None:
+        """Called from the model thread when a batch of `failed_size` ran out of memory (and is being split)."""
+        self._split_metric.inc()
+        self._fitting_batch = max(1, min(self._fitting_batch or failed_size, failed_size // 2))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
     async def remove_background(self, image: np.ndarray) -> MaskResult:
         """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
         arrived = time.perf_counter()
+        self._loop = self._loop or asyncio.get_running_loop()
         mask, batch = await self._run_batch(image)
         return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
 
@@ -108,7 +142,8 @@ class BackgroundRemover:
         """What /v1/info reports: the model, live batch settings and this replica's batch-size histogram."""
         return {
             **self.model.describe(),
-            "batching": self._settings.model_dump(),
+            "batching": {**self._settings.model_dump(), "live_max_batch_size": self._device.max_batch_size,
+                         "fitting_batch_size": self._fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
             "replica_pid": os.getpid(),
             "versions": component_versions(),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
+from serve_app.model.memory import is_out_of_memory, probe_batch_limit, release_cached_memory
 from serve_app.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,16 @@ class PendingMasks:
         return masks
 
 
+@dataclass
+class SplitPending:
+    """A batch that ran as smaller parts after an out-of-memory error: their masks, in order."""
+
+    parts: list[PendingMasks | SplitPending]
+
+    def result(self) -> list[np.ndarray]:
+        return [mask for part in self.parts for mask in part.result()]
+
+
 class BackgroundRemovalModel:
     """A segmentation network wrapped with its pre- and post-processing."""
 
@@ -80,6 +91,8 @@ class BackgroundRemovalModel:
         self.execution = execution if device.type == "cuda" else "eager"
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
+        self.out_of_memory_splits = 0  # batches retried in halves
+        self.on_out_of_memory: Callable[[int], None] | None = None
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
@@ -122,13 +135,36 @@ class BackgroundRemovalModel:
         """Masks for a batch of (H, W, 3) uint8 RGB images of any sizes, in order, as (H, W) uint8."""
         return self.submit(images).result()
 
-    @torch.inference_mode()
-    def submit(self, images: Sequence[np.ndarray]) -> PendingMasks:
+    def submit(self, images: Sequence[np.ndarray]) -> PendingMasks | SplitPending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.
 
         On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
-        the device never idles between batches.
+        the device never idles between batches. A batch that runs out of device memory is retried in halves
+        (recursively), so no image fails because its batch-mates made the batch too big; `on_out_of_memory`
+        hears the size that failed, so the caller can lower its batch limit.
         """
+        try:
+            return self._submit(images)
+        except Exception as error:
+            if not is_out_of_memory(error) or len(images) < 2:
+                raise
+        self.out_of_memory_splits += 1
+        logger.warning("out of device memory on a batch of %d; retrying it in halves", len(images))
+        release_cached_memory(self.device)
+        if self.on_out_of_memory is not None:
+            self.on_out_of_memory(len(images))
+        half = len(images) // 2
+        return SplitPending([self.submit(images[:half]), self.submit(images[half:])])
+
+    def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int:
+        """The largest batch (a power of two, or `ceiling`) whose whole pass fits in free device memory."""
+        width, height = self.input_size
+        blank = np.full((height, width, 3), 255, dtype=np.uint8)
+        return probe_batch_limit(lambda size: self._submit([blank] * size).result(), self.device, ceiling=ceiling,
+                                 headroom_fraction=headroom_fraction)
+
+    @torch.inference_mode()
+    def _submit(self, images: Sequence[np.ndarray]) -> PendingMasks:
         sizes = [image.shape[:2] for image in images]
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
@@ -196,5 +232,6 @@ class BackgroundRemovalModel:
             "device": str(self.device),
             "execution": self.execution,
             "channels_last": self.memory_format == torch.channels_last,
+            "out_of_memory_splits": self.out_of_memory_splits,
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }

@@ -39,7 +39,8 @@ def deploy(tiny_model_dir: Path, batching: dict, ingress: dict | None = None) ->
         settled = status is not None and status.status == "RUNNING"
         if settled and all(d.status == "HEALTHY" for d in status.deployments.values()):
             try:
-                if info(f"http://127.0.0.1:{PORT}", headers)["batching"] == batching:
+                live = info(f"http://127.0.0.1:{PORT}", headers)["batching"]
+                if all(live.get(key) == value for key, value in batching.items()):
                     return
             except (httpx.HTTPError, KeyError):
                 pass  # the proxy or the new settings are not there yet

@@ -1,0 +1,96 @@
+"""A batch that runs out of device memory is retried in halves: every image still gets its own mask.
+
+The network below raises `torch.cuda.OutOfMemoryError` above a batch size, as a GPU does when a batch is too
+big for its memory; the split logic in the model core is the same code that runs on the GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.model.loading import load_segmentation_module
+from tests.images import red_square
+
+INPUT_SIZE = (64, 64)
+
+
+class RunsOutOfMemoryAbove(torch.nn.Module):
+    """The tiny segmenter, failing like a full GPU whenever a batch holds more than `fits` images."""
+
+    def __init__(self, network: torch.nn.Module, fits: int):
+        super().__init__()
+        self.network, self.fits = network, fits
+        self.batch_sizes_seen: list[int] = []
+
+    def forward(self, pixels: torch.Tensor):
+        self.batch_sizes_seen.append(pixels.shape[0])
+        if pixels.shape[0] > self.fits:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {pixels.shape[0]} images")
+        return self.network(pixels)
+
+
+def model_on(network: torch.nn.Module) -> BackgroundRemovalModel:
+    return BackgroundRemovalModel(network, input_size=INPUT_SIZE, device=torch.device("cpu"), precision="fp32")
+
+
+def photos(count: int) -> list[np.ndarray]:
+    """Different pictures, so that masks landing on the wrong image would show."""
+    return [np.asarray(red_square((90 + 7 * i, 60 + 5 * i), (5 + i, 5, 40 + 3 * i, 50))) for i in range(count)]
+
+
+@pytest.fixture
+def network(tiny_model_dir: Path) -> torch.nn.Module:
+    return load_segmentation_module(str(tiny_model_dir))
+
+
+def test_a_batch_too_big_for_memory_still_returns_every_mask_in_order(network: torch.nn.Module) -> None:
+    images = photos(8)
+    expected = model_on(network).predict(images)
+    failing = RunsOutOfMemoryAbove(network, fits=2)
+    model = model_on(failing)
+    failed_sizes: list[int] = []
+    model.on_out_of_memory = failed_sizes.append
+
+    masks = model.predict(images)
+
+    assert len(masks) == len(images)
+    for mask, reference in zip(masks, expected, strict=True):
+        np.testing.assert_array_equal(mask, reference)
+    assert failed_sizes == [8, 4, 4]  # 8 -> 4 + 4 -> each 2 + 2
+    assert model.out_of_memory_splits == 3
+    assert failing.batch_sizes_seen == [8, 4, 2, 2, 4, 2, 2]
+    assert model.describe()["out_of_memory_splits"] == 3
+
+
+def test_an_odd_batch_splits_unevenly_and_keeps_the_order(network: torch.nn.Module) -> None:
+    images = photos(5)
+    expected = model_on(network).predict(images)
+    masks = model_on(RunsOutOfMemoryAbove(network, fits=1)).predict(images)
+    assert [m.shape for m in masks] == [image.shape[:2] for image in images]
+    for mask, reference in zip(masks, expected, strict=True):
+        np.testing.assert_array_equal(mask, reference)
+
+
+def test_a_single_image_that_does_not_fit_fails_with_the_memory_error(network: torch.nn.Module) -> None:
+    model = model_on(RunsOutOfMemoryAbove(network, fits=0))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        model.predict(photos(1))
+
+
+def test_other_errors_are_not_retried(network: torch.nn.Module) -> None:
+    class Broken(torch.nn.Module):
+        calls = 0
+
+        def forward(self, pixels: torch.Tensor):
+            Broken.calls += 1
+            raise RuntimeError("shape mismatch")
+
+    model = model_on(Broken())
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        model.predict(photos(4))
+    assert Broken.calls == 1 and model.out_of_memory_splits == 0
