@@ -106,6 +106,7 @@ def _options(request: Request, extra_names: tuple[str, ...], format: str, only_m
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
     max_ongoing_requests=32,
     max_queued_requests=256,
+    backpressure_config={"retry_after_s": 1},  # the Serve proxy's own 503 for a full queue gets Retry-After
     ray_actor_options={"num_cpus": 1},
 )
 @serve.ingress(api)

@@ -9,7 +9,6 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
 
 from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
+from serve_app.deployments.mask_result import MaskResult
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
@@ -37,16 +37,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 GROUPS_IN_FLIGHT = 32
 # Ray warns unless max_ongoing_requests >= max_batch_size * max_concurrent_batches.
 MAX_ONGOING_REQUESTS = BatchSettings().max_batch_size * GROUPS_IN_FLIGHT
-
-
-@dataclass(frozen=True)
-class MaskResult:
-    """One image's mask plus where its time went, for the ingress's Server-Timing header."""
-
-    mask: np.ndarray  # (H, W) uint8
-    queued_ms: float  # from arrival at this replica to the start of its forward pass
-    batch_ms: float  # the whole pass on the device: upload, resize, forward, post-processing, download
-    batch_size: int  # images in that pass
 
 
 @serve.deployment(

@@ -1,0 +1,143 @@
+"""Sample the resident memory of a running service's Ray processes, so that 'memory stays flat' is a number."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+try:
+    import psutil
+except ImportError:  # not a declared dependency: Ray ships it in ray/thirdparty_files, put on sys.path by `import ray`
+    import ray  # noqa: F401
+
+    psutil = importlib.import_module("psutil")
+
+MIB = 1024 * 1024
+# Title markers Ray gives its worker processes (setproctitle): the Serve replicas and the HTTP proxy that
+# holds the requests queued for the ingress.
+REPLICA_MARKER, PROXY_MARKER = "ServeReplica:", "ray::ProxyActor"
+
+
+def listening_process(port: int) -> psutil.Process:
+    """The process that accepts TCP connections on `port` (the Serve HTTP proxy)."""
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return psutil.Process(connection.pid)
+    raise LookupError(f"no process of this user listens on port {port}; is the service running here?")
+
+
+def process_role(process: psutil.Process) -> str | None:
+    """'Ingress', 'BackgroundRemover', ... for a Serve replica, 'ProxyActor' for the proxy, else None."""
+    try:
+        title = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    if REPLICA_MARKER in title:
+        # "ray::ServeReplica:APP:DEPLOYMENT", with ".method" appended while a call runs
+        return title.split(REPLICA_MARKER, 1)[1].split()[0].rsplit(":", 1)[-1].split(".", 1)[0]
+    return "ProxyActor" if title.startswith(PROXY_MARKER) else None
+
+
+def service_processes(port: int) -> dict[int, str]:
+    """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port`.
+
+    The raylet that started the proxy starts every worker of its node, so the replicas are its children; other
+    Ray instances on the same machine (another test run, another service) are never counted.
+    """
+    raylet = listening_process(port).parent()
+    if raylet is None:
+        raise LookupError(f"the process on port {port} has no parent; is it a Ray Serve proxy?")
+    roles = {child.pid: process_role(child) for child in raylet.children()}
+    return {pid: role for pid, role in roles.items() if role is not None}
+
+
+@dataclass
+class MemorySample:
+    elapsed_s: float
+    rss_by_role: dict[str, int]  # bytes, summed over the role's processes
+
+    @property
+    def total(self) -> int:
+        return sum(self.rss_by_role.values())
+
+
+@dataclass
+class ServiceMemorySampler:
+    """Sums the RSS of the service's processes every `interval_s` in a background thread."""
+
+    port: int
+    interval_s: float = 0.5
+    samples: list[MemorySample] = field(default_factory=list)
+    pids_by_role: dict[str, set[int]] = field(default_factory=dict)  # every process seen, replacements included
+    cpu_s_by_pid: dict[int, tuple[float, float]] = field(default_factory=dict)  # (first seen, last seen)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = time.perf_counter()
+
+    def sample(self) -> MemorySample:
+        rss_by_role: dict[str, int] = {}
+        for pid, role in service_processes(self.port).items():
+            try:
+                process = psutil.Process(pid)
+                rss, cpu = process.memory_info().rss, process.cpu_times()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue  # died between the listing and now (a killed replica)
+            rss_by_role[role] = rss_by_role.get(role, 0) + rss
+            self.pids_by_role.setdefault(role, set()).add(pid)
+            first_cpu_s = self.cpu_s_by_pid.get(pid, (cpu.user + cpu.system, 0.0))[0]
+            self.cpu_s_by_pid[pid] = (first_cpu_s, cpu.user + cpu.system)
+        sample = MemorySample(time.perf_counter() - self._started, rss_by_role)
+        self.samples.append(sample)
+        return sample
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sample()
+            except LookupError:
+                pass  # the proxy is restarting; the next sample will find it again
+
+    def __enter__(self) -> ServiceMemorySampler:
+        self._started = time.perf_counter()
+        self.sample()  # the start figure, taken before any load
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.sample()  # the end figure, after the load finished
+
+    def summary(self) -> dict:
+        """Start, end and max of the summed RSS in MiB, the least-squares slope in MiB per minute, CPU seconds."""
+        if not self.samples:
+            return {"samples": 0}
+        totals = np.array([s.total for s in self.samples], dtype=float) / MIB
+        times = np.array([s.elapsed_s for s in self.samples])
+        slope = float(np.polyfit(times, totals, 1)[0]) * 60 if len(self.samples) > 1 else None
+        roles = sorted({role for s in self.samples for role in s.rss_by_role})
+        return {
+            "samples": len(self.samples),
+            "span_s": round(float(times[-1] - times[0]), 1),
+            "rss_mib": _start_end_max(totals),
+            "growth_mib": round(float(totals[-1] - totals[0]), 1),
+            "slope_mib_per_min": None if slope is None else round(slope, 2),
+            "by_role_mib": {role: _start_end_max(np.array([s.rss_by_role.get(role, 0) for s in self.samples]) / MIB)
+                            for role in roles},
+            "processes_by_role": {role: len(pids) for role, pids in sorted(self.pids_by_role.items())},
+            # where the machine's CPU went while sampling: explains a throughput that falls under overload
+            "cpu_s_by_role": {role: round(sum(self.cpu_s_by_pid[pid][1] - self.cpu_s_by_pid[pid][0]
+                                              for pid in pids), 1)
+                              for role, pids in sorted(self.pids_by_role.items())},
+        }
+
+
+def _start_end_max(values: np.ndarray) -> dict[str, float]:
+    return {"start": round(float(values[0]), 1), "end": round(float(values[-1]), 1),
+            "max": round(float(values.max()), 1)}

@@ -1,0 +1,21 @@
+"""What the GPU deployment answers, in a module without torch.
+
+The ingress unpickles these; if the class lived in remover.py, every ingress replica would import torch
+(about 500 MB of memory each, and seconds on its first answer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """One image's mask plus where its time went, for the ingress's Server-Timing header."""
+
+    mask: np.ndarray  # (H, W) uint8
+    queued_ms: float  # from arrival at the model replica to the start of its forward pass
+    batch_ms: float  # the whole pass on the device: upload, resize, forward, post-processing, download
+    batch_size: int  # images in that pass
