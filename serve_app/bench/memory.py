@@ -128,6 +128,10 @@ class ServiceMemorySampler:
             "rss_mib": _start_end_max(totals),
             "growth_mib": round(float(totals[-1] - totals[0]), 1),
             "slope_mib_per_min": None if slope is None else round(slope, 2),
+            # Queues fill first, so growth early in a run is expected; a leak keeps growing in the second half.
+            "second_half_slope_mib_per_min": _slope_per_min(times[len(times) // 2:], totals[len(totals) // 2:]),
+            "series_mib": [[round(float(t), 1), round(float(v))] for t, v in
+                           list(zip(times, totals, strict=True))[:: max(1, len(times) // 20)]],
             "by_role_mib": {role: _start_end_max(np.array([s.rss_by_role.get(role, 0) for s in self.samples]) / MIB)
                             for role in roles},
             "processes_by_role": {role: len(pids) for role, pids in sorted(self.pids_by_role.items())},
@@ -141,3 +145,7 @@ class ServiceMemorySampler:
 def _start_end_max(values: np.ndarray) -> dict[str, float]:
     return {"start": round(float(values[0]), 1), "end": round(float(values[-1]), 1),
             "max": round(float(values.max()), 1)}
+
+
+def _slope_per_min(times: np.ndarray, values: np.ndarray) -> float | None:
+    return round(float(np.polyfit(times, values, 1)[0]) * 60, 2) if len(times) > 1 else None
