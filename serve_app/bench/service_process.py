@@ -37,7 +37,9 @@ def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: d
     remover_config.setdefault("user_config", {}).update(batching or {})
     if ingress_replicas is not None:
         ingress_config = deployments.setdefault("Ingress", {"name": "Ingress"})
-        ingress_config.pop("autoscaling_config", None)
+        # null, not absent: an absent key keeps the decorator's autoscaling_config, which then wins over
+        # num_replicas (the 2026-11-22 benchmarks asked for 12 replicas and got the decorator's 1 to 4)
+        ingress_config["autoscaling_config"] = None
         ingress_config["num_replicas"] = ingress_replicas
     app["deployments"] = list(deployments.values())
     return config
