@@ -11,7 +11,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
@@ -141,5 +140,4 @@ class BackgroundRemover:
 
     def check_health(self) -> None:
         """Fail when the device no longer works, so that Serve replaces this replica."""
-        if self.model.device.type == "cuda":
-            torch.cuda.synchronize(self.model.device)
+        self.model.check_device()

@@ -224,6 +224,19 @@ class BackgroundRemovalModel:
             flat.append(mask.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).flatten())
         return torch.cat(flat)
 
+    def check_device(self) -> None:
+        """Raise if the device cannot compute any more.
+
+        After a sticky CUDA error (illegal memory access, ECC error, a lost device) every later CUDA call fails,
+        but only a call that reaches the device finds out: a tiny kernel and its result do.
+        """
+        if self.device.type != "cuda":
+            return
+        with torch.inference_mode():
+            two = torch.ones(1, device=self.device).add_(1).item()  # .item() synchronises
+        if two != 2:
+            raise RuntimeError(f"{self.device} computed 1 + 1 = {two}")
+
     def describe(self) -> dict:
         return {
             "model_id": self.model_id,
