@@ -20,6 +20,7 @@ MiB = 1024 * 1024
 
 # The only environment variables the service reads; everything else comes from the config file.
 RESULT_DIR_ENV = "SERVE_APP_RESULT_DIR"
+COMPILE_CACHE_ENV = "SERVE_APP_COMPILE_CACHE"
 API_KEYS_ENV = "SERVE_APP_API_KEYS"  # comma-separated; secrets stay out of config files
 
 
@@ -44,13 +45,20 @@ class ModelSettings(StrictModel):
         "auto", description="auto = fp16 on CUDA, fp32 on CPU."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA when available.")
-    execution: Literal["eager", "cuda_graphs"] = Field(
+    execution: Literal["eager", "cuda_graphs", "compiled"] = Field(
         "eager",
         description="cuda_graphs: capture one CUDA graph per graph_batch_sizes bucket at start-up and replay it "
-        "(batches are padded up to a bucket); falls back to eager on CPU.",
+        "(batches are padded up to a bucket); falls back to eager on CPU. compiled: one AOTInductor package per "
+        "bucket, compiled on first use (minutes per bucket for BiRefNet) and loaded from compile_cache_dir "
+        "afterwards; falls back to eager if the model cannot be exported.",
     )
     graph_batch_sizes: tuple[int, ...] = Field(
-        (1, 2, 4, 8), description="Batch sizes captured when execution is cuda_graphs."
+        (1, 2, 4, 8), description="Batch-size buckets captured (cuda_graphs) or compiled (compiled)."
+    )
+    compile_cache_dir: Path | None = Field(
+        None, description="Where compiled packages are kept, one folder per model, weights, dtype, input size, "
+        f"torch version and GPU; default ${COMPILE_CACHE_ENV} or ~/.cache/serve_app/compiled. Share it between "
+        "restarts (and between machines with the same GPU) so that compiling happens once.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     probe_batch_limit: bool = Field(
@@ -63,6 +71,12 @@ class ModelSettings(StrictModel):
     warmup_batch_size: int = Field(
         1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
     )
+
+    def resolved_compile_cache_dir(self) -> Path:
+        if self.compile_cache_dir is not None:
+            return self.compile_cache_dir
+        from_env = os.environ.get(COMPILE_CACHE_ENV)
+        return Path(from_env) if from_env else Path.home() / ".cache" / "serve_app" / "compiled"
 
     @field_validator("graph_batch_sizes")
     @classmethod

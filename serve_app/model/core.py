@@ -10,11 +10,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serve_app.model.compiled import CompiledForward, cache_key, device_signature, weights_fingerprint
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import is_out_of_memory, probe_batch_limit, release_cached_memory
@@ -39,6 +41,15 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     if choice == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return choice
+
+
+def final_logits(outputs: object) -> torch.Tensor:
+    """The prediction to use from a segmentation network's outputs, as float32 logits (B, 1, h, w)."""
+    if hasattr(outputs, "logits"):
+        outputs = outputs.logits
+    if isinstance(outputs, (list, tuple)):
+        outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
+    return outputs.float()
 
 
 @dataclass
@@ -75,7 +86,8 @@ class BackgroundRemovalModel:
 
     def __init__(self, module: torch.nn.Module, *, input_size: tuple[int, int], device: torch.device,
                  precision: str, model_id: str = "<module>", execution: str = "eager",
-                 graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False):
+                 graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
+                 compile_cache_dir: Path | None = None):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -88,14 +100,18 @@ class BackgroundRemovalModel:
             torch.backends.cudnn.benchmark = True
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-        self.execution = execution if device.type == "cuda" else "eager"
+        self.execution = "eager" if execution == "cuda_graphs" and device.type != "cuda" else execution
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
         self.on_out_of_memory: Callable[[int], None] | None = None
+        self.compile_s: dict[int, float] = {}  # buckets compiled (not loaded from the cache) at start-up
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
+        elif self.execution == "compiled":
+            self._forward = self._compile(graph_batch_sizes,
+                                          compile_cache_dir or ModelSettings().resolved_compile_cache_dir())
 
     def _capture_graphs(self, batch_sizes: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
         """Graphed forward, or the eager one if this model cannot be captured (data-dependent shapes, syncs)."""
@@ -110,6 +126,21 @@ class BackgroundRemovalModel:
             torch.cuda.synchronize(self.device)
             return self._eager_forward
 
+    def _compile(self, batch_sizes: tuple[int, ...], cache_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Compiled forward from cached packages (compiling what is missing), or the eager one on failure."""
+        width, height = self.input_size
+        key = cache_key(self.model_id, weights_fingerprint(self.module), self.dtype, self.input_size,
+                        self.memory_format, torch.__version__, device_signature(self.device))
+        try:
+            compiled = CompiledForward(self.module, final_logits, sample_shape=(3, height, width), dtype=self.dtype,
+                                       device=self.device, batch_sizes=batch_sizes, cache_dir=cache_dir, key=key)
+        except Exception:
+            logger.exception("compiling %s failed; running eager", self.model_id)
+            self.execution = "eager"
+            return self._eager_forward
+        self.compile_s = compiled.compile_s
+        return compiled
+
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
         device = resolve_device(settings.device)
@@ -118,7 +149,8 @@ class BackgroundRemovalModel:
         module = load_segmentation_module(settings.model_id, settings.revision)
         model = cls(module, input_size=settings.input_size, device=device, precision=precision,
                     model_id=settings.model_id, execution=settings.execution,
-                    graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last)
+                    graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
+                    compile_cache_dir=settings.resolved_compile_cache_dir())
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
         return model
@@ -204,12 +236,7 @@ class BackgroundRemovalModel:
         return self._forward(batch)
 
     def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
-        outputs = self.module(batch)
-        if hasattr(outputs, "logits"):
-            outputs = outputs.logits
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
-        return outputs.float()
+        return final_logits(self.module(batch))
 
     def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Sigmoid, resize each mask to its image's (H, W), uint8, all masks flattened into one tensor.
@@ -246,5 +273,6 @@ class BackgroundRemovalModel:
             "execution": self.execution,
             "channels_last": self.memory_format == torch.channels_last,
             "out_of_memory_splits": self.out_of_memory_splits,
+            "compiled_at_start_s": {str(size): round(s, 1) for size, s in self.compile_s.items()},
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }

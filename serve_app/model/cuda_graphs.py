@@ -7,12 +7,13 @@ batch is padded up to the smallest captured bucket that holds it (larger batches
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 import torch
+
+from serve_app.model.buckets import run_in_buckets
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,10 @@ class GraphedForward:
                     time.perf_counter() - started)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        largest = self.batch_sizes[-1]
-        if batch.shape[0] > largest:
-            return torch.cat([self(chunk) for chunk in batch.split(largest)])
-        size = self.batch_sizes[bisect.bisect_left(self.batch_sizes, batch.shape[0])]
-        count = batch.shape[0]
-        self._inputs[size][:count].copy_(batch)
+        return run_in_buckets(batch, self.batch_sizes, self._replay)
+
+    def _replay(self, size: int, images: torch.Tensor) -> torch.Tensor:
+        self._inputs[size][: images.shape[0]].copy_(images)
         self._graphs[size].replay()
         # The output buffer is overwritten by the next replay: hand out a copy.
-        return self._outputs[size][:count].clone()
+        return self._outputs[size].clone()
