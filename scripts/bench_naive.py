@@ -1,0 +1,41 @@
+"""The naive baseline: one image at a time, CPU preprocessing, fp32, Pillow PNG level 6 (serve_app/bench/naive.py).
+
+    python scripts/bench_naive.py --model-id import:birefnet_random:build --photos 20 --out naive.json
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from serve_app.bench.naive import run_naive
+from serve_app.bench.photos import mixed_size_jpegs
+from serve_app.model.core import resolve_device
+from serve_app.model.loading import load_segmentation_module
+from serve_app.versions import component_versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-id", required=True)
+    parser.add_argument("--input-size", type=int, default=1024)
+    parser.add_argument("--photos", type=int, default=20, help="mixed-size JPEGs, 800x800 to 3000x2000")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    network = load_segmentation_module(args.model_id)
+    result = run_naive(network, mixed_size_jpegs(args.photos), (args.input_size, args.input_size), device)
+    record = {"date": time.strftime("%Y-%m-%d"), "command": "python3 scripts/bench_naive.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "versions": component_versions(), **result}
+    print(json.dumps(record))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
