@@ -28,7 +28,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--batch-sizes", default="1,2,4,8,16")
     parser.add_argument("--precisions", default="fp16")
-    parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs")
+    parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs, compiled")
+    parser.add_argument("--compile-cache-dir", type=Path, help="packages of the compiled mode (default: settings)")
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
@@ -98,11 +99,14 @@ def main() -> None:
                 torch.manual_seed(0)  # the same random weights for every variant
                 settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
                                          device=args.device, execution=mode, graph_batch_sizes=batch_sizes,
-                                         channels_last=layout == "channels_last")
+                                         channels_last=layout == "channels_last",
+                                         compile_cache_dir=args.compile_cache_dir)
                 started = time.perf_counter()
                 model = BackgroundRemovalModel.from_settings(settings)
                 variant = {"precision": precision, "mode": mode, "layout": layout,
-                           "load_s": round(time.perf_counter() - started, 1)}
+                           "load_s": round(time.perf_counter() - started, 1),
+                           # what ran (a mode that fails falls back to eager) and buckets compiled, not loaded
+                           "execution": model.execution, "compiled_at_start_s": model.describe()["compiled_at_start_s"]}
                 record["device"] = model.describe()["device_name"]
                 logits = reference_logits(model)
                 if eager_logits is None:
