@@ -5,7 +5,10 @@
 
 import argparse
 import json
+import shlex
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,8 +30,7 @@ def main() -> None:
     device = resolve_device(args.device)
     network = load_segmentation_module(args.model_id)
     result = run_naive(network, mixed_size_jpegs(args.photos), (args.input_size, args.input_size), device)
-    record = {"date": time.strftime("%Y-%m-%d"), "command": "python3 scripts/bench_naive.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
+    record = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": component_versions(), **result}
     print(json.dumps(record))

@@ -28,6 +28,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def default_compile_cache_dir() -> Path:
+    from_env = os.environ.get(COMPILE_CACHE_ENV)
+    return Path(from_env) if from_env else Path.home() / ".cache" / "serve_app" / "compiled"
+
+
 class ModelSettings(StrictModel):
     """What the GPU deployment loads and how it runs it."""
 
@@ -73,10 +78,7 @@ class ModelSettings(StrictModel):
     )
 
     def resolved_compile_cache_dir(self) -> Path:
-        if self.compile_cache_dir is not None:
-            return self.compile_cache_dir
-        from_env = os.environ.get(COMPILE_CACHE_ENV)
-        return Path(from_env) if from_env else Path.home() / ".cache" / "serve_app" / "compiled"
+        return self.compile_cache_dir or default_compile_cache_dir()
 
     @field_validator("graph_batch_sizes")
     @classmethod

@@ -20,6 +20,11 @@ def red_square(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = BO
     return image
 
 
+def distinct_pictures(count: int) -> list[np.ndarray]:
+    """`count` red squares of different sizes and positions, so that a mask given to the wrong image shows."""
+    return [np.asarray(red_square((80 + 9 * i, 60 + 5 * i), (4 + i, 5, 40 + 3 * i, 50))) for i in range(count)]
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)

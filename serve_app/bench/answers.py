@@ -33,7 +33,7 @@ def image_size(body: bytes) -> tuple[int, int]:
 def judge(response: httpx.Response, expected_size: tuple[int, int]) -> tuple[str, str]:
     """(outcome, detail): OK for a PNG of the input's size, SHED for 503 with a valid Retry-After."""
     if response.status_code == 200:
-        return _judge_png(response.content, expected_size)
+        return judge_png(response.content, expected_size)
     if response.status_code == 503:
         retry_after = response.headers.get("retry-after")
         if retry_after is None:
@@ -49,7 +49,8 @@ def judge_error(error: Exception) -> tuple[str, str]:
     return FAILED, f"no answer: {type(error).__name__}"
 
 
-def _judge_png(body: bytes, expected_size: tuple[int, int]) -> tuple[str, str]:
+def judge_png(body: bytes, expected_size: tuple[int, int]) -> tuple[str, str]:
+    """(OK, "") for a complete PNG of `expected_size`, else (FAILED, what is wrong with it)."""
     try:
         with Image.open(io.BytesIO(body)) as image:
             image.load()  # a truncated body fails here, not at open()

@@ -9,7 +9,6 @@ deployment, started by the Ray instance that serves the URL's port on this machi
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -22,11 +21,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from PIL import Image
 
-from serve_app.bench.answers import OK, Answer, image_size, tally
+from serve_app.bench.answers import OK, Answer, image_size, judge_png, tally
 from serve_app.bench.memory import process_role, psutil, service_processes
-from serve_app.bench.overload import ROUTE, require_loopback, send_and_judge
+from serve_app.bench.overload import CONTENT_TYPE, ROUTE, require_loopback, send_and_judge
 from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, TEMP_MARK, Layout
 
 MODEL_DEPLOYMENT = "BackgroundRemover"
@@ -67,9 +65,8 @@ def wait_healthy(base_url: str, body: bytes, timeout_s: float = 120.0) -> float:
         while time.monotonic() - started < timeout_s:
             try:
                 if http.get(f"{base_url}/readyz").status_code == 200:
-                    response = http.post(base_url + ROUTE, content=body,
-                                         headers={"Content-Type": "application/octet-stream"})
-                    if response.status_code == 200 and _png_size(response.content) == image_size(body):
+                    response = http.post(base_url + ROUTE, content=body, headers={"Content-Type": CONTENT_TYPE})
+                    if response.status_code == 200 and judge_png(response.content, image_size(body))[0] == OK:
                         return time.monotonic() - started
                     last = f"image request answered {response.status_code}"
                 else:
@@ -78,15 +75,6 @@ def wait_healthy(base_url: str, body: bytes, timeout_s: float = 120.0) -> float:
                 last = f"{type(error).__name__}"
             time.sleep(0.5)
     raise TimeoutError(f"service at {base_url} not healthy after {timeout_s:.0f} s: {last}")
-
-
-def _png_size(body: bytes) -> tuple[int, int] | None:
-    try:
-        with Image.open(io.BytesIO(body)) as image:
-            image.load()
-            return image.size if image.format == "PNG" else None
-    except Exception:  # Pillow raises several types for broken files
-        return None
 
 
 # --- steady load -----------------------------------------------------------------------------------------------
@@ -262,7 +250,7 @@ def check_bulk_output(layout: Layout, inputs: list[str]) -> dict:
         target = root / layout.output_relative(relative)
         if not target.exists():
             missing.append(relative)
-        elif _png_size(target.read_bytes()) != image_size((Path(layout.input_root) / relative).read_bytes()):
+        elif judge_png(target.read_bytes(), image_size((Path(layout.input_root) / relative).read_bytes()))[0] != OK:
             wrong.append(relative)
     failures_file, summary_file = root / FAILURES_NAME, root / SUMMARY_NAME
     failures = failures_file.read_text().splitlines() if failures_file.exists() else None

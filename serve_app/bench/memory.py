@@ -30,6 +30,14 @@ def listening_process(port: int) -> psutil.Process:
     raise LookupError(f"no process of this user listens on port {port}; is the service running here?")
 
 
+def serving_raylet(port: int) -> psutil.Process:
+    """The raylet of the Ray instance whose Serve proxy listens on `port` here (it starts every worker of its node)."""
+    raylet = listening_process(port).parent()
+    if raylet is None:
+        raise LookupError(f"the process on port {port} has no parent; is it a Ray Serve proxy?")
+    return raylet
+
+
 def process_role(process: psutil.Process) -> str | None:
     """'Ingress', 'BackgroundRemover', ... for a Serve replica, 'ProxyActor' for the proxy, else None."""
     try:
@@ -45,13 +53,10 @@ def process_role(process: psutil.Process) -> str | None:
 def service_processes(port: int) -> dict[int, str]:
     """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port`.
 
-    The raylet that started the proxy starts every worker of its node, so the replicas are its children; other
-    Ray instances on the same machine (another test run, another service) are never counted.
+    The replicas are children of the proxy's raylet; other Ray instances on the same machine (another test run,
+    another service) are never counted.
     """
-    raylet = listening_process(port).parent()
-    if raylet is None:
-        raise LookupError(f"the process on port {port} has no parent; is it a Ray Serve proxy?")
-    roles = {child.pid: process_role(child) for child in raylet.children()}
+    roles = {child.pid: process_role(child) for child in serving_raylet(port).children()}
     return {pid: role for pid, role in roles.items() if role is not None}
 
 

@@ -14,12 +14,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from serve_app.bench.memory import listening_process
+from serve_app.bench.memory import serving_raylet
 from serve_app.bench.overload import require_loopback
 from serve_app.bench.service_process import SERVE_CLI
 
@@ -40,10 +41,7 @@ class RayInstance:
 
 def ray_instance(port: int) -> RayInstance:
     """The dashboard and session directory of the Ray instance whose Serve proxy listens on `port` here."""
-    raylet = listening_process(port).parent()
-    if raylet is None:
-        raise LookupError(f"the process on port {port} has no parent; is it a Ray Serve proxy?")
-    command = " ".join(raylet.cmdline())
+    command = " ".join(serving_raylet(port).cmdline())
     session = re.search(r"--session_dir=(\S+)", command)
     dashboard = re.search(r"--webui=(\S+)", command)
     if session is None or dashboard is None:
@@ -77,26 +75,31 @@ def deploy(instance: RayInstance, config: dict, config_path: Path) -> None:
     serve_cli("deploy", str(config_path), "--address", instance.dashboard_url)
 
 
-def with_fewer_cpus(applications: list[dict], deployments: tuple[str, ...], factor: float = 0.8) -> list[dict]:
-    """A copy in which the named deployments ask for `factor` times their CPUs (a change of `ray_actor_options`,
-    so Serve replaces their replicas)."""
+def _with_changed_deployments(applications: list[dict], names: tuple[str, ...],
+                              change: Callable[[dict], None]) -> list[dict]:
+    """A copy of `applications` in which `change` edited the config of every deployment named in `names`."""
     changed = copy.deepcopy(applications)
     for app in changed:
         for deployment in app.get("deployments", []):
-            if deployment["name"] in deployments:
-                options = deployment.setdefault("ray_actor_options", {})
-                options["num_cpus"] = round(factor * options.get("num_cpus", 1), 3)
+            if deployment["name"] in names:
+                change(deployment)
     return changed
+
+
+def with_fewer_cpus(applications: list[dict], deployments: tuple[str, ...], factor: float = 0.8) -> list[dict]:
+    """A copy in which the named deployments ask for `factor` times their CPUs (a change of `ray_actor_options`,
+    so Serve replaces their replicas)."""
+    def fewer_cpus(deployment: dict) -> None:
+        options = deployment.setdefault("ray_actor_options", {})
+        options["num_cpus"] = round(factor * options.get("num_cpus", 1), 3)
+    return _with_changed_deployments(applications, deployments, fewer_cpus)
 
 
 def with_user_config(applications: list[dict], deployment: str, **settings: object) -> list[dict]:
     """A copy with `settings` merged into the deployment's `user_config` (applied live, no new replicas)."""
-    changed = copy.deepcopy(applications)
-    for app in changed:
-        for config in app.get("deployments", []):
-            if config["name"] == deployment:
-                config["user_config"] = {**(config.get("user_config") or {}), **settings}
-    return changed
+    def merge(config: dict) -> None:
+        config["user_config"] = {**(config.get("user_config") or {}), **settings}
+    return _with_changed_deployments(applications, (deployment,), merge)
 
 
 class ServeLogs:

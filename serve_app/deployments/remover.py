@@ -40,8 +40,8 @@ MAX_ONGOING_REQUESTS = BatchSettings().max_batch_size * GROUPS_IN_FLIGHT
 
 @serve.deployment(
     ray_actor_options={"num_gpus": 1},
-    # Must exceed max_batch_size, or batches can never fill (Ray issue #43288); requests above it wait in
-    # the caller's queue, which max_queued_requests bounds.
+    # See MAX_ONGOING_REQUESTS (and Ray issue #43288); requests above it wait in the caller's queue, which
+    # max_queued_requests bounds.
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
     max_queued_requests=512,
     user_config=BatchSettings().model_dump(),

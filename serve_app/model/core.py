@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from serve_app.model.compiled import CompiledForward, cache_key, device_signature, weights_fingerprint
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
-from serve_app.model.memory import is_out_of_memory, probe_batch_limit, release_cached_memory
-from serve_app.settings import ModelSettings
+from serve_app.model.memory import probe_batch_limit, release_cached_memory
+from serve_app.settings import ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -110,36 +110,42 @@ class BackgroundRemovalModel:
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
         elif self.execution == "compiled":
-            self._forward = self._compile(graph_batch_sizes,
-                                          compile_cache_dir or ModelSettings().resolved_compile_cache_dir())
+            self._forward = self._compile(graph_batch_sizes, compile_cache_dir or default_compile_cache_dir())
+
+    def _or_eager(self, build: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
+                  what: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`build()`, or the eager forward if this model cannot be captured or compiled (data-dependent shapes,
+        syncs, operators without export support)."""
+        try:
+            return build()
+        except Exception:
+            logger.exception("%s failed for %s; running eager", what, self.model_id)
+            self.execution = "eager"
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return self._eager_forward
 
     def _capture_graphs(self, batch_sizes: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Graphed forward, or the eager one if this model cannot be captured (data-dependent shapes, syncs)."""
         width, height = self.input_size
-        try:
+
+        def capture() -> GraphedForward:
             with torch.inference_mode():
                 return GraphedForward(self._eager_forward, sample_shape=(3, height, width), dtype=self.dtype,
                                       device=self.device, batch_sizes=batch_sizes)
-        except Exception:
-            logger.exception("CUDA graph capture failed for %s; running eager", self.model_id)
-            self.execution = "eager"
-            torch.cuda.synchronize(self.device)
-            return self._eager_forward
+        return self._or_eager(capture, "CUDA graph capture")
 
     def _compile(self, batch_sizes: tuple[int, ...], cache_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Compiled forward from cached packages (compiling what is missing), or the eager one on failure."""
+        """Compiled forward from cached packages (compiling what is missing)."""
         width, height = self.input_size
         key = cache_key(self.model_id, weights_fingerprint(self.module), self.dtype, self.input_size,
                         self.memory_format, torch.__version__, device_signature(self.device))
-        try:
+
+        def compile_packages() -> CompiledForward:
             compiled = CompiledForward(self.module, final_logits, sample_shape=(3, height, width), dtype=self.dtype,
                                        device=self.device, batch_sizes=batch_sizes, cache_dir=cache_dir, key=key)
-        except Exception:
-            logger.exception("compiling %s failed; running eager", self.model_id)
-            self.execution = "eager"
-            return self._eager_forward
-        self.compile_s = compiled.compile_s
-        return compiled
+            self.compile_s = compiled.compile_s
+            return compiled
+        return self._or_eager(compile_packages, "compiling")
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
@@ -155,13 +161,15 @@ class BackgroundRemovalModel:
                     time.perf_counter() - started)
         return model
 
+    def _blank_batch(self, size: int) -> list[np.ndarray]:
+        """`size` white images of the input size: the work of a real batch with nothing to decode."""
+        width, height = self.input_size
+        return [np.full((height, width, 3), 255, dtype=np.uint8)] * size
+
     def warm_up(self, batch_size: int = 1) -> None:
         """Run one forward pass so that lazy CUDA initialisation is paid before the first request."""
-        if batch_size <= 0:
-            return
-        width, height = self.input_size
-        blank = np.full((height, width, 3), 255, dtype=np.uint8)
-        self.predict([blank] * batch_size)
+        if batch_size > 0:
+            self.predict(self._blank_batch(batch_size))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images of any sizes, in order, as (H, W) uint8."""
@@ -177,8 +185,8 @@ class BackgroundRemovalModel:
         """
         try:
             return self._submit(images)
-        except Exception as error:
-            if not is_out_of_memory(error) or len(images) < 2:
+        except torch.cuda.OutOfMemoryError:
+            if len(images) < 2:
                 raise
         self.out_of_memory_splits += 1
         logger.warning("out of device memory on a batch of %d; retrying it in halves", len(images))
@@ -190,10 +198,8 @@ class BackgroundRemovalModel:
 
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int:
         """The largest batch (a power of two, or `ceiling`) whose whole pass fits in free device memory."""
-        width, height = self.input_size
-        blank = np.full((height, width, 3), 255, dtype=np.uint8)
-        return probe_batch_limit(lambda size: self._submit([blank] * size).result(), self.device, ceiling=ceiling,
-                                 headroom_fraction=headroom_fraction)
+        return probe_batch_limit(lambda size: self._submit(self._blank_batch(size)).result(), self.device,
+                                 ceiling=ceiling, headroom_fraction=headroom_fraction)
 
     @torch.inference_mode()
     def _submit(self, images: Sequence[np.ndarray]) -> PendingMasks:

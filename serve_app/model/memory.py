@@ -14,10 +14,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError)
-
-
 def release_cached_memory(device: torch.device) -> None:
     """Give blocks cached by PyTorch's allocator back, so that a smaller retry can allocate afresh."""
     if device.type == "cuda":
@@ -41,7 +37,7 @@ def probe_batch_limit(run_batch: Callable[[int], None], device: torch.device, *,
     budget = free_bytes - headroom_fraction * total_bytes
     resting = torch.cuda.memory_allocated(device)
     fits, size = 0, 1
-    while size <= ceiling:
+    while True:
         torch.cuda.reset_peak_memory_stats(device)
         try:
             run_batch(size)
@@ -55,7 +51,7 @@ def probe_batch_limit(run_batch: Callable[[int], None], device: torch.device, *,
             break
         fits = size
         logger.info("memory probe: batch %d used %.2f GB of a %.2f GB budget", size, used / 1e9, budget / 1e9)
-        following = ceiling if size < ceiling < size * 2 else size * 2
+        following = min(size * 2, ceiling)
         if following == size or used * following / size > budget:
             break
         size = following

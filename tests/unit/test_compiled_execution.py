@@ -15,7 +15,7 @@ import torch
 from serve_app.model.compiled import weights_fingerprint
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
-from tests.images import red_square
+from tests.images import distinct_pictures as photos
 
 INPUT_SIZE = (64, 64)
 BUCKETS = (2,)
@@ -25,10 +25,6 @@ def build(tiny_model_dir: Path, execution: str, cache_dir: Path) -> BackgroundRe
     return BackgroundRemovalModel(load_segmentation_module(str(tiny_model_dir)), input_size=INPUT_SIZE,
                                   device=torch.device("cpu"), precision="fp32", model_id="tiny",
                                   execution=execution, graph_batch_sizes=BUCKETS, compile_cache_dir=cache_dir)
-
-
-def photos(count: int) -> list[np.ndarray]:
-    return [np.asarray(red_square((80 + 9 * i, 60 + 4 * i), (4 + i, 6, 50, 40 + i))) for i in range(count)]
 
 
 @pytest.fixture(scope="module")

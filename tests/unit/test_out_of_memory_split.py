@@ -14,7 +14,7 @@ import torch
 
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
-from tests.images import red_square
+from tests.images import distinct_pictures as photos
 
 INPUT_SIZE = (64, 64)
 
@@ -36,11 +36,6 @@ class RunsOutOfMemoryAbove(torch.nn.Module):
 
 def model_on(network: torch.nn.Module) -> BackgroundRemovalModel:
     return BackgroundRemovalModel(network, input_size=INPUT_SIZE, device=torch.device("cpu"), precision="fp32")
-
-
-def photos(count: int) -> list[np.ndarray]:
-    """Different pictures, so that masks landing on the wrong image would show."""
-    return [np.asarray(red_square((90 + 7 * i, 60 + 5 * i), (5 + i, 5, 40 + 3 * i, 50))) for i in range(count)]
 
 
 @pytest.fixture
