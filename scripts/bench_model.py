@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import shlex
 import sys
 import time
@@ -30,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp16")
     parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs, compiled")
     parser.add_argument("--compile-cache-dir", type=Path, help="packages of the compiled mode (default: settings)")
+    parser.add_argument("--compile-options", type=json.loads, default={},
+                        help='inductor settings of the compiled mode as JSON, e.g. \'{"coordinate_descent_tuning": true}\'')
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
@@ -87,6 +90,7 @@ def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
 
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # compile/load progress
     torch.backends.cudnn.benchmark = True
     record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "command": shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -100,13 +104,15 @@ def main() -> None:
                 settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
                                          device=args.device, execution=mode, graph_batch_sizes=batch_sizes,
                                          channels_last=layout == "channels_last",
-                                         compile_cache_dir=args.compile_cache_dir)
+                                         compile_cache_dir=args.compile_cache_dir,
+                                         compile_options=args.compile_options)
                 started = time.perf_counter()
                 model = BackgroundRemovalModel.from_settings(settings)
                 variant = {"precision": precision, "mode": mode, "layout": layout,
                            "load_s": round(time.perf_counter() - started, 1),
-                           # what ran (a mode that fails falls back to eager) and buckets compiled, not loaded
-                           "execution": model.execution, "compiled_at_start_s": model.describe()["compiled_at_start_s"]}
+                           # what ran (a mode that fails falls back to eager); per bucket: time to compile or load, from cache?
+                           "execution": model.execution, "compile_warmup": model.describe()["compile_warmup"],
+                           **({"compile_options": args.compile_options} if mode == "compiled" else {})}
                 record["device"] = model.describe()["device_name"]
                 logits = reference_logits(model)
                 if eager_logits is None:

@@ -25,7 +25,7 @@ import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
-from serve_app.bench.photos import mixed_size_jpegs
+from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.bench.service_process import ServeProcess, derive_config
 
 
@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
     parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
+    parser.add_argument("--photo-dir", type=Path,
+                        help="folder of scikit-image's sample photos the test JPEGs are made from (default: installed)")
     parser.add_argument("--set-model", action="append", default=[], metavar="KEY=VALUE",
                         help="override args.model.KEY (YAML value), repeatable")
     parser.add_argument("--set-ingress", action="append", default=[], metavar="KEY=VALUE",
@@ -88,7 +90,7 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
 def main() -> None:
     args = parse_args()
     started = time.monotonic()
-    photos = mixed_size_jpegs(args.photos)
+    photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)
     print(f"made {len(photos)} test photos in {time.monotonic() - started:.1f} s", flush=True)
     record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "command": shlex.join([Path(sys.executable).name, *sys.argv])}

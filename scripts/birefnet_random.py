@@ -7,6 +7,7 @@ The architecture comes from BiRefNet's public repository, which is never committ
 
 Only the inference graph is needed, so two training-only imports of that code are replaced by stand-ins:
 `dataset` (which pulls in OpenCV for its class list) and `kornia.filters.laplacian` (used only in training).
+The random weights are seeded, so every build gives the same ones.
 """
 
 import os
@@ -38,6 +39,11 @@ def build():
         raise FileNotFoundError(f"no BiRefNet checkout at {source} (set BIREFNET_SRC)")
     sys.path.insert(0, str(source))
     _install_training_only_stand_ins()
+    import torch
     from models.birefnet import BiRefNet  # the public repository's code, imported at run time only
 
-    return BiRefNet(bb_pretrained=False)
+    # The same random weights at every build: compiled packages are keyed by a weights fingerprint, so a
+    # restarted replica finds the packages the last one built.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return BiRefNet(bb_pretrained=False)

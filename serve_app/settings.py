@@ -53,17 +53,23 @@ class ModelSettings(StrictModel):
     execution: Literal["eager", "cuda_graphs", "compiled"] = Field(
         "eager",
         description="cuda_graphs: capture one CUDA graph per graph_batch_sizes bucket at start-up and replay it "
-        "(batches are padded up to a bucket); falls back to eager on CPU. compiled: one AOTInductor package per "
-        "bucket, compiled on first use (minutes per bucket for BiRefNet) and loaded from compile_cache_dir "
-        "afterwards; falls back to eager if the model cannot be exported.",
+        "(batches are padded up to a bucket); falls back to eager on CPU. compiled: torch.compile with static "
+        "shapes, one graph per bucket, built before /readyz (about 160 s per bucket for BiRefNet the first time, "
+        "about 20 s from the cache in compile_cache_dir afterwards); falls back to eager if compiling fails.",
     )
     graph_batch_sizes: tuple[int, ...] = Field(
         (1, 2, 4, 8), description="Batch-size buckets captured (cuda_graphs) or compiled (compiled)."
     )
     compile_cache_dir: Path | None = Field(
-        None, description="Where compiled packages are kept, one folder per model, weights, dtype, input size, "
-        f"torch version and GPU; default ${COMPILE_CACHE_ENV} or ~/.cache/serve_app/compiled. Share it between "
-        "restarts (and between machines with the same GPU) so that compiling happens once.",
+        None, description="Inductor's on-disk caches (compiled graphs and kernels, keyed by graph, torch version "
+        f"and GPU); default ${COMPILE_CACHE_ENV} or ~/.cache/serve_app/compiled. Keep it between restarts (and "
+        "share it between machines with the same GPU and torch) so that compiling happens once.",
+    )
+    compile_options: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Inductor settings (names from torch._inductor.config) for the compiled execution, e.g. "
+        "{coordinate_descent_tuning: true}; an unknown name fails the compile, which falls back to eager with "
+        "the reason logged.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     probe_batch_limit: bool = Field(

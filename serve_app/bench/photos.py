@@ -1,7 +1,13 @@
-"""Deterministic photo-like JPEGs of mixed sizes for load tests (no downloads, no bundled data)."""
+"""Deterministic JPEGs of mixed sizes for benchmarks and load tests, with no downloads.
+
+Two kinds: real photographs made from the sample images scikit-image ships (`sample_photo_jpegs`, what the
+throughput and accuracy benchmarks send), and synthetic photo-like pictures (`mixed_size_jpegs`, for tests and
+load runs that must not depend on scikit-image).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import multiprocessing
 from pathlib import Path
@@ -25,6 +31,51 @@ def synthetic_photo(width: int, height: int, rng: np.random.Generator) -> Image.
     image = image.filter(ImageFilter.GaussianBlur(radius=2))
     noise = rng.normal(0, 6, size=(height, width, 3))
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+# scikit-image's bundled photographs (skimage/data), colour ones first; the grey ones are used as RGB.
+SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                 "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
+                 "coins.png", "moon.png")
+
+
+def sample_photo_dir() -> Path:
+    """scikit-image's data folder, found without importing scikit-image (its import pulls in SciPy)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-image is not installed: pip install scikit-image, or pass a folder "
+                                f"holding {', '.join(SAMPLE_PHOTOS)}")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def sample_photo_jpegs(count: int, seed: int = 0, quality: int = 90, photo_dir: Path | None = None) -> list[bytes]:
+    """`count` JPEGs made from real photographs, cycling through SAMPLE_PHOTOS, sizes drawn from SIZE_RANGE.
+
+    Each is a random crop of the original at the target aspect ratio, scaled to the target size. The originals
+    are about 0.5 MP, so the scaled photo is smoother than a camera's; a little sensor-like grain gives the
+    codecs (JPEG decode, PNG encode) the entropy of a real 3-6 MP photo.
+    """
+    folder = photo_dir or sample_photo_dir()
+    originals = [Image.open(folder / name).convert("RGB") for name in SAMPLE_PHOTOS]
+    rng = np.random.default_rng(seed)
+    (min_w, min_h), (max_w, max_h) = SIZE_RANGE
+    photos = []
+    for index in range(count):
+        original = originals[index % len(originals)]
+        width, height = int(rng.integers(min_w, max_w + 1)), int(rng.integers(min_h, max_h + 1))
+        scale = min(original.width / width, original.height / height) * float(rng.uniform(0.8, 1.0))
+        crop_w, crop_h = int(width * scale), int(height * scale)
+        left = int(rng.integers(0, original.width - crop_w + 1))
+        top = int(rng.integers(0, original.height - crop_h + 1))
+        photo = original.resize((width, height), Image.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
+        if rng.random() < 0.5:
+            photo = photo.transpose(Image.FLIP_LEFT_RIGHT)
+        grain = rng.normal(0, 3, size=(height, width, 3))
+        pixels = np.clip(np.asarray(photo, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+        photos.append(buffer.getvalue())
+    return photos
 
 
 def mixed_size_jpegs(count: int, seed: int = 0, quality: int = 90) -> list[bytes]:

@@ -1,14 +1,15 @@
-"""Ahead-of-time compiled forward passes (AOTInductor), one package per batch bucket, cached on disk.
+"""Compiled forward passes: `torch.compile` with static shapes, one graph per batch bucket, built before traffic.
 
-`torch.compile` of BiRefNet takes minutes per shape; paying that at every start would keep a replica out of
-service for a quarter of an hour. Each bucket is instead exported and compiled once into a package
-(`torch._inductor.aoti_compile_and_package`), stored under a key of everything that changes the code or the
-weights (model, weights fingerprint, dtype, input size, torch version, GPU), and loaded in seconds afterwards.
+Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a restart must not pay it again:
+inductor's on-disk caches (FX graphs, Triton kernels, AOTAutograd) are kept under `compile_cache_dir`, and a
+warm start traces the model and loads the compiled kernels instead (21.3 s per bucket, same GPU).
+
+Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
+the compiling process and in a fresh one alike (H100, 2026-11-22, docs/benchmarks/2026-11-22-h100-compiled).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -16,79 +17,49 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 from serve_app.model.buckets import pad_to, run_in_buckets
 
 logger = logging.getLogger(__name__)
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A short hash of every parameter and buffer: a package is only valid for the weights it was built with."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            values = tensor.detach().double()
-            digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.10e}{values.abs().sum().item():.10e}"
-                          .encode())
-    return digest.hexdigest()[:16]
-
-
-def device_signature(device: torch.device) -> str:
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"{torch.cuda.get_device_name(device)} sm{major}{minor}".replace(" ", "-")
-    return "cpu"
-
-
-def cache_key(*parts: object) -> str:
-    return hashlib.sha256("|".join(str(part) for part in parts).encode()).hexdigest()[:20]
-
-
-class _FinalLogits(torch.nn.Module):
-    """The exported graph: the network plus picking its final prediction, as the eager path does."""
-
-    def __init__(self, network: torch.nn.Module, select: Callable[[object], torch.Tensor]):
-        super().__init__()
-        self.network, self.select = network, select
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.select(self.network(pixels))
+def use_compile_cache(cache_dir: Path) -> None:
+    """Point inductor's caches at `cache_dir` for this process (inductor reads the variable at each lookup)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
 
 
 class CompiledForward:
-    """Callable like the eager forward: (B, 3, H, W) in the model dtype -> (B, 1, h, w) float32 logits."""
+    """Callable like the eager forward: (B, 3, H, W) in the model dtype -> (B, 1, h, w) float32 logits.
 
-    def __init__(self, network: torch.nn.Module, select: Callable[[object], torch.Tensor], *,
-                 sample_shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
-                 batch_sizes: Sequence[int], cache_dir: Path, key: str):
+    Every bucket is compiled (or loaded from the cache) in the constructor; later batches are padded up to a
+    bucket, so serving never meets a new shape and never recompiles.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, sample_shape: tuple[int, int, int],
+                 dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device,
+                 batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None):
         self.batch_sizes = sorted(set(batch_sizes))
-        self.package_dir = cache_dir / key
-        self.compile_s: dict[int, float] = {}  # buckets compiled by this process, and how long each took
-        self._runners: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-        exported_module = _FinalLogits(network, select)
-        started = time.perf_counter()
+        self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
+        use_compile_cache(cache_dir)
+        # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
+        self._compiled = torch.compile(forward, dynamic=False, options=options or None)
         for size in self.batch_sizes:
-            path = self.package_dir / f"batch{size}.pt2"
-            if not path.exists():
+            misses = counters["inductor"]["fxgraph_cache_miss"]
+            started = time.perf_counter()
+            # Made and run as the serving path does (an inference tensor, under inference mode): the graph is
+            # guarded on both, and a mismatch costs a second compile at the first real batch.
+            with torch.inference_mode():
                 example = torch.zeros((size, *sample_shape), dtype=dtype, device=device)
-                self.compile_s[size] = self._compile(exported_module, example, path)
-            self._runners[size] = torch._inductor.aoti_load_package(str(path))
-        logger.info("compiled forward ready for batch sizes %s in %.1f s (compiled now: %s; packages in %s)",
-                    self.batch_sizes, time.perf_counter() - started, self.compile_s or "none", self.package_dir)
-
-    @staticmethod
-    def _compile(module: torch.nn.Module, example: torch.Tensor, path: Path) -> float:
-        started = time.perf_counter()
-        with torch.inference_mode():
-            exported = torch.export.export(module, (example,))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written under a temporary name and renamed: replicas starting together never load a half package.
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(partial))
-        os.replace(partial, path)
-        seconds = time.perf_counter() - started
-        logger.info("compiled batch size %d in %.1f s -> %s", example.shape[0], seconds, path)
-        return seconds
+                self._compiled(example.contiguous(memory_format=memory_format))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1),
+                                 "from_cache": counters["inductor"]["fxgraph_cache_miss"] == misses}
+        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)", self.batch_sizes, self.warmup,
+                    cache_dir)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._runners[size](pad_to(images, size)))
+        return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._compiled(pad_to(images, size)))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serve_app.model.compiled import CompiledForward, cache_key, device_signature, weights_fingerprint
+from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
@@ -87,7 +87,7 @@ class BackgroundRemovalModel:
     def __init__(self, module: torch.nn.Module, *, input_size: tuple[int, int], device: torch.device,
                  precision: str, model_id: str = "<module>", execution: str = "eager",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
-                 compile_cache_dir: Path | None = None):
+                 compile_cache_dir: Path | None = None, compile_options: dict | None = None):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -105,7 +105,8 @@ class BackgroundRemovalModel:
             logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
         self.on_out_of_memory: Callable[[int], None] | None = None
-        self.compile_s: dict[int, float] = {}  # buckets compiled (not loaded from the cache) at start-up
+        self.compile_warmup: dict[int, dict] = {}  # per bucket: seconds to compile or load, and from_cache
+        self.compile_options = dict(compile_options or {})
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
@@ -135,17 +136,16 @@ class BackgroundRemovalModel:
         return self._or_eager(capture, "CUDA graph capture")
 
     def _compile(self, batch_sizes: tuple[int, ...], cache_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Compiled forward from cached packages (compiling what is missing)."""
+        """Compiled forward, every bucket built (or loaded from inductor's cache) now, before traffic."""
         width, height = self.input_size
-        key = cache_key(self.model_id, weights_fingerprint(self.module), self.dtype, self.input_size,
-                        self.memory_format, torch.__version__, device_signature(self.device))
 
-        def compile_packages() -> CompiledForward:
-            compiled = CompiledForward(self.module, final_logits, sample_shape=(3, height, width), dtype=self.dtype,
-                                       device=self.device, batch_sizes=batch_sizes, cache_dir=cache_dir, key=key)
-            self.compile_s = compiled.compile_s
+        def compile_buckets() -> CompiledForward:
+            compiled = CompiledForward(self._eager_forward, sample_shape=(3, height, width), dtype=self.dtype,
+                                       memory_format=self.memory_format, device=self.device,
+                                       batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options)
+            self.compile_warmup = compiled.warmup
             return compiled
-        return self._or_eager(compile_packages, "compiling")
+        return self._or_eager(compile_buckets, "compiling")
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
@@ -156,7 +156,8 @@ class BackgroundRemovalModel:
         model = cls(module, input_size=settings.input_size, device=device, precision=precision,
                     model_id=settings.model_id, execution=settings.execution,
                     graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
-                    compile_cache_dir=settings.resolved_compile_cache_dir())
+                    compile_cache_dir=settings.resolved_compile_cache_dir(),
+                    compile_options=settings.compile_options)
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
         return model
@@ -279,6 +280,7 @@ class BackgroundRemovalModel:
             "execution": self.execution,
             "channels_last": self.memory_format == torch.channels_last,
             "out_of_memory_splits": self.out_of_memory_splits,
-            "compiled_at_start_s": {str(size): round(s, 1) for size, s in self.compile_s.items()},
+            "compile_options": self.compile_options,
+            "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }

@@ -1,24 +1,28 @@
-"""The compiled execution path (AOTInductor packages per batch bucket) on the tiny model, on CPU.
+"""The compiled execution path (torch.compile per batch bucket, inductor's cache on disk) on the tiny model, on CPU.
 
-The same code compiles for CUDA on a GPU host; here it proves the export, the packaging, the cache (a second
-start loads instead of compiling) and the bucket padding, against the eager forward pass.
+The same code compiles for CUDA on a GPU host (docs/benchmarks/2026-11-22-h100-compiled); here it proves the
+bucket padding, that serving after start-up never compiles again, and that a restarted process is served from
+the on-disk cache, against the eager forward pass.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from serve_app.model.compiled import weights_fingerprint
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
 from tests.images import distinct_pictures as photos
 
 INPUT_SIZE = (64, 64)
-BUCKETS = (2,)
+BUCKETS = (1, 2)
 
 
 def build(tiny_model_dir: Path, execution: str, cache_dir: Path) -> BackgroundRemovalModel:
@@ -37,14 +41,14 @@ def compiled(tiny_model_dir: Path, cache_dir: Path) -> BackgroundRemovalModel:
     return build(tiny_model_dir, "compiled", cache_dir)
 
 
-def test_first_start_compiles_every_bucket_into_the_cache(compiled: BackgroundRemovalModel, cache_dir: Path) -> None:
+def test_start_up_compiles_every_bucket_into_the_cache_dir(compiled: BackgroundRemovalModel, cache_dir: Path) -> None:
     assert compiled.execution == "compiled"
-    assert set(compiled.compile_s) == set(BUCKETS)
-    assert [p.name for p in cache_dir.glob("*/*.pt2")] == ["batch2.pt2"]
-    assert not list(cache_dir.glob("*/.*.tmp.pt2")), "a temporary package was left behind"
+    assert sorted(compiled.compile_warmup) == list(BUCKETS)
+    assert not any(warmup["from_cache"] for warmup in compiled.compile_warmup.values())
+    assert list(cache_dir.glob("fxgraph/**/*")), "nothing was written to the compile cache"
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])  # padded up to the bucket; above it, run bucket by bucket
+@pytest.mark.parametrize("count", [1, 2, 3])  # padded up to a bucket; above the largest, run bucket by bucket
 def test_compiled_masks_match_eager(compiled: BackgroundRemovalModel, tiny_model_dir: Path, tmp_path: Path,
                                     count: int) -> None:
     images = photos(count)
@@ -55,18 +59,32 @@ def test_compiled_masks_match_eager(compiled: BackgroundRemovalModel, tiny_model
         assert np.abs(mask.astype(int) - reference.astype(int)).max() <= 1
 
 
-def test_a_restart_loads_the_packages_instead_of_compiling(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
-                                                            cache_dir: Path) -> None:
-    restarted = build(tiny_model_dir, "compiled", cache_dir)
-    assert restarted.execution == "compiled" and restarted.compile_s == {}
-    images = photos(2)
-    for mask, reference in zip(restarted.predict(images), compiled.predict(images), strict=True):
-        np.testing.assert_array_equal(mask, reference)
+def test_serving_after_start_up_never_compiles(compiled: BackgroundRemovalModel) -> None:
+    before = dict(counters["stats"]), dict(counters["inductor"])
+    for count in (1, 2, 3, 1):
+        compiled.predict(photos(count))
+    assert (dict(counters["stats"]), dict(counters["inductor"])) == before
 
 
-def test_other_weights_get_other_packages(tiny_model_dir: Path) -> None:
-    module = load_segmentation_module(str(tiny_model_dir))
-    before = weights_fingerprint(module)
-    with torch.no_grad():
-        next(module.parameters()).add_(0.01)
-    assert weights_fingerprint(module) != before
+RESTART = """
+import json, sys
+from pathlib import Path
+import torch
+from tests.unit.test_compiled_execution import build
+from tests.images import distinct_pictures
+model = build(Path(sys.argv[1]), "compiled", Path(sys.argv[2]))
+masks = model.predict(distinct_pictures(2))
+print(json.dumps({"execution": model.execution, "warmup": model.compile_warmup,
+                  "masks": [mask.tolist() for mask in masks]}))
+"""
+
+
+def test_a_restarted_process_is_served_from_the_cache(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
+                                                      cache_dir: Path) -> None:
+    output = subprocess.run([sys.executable, "-c", RESTART, str(tiny_model_dir), str(cache_dir)], check=True,
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2]).stdout
+    restarted = json.loads(output.splitlines()[-1])
+    assert restarted["execution"] == "compiled"
+    assert all(warmup["from_cache"] for warmup in restarted["warmup"].values())
+    for mask, reference in zip(restarted["masks"], compiled.predict(photos(2)), strict=True):
+        np.testing.assert_array_equal(np.array(mask, dtype=np.uint8), reference)

@@ -1,0 +1,100 @@
+"""Accuracy of fast executions against the eager fp32 reference, on real photos (scikit-image's samples).
+
+Runs the reference (eager, fp32, batch 1) and each candidate on the same weights and photos, and compares masks
+(mean absolute alpha difference, IoU at 0.5) and raw logits at the model's input size:
+
+    python scripts/check_accuracy.py --model-id import:birefnet_random:build --photos 50 \
+        --candidates eager:fp16,compiled:fp16 --batch-size 8 --out accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serve_app.bench.accuracy import (
+    MAX_ABS_LOGIT_DIFF,
+    MAX_MEAN_ALPHA_DIFF,
+    MIN_IOU,
+    logit_agreement,
+    mask_agreement,
+    verdict,
+)
+from serve_app.bench.photos import sample_photo_jpegs
+from serve_app.imaging import decode_image
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.settings import ModelSettings
+from serve_app.versions import component_versions
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-id", required=True)
+    parser.add_argument("--input-size", type=int, default=1024)
+    parser.add_argument("--photos", type=int, default=50)
+    parser.add_argument("--photo-dir", type=Path, help="folder of scikit-image's sample photos (default: installed)")
+    parser.add_argument("--candidates", default="compiled:fp16", help="comma-separated EXECUTION:PRECISION")
+    parser.add_argument("--batch-size", type=int, default=8, help="candidates run in batches of this size")
+    parser.add_argument("--compile-cache-dir", type=Path)
+    parser.add_argument("--compile-options", type=json.loads, default={})
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path)
+    return parser.parse_args()
+
+
+def outputs(model: BackgroundRemovalModel, images: list[np.ndarray], batch_size: int) -> tuple[list, list]:
+    """Masks at each photo's size and logits at the input size, batch by batch."""
+    masks, logits = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            masks += model.predict(batch)
+            logits += list(model.forward(model.preprocess(batch)).float().cpu().numpy())
+    return masks, logits
+
+
+def main() -> None:
+    args = parse_args()
+    images = [decode_image(jpeg, max_pixels=50_000_000).rgb
+              for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
+
+    def load(execution: str, precision: str) -> BackgroundRemovalModel:
+        return BackgroundRemovalModel.from_settings(ModelSettings(
+            model_id=args.model_id, input_size=args.input_size, precision=precision, device=args.device,
+            execution=execution, graph_batch_sizes=(args.batch_size,), compile_cache_dir=args.compile_cache_dir,
+            compile_options=args.compile_options, probe_batch_limit=False))
+
+    reference = load("eager", "fp32")
+    reference_masks, reference_logits = outputs(reference, images, batch_size=1)
+    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                    "versions": component_versions(), "device": reference.describe()["device_name"],
+                    "bounds": {"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
+                               "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
+                    "photo_sizes": [list(image.shape[1::-1]) for image in images], "candidates": []}
+    del reference
+    for candidate in args.candidates.split(","):
+        execution, precision = candidate.split(":")
+        model = load(execution, precision)
+        masks, logits = outputs(model, images, args.batch_size)
+        rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
+                for mask, ref, logit, ref_logit in zip(masks, reference_masks, logits, reference_logits, strict=True)]
+        summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
+                   **verdict(rows)}
+        print(json.dumps(summary), flush=True)
+        record["candidates"].append({**summary, "per_image": rows})
+        del model
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
