@@ -32,7 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs, compiled")
     parser.add_argument("--compile-cache-dir", type=Path, help="packages of the compiled mode (default: settings)")
     parser.add_argument("--compile-options", type=json.loads, default={},
-                        help='inductor settings of the compiled mode as JSON, e.g. \'{"coordinate_descent_tuning": true}\'')
+                        help="inductor settings of the compiled mode as JSON, "
+                             'e.g. \'{"coordinate_descent_tuning": true}\'')
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
@@ -110,8 +111,9 @@ def main() -> None:
                 model = BackgroundRemovalModel.from_settings(settings)
                 variant = {"precision": precision, "mode": mode, "layout": layout,
                            "load_s": round(time.perf_counter() - started, 1),
-                           # what ran (a mode that fails falls back to eager); per bucket: time to compile or load, from cache?
-                           "execution": model.execution, "compile_warmup": model.describe()["compile_warmup"],
+                           # what ran (a failing mode runs eager); per bucket: seconds to get ready, from cache?
+                           "execution": model.execution,
+                           "compile_warmup": model.describe()["compile_warmup"],
                            **({"compile_options": args.compile_options} if mode == "compiled" else {})}
                 record["device"] = model.describe()["device_name"]
                 logits = reference_logits(model)

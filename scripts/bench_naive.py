@@ -23,14 +23,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-id", required=True)
     parser.add_argument("--input-size", type=int, default=1024)
-    parser.add_argument("--photos", type=int, default=20, help="mixed-size JPEGs made from real photos, 800x800 to 3000x2000")
+    parser.add_argument("--photos", type=int, default=20,
+                        help="mixed-size JPEGs made from real photos, 800x800 to 3000x2000")
     parser.add_argument("--photo-dir", type=Path, help="scikit-image's sample photos (default: installed)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = resolve_device(args.device)
     network = load_segmentation_module(args.model_id)
-    result = run_naive(network, sample_photo_jpegs(args.photos, photo_dir=args.photo_dir), (args.input_size, args.input_size), device)
+    photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)
+    result = run_naive(network, photos, (args.input_size, args.input_size), device)
     record = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": component_versions(), **result}
