@@ -117,6 +117,7 @@ def main() -> None:
             base_url = server.base_url
         record["model"] = model_info(base_url)
         record["levels"] = run_levels(base_url, photos, args)
+        record["model_after"] = model_info(base_url)  # live batch limit, out-of-memory splits, histogram
     finally:
         if server is not None:
             server.stop()
