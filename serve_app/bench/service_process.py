@@ -75,7 +75,8 @@ class ServeProcess:
         raise TimeoutError(f"/readyz not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 60) -> None:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import imaging
 from serve_app.auth import OPEN_PATHS, key_matches
+from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.errors import (
     ApiError,
     BadRequest,
@@ -222,6 +223,12 @@ class Ingress:
             except BackPressureError:
                 raise Overloaded("the model queue is full; retry shortly",
                                  headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+            except DeviceFailed as error:
+                # Not retried: the image may be what broke the device. Calls merely queued on that replica
+                # fail with an actor error when it exits, and those are retried below.
+                logger.error("model replica's device failed: %s", type(error).__name__)
+                raise ModelUnavailable("the model replica's GPU failed and it is being replaced; retry shortly",
+                                       headers={"Retry-After": str(self.settings.retry_after_s)}) from None
             except (RayActorError, ActorUnavailableError) as error:
                 if attempt == 2:
                     raise ModelUnavailable(f"the model replica is unavailable ({type(error).__name__}); retry",

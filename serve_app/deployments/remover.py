@@ -15,6 +15,7 @@ from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
 
+from serve_app.deployments.device_guard import DeviceGuard
 from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
 from serve_app.deployments.mask_result import MaskResult
 from serve_app.model.core import BackgroundRemovalModel
@@ -64,8 +65,10 @@ class BackgroundRemover:
         self._settings = BatchSettings()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
-        self._device = DeviceQueue(self.model.submit, ThreadPoolExecutor(max_workers=1, thread_name_prefix="model"),
-                                   self._settings.max_batch_size, on_batch=self._count_batch)
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._device = DeviceQueue(self.model.submit, self._model_thread, self._settings.max_batch_size,
+                                   on_batch=self._count_batch)
+        self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)
         started = time.perf_counter()
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
@@ -111,7 +114,10 @@ class BackgroundRemover:
         """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
         arrived = time.perf_counter()
         self._loop = self._loop or asyncio.get_running_loop()
-        mask, batch = await self._run_batch(image)
+        try:
+            mask, batch = await self._run_batch(image)
+        except Exception as error:
+            raise await self._guard.classify(error) from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
@@ -140,4 +146,13 @@ class BackgroundRemover:
 
     def check_health(self) -> None:
         """Fail when the device no longer works, so that Serve replaces this replica."""
+        self._guard.check_health()
         self.model.check_device()
+
+    async def _check_device(self) -> None:
+        # On the model thread: after the batches already queued there, never blocking the event loop.
+        await asyncio.get_running_loop().run_in_executor(self._model_thread, self.model.check_device)
+
+    def _exit_soon(self) -> None:
+        """Exit the process in a moment (the failed batch's answers go out first); Serve starts a new replica."""
+        asyncio.get_running_loop().call_later(0.5, os._exit, 1)

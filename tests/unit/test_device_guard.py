@@ -1,0 +1,82 @@
+"""A model replica whose GPU stops working answers 503 (not retried) and gets itself replaced; others retry once."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from ray.exceptions import RayActorError
+
+from serve_app.deployments.device_guard import DeviceFailed, DeviceGuard
+from serve_app.deployments.ingress import Ingress
+from serve_app.errors import ModelUnavailable
+
+
+class Device:
+    def __init__(self, works: bool):
+        self.works, self.checks, self.exits = works, 0, 0
+
+    async def check(self) -> None:
+        self.checks += 1
+        if not self.works:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    def exit(self) -> None:
+        self.exits += 1
+
+
+def test_a_failed_batch_on_a_working_device_keeps_its_own_error() -> None:
+    device = Device(works=True)
+    guard = DeviceGuard(device.check, device.exit)
+    error = ValueError("bad array")
+    assert asyncio.run(guard.classify(error)) is error
+    assert device.exits == 0
+    guard.check_health()
+
+
+def test_a_broken_device_fails_the_batch_with_device_failed_exits_once_and_fails_health() -> None:
+    device = Device(works=False)
+    guard = DeviceGuard(device.check, device.exit)
+    first = asyncio.run(guard.classify(RuntimeError("CUDA error: an illegal memory access")))
+    second = asyncio.run(guard.classify(RuntimeError("CUDA error")))
+    assert isinstance(first, DeviceFailed) and isinstance(second, DeviceFailed)
+    assert "device-side assert" in str(first)
+    assert (device.checks, device.exits) == (1, 1)
+    with pytest.raises(DeviceFailed):
+        guard.check_health()
+
+
+class Remover:
+    """A deployment handle whose calls fail as listed, then succeed."""
+
+    def __init__(self, *failures: Exception):
+        self.failures, self.calls = list(failures), 0
+        self.remove_background = SimpleNamespace(remote=self._remote)
+
+    async def _remote(self, *_args: object) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "mask"
+
+
+def call(remover: Remover) -> str:
+    ingress = SimpleNamespace(remover=remover, settings=SimpleNamespace(retry_after_s=1))
+    return asyncio.run(Ingress.func_or_class._call_remover(ingress, "remove_background", "image"))
+
+
+def test_ingress_answers_503_with_retry_after_and_does_not_retry_a_device_failure() -> None:
+    remover = Remover(DeviceFailed("broken"))
+    with pytest.raises(ModelUnavailable) as raised:
+        call(remover)
+    assert raised.value.status == 503 and raised.value.headers == {"Retry-After": "1"}
+    assert remover.calls == 1  # the image may be what broke the device
+
+
+def test_ingress_retries_once_when_the_replica_died() -> None:
+    assert call(Remover(RayActorError())) == "mask"
+    remover = Remover(RayActorError(), RayActorError())
+    with pytest.raises(ModelUnavailable):
+        call(remover)
+    assert remover.calls == 2
