@@ -1,0 +1,47 @@
+"""The benchmark inputs (real photos at mixed sizes) and the accuracy verdict of fast executions."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from serve_app.bench.accuracy import MAX_MEAN_ALPHA_DIFF, logit_agreement, mask_agreement, verdict
+from serve_app.bench.photos import SAMPLE_PHOTOS, SIZE_RANGE, sample_photo_dir, sample_photo_jpegs
+
+
+def test_sample_photos_are_jpegs_of_mixed_sizes_within_the_range_and_repeatable() -> None:
+    assert all((sample_photo_dir() / name).exists() for name in SAMPLE_PHOTOS)
+    photos = sample_photo_jpegs(4, seed=3)
+    (min_w, min_h), (max_w, max_h) = SIZE_RANGE
+    sizes = []
+    for jpeg in photos:
+        image = Image.open(io.BytesIO(jpeg))
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert min_w <= image.width <= max_w and min_h <= image.height <= max_h
+        sizes.append(image.size)
+    assert len(set(sizes)) == 4
+    assert sample_photo_jpegs(4, seed=3) == photos
+
+
+def test_identical_masks_agree_and_inverted_ones_do_not() -> None:
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[10:30, 20:50] = 255
+    same = mask_agreement(mask, mask)
+    assert same["mean_abs_alpha_diff"] == 0 and same["iou"] == 1.0
+    inverted = mask_agreement(255 - mask, mask)
+    assert inverted["iou"] == 0.0 and inverted["mean_abs_alpha_diff"] == 1.0
+    assert mask_agreement(np.zeros_like(mask), np.zeros_like(mask))["iou"] == 1.0  # both empty
+
+
+def test_verdict_holds_only_within_every_bound() -> None:
+    mask = np.full((10, 10), 200, dtype=np.uint8)
+    logits = np.zeros((1, 8, 8), dtype=np.float32)
+    close = mask_agreement(mask, mask - 1) | logit_agreement(logits + 0.01, logits)
+    assert close["mean_abs_alpha_diff"] <= MAX_MEAN_ALPHA_DIFF
+    assert verdict([close])["within_bounds"]
+    far_logits = mask_agreement(mask, mask) | logit_agreement(logits + 0.5, logits)
+    assert not verdict([close, far_logits])["within_bounds"]
+    shifted = mask_agreement(mask, mask - 3) | logit_agreement(logits, logits)
+    assert not verdict([shifted])["within_bounds"]
