@@ -103,9 +103,10 @@ def _options(request: Request, extra_names: tuple[str, ...], format: str, only_m
     return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
 
 
-# glibc serves allocations above a dynamic threshold (up to 32 MiB) from its heaps and keeps them after free, so
-# an ingress handling 6 MP images (18-24 MB buffers) grew by gigabytes under overload. Above 1 MiB, allocations
-# are mapped and given back to the system on free. Read by glibc at process start, hence the runtime_env.
+# glibc serves allocations below a dynamic threshold (it rises up to 32 MiB after large frees) from heaps it
+# keeps after free, so an ingress's RSS stays at its peak after a burst of 6 MP images (18-24 MB buffers). Above
+# 1 MiB, allocations are mapped and given back to the system on free. Read by glibc at process start, hence the
+# runtime_env. (Growth while the queues fill is live memory, which this does not change: docs/reliability.md.)
 INGRESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
