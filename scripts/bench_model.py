@@ -109,13 +109,14 @@ def main() -> None:
                                          compile_options=args.compile_options)
                 started = time.perf_counter()
                 model = BackgroundRemovalModel.from_settings(settings)
+                description = model.describe()
                 variant = {"precision": precision, "mode": mode, "layout": layout,
                            "load_s": round(time.perf_counter() - started, 1),
                            # what ran (a failing mode runs eager); per bucket: seconds to get ready, from cache?
                            "execution": model.execution,
-                           "compile_warmup": model.describe()["compile_warmup"],
+                           "compile_warmup": description["compile_warmup"],
                            **({"compile_options": args.compile_options} if mode == "compiled" else {})}
-                record["device"] = model.describe()["device_name"]
+                record["device"] = description["device_name"]
                 logits = reference_logits(model)
                 if eager_logits is None:
                     eager_logits = logits

@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from serve_app.bench.naive import run_naive
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.model.core import resolve_device
+from serve_app.model.core import device_name, resolve_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.versions import component_versions
 
@@ -34,7 +32,7 @@ def main() -> None:
     photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)
     result = run_naive(network, photos, (args.input_size, args.input_size), device)
     record = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
         "versions": component_versions(), **result}
     print(json.dumps(record))
     if args.out:

@@ -16,7 +16,7 @@ from serve_app.bench.png_encoders import candidates, measure
 
 def cutout(width: int, height: int) -> np.ndarray:
     """A photo with an opaque centre and a transparent border, the shape of a typical result."""
-    rgb = np.asarray(synthetic_photo(width, height, np.random.default_rng(0)).convert("RGB"))
+    rgb = np.asarray(synthetic_photo(width, height, np.random.default_rng(0)))
     alpha = np.zeros((height, width), np.uint8)
     alpha[height // 6 : -height // 6, width // 6 : -width // 6] = 255
     return np.dstack([rgb, alpha])

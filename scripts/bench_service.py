@@ -20,13 +20,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.bench.service_process import ServeProcess, derive_config
+from serve_app.bench.service_process import ServeProcess, derive_config, model_info
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,10 +62,6 @@ def histogram_delta(before: dict, after: dict) -> dict[str, int]:
     delta = Counter({k: int(v) for k, v in after.items()})
     delta.subtract({k: int(v) for k, v in before.items()})
     return {size: count for size, count in sorted(delta.items(), key=lambda kv: int(kv[0])) if count > 0}
-
-
-def model_info(base_url: str) -> dict:
-    return httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False).json()["model"]
 
 
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:

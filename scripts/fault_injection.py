@@ -56,7 +56,8 @@ def run_bulk(args: argparse.Namespace, scratch: Path) -> dict:
 def main() -> None:
     args = parse_args()
     url = args.url.rstrip("/")
-    bodies = photo_bodies(args.photos_dir, args.photos)
+    # bulk mode needs one photo only, to check the service is healthy again
+    bodies = photo_bodies(args.photos_dir, args.photos if args.mode != "bulk" else 1)
     record: dict = {}
     with tempfile.TemporaryDirectory(prefix="fault_injection_") as scratch:
         if args.mode in ("steady", "both"):

@@ -83,9 +83,6 @@ class ModelSettings(StrictModel):
         1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
     )
 
-    def resolved_compile_cache_dir(self) -> Path:
-        return self.compile_cache_dir or default_compile_cache_dir()
-
     @field_validator("graph_batch_sizes")
     @classmethod
     def _positive_buckets(cls, value: tuple[int, ...]) -> tuple[int, ...]:

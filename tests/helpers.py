@@ -1,14 +1,48 @@
-"""Small helpers for the integration and e2e tiers: free ports and concurrent HTTP calls."""
+"""Small helpers for the integration and e2e tiers: free ports, a loopback file server, concurrent HTTP calls."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+class ImageHandler(SimpleHTTPRequestHandler):
+    """Static files, plus /redirect/<name> answering 302 to /<name>."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", "/" + self.path.removeprefix("/redirect/"))
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """http://127.0.0.1:PORT serving the files under `root` (loopback only), until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(ImageHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def free_port() -> int:

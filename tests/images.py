@@ -25,6 +25,11 @@ def distinct_pictures(count: int) -> list[np.ndarray]:
     return [np.asarray(red_square((80 + 9 * i, 60 + 5 * i), (4 + i, 5, 40 + 3 * i, 50))) for i in range(count)]
 
 
+def distinct_pngs(count: int, base: tuple[int, int] = (320, 200)) -> list[bytes]:
+    """`count` PNG red squares of growing sizes, so that an answer meant for another request shows as a wrong size."""
+    return [encode(red_square((base[0] + 8 * i, base[1] + 4 * i))) for i in range(count)]
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)

@@ -25,6 +25,7 @@ import httpx
 from serve_app.bench.answers import OK, Answer, image_size, judge_png, tally
 from serve_app.bench.memory import process_role, psutil, service_processes
 from serve_app.bench.overload import CONTENT_TYPE, ROUTE, require_loopback, send_and_judge
+from serve_app.bench.service_process import model_info
 from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, TEMP_MARK, Layout
 
 MODEL_DEPLOYMENT = "BackgroundRemover"
@@ -32,9 +33,7 @@ MODEL_DEPLOYMENT = "BackgroundRemover"
 
 def model_replica_pid(base_url: str) -> int:
     """The pid of the model replica that answered GET /v1/info."""
-    response = httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False)
-    response.raise_for_status()
-    return int(response.json()["model"]["replica_pid"])
+    return int(model_info(base_url)["replica_pid"])
 
 
 def model_replica_to_kill(base_url: str, deployment: str = MODEL_DEPLOYMENT) -> int:

@@ -83,7 +83,6 @@ class ServiceMemorySampler:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._started = time.perf_counter()
 
     def sample(self) -> MemorySample:
         rss_by_role: dict[str, int] = {}
@@ -125,14 +124,13 @@ class ServiceMemorySampler:
             return {"samples": 0}
         totals = np.array([s.total for s in self.samples], dtype=float) / MIB
         times = np.array([s.elapsed_s for s in self.samples])
-        slope = float(np.polyfit(times, totals, 1)[0]) * 60 if len(self.samples) > 1 else None
         roles = sorted({role for s in self.samples for role in s.rss_by_role})
         return {
             "samples": len(self.samples),
             "span_s": round(float(times[-1] - times[0]), 1),
             "rss_mib": _start_end_max(totals),
             "growth_mib": round(float(totals[-1] - totals[0]), 1),
-            "slope_mib_per_min": None if slope is None else round(slope, 2),
+            "slope_mib_per_min": _slope_per_min(times, totals),
             # Queues fill first, so growth early in a run is expected; a leak keeps growing in the second half.
             "second_half_slope_mib_per_min": _slope_per_min(times[len(times) // 2:], totals[len(totals) // 2:]),
             "series_mib": [[round(float(t), 1), round(float(v))] for t, v in

@@ -16,15 +16,18 @@ from torchvision import transforms
 
 from serve_app.model.core import IMAGENET_MEAN, IMAGENET_STD, final_logits
 
+# Built once, as a user's script would at the top.
+_TO_MODEL = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+_TO_PIL = transforms.ToPILImage()
+
 
 def naive_cutout(network: torch.nn.Module, jpeg: bytes, input_size: tuple[int, int], device: torch.device) -> bytes:
     """One photo through the naive loop: RGBA PNG bytes."""
     image = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    to_model = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    pixels = to_model(image.resize(input_size, Image.Resampling.BILINEAR)).unsqueeze(0).to(device)
+    pixels = _TO_MODEL(image.resize(input_size, Image.Resampling.BILINEAR)).unsqueeze(0).to(device)
     with torch.no_grad():
         probabilities = final_logits(network(pixels)).sigmoid()[0].cpu()
-    mask = transforms.ToPILImage()(probabilities).resize(image.size, Image.Resampling.BILINEAR)
+    mask = _TO_PIL(probabilities).resize(image.size, Image.Resampling.BILINEAR)
     image.putalpha(mask)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")  # compress_level 6, Pillow's default

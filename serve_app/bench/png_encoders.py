@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from serve_app.imaging import encode_png
+
 Encoder = Callable[[np.ndarray], bytes]
 
 
@@ -29,10 +31,8 @@ def _pillow(level: int) -> Encoder:
 
 def candidates() -> dict[str, Encoder]:
     """Every candidate importable here; imagecodecs is optional (`pip install imagecodecs` to include it)."""
-    import fpng
-
     found: dict[str, Encoder] = {
-        "fpng": lambda pixels: bytes(fpng.from_ndarray(np.ascontiguousarray(pixels))),
+        "fpng": encode_png,  # what the ingress uses
         "pillow level 1": _pillow(1),
         "pillow level 6 (default)": _pillow(6),
     }

@@ -45,6 +45,13 @@ def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: d
     return config
 
 
+def model_info(base_url: str) -> dict:
+    """The model deployment's part of GET /v1/info: settings, live batch limit, histogram, replica pid."""
+    response = httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False)
+    response.raise_for_status()
+    return response.json()["model"]
+
+
 class ServeProcess:
     """`serve run CONFIG` in its own process group; `stop()` ends it and the local Ray it started."""
 

@@ -43,6 +43,10 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     return choice
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def final_logits(outputs: object) -> torch.Tensor:
     """The prediction to use from a segmentation network's outputs, as float32 logits (B, 1, h, w)."""
     if hasattr(outputs, "logits"):
@@ -116,7 +120,7 @@ class BackgroundRemovalModel:
     def _or_eager(self, build: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
                   what: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """`build()`, or the eager forward if this model cannot be captured or compiled (data-dependent shapes,
-        syncs, operators without export support)."""
+        syncs, operators the compiler cannot handle)."""
         try:
             return build()
         except Exception:
@@ -156,7 +160,7 @@ class BackgroundRemovalModel:
         model = cls(module, input_size=settings.input_size, device=device, precision=precision,
                     model_id=settings.model_id, execution=settings.execution,
                     graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
-                    compile_cache_dir=settings.resolved_compile_cache_dir(),
+                    compile_cache_dir=settings.compile_cache_dir,
                     compile_options=settings.compile_options)
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
@@ -282,5 +286,5 @@ class BackgroundRemovalModel:
             "out_of_memory_splits": self.out_of_memory_splits,
             "compile_options": self.compile_options,
             "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "device_name": device_name(self.device),
         }

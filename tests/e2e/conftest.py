@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from serve_app.bench.service_process import ServeProcess, derive_config
-from tests.helpers import free_port
+from tests.helpers import TINY_CONFIG, free_port, serve_directory
 from tests.images import encode, red_square
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
-
-
-class ImageHandler(SimpleHTTPRequestHandler):
-    """Static files, plus /redirect/<name> answering 302 to /<name>."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.startswith("/redirect/"):
-            self.send_response(302)
-            self.send_header("Location", "/" + self.path.removeprefix("/redirect/"))
-            self.end_headers()
-            return
-        super().do_GET()
-
-    def log_message(self, *_: object) -> None:
-        pass
+CONFIG = TINY_CONFIG
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +21,8 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "red.png").write_bytes(encode(red_square()))
     (root / "red.jpg").write_bytes(encode(red_square(), "JPEG", quality=95))
     (root / "not_an_image.png").write_bytes(b"<html>this is not a picture</html>")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(ImageHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_directory(root) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="package")  # torn down before other tiers start a Ray of their own

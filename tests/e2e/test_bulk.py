@@ -16,10 +16,11 @@ import yaml
 from PIL import Image
 
 from serve_app.bench.service_process import derive_config
+from tests.helpers import TINY_CONFIG
 from tests.images import encode, red_square
 
 TOTAL, CORRUPT = 300, 5
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+CONFIG = TINY_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from serve_app.bench.fault import FaultPlan, bulk_with_kill, steady_load_with_kill, wait_healthy
-from tests.images import encode, red_square
+from tests.images import distinct_pngs, encode, red_square
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
-PHOTOS = [encode(red_square((320 + 8 * i, 200 + 4 * i))) for i in range(8)]
+PHOTOS = distinct_pngs(8)
 # A new model replica (Ray worker, torch import, tiny model, warm-up) answered 11-19 s after the kill on a
 # 2-core CPU; 90 s flags a restart that hangs or waits for something it should not (a health-check period).
 RECOVERY_BOUND_S = 90

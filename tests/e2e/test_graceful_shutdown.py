@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import yaml
 
 from serve_app.bench.answers import FAILED, OK, Answer, image_size, judge
 from serve_app.bench.fault import MODEL_DEPLOYMENT, wait_healthy
@@ -40,13 +35,14 @@ from serve_app.bench.redeploy import (
     with_fewer_cpus,
     with_user_config,
 )
-from tests.images import encode, red_square
+from serve_app.bench.service_process import derive_config
+from tests.helpers import TINY_CONFIG, serve_directory
+from tests.images import distinct_pngs
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 APP = "background-removal"
 INGRESS = "Ingress"
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
-PHOTOS = [encode(red_square((200 + 8 * i, 120 + 4 * i))) for i in range(24)]
+PHOTOS = distinct_pngs(24, base=(200, 120))
 SINGLE_CLIENTS = 4
 BATCH_CLIENTS = 2  # each stream holds batch_url_concurrency (16) model calls: a backlog the old replica must drain
 # Set live before the redeploys: every model call then waits 2 s for batch-mates (fewer than 64 are ever in flight),
@@ -63,21 +59,14 @@ MAX_REQUESTS_PER_CLIENT = 2000
 REQUEST_TIMEOUT_S = 120.0
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def photo_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """Loopback URLs of PHOTOS, in order, for the /batch route."""
     root = tmp_path_factory.mktemp("photos")
     for index, body in enumerate(PHOTOS):
         (root / f"photo{index:02d}.png").write_bytes(body)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield [f"http://127.0.0.1:{server.server_address[1]}/photo{index:02d}.png" for index in range(len(PHOTOS))]
-    server.shutdown()
+    with serve_directory(root) as base_url:
+        yield [f"{base_url}/photo{index:02d}.png" for index in range(len(PHOTOS))]
 
 
 @dataclass
@@ -218,8 +207,7 @@ async def load_through_redeploys(base_url: str, photo_urls: list[str], configs: 
 
 def redeploy_configs(original: list[dict], port: int) -> dict[str, dict]:
     """Whole Serve configs for the running applications: as they are, with slow batching, and with new replicas."""
-    top_level = {key: value for key, value in yaml.safe_load(CONFIG.read_text()).items() if key != "applications"}
-    top_level["http_options"] = {**top_level["http_options"], "port": port}
+    top_level = {key: value for key, value in derive_config(TINY_CONFIG, port=port).items() if key != "applications"}
     slow = with_user_config(original, MODEL_DEPLOYMENT, **SLOW_BATCHING)
     changed = with_fewer_cpus(slow, (MODEL_DEPLOYMENT, INGRESS))
     return {name: {**top_level, "applications": applications}

@@ -14,10 +14,10 @@ import pytest
 from serve_app.bench.answers import OK, SHED
 from serve_app.bench.fault import wait_healthy
 from serve_app.bench.overload import OverloadPlan, run_overload
-from tests.images import encode, red_square
+from tests.images import distinct_pngs
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
-PHOTOS = [encode(red_square((320 + 8 * i, 200 + 4 * i))) for i in range(8)]
+PHOTOS = distinct_pngs(8)
 # More than the ingress admits at once (max_ongoing_requests 32 + max_queued_requests 256): its queue is full
 # from the start, so every run must shed, on a fast machine as on a slow one.
 BURST = 300

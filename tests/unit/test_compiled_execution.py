@@ -48,15 +48,20 @@ def test_start_up_compiles_every_bucket_into_the_cache_dir(compiled: BackgroundR
     assert list(cache_dir.glob("fxgraph/**/*")), "nothing was written to the compile cache"
 
 
+@pytest.fixture(scope="module")
+def eager(tiny_model_dir: Path, cache_dir: Path) -> BackgroundRemovalModel:
+    return build(tiny_model_dir, "eager", cache_dir)  # eager never reads the cache
+
+
 @pytest.mark.parametrize("count", [1, 2, 3])  # padded up to a bucket; above the largest, run bucket by bucket
-def test_compiled_masks_match_eager(compiled: BackgroundRemovalModel, tiny_model_dir: Path, tmp_path: Path,
+def test_compiled_masks_match_eager(compiled: BackgroundRemovalModel, eager: BackgroundRemovalModel,
                                     count: int) -> None:
     images = photos(count)
-    eager = build(tiny_model_dir, "eager", tmp_path).predict(images)
+    reference = eager.predict(images)
     masks = compiled.predict(images)
     assert [m.shape for m in masks] == [image.shape[:2] for image in images]
-    for mask, reference in zip(masks, eager, strict=True):
-        assert np.abs(mask.astype(int) - reference.astype(int)).max() <= 1
+    for mask, expected in zip(masks, reference, strict=True):
+        assert np.abs(mask.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_serving_after_start_up_never_compiles(compiled: BackgroundRemovalModel) -> None:
@@ -69,7 +74,6 @@ def test_serving_after_start_up_never_compiles(compiled: BackgroundRemovalModel)
 RESTART = """
 import json, sys
 from pathlib import Path
-import torch
 from tests.unit.test_compiled_execution import build
 from tests.images import distinct_pictures
 model = build(Path(sys.argv[1]), "compiled", Path(sys.argv[2]))

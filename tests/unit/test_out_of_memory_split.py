@@ -77,7 +77,7 @@ def test_a_single_image_that_does_not_fit_fails_with_the_memory_error(network: t
         model.predict(photos(1))
 
 
-def test_other_errors_are_not_retried(network: torch.nn.Module) -> None:
+def test_other_errors_are_not_retried() -> None:
     class Broken(torch.nn.Module):
         calls = 0
 
