@@ -40,8 +40,36 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--predict-image-size", default="", metavar="WxH",
                         help="also time predict() on uint8 host images of this size (upload, resize, forward, "
                              "resize back, download), e.g. 3000x2000")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the largest batch size of each variant: the top kernels by device time "
+                             "go into the record and to stdout (where the time goes, for the next optimisation)")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
+
+
+def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int = 3, top: int = 25) -> list[dict]:
+    """The kernels and ops that take the most device time over a few forward passes, as a table."""
+    width, height = model.input_size
+    batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
+    batch = batch.contiguous(memory_format=model.memory_format)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if model.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.inference_mode():
+        model.forward(batch)
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(iterations):
+                model.forward(batch)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+    events = profiler.key_averages()
+    # Device time on a GPU; on a CPU, where ops run synchronously, their own CPU time.
+    field = "self_device_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
+    total_us = sum(getattr(event, field) for event in events) or 1.0
+    rows = sorted(events, key=lambda event: getattr(event, field), reverse=True)[:top]
+    return [{"name": event.key[:120], "calls_per_forward": event.count / iterations,
+             "self_ms_per_forward": round(getattr(event, field) / 1000 / iterations, 2),
+             "share": round(getattr(event, field) / total_us, 4)} for event in rows]
 
 
 def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int) -> dict:
@@ -131,6 +159,13 @@ def main() -> None:
                         torch.cuda.empty_cache()
                     print(json.dumps(row), flush=True)
                     record["results"].append(row)
+                if args.profile:
+                    table = profile_forward(model, batch_sizes[-1])
+                    record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
+                                                              "top_kernels": table})
+                    for kernel in table:
+                        print(f"  {kernel['share']:7.2%} {kernel['self_ms_per_forward']:8.2f} ms "
+                              f"x{kernel['calls_per_forward']:g}  {kernel['name']}", flush=True)
                 del model
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()

@@ -112,8 +112,10 @@ INGRESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 @serve.deployment(
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
-    max_ongoing_requests=32,
-    max_queued_requests=256,
+    # Admit a few seconds of GPU work, no more: each request in flight holds its decoded image (up to ~80 MB for a
+    # 6 MP photo on its way through), so deeper queues only add memory and waiting (docs/reliability.md).
+    max_ongoing_requests=8,
+    max_queued_requests=64,
     backpressure_config={"retry_after_s": 1},  # the Serve proxy's own 503 for a full queue gets Retry-After
     ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": INGRESS_ENV}},
 )

@@ -18,7 +18,7 @@ from tests.images import distinct_pngs
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
 PHOTOS = distinct_pngs(8)
-# More than the ingress admits at once (max_ongoing_requests 32 + max_queued_requests 256): its queue is full
+# More than the ingress admits at once (max_ongoing_requests 8 + max_queued_requests 64): its queue is full
 # from the start, so every run must shed, on a fast machine as on a slow one.
 BURST = 300
 # Memory, summed over the proxy and the replicas. The first overload of a fresh service grew it 45-75 MiB on a
