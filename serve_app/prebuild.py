@@ -2,11 +2,11 @@
 
     python -m serve_app.prebuild --config configs/prod.yaml --set execution=compiled
 
-Builds the model exactly as a replica of that config would, compiling every bucket into `compile_cache_dir`
-(run it on the GPU kind you deploy to, with the same torch; the cache is per GPU architecture and version).
-Inductor keys CPU kernels on the process's thread count, and Ray gives a replica `OMP_NUM_THREADS = num_cpus`,
-so this process runs with the model deployment's `num_cpus` threads too: with any other count a replica would
-miss the cache (seen on the tiny model on CPU: 16 threads here, 1 in the replica, every bucket compiled again).
+Builds the model in a Ray task with the model deployment's `ray_actor_options` (GPU, CPUs, runtime_env), so in
+the same kind of process as a replica: inductor's cache keys depend on the process, not only on the model. Seen
+on CPU with the tiny model, a plain process with 16 threads filled entries that a replica (OMP_NUM_THREADS =
+its num_cpus, set by Ray) never hit, and on an H100 a plain process with matched threads still missed (2026-11-22,
+docs/benchmarks/README.md). Run it where you deploy (same GPU kind, same torch) with the config you deploy.
 """
 
 from __future__ import annotations
@@ -14,28 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import os
 import sys
 import time
 from pathlib import Path
 
-import torch
+import ray
 import yaml
 
 from serve_app.bench.service_process import derive_config
 from serve_app.settings import parse_app_args
 
 
-def replica_threads(config: dict) -> int:
-    """The intra-op threads Ray gives the model replica: OMP_NUM_THREADS if the config sets it, else num_cpus."""
+def remover_actor_options(config: dict) -> dict:
+    """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
     deployments = config["applications"][0].get("deployments", [])
     remover = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
-    actor_options = remover.get("ray_actor_options") or {}
-    env_threads = ((actor_options.get("runtime_env") or {}).get("env_vars") or {}).get("OMP_NUM_THREADS")
-    if env_threads is not None:
-        return int(env_threads)
-    return max(math.floor(actor_options.get("num_cpus", 1)), 1)  # Ray's rule, ray._private.utils
+    return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
+
+
+def build_model(model_settings: dict) -> dict:
+    """What a replica's constructor does to the model; returns what was compiled and whether the cache had it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from serve_app.model.core import BackgroundRemovalModel
+    from serve_app.settings import ModelSettings
+
+    started = time.perf_counter()
+    model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
+    return {"execution": model.execution, "seconds": round(time.perf_counter() - started, 1),
+            "buckets": {str(size): warmup for size, warmup in model.compile_warmup.items()}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,12 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, required=True, help="the Serve config you deploy")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override args.model.KEY (YAML value), repeatable; as you will deploy it")
+    parser.add_argument("--address", default=None, help="Ray cluster to run on (default: RAY_ADDRESS, else a "
+                                                        "local Ray started for this)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model_overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.overrides)}
     config = derive_config(args.config, model=model_overrides)
     settings = parse_app_args(config["applications"][0].get("args")).model
@@ -56,18 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing to build: execution is {settings.execution!r} (add --set execution=compiled)",
               file=sys.stderr)
         return 2
-    threads = replica_threads(config)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
-    from serve_app.model.core import BackgroundRemovalModel  # after the thread count is set
-
-    started = time.perf_counter()
-    model = BackgroundRemovalModel.from_settings(settings)
-    report = {"execution": model.execution, "threads": threads, "seconds": round(time.perf_counter() - started, 1),
-              "compile_cache_dir": str(os.environ.get("TORCHINDUCTOR_CACHE_DIR")),
-              "buckets": {str(size): warmup for size, warmup in model.compile_warmup.items()}}
+    options = remover_actor_options(config)
+    ray.init(address=args.address, logging_level=logging.WARNING)
+    print(f"building {settings.model_id} for buckets {list(settings.graph_batch_sizes)} in a task with {options}; "
+          "a cold compile takes minutes per bucket", flush=True)
+    report = ray.get(ray.remote(build_model).options(**options).remote(settings.model_dump(mode="json")))
     print(json.dumps(report), flush=True)
-    if model.execution != "compiled":
+    if report["execution"] != "compiled":
         print("compiling failed and the model fell back to eager; see the log above", file=sys.stderr)
         return 1
     return 0
