@@ -64,10 +64,18 @@ def service_processes(port: int) -> dict[int, str]:
 class MemorySample:
     elapsed_s: float
     rss_by_role: dict[str, int]  # bytes, summed over the role's processes
+    # Of that RSS, pages shared with other processes: libraries, and Ray's object store (plasma), which every
+    # replica maps and touches more of as arguments pass through it. Bounded by the store's size, counted once
+    # per process here, so private memory (RSS minus shared) is what tells a leak or a deep queue apart.
+    shared_by_role: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.rss_by_role.values())
+
+    @property
+    def private_total(self) -> int:
+        return self.total - sum(self.shared_by_role.values())
 
 
 @dataclass
@@ -86,17 +94,19 @@ class ServiceMemorySampler:
 
     def sample(self) -> MemorySample:
         rss_by_role: dict[str, int] = {}
+        shared_by_role: dict[str, int] = {}
         for pid, role in service_processes(self.port).items():
             try:
                 process = psutil.Process(pid)
-                rss, cpu = process.memory_info().rss, process.cpu_times()
+                memory, cpu = process.memory_info(), process.cpu_times()
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue  # died between the listing and now (a killed replica)
-            rss_by_role[role] = rss_by_role.get(role, 0) + rss
+            rss_by_role[role] = rss_by_role.get(role, 0) + memory.rss
+            shared_by_role[role] = shared_by_role.get(role, 0) + getattr(memory, "shared", 0)  # Linux only
             self.pids_by_role.setdefault(role, set()).add(pid)
             first_cpu_s = self.cpu_s_by_pid.get(pid, (cpu.user + cpu.system, 0.0))[0]
             self.cpu_s_by_pid[pid] = (first_cpu_s, cpu.user + cpu.system)
-        sample = MemorySample(time.perf_counter() - self._started, rss_by_role)
+        sample = MemorySample(time.perf_counter() - self._started, rss_by_role, shared_by_role)
         self.samples.append(sample)
         return sample
 
@@ -123,7 +133,9 @@ class ServiceMemorySampler:
         if not self.samples:
             return {"samples": 0}
         totals = np.array([s.total for s in self.samples], dtype=float) / MIB
+        private = np.array([s.private_total for s in self.samples], dtype=float) / MIB
         times = np.array([s.elapsed_s for s in self.samples])
+        half = len(times) // 2
         roles = sorted({role for s in self.samples for role in s.rss_by_role})
         return {
             "samples": len(self.samples),
@@ -132,11 +144,20 @@ class ServiceMemorySampler:
             "growth_mib": round(float(totals[-1] - totals[0]), 1),
             "slope_mib_per_min": _slope_per_min(times, totals),
             # Queues fill first, so growth early in a run is expected; a leak keeps growing in the second half.
-            "second_half_slope_mib_per_min": _slope_per_min(times[len(times) // 2:], totals[len(totals) // 2:]),
+            "second_half_slope_mib_per_min": _slope_per_min(times[half:], totals[half:]),
+            # RSS minus shared pages (see MemorySample): what the requests in flight and any leak hold
+            "private_mib": _start_end_max(private),
+            "private_growth_mib": round(float(private[-1] - private[0]), 1),
+            "private_second_half_slope_mib_per_min": _slope_per_min(times[half:], private[half:]),
+            "private_series_mib": [[round(float(t), 1), round(float(v))] for t, v in
+                                   list(zip(times, private, strict=True))[:: max(1, len(times) // 20)]],
             "series_mib": [[round(float(t), 1), round(float(v))] for t, v in
                            list(zip(times, totals, strict=True))[:: max(1, len(times) // 20)]],
             "by_role_mib": {role: _start_end_max(np.array([s.rss_by_role.get(role, 0) for s in self.samples]) / MIB)
                             for role in roles},
+            "private_by_role_mib": {
+                role: _start_end_max(np.array([s.rss_by_role.get(role, 0) - s.shared_by_role.get(role, 0)
+                                               for s in self.samples]) / MIB) for role in roles},
             "processes_by_role": {role: len(pids) for role, pids in sorted(self.pids_by_role.items())},
             # where the machine's CPU went while sampling: explains a throughput that falls under overload
             "cpu_s_by_role": {role: round(sum(self.cpu_s_by_pid[pid][1] - self.cpu_s_by_pid[pid][0]

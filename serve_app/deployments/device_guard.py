@@ -6,14 +6,19 @@ replaces it: measured on an H100, 46 requests failed in the 24 s before the repl
 (docs/reliability.md). When a batch fails, the guard asks the device whether it still works; if not, the
 batch's requests get `DeviceFailed` (the ingress answers 503 with Retry-After and does not retry them: one of
 them may be what broke the device), and the process exits, so that Serve replaces it now and the calls still
-queued here fail with an actor error, which the ingress retries once on the new replica.
+queued here fail with an actor error, which the ingress retries once on the new replica. Calls that arrive in
+the half second before the exit cannot have broken the device, so they are held until it (measured on an H100:
+two such calls were answered 503 before they were held, docs/reliability.md) and retried the same way.
 No torch here: the ingress imports `DeviceFailed` to recognise it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 logger = logging.getLogger("ray.serve")
 
@@ -29,6 +34,7 @@ class DeviceGuard:
         self._check_device = check_device  # raises if the device cannot compute
         self._on_broken = on_broken
         self.broken_reason: str | None = None
+        self.broken_at: float | None = None  # time.perf_counter() when the broken device was found
 
     async def classify(self, error: Exception) -> Exception:
         """The exception to give the failed batch's callers: DeviceFailed if the device is broken, else `error`."""
@@ -37,12 +43,22 @@ class DeviceGuard:
                 await self._check_device()
             except Exception as check_error:
                 self.broken_reason = f"{type(check_error).__name__}: {check_error}"
+                self.broken_at = time.perf_counter()
                 logger.critical("the device stopped working (%s) after a batch failed with %r; exiting so that "
                                 "Serve replaces this replica", self.broken_reason, error)
                 self._on_broken()
             else:
                 return error
         return DeviceFailed(f"the GPU of this model replica failed ({self.broken_reason}); it is being replaced")
+
+    def broke_before(self, arrived: float) -> bool:
+        """Whether the device was already found broken when a call that arrived at `arrived` came in."""
+        return self.broken_at is not None and self.broken_at <= arrived
+
+    async def hold_until_exit(self) -> NoReturn:
+        """Never returns: the process exits (on_broken), the caller gets an actor error and retries elsewhere."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     def check_health(self) -> None:
         if self.broken_reason is not None:

@@ -114,10 +114,15 @@ class BackgroundRemover:
         """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
         arrived = time.perf_counter()
         self._loop = self._loop or asyncio.get_running_loop()
+        if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
+            await self._guard.hold_until_exit()
         try:
             mask, batch = await self._run_batch(image)
         except Exception as error:
-            raise await self._guard.classify(error) from error
+            classified = await self._guard.classify(error)
+            if self._guard.broke_before(arrived):  # arrived after the break, failed in a later batch
+                await self._guard.hold_until_exit()
+            raise classified from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -45,6 +46,21 @@ def test_a_broken_device_fails_the_batch_with_device_failed_exits_once_and_fails
     assert (device.checks, device.exits) == (1, 1)
     with pytest.raises(DeviceFailed):
         guard.check_health()
+
+
+def test_calls_arriving_after_the_break_are_held_until_the_exit_not_failed() -> None:
+    device = Device(works=False)
+    guard = DeviceGuard(device.check, device.exit)
+    arrived_before = time.perf_counter()
+    asyncio.run(guard.classify(RuntimeError("CUDA error: device-side assert triggered")))
+    arrived_after = time.perf_counter()
+    assert not guard.broke_before(arrived_before), "a call of the failing batch must get its 503"
+    assert guard.broke_before(arrived_after)
+
+    async def held() -> None:  # held until the process exits (an actor error, retried), never answered here
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(guard.hold_until_exit(), timeout=0.2)
+    asyncio.run(held())
 
 
 class Remover:
