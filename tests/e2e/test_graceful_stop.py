@@ -30,7 +30,7 @@ import pytest
 from serve_app.bench.answers import OK, image_size, judge
 from serve_app.bench.memory import serving_raylet
 from serve_app.bench.service_process import ServeProcess, derive_config
-from tests.helpers import TINY_CONFIG, free_port
+from tests.helpers import TINY_CONFIG, free_port, send_png
 from tests.images import distinct_pngs
 
 ROUTE = "/v1/remove-background"
@@ -56,12 +56,7 @@ class HeldImages(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.arrived.append(self.path)
         self.release.wait(HOLD_BOUND_S)
-        body = PHOTOS[int(self.path.strip("/").removesuffix(".png"))]
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_png(self, PHOTOS[int(self.path.strip("/").removesuffix(".png"))])
 
     def log_message(self, *_: object) -> None:
         pass

@@ -17,6 +17,7 @@ import pytest
 from serve_app.errors import UpstreamError, UrlRefused
 from serve_app.settings import IngressSettings
 from serve_app.url_fetch import ImageFetcher
+from tests.helpers import send_png
 from tests.images import encode, red_square
 
 PNG = encode(red_square())
@@ -36,11 +37,7 @@ class Recorder(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(PNG)))
-        self.end_headers()
-        self.wfile.write(PNG)
+        send_png(self, PNG)
 
     def log_message(self, *_: object) -> None:
         pass
