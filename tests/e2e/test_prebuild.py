@@ -1,0 +1,43 @@
+"""`python -m serve_app.prebuild` fills the compile cache so that the service's replica compiles nothing.
+
+On the tiny model on CPU: the prebuild compiles both buckets into a fresh cache directory, then `serve run` with the
+same settings must find every bucket there. A prebuild in a process unlike a replica (another thread count) leaves
+entries the replica misses, which this test would catch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from serve_app.bench.service_process import ServeProcess, derive_config, model_info
+from tests.helpers import TINY_CONFIG, free_port
+
+BUCKETS = [1, 2]
+
+
+def test_a_prebuilt_cache_serves_every_bucket_of_the_service(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "compile-cache"
+    model = {"model_id": str(tiny_model_dir), "execution": "compiled", "graph_batch_sizes": BUCKETS,
+             "compile_cache_dir": str(cache)}
+    prebuild = subprocess.run(
+        [sys.executable, "-m", "serve_app.prebuild", "--config", str(TINY_CONFIG), "--address", "local",
+         *(arg for key, value in model.items() for arg in ("--set", f"{key}={json.dumps(value)}"))],
+        capture_output=True, text=True, timeout=600)
+    assert prebuild.returncode == 0, prebuild.stderr[-3000:]
+    report = json.loads(next(line for line in prebuild.stdout.splitlines() if line.startswith("{")))
+    assert report["execution"] == "compiled"
+    assert sorted(int(size) for size in report["buckets"]) == BUCKETS
+    assert not any(bucket["from_cache"] for bucket in report["buckets"].values()), "the cache was not fresh"
+
+    config = derive_config(TINY_CONFIG, model=model, port=free_port())
+    service = ServeProcess(config, tmp_path, tmp_path / "serve.log")
+    try:
+        service.wait_ready(timeout_s=300)
+        warmup = model_info(service.base_url)["compile_warmup"]
+    finally:
+        service.stop()
+    assert sorted(int(size) for size in warmup) == BUCKETS
+    assert all(bucket["from_cache"] for bucket in warmup.values()), warmup
