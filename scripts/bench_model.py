@@ -47,11 +47,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int = 3, top: int = 25) -> list[dict]:
-    """The kernels and ops that take the most device time over a few forward passes, as a table."""
+def random_batch(model: BackgroundRemovalModel, batch_size: int) -> torch.Tensor:
+    """A model-ready input on the device: the model's dtype, size and memory format."""
     width, height = model.input_size
     batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
-    batch = batch.contiguous(memory_format=model.memory_format)
+    return batch.contiguous(memory_format=model.memory_format)
+
+
+def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int = 3, top: int = 25) -> list[dict]:
+    """The kernels and ops that take the most device time over a few forward passes, as a table."""
+    batch = random_batch(model, batch_size)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if model.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -73,9 +78,7 @@ def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: 
 
 
 def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int) -> dict:
-    width, height = model.input_size
-    batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
-    batch = batch.contiguous(memory_format=model.memory_format)
+    batch = random_batch(model, batch_size)
     synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)

@@ -20,12 +20,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.bench.service_process import ServeProcess, derive_config, model_info
+from serve_app.bench.service_process import ServeProcess, derive_config, model_info, parse_overrides
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,10 +50,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     return parser.parse_args()
-
-
-def overrides(items: list[str]) -> dict:
-    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
 
 
 def histogram_delta(before: dict, after: dict) -> dict[str, int]:
@@ -97,8 +91,8 @@ def main() -> None:
         else:
             config = derive_config(
                 args.config,
-                model={**overrides(args.set_model), **({"model_id": args.model_id} if args.model_id else {})},
-                ingress=overrides(args.set_ingress),
+                model={**parse_overrides(args.set_model), **({"model_id": args.model_id} if args.model_id else {})},
+                ingress=parse_overrides(args.set_ingress),
                 batching={k: v for k, v in (("max_batch_size", args.max_batch_size),
                                             ("batch_wait_timeout_s", args.batch_wait_s)) if v is not None},
                 remover={"num_replicas": args.remover_replicas, "autoscaling_config": None}

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import ray
-import yaml
 
-from serve_app.bench.service_process import derive_config
+from serve_app.bench.service_process import derive_config, parse_overrides
 from serve_app.settings import parse_app_args
 
 
@@ -56,8 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model_overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.overrides)}
-    config = derive_config(args.config, model=model_overrides)
+    config = derive_config(args.config, model=parse_overrides(args.overrides))
     settings = parse_app_args(config["applications"][0].get("args")).model
     if settings.execution != "compiled":
         print(f"nothing to build: execution is {settings.execution!r} (add --set execution=compiled)",

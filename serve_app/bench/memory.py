@@ -50,13 +50,13 @@ def process_role(process: psutil.Process) -> str | None:
     return "ProxyActor" if title.startswith(PROXY_MARKER) else None
 
 
-def service_processes(port: int) -> dict[int, str]:
-    """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port`.
+def service_processes(port: int, raylet: psutil.Process | None = None) -> dict[int, str]:
+    """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port` (`raylet`, if known).
 
     The replicas are children of the proxy's raylet; other Ray instances on the same machine (another test run,
     another service) are never counted.
     """
-    roles = {child.pid: process_role(child) for child in serving_raylet(port).children()}
+    roles = {child.pid: process_role(child) for child in (raylet or serving_raylet(port)).children()}
     return {pid: role for pid, role in roles.items() if role is not None}
 
 
@@ -77,6 +77,9 @@ class MemorySample:
     def private_total(self) -> int:
         return self.total - sum(self.shared_by_role.values())
 
+    def private(self, role: str) -> int:
+        return self.rss_by_role.get(role, 0) - self.shared_by_role.get(role, 0)
+
 
 @dataclass
 class ServiceMemorySampler:
@@ -89,13 +92,17 @@ class ServiceMemorySampler:
     cpu_s_by_pid: dict[int, tuple[float, float]] = field(default_factory=dict)  # (first seen, last seen)
 
     def __post_init__(self) -> None:
+        # Found once (a scan of the machine's sockets): the raylet outlives proxy and replica restarts.
+        self._raylet: psutil.Process | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> MemorySample:
         rss_by_role: dict[str, int] = {}
         shared_by_role: dict[str, int] = {}
-        for pid, role in service_processes(self.port).items():
+        if self._raylet is None or not self._raylet.is_running():
+            self._raylet = serving_raylet(self.port)
+        for pid, role in service_processes(self.port, self._raylet).items():
             try:
                 process = psutil.Process(pid)
                 memory, cpu = process.memory_info(), process.cpu_times()
@@ -149,21 +156,24 @@ class ServiceMemorySampler:
             "private_mib": _start_end_max(private),
             "private_growth_mib": round(float(private[-1] - private[0]), 1),
             "private_second_half_slope_mib_per_min": _slope_per_min(times[half:], private[half:]),
-            "private_series_mib": [[round(float(t), 1), round(float(v))] for t, v in
-                                   list(zip(times, private, strict=True))[:: max(1, len(times) // 20)]],
-            "series_mib": [[round(float(t), 1), round(float(v))] for t, v in
-                           list(zip(times, totals, strict=True))[:: max(1, len(times) // 20)]],
+            "private_series_mib": _series(times, private),
+            "series_mib": _series(times, totals),
             "by_role_mib": {role: _start_end_max(np.array([s.rss_by_role.get(role, 0) for s in self.samples]) / MIB)
                             for role in roles},
-            "private_by_role_mib": {
-                role: _start_end_max(np.array([s.rss_by_role.get(role, 0) - s.shared_by_role.get(role, 0)
-                                               for s in self.samples]) / MIB) for role in roles},
+            "private_by_role_mib": {role: _start_end_max(np.array([s.private(role) for s in self.samples]) / MIB)
+                                    for role in roles},
             "processes_by_role": {role: len(pids) for role, pids in sorted(self.pids_by_role.items())},
             # where the machine's CPU went while sampling: explains a throughput that falls under overload
             "cpu_s_by_role": {role: round(sum(self.cpu_s_by_pid[pid][1] - self.cpu_s_by_pid[pid][0]
                                               for pid in pids), 1)
                               for role, pids in sorted(self.pids_by_role.items())},
         }
+
+
+def _series(times: np.ndarray, values: np.ndarray, points: int = 20) -> list[list[float]]:
+    """About `points` (seconds, MiB) pairs spread over the run, for the record."""
+    return [[round(float(t), 1), round(float(v))] for t, v in
+            list(zip(times, values, strict=True))[:: max(1, len(times) // points)]]
 
 
 def _start_end_max(values: np.ndarray) -> dict[str, float]:

@@ -37,18 +37,20 @@ _DRAINED = "Graceful shutdown complete; replica exiting."
 class RayInstance:
     dashboard_url: str
     session_dir: Path
+    gcs_address: str  # what `ray.init(address=...)` takes to reach this very instance
 
 
 def ray_instance(port: int) -> RayInstance:
-    """The dashboard and session directory of the Ray instance whose Serve proxy listens on `port` here."""
+    """Dashboard, session directory and GCS address of the Ray instance whose Serve proxy listens on `port` here."""
     command = " ".join(serving_raylet(port).cmdline())
     session = re.search(r"--session_dir=(\S+)", command)
     dashboard = re.search(r"--webui=(\S+)", command)
-    if session is None or dashboard is None:
-        raise LookupError(f"no --session_dir or --webui in the raylet's command line: {command[:300]}")
+    gcs = re.search(r"--gcs-address=(\S+)", command)
+    if session is None or dashboard is None or gcs is None:
+        raise LookupError(f"no --session_dir, --webui or --gcs-address in the raylet's command line: {command[:300]}")
     dashboard_url = f"http://{dashboard.group(1)}"
     require_loopback(dashboard_url)
-    return RayInstance(dashboard_url, Path(session.group(1)))
+    return RayInstance(dashboard_url, Path(session.group(1)), gcs.group(1))
 
 
 def serve_cli(*args: str, timeout_s: float = 120) -> str:

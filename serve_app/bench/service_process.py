@@ -16,6 +16,11 @@ import yaml
 SERVE_CLI = ["-c", "from ray.serve.scripts import cli; cli()"]
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` command-line items as a dict, each value read as YAML (`8`, `[1, 8]`, `true`, `/a/path`)."""
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
+
+
 def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
                   batching: dict[str, Any] | None = None, remover: dict[str, Any] | None = None,
                   ingress_replicas: int | None = None, port: int | None = None) -> dict:

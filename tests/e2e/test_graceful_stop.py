@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import httpx
 import pytest
 
 from serve_app.bench.answers import OK, image_size, judge
-from serve_app.bench.memory import serving_raylet
+from serve_app.bench.redeploy import ray_instance
 from serve_app.bench.service_process import ServeProcess, derive_config
 from tests.helpers import TINY_CONFIG, free_port, send_png
 from tests.images import distinct_pngs
@@ -95,13 +94,6 @@ def own_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         process.stop()  # also after a failed stop: Ctrl-C ends Serve and this process's own Ray
 
 
-def gcs_address(port: int) -> str:
-    """The Ray instance whose proxy serves `port` here: never another test run's or the shared service's."""
-    found = re.search(r"--gcs-address=(\S+)", " ".join(serving_raylet(port).cmdline()))
-    assert found, "no --gcs-address on the raylet's command line"
-    return found.group(1)
-
-
 async def fetch_by_url(http: httpx.AsyncClient, base_url: str, image_url: str) -> httpx.Response | str:
     try:
         return await http.get(base_url + ROUTE, params={"url": image_url})
@@ -148,7 +140,7 @@ class StopRecord:
 
 
 async def stop_with_requests_held(service: ServeProcess, server: HeldServer) -> StopRecord:
-    address = gcs_address(service.port)
+    address = ray_instance(service.port).gcs_address  # this test's own Ray, never the shared service's
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, trust_env=False,
                                  limits=httpx.Limits(max_connections=len(PHOTOS) + 4)) as http:
         held = [asyncio.create_task(fetch_by_url(http, service.base_url, f"{server.base_url}/{index}.png"))
