@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serve_app.bench.service_process import parse_overrides
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
@@ -34,6 +35,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile-options", type=json.loads, default={},
                         help="inductor settings of the compiled mode as JSON, "
                              'e.g. \'{"coordinate_descent_tuning": true}\'')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other model setting (serve_app/settings.py ModelSettings), value as YAML, "
+                             "e.g. --set attention_precision=fp32; repeatable")
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
@@ -137,7 +141,8 @@ def main() -> None:
                                          device=args.device, execution=mode, graph_batch_sizes=batch_sizes,
                                          channels_last=layout == "channels_last",
                                          compile_cache_dir=args.compile_cache_dir,
-                                         compile_options=args.compile_options)
+                                         compile_options=args.compile_options,
+                                         **parse_overrides(args.set))
                 started = time.perf_counter()
                 model = BackgroundRemovalModel.from_settings(settings)
                 description = model.describe()

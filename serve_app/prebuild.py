@@ -7,6 +7,9 @@ the same kind of process as a replica: inductor's cache keys depend on the proce
 on CPU with the tiny model, a plain process with 16 threads filled entries that a replica (OMP_NUM_THREADS =
 its num_cpus, set by Ray) never hit, and on an H100 a plain process with matched threads still missed (2026-11-22,
 docs/benchmarks/README.md). Run it where you deploy (same GPU kind, same torch) with the config you deploy.
+
+Each bucket is compiled in its own task, all at once, sharing the replica's GPU (a fraction of it each): a compile
+is mostly CPU work, so two buckets of BiRefNet take little longer than one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ def remover_actor_options(config: dict) -> dict:
     deployments = config["applications"][0].get("deployments", [])
     remover = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
     return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
+
+
+def bucket_task_options(options: dict, buckets: int) -> dict:
+    """A replica's actor options for one of `buckets` tasks that share its GPU."""
+    gpus = options.get("num_gpus", 0)
+    return {**options, "num_gpus": gpus / buckets} if gpus else dict(options)
 
 
 def build_model(model_settings: dict) -> dict:
@@ -61,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing to build: execution is {settings.execution!r} (add --set execution=compiled)",
               file=sys.stderr)
         return 2
-    options = remover_actor_options(config)
+    buckets = settings.graph_batch_sizes
+    options = bucket_task_options(remover_actor_options(config), len(buckets))
     ray.init(address=args.address, logging_level=logging.WARNING)
-    print(f"building {settings.model_id} for buckets {list(settings.graph_batch_sizes)} in a task with {options}; "
+    print(f"building {settings.model_id} for buckets {list(buckets)}, one task each with {options}; "
           "a cold compile takes minutes per bucket", flush=True)
-    report = ray.get(ray.remote(build_model).options(**options).remote(settings.model_dump(mode="json")))
+    started = time.perf_counter()
+    task = ray.remote(build_model).options(**options)
+    reports = ray.get([task.remote(settings.model_copy(update={"graph_batch_sizes": (size,)}).model_dump(mode="json"))
+                       for size in buckets])
+    report = {"execution": "compiled" if all(r["execution"] == "compiled" for r in reports) else "eager",
+              "seconds": round(time.perf_counter() - started, 1),
+              "buckets": {size: warmup for r in reports for size, warmup in r["buckets"].items()}}
     print(json.dumps(report), flush=True)
     if report["execution"] != "compiled":
         print("compiling failed and the model fell back to eager; see the log above", file=sys.stderr)

@@ -72,6 +72,17 @@ class ModelSettings(StrictModel):
         "the reason logged.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
+    attention_precision: Literal["model", "fp32"] = Field(
+        "model", description="Where a model's scaled_dot_product_attention runs on PyTorch's math kernel (BiRefNet's "
+        "Swin window attention with its bias mask does), fp16/bf16 inputs are upcast to fp32 unless this is "
+        "'model': then the attention computes in the model's precision, on tensor cores. Measured in "
+        "docs/benchmarks (BiRefNet, H100, batch 8).",
+    )
+    contiguous_attention_masks: bool = Field(
+        True, description="Copy an attention mask whose last dimension is not contiguous before "
+        "scaled_dot_product_attention, so that the fused kernels (memory-efficient, cuDNN) can take it instead of "
+        "the math kernel; BiRefNet's Swin backbone needs it (serve_app/model/attention.py).",
+    )
     probe_batch_limit: bool = Field(
         True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "
         "headroom, and cap max_batch_size there (the configured max_batch_size still applies below it).",

@@ -5,6 +5,7 @@ No Ray here. The Serve deployment, the bulk tool and the benchmarks all call `Ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serve_app.model.attention import ContiguousAttentionMasks
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.loading import load_segmentation_module
@@ -91,7 +93,8 @@ class BackgroundRemovalModel:
     def __init__(self, module: torch.nn.Module, *, input_size: tuple[int, int], device: torch.device,
                  precision: str, model_id: str = "<module>", execution: str = "eager",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
-                 compile_cache_dir: Path | None = None, compile_options: dict | None = None):
+                 compile_cache_dir: Path | None = None, compile_options: dict | None = None,
+                 attention_precision: str = "model", contiguous_attention_masks: bool = True):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -102,6 +105,11 @@ class BackgroundRemovalModel:
         if device.type == "cuda":
             # Convolution algorithms are tuned once per input shape; batches take a handful of shapes.
             torch.backends.cudnn.benchmark = True
+        self.attention_precision = attention_precision
+        # Process-wide, like cudnn.benchmark: one model per process. The math attention kernel otherwise upcasts
+        # fp16 to fp32 and multiplies on CUDA cores; the rest of the network already runs in fp16.
+        torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(attention_precision == "model")
+        self.contiguous_attention_masks = contiguous_attention_masks
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         self.execution = "eager" if execution == "cuda_graphs" and device.type != "cuda" else execution
@@ -161,7 +169,9 @@ class BackgroundRemovalModel:
                     model_id=settings.model_id, execution=settings.execution,
                     graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
                     compile_cache_dir=settings.compile_cache_dir,
-                    compile_options=settings.compile_options)
+                    compile_options=settings.compile_options,
+                    attention_precision=settings.attention_precision,
+                    contiguous_attention_masks=settings.contiguous_attention_masks)
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
         return model
@@ -252,7 +262,10 @@ class BackgroundRemovalModel:
         return self._forward(batch)
 
     def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return final_logits(self.module(batch))
+        # Also what CUDA graphs capture and torch.compile traces, so every execution gets the same attention.
+        masks = ContiguousAttentionMasks() if self.contiguous_attention_masks else contextlib.nullcontext()
+        with masks:
+            return final_logits(self.module(batch))
 
     def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Sigmoid, resize each mask to its image's (H, W), uint8, all masks flattened into one tensor.
@@ -288,6 +301,8 @@ class BackgroundRemovalModel:
             "device": str(self.device),
             "execution": self.execution,
             "channels_last": self.memory_format == torch.channels_last,
+            "attention_precision": self.attention_precision,
+            "contiguous_attention_masks": self.contiguous_attention_masks,
             "out_of_memory_splits": self.out_of_memory_splits,
             "compile_options": self.compile_options,
             "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
