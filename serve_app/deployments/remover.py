@@ -18,7 +18,6 @@ from ray.serve.metrics import Histogram
 from serve_app.deployments.device_guard import DeviceGuard
 from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
 from serve_app.deployments.mask_result import MaskResult
-from serve_app.model.core import BackgroundRemovalModel
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
 
@@ -52,6 +51,10 @@ class BackgroundRemover:
     """Holds the model on one device and answers `remove_background(image) -> MaskResult` in batches."""
 
     def __init__(self, model_settings: dict):
+        # Imported here, not at the top: Serve imports this module in every ingress replica too (the application
+        # graph names both deployments), and torch would cost each of them seconds of start-up and ~0.3 GB.
+        from serve_app.model.core import BackgroundRemovalModel
+
         settings = ModelSettings.model_validate(model_settings)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.model = BackgroundRemovalModel.from_settings(settings)

@@ -61,6 +61,16 @@ def test_waiting_groups_merge_up_to_the_max_and_results_go_to_their_callers() ->
         assert batch.size == {1: 1, 2: 5, 3: 5, 4: 4}[len(tags)]
 
 
+def test_a_group_that_does_not_fit_is_split_so_that_batches_fill() -> None:
+    predict = GatedPredict()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=4)
+    groups = [[1], [2, 3, 4], [5, 6, 7], [8]]
+    results = asyncio.run(run_groups(queue, predict, groups))
+    assert predict.sizes == [1, 4, 3]  # [2, 3, 4, 5], then [6, 7, 8]: no pass short while images wait
+    for tags, (masks, _) in zip(groups, results, strict=True):
+        assert [int(mask[0, 0]) for mask in masks] == tags  # a split group still gets all its masks, in order
+
+
 def test_a_failed_pass_fails_only_its_callers() -> None:
     predict = GatedPredict(fail_on_size=3)
     queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=3)
