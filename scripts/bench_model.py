@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from serve_app.bench.service_process import parse_overrides
-from serve_app.model.core import BackgroundRemovalModel
+from serve_app.model.core import BackgroundRemovalModel, PendingMasks
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
 
@@ -112,7 +112,20 @@ def time_predict(model: BackgroundRemovalModel, batch_size: int, image_size: str
         model.predict(images)
     ms_per_batch = (time.perf_counter() - started) * 1000 / iterations
     return {"predict_image_size": image_size, "predict_ms_per_batch": round(ms_per_batch, 1),
-            "predict_images_per_s": round(batch_size * 1000 / ms_per_batch, 2)}
+            "predict_images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
+            "predict_max_abs_mask_diff_vs_one_stream": one_stream_difference(model, images)}
+
+
+def one_stream_difference(model: BackgroundRemovalModel, images: list[np.ndarray]) -> int:
+    """Largest mask difference between predict() (copies on their own streams, batches queued back to back) and
+    the same steps run one after the other on one stream: a missing stream dependency shows up here."""
+    pending = [model.submit(images) for _ in range(3)]  # overlapping batches, as the service runs them
+    sizes = [image.shape[:2] for image in images]
+    with torch.inference_mode():
+        reference = PendingMasks(model.postprocess(model.forward(model.preprocess(images)), sizes).cpu(), sizes,
+                                 None).result()
+    return max(int(np.abs(mask.astype(np.int16) - expected).max())
+               for batch in pending for mask, expected in zip(batch.result(), reference, strict=True))
 
 
 def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:

@@ -110,6 +110,9 @@ class BackgroundRemovalModel:
         # fp16 to fp32 and multiplies on CUDA cores; the rest of the network already runs in fp16.
         torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(attention_precision == "model")
         self.contiguous_attention_masks = contiguous_attention_masks
+        if device.type == "cuda":
+            self._upload_stream = torch.cuda.Stream(device)
+            self._download_stream = torch.cuda.Stream(device)
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         self.execution = "eager" if execution == "cuda_graphs" and device.type != "cuda" else execution
@@ -226,29 +229,45 @@ class BackgroundRemovalModel:
         sizes = [image.shape[:2] for image in images]
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
-        flat = self.postprocess(self.forward(self.preprocess(images)), sizes)
         if self.device.type != "cuda":
-            return PendingMasks(flat, sizes, None)
-        host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(flat, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+            return PendingMasks(self.postprocess(self.forward(self.preprocess(images)), sizes), sizes, None)
+        # Copies run on their own streams so that they overlap the forward passes on the compute stream: this
+        # batch's upload runs during the previous batch's forward, its download during the next one's (together
+        # ~5% of a compiled BiRefNet pass of 8 photos when they shared the compute stream).
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._upload_stream):
+            uploaded = [self._upload(image) for image in images]
+        compute.wait_stream(self._upload_stream)
+        for tensor in uploaded:
+            tensor.record_stream(compute)  # allocated on the upload stream, read on this one
+        flat = self.postprocess(self.forward(self._resize_and_normalise(uploaded)), sizes)
+        self._download_stream.wait_stream(compute)
+        with torch.cuda.stream(self._download_stream):
+            flat.record_stream(self._download_stream)
+            host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
         return PendingMasks(host, sizes, done)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Upload, resize to the input size and normalise on the device: (B, 3, H_in, W_in) in the model dtype."""
+        return self._resize_and_normalise([self._upload(image) for image in images])
+
+    def _resize_and_normalise(self, uploaded: Sequence[torch.Tensor]) -> torch.Tensor:
         width, height = self.input_size
         resized = []
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-            pixels = self._upload(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        for image in uploaded:
+            pixels = image.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
             resized.append(F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False,
                                          antialias=True))
         batch = torch.cat(resized).sub_(self._mean).div_(self._std)
         return batch.to(dtype=self.dtype, memory_format=self.memory_format)
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
+        """One (H, W, 3) uint8 image on the device, from pinned memory on CUDA (an asynchronous copy)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         with warnings.catch_warnings():
             # Arrays from Ray's object store are read-only; this tensor is only read (copied to float next).
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
