@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from serve_app.bench.answers import refusal_source
 from serve_app.timing import parse_server_timing
 
 
@@ -20,6 +21,7 @@ class Sample:
     status: int
     response_bytes: int
     server_stages_ms: dict[str, float] = field(default_factory=dict)  # from the Server-Timing header
+    refused_by: str = ""  # for an error status: the service's error code, or serve_proxy for Serve's own answer
 
 
 @dataclass
@@ -46,9 +48,22 @@ class LoadResult:
             "latency_ms": {f"p{q}": round(float(np.percentile(latencies_ms, q)), 1) for q in (50, 95, 99)}
             | {"mean": round(float(np.mean(latencies_ms)), 1)},
             "statuses_all_requests": statuses,
+            "errors_all_requests": self._errors(),
             "mean_response_bytes": int(np.mean([s.response_bytes for s in ok])) if ok else 0,
             "server_stage_mean_ms": self._stage_means(ok),
         }
+
+    def _errors(self) -> dict[str, dict]:
+        """Per status and source of every answer other than 200: how many, and when the first and last were sent."""
+        errors: dict[str, dict] = {}
+        for sample in self.samples:
+            if sample.status != 200:
+                entry = errors.setdefault(f"{sample.status} {sample.refused_by}".strip(),
+                                          {"count": 0, "first_sent_s": sample.started_s})
+                entry["count"] += 1
+                entry["last_sent_s"] = round(sample.started_s, 2)
+                entry["first_sent_s"] = round(min(entry["first_sent_s"], sample.started_s), 2)
+        return errors
 
     @staticmethod
     def _stage_means(samples: list[Sample]) -> dict[str, float]:
@@ -83,9 +98,11 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
                     response = await http.post(url, content=body, headers={"Content-Type": content_type})
                     status, size = response.status_code, len(response.content)
                     stages = parse_server_timing(response.headers.get("server-timing", ""))
-                except httpx.HTTPError:
-                    status, size, stages = 0, 0, {}
-                result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages))
+                    refused_by = "" if status == 200 else refusal_source(response)
+                except httpx.HTTPError as error:
+                    status, size, stages, refused_by = 0, 0, {}, type(error).__name__
+                result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages,
+                                             refused_by))
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return result
