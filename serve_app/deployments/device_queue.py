@@ -45,8 +45,8 @@ class _Group:
     images: list[np.ndarray]
     future: asyncio.Future
     submitted: int = 0  # images handed to passes so far
-    masks: list[np.ndarray | None] = field(default_factory=list)
-    outstanding: int = 0  # images whose masks are not back yet
+    masks: list[np.ndarray | None] = field(init=False)
+    outstanding: int = field(init=False)  # images whose masks are not back yet
 
     def __post_init__(self) -> None:
         self.masks = [None] * len(self.images)

@@ -122,10 +122,8 @@ class BackgroundRemover:
         try:
             mask, batch = await self._run_batch(image)
         except Exception as error:
-            classified = await self._guard.classify(error)
-            if self._guard.broke_before(arrived):  # arrived after the break, failed in a later batch
-                await self._guard.hold_until_exit()
-            raise classified from error
+            # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
+            raise await self._guard.classify(error) from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
