@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
 from serve_app.imaging import compose_result, decode_image, encode_image, parse_bg_color
@@ -59,6 +59,44 @@ def test_exif_orientation_is_applied() -> None:
     assert decoded.size == (SIZE[1], SIZE[0]), "displayed picture is portrait"
     # Clockwise rotation puts the original's top-left object at the top-right.
     assert decoded.rgb[60, SIZE[1] - 70].min() < 200 <= decoded.rgb[60, 70].min()
+
+
+def noisy_photo(width: int = 97, height: int = 61) -> Image.Image:
+    """No symmetry, so that every flip and turn shows; odd sizes exercise partial JPEG blocks."""
+    return Image.fromarray(np.random.default_rng(7).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def pillow_upright(data: bytes, mode: str = "RGB") -> np.ndarray:
+    """What Pillow alone makes of the bytes: the reference the fast JPEG path must equal."""
+    return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert(mode))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow_pixel_for_pixel(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(noisy_photo(), "JPEG", exif=exif.tobytes(), quality=90)
+    np.testing.assert_array_equal(decode(data).rgb, pillow_upright(data))
+
+
+@pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 0), ("RGB", 2), ("L", 0)])
+def test_jpeg_pixels_equal_pillow_decode(mode: str, subsampling: int) -> None:
+    extra = {} if mode == "L" else {"subsampling": subsampling}
+    data = encode(noisy_photo().convert(mode), "JPEG", quality=85, **extra)
+    np.testing.assert_array_equal(decode(data).rgb, pillow_upright(data))
+
+
+def test_progressive_and_cmyk_jpegs_decode_like_pillow() -> None:
+    progressive = encode(noisy_photo(), "JPEG", quality=85, progressive=True)
+    np.testing.assert_array_equal(decode(progressive).rgb, pillow_upright(progressive))
+    cmyk = encode(noisy_photo().convert("CMYK"), "JPEG", quality=95)
+    np.testing.assert_array_equal(decode(cmyk).rgb, pillow_upright(cmyk))
+
+
+def test_truncated_jpeg_is_invalid_image() -> None:
+    data = encode(noisy_photo(400, 300), "JPEG", quality=90)
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):
+        decode(data[: len(data) // 2])
 
 
 def test_transparency_is_kept_and_hidden_pixels_shown_as_white() -> None:
