@@ -119,7 +119,9 @@ class BatchSettings(StrictModel):
 
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
     batch_wait_timeout_s: float = Field(
-        0.01, ge=0.0, le=5.0, description="How long the first queued image waits for batch-mates."
+        0.0, ge=0.0, le=5.0, description="How long the first queued image waits for batch-mates. 0: none; the "
+        "device queue still merges the calls that arrive while a batch runs, so batches fill under load "
+        "(measured: the same throughput at 64 clients as with 0.01 s, and 10 ms less at one client)."
     )
 
 

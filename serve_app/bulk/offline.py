@@ -44,7 +44,7 @@ def decode_row(row: dict, *, max_pixels: int) -> dict:
     image, alpha, has_alpha, model_image = _PLACEHOLDER, np.zeros((1, 1), np.uint8), False, _PLACEHOLDER
     try:
         decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
-        image = decoded.rgb
+        image = decoded.pixels
         if decoded.alpha is not None:
             alpha, has_alpha, model_image = decoded.alpha, True, decoded.model_input
     except ApiError as error:

@@ -115,7 +115,9 @@ INGRESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
     # Admit a few seconds of GPU work, no more: each request in flight holds its decoded image (up to ~80 MB for a
     # 6 MP photo on its way through), so deeper queues only add memory and waiting (docs/reliability.md).
     max_ongoing_requests=8,
-    max_queued_requests=64,
+    # Ray's router counts requests arriving at once as queued until each is assigned a replica, so a burst of
+    # clients larger than this is partly refused even with free replicas (96 at once: 10-18 refused with 64).
+    max_queued_requests=128,
     backpressure_config={"retry_after_s": 1},  # the Serve proxy's own 503 for a full queue gets Retry-After
     ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": INGRESS_ENV}},
 )

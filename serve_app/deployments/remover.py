@@ -114,7 +114,7 @@ class BackgroundRemover:
             self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
     async def remove_background(self, image: np.ndarray) -> MaskResult:
-        """Alpha mask for one (H, W, 3) uint8 RGB image; concurrent calls share forward passes."""
+        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image; concurrent calls share forward passes."""
         arrived = time.perf_counter()
         self._loop = self._loop or asyncio.get_running_loop()
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere

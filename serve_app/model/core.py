@@ -190,7 +190,8 @@ class BackgroundRemovalModel:
             self.predict(self._blank_batch(batch_size))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Masks for a batch of (H, W, 3) uint8 RGB images of any sizes, in order, as (H, W) uint8."""
+        """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
+        sizes, in order, as (H, W) uint8."""
         return self.submit(images).result()
 
     def submit(self, images: Sequence[np.ndarray]) -> PendingMasks | SplitPending:
@@ -258,16 +259,16 @@ class BackgroundRemovalModel:
         width, height = self.input_size
         resized = []
         for image in uploaded:
-            pixels = image.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            pixels = image.permute(2, 0, 1)[:3].unsqueeze(0).float().div_(255.0)  # RGBX: the X is not read
             resized.append(F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False,
                                          antialias=True))
         batch = torch.cat(resized).sub_(self._mean).div_(self._std)
         return batch.to(dtype=self.dtype, memory_format=self.memory_format)
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
-        """One (H, W, 3) uint8 image on the device, from pinned memory on CUDA (an asynchronous copy)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        """One (H, W, 3) or (H, W, 4) uint8 image on the device, from pinned memory on CUDA (an asynchronous copy)."""
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB or (H, W, 4) RGBX, got {image.shape} {image.dtype}")
         with warnings.catch_warnings():
             # Arrays from Ray's object store are read-only; this tensor is only read (copied to float next).
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -33,7 +33,13 @@ def test_opaque_and_broken_inputs(tmp_path: Path) -> None:
     broken.write_bytes(b"\xff\xd8\xff not really")
     good = decode_row(row_for(opaque, tmp_path / "a.png"), max_pixels=10**6)
     bad = decode_row(row_for(broken, tmp_path / "b.png"), max_pixels=10**6)
-    assert good["code"] == "" and not good["has_alpha"] and good["image"].shape == (200, 320, 3)
+    assert good["code"] == "" and not good["has_alpha"] and good["image"].shape[:2] == (200, 320)
+    mask = np.random.default_rng(0).integers(0, 256, (200, 320), dtype=np.uint8)
+    assert encode_write_row({**good, "mask": mask}, options=OutputOptions(), webp_quality=90)["code"] == ""
+    written = np.asarray(Image.open(tmp_path / "a.png"))
+    assert written.shape == (200, 320, 4)
+    np.testing.assert_array_equal(written[..., 3], mask)
+    np.testing.assert_array_equal(written[..., :3], np.asarray(Image.open(opaque).convert("RGB")))
     assert bad["code"] == "invalid_image" and bad["reason"]
     assert encode_write_row({**bad, "mask": np.zeros((1, 1), np.uint8)}, options=OutputOptions(),
                             webp_quality=90)["code"] == "invalid_image"

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
-from serve_app.imaging import compose_result, decode_image, encode_image, parse_bg_color
+from serve_app.imaging import compose_result, decode_image, encode_image, parse_bg_color, render
 from tests.images import BOX, SIZE, encode, red_square
 
 MAX_PIXELS = 10_000_000
@@ -113,7 +113,7 @@ def test_transparency_is_kept_and_hidden_pixels_shown_as_white() -> None:
 
 def test_opaque_rgba_reports_no_alpha() -> None:
     decoded = decode(encode(red_square().convert("RGBA")))
-    assert decoded.alpha is None and decoded.model_input is decoded.rgb
+    assert decoded.alpha is None and decoded.model_input is decoded.pixels
 
 
 def test_semi_transparent_colours_are_kept_in_the_cutout() -> None:
@@ -169,6 +169,38 @@ def test_compose_rgba_cutout_keeps_colours_and_uses_mask_as_alpha() -> None:
     out = compose_result(decoded, mask)
     assert out.shape == (SIZE[1], SIZE[0], 4)
     assert np.array_equal(out[..., :3], decoded.rgb) and np.all(out[..., 3] == 128)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_rgba_cutout_png_reads_back_with_the_photo_colours_and_the_mask(fmt: str) -> None:
+    data = encode(noisy_photo(), fmt, quality=90) if fmt == "JPEG" else encode(noisy_photo(), fmt)
+    colours = decode(data).rgb.copy()
+    mask = np.random.default_rng(3).integers(0, 256, colours.shape[:2], dtype=np.uint8)
+    png = render(decode(data), mask, "png")
+    cutout = np.asarray(Image.open(io.BytesIO(png)))
+    assert cutout.shape == (*colours.shape[:2], 4)
+    np.testing.assert_array_equal(cutout[..., :3], colours)
+    np.testing.assert_array_equal(cutout[..., 3], mask)
+
+
+def test_compose_leaves_the_image_as_it_was_unless_told_to_reuse_it() -> None:
+    decoded = decode(encode(noisy_photo(), "JPEG", quality=90))
+    assert decoded.pixels.shape[2] == 4, "JPEGs decode with a spare channel for the alpha"
+    before = decoded.pixels.copy()
+    mask = np.full(decoded.pixels.shape[:2], 7, np.uint8)
+    out = compose_result(decoded, mask)
+    np.testing.assert_array_equal(decoded.pixels, before)
+    assert np.all(out[..., 3] == 7)
+    reused = compose_result(decoded, mask, reuse_pixels=True)
+    assert reused is decoded.pixels and np.all(reused[..., 3] == 7)
+    np.testing.assert_array_equal(reused[..., :3], before[..., :3])
+
+
+def test_compose_copies_read_only_pixels_even_when_told_to_reuse_them() -> None:
+    decoded = decode(encode(noisy_photo(), "JPEG", quality=90))
+    decoded.pixels.flags.writeable = False  # as arrays from Ray's object store arrive
+    out = compose_result(decoded, np.full(decoded.pixels.shape[:2], 9, np.uint8), reuse_pixels=True)
+    assert out is not decoded.pixels and np.all(out[..., 3] == 9)
 
 
 def test_compose_multiplies_mask_with_existing_transparency() -> None:

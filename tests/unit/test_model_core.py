@@ -45,6 +45,13 @@ def test_mask_has_the_image_size_and_marks_the_object(model: BackgroundRemovalMo
     assert_mask_matches(mask, expected_alpha(), edge_margin(SIZE))
 
 
+def test_rgbx_images_give_the_masks_of_their_rgb(model: BackgroundRemovalModel) -> None:
+    rgb = np.asarray(red_square())
+    rgbx = np.dstack((rgb, np.random.default_rng(0).integers(0, 256, rgb.shape[:2], dtype=np.uint8)))
+    masks = model.predict([rgbx, rgb])
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
 def test_batch_of_mixed_sizes_returns_each_mask_in_order(model: BackgroundRemovalModel) -> None:
     cases = [((320, 200), (40, 30, 140, 110)), ((97, 301), (10, 200, 60, 280)), ((640, 480), (500, 10, 630, 90))]
     images = [np.asarray(red_square(size, box)) for size, box in cases]
