@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serve_app.bench.service_process import parse_overrides
 from serve_app.model.core import BackgroundRemovalModel, PendingMasks
+from serve_app.serve_config import parse_overrides
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
 

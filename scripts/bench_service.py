@@ -23,7 +23,8 @@ from pathlib import Path
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.bench.service_process import ServeProcess, derive_config, model_info, parse_overrides
+from serve_app.bench.service_process import ServeProcess, model_info
+from serve_app.serve_config import derive_config, parse_overrides
 
 
 def parse_args() -> argparse.Namespace:

@@ -26,7 +26,8 @@ from serve_app.bench.answers import OK, image_size, judge_png
 from serve_app.bench.fault import model_replica_pid
 from serve_app.bench.overload import CONTENT_TYPE, ROUTE
 from serve_app.bench.photos import mixed_size_jpegs
-from serve_app.bench.service_process import ServeProcess, derive_config
+from serve_app.bench.service_process import ServeProcess
+from serve_app.serve_config import derive_config
 
 
 def black_jpeg(width: int = 1200, height: int = 900) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ray
 
-from serve_app.bench.service_process import derive_config, parse_overrides
+from serve_app.serve_config import derive_config, parse_overrides
 from serve_app.settings import parse_app_args
 
 

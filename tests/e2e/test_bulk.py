@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from serve_app.bench.service_process import derive_config
+from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG
 from tests.images import encode, red_square
 

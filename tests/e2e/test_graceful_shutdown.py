@@ -35,7 +35,7 @@ from serve_app.bench.redeploy import (
     with_fewer_cpus,
     with_user_config,
 )
-from serve_app.bench.service_process import derive_config
+from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG, serve_directory
 from tests.images import distinct_pngs
 

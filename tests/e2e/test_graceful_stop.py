@@ -28,7 +28,8 @@ import pytest
 
 from serve_app.bench.answers import OK, image_size, judge
 from serve_app.bench.redeploy import ray_instance
-from serve_app.bench.service_process import ServeProcess, derive_config
+from serve_app.bench.service_process import ServeProcess
+from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG, free_port, send_png
 from tests.images import distinct_pngs
 

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serve_app.bench.service_process import ServeProcess, derive_config, model_info
+from serve_app.bench.service_process import ServeProcess, model_info
+from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG, free_port
 
 BUCKETS = [1, 2]

@@ -1,0 +1,42 @@
+"""Serve config files (configs/*.yaml): copies with some settings replaced, for prebuild, benchmarks and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` command-line items as a dict, each value read as YAML (`8`, `[1, 8]`, `true`, `/a/path`)."""
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
+
+
+def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
+                  batching: dict[str, Any] | None = None, remover: dict[str, Any] | None = None,
+                  ingress_replicas: int | None = None, port: int | None = None) -> dict:
+    """A copy of a Serve config with some settings replaced (the first application is the one changed)."""
+    config = yaml.safe_load(base.read_text())
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
+    app = config["applications"][0]
+    args = app.setdefault("args", {})
+    args.setdefault("model", {}).update(model or {})
+    args.setdefault("ingress", {}).update(ingress or {})
+    deployments = {d["name"]: d for d in app.setdefault("deployments", [])}
+    remover_config = deployments.setdefault("BackgroundRemover", {"name": "BackgroundRemover"})
+    for key, value in (remover or {}).items():  # None removes a key, e.g. autoscaling_config
+        if value is None:
+            remover_config.pop(key, None)
+        else:
+            remover_config[key] = value
+    remover_config.setdefault("user_config", {}).update(batching or {})
+    if ingress_replicas is not None:
+        ingress_config = deployments.setdefault("Ingress", {"name": "Ingress"})
+        # null, not absent: an absent key keeps the decorator's autoscaling_config, which then wins over
+        # num_replicas (the 2026-11-22 benchmarks asked for 12 replicas and got the decorator's 1 to 4)
+        ingress_config["autoscaling_config"] = None
+        ingress_config["num_replicas"] = ingress_replicas
+    app["deployments"] = list(deployments.values())
+    return config
