@@ -109,7 +109,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             )
         try:
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
-                return DecodedImage(_upright(_decode_jpeg(data), _orientation(image)), None)  # RGBX
+                rgbx = _decode_jpeg(data)
+                if rgbx is not None:
+                    return DecodedImage(_upright(rgbx, _orientation(image)), None)
             image.seek(0)  # animated GIF/WebP/APNG: the first frame
             image.load()
             _apply_orientation(image)
@@ -118,14 +120,18 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             raise InvalidImage(f"the image data is corrupt or truncated: {error}") from None
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray:
-    """(H, W, 4) RGBX from libjpeg-turbo straight into a numpy array, with the GIL released.
+def _decode_jpeg(data: bytes) -> np.ndarray | None:
+    """(H, W, 4) RGBX from libjpeg-turbo straight into a numpy array, with the GIL released; None if it warns.
 
     The same library and settings (accurate DCT, smooth upsampling) as Pillow's decoder, so the same pixels, in
     about half the time: Pillow's route adds a full copy on the way to numpy (measured in docs/benchmarks).
-    CMYK and other rare JPEGs take Pillow's route.
+    CMYK and other rare JPEGs take Pillow's route, and so do damaged ones: libjpeg's warnings (stray bytes
+    before a marker, common from some cameras and editors) are errors here, and Pillow decides as it always did.
     """
-    return simplejpeg.decode_jpeg(data, colorspace="RGBX")
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGBX")
+    except ValueError:
+        return None
 
 
 def _orientation(image: Image.Image) -> int:

@@ -93,6 +93,13 @@ def test_progressive_and_cmyk_jpegs_decode_like_pillow() -> None:
     np.testing.assert_array_equal(decode(cmyk).rgb, pillow_upright(cmyk))
 
 
+def test_jpeg_with_stray_bytes_decodes_as_pillow_does() -> None:
+    data = encode(noisy_photo(), "JPEG", quality=90)
+    marker = data.index(b"\xff\xdb")  # libjpeg warns: "2 extraneous bytes before marker 0xdb"; Pillow decodes it
+    damaged = data[:marker] + b"\x00\x00" + data[marker:]
+    np.testing.assert_array_equal(decode(damaged).rgb, pillow_upright(data))
+
+
 def test_truncated_jpeg_is_invalid_image() -> None:
     data = encode(noisy_photo(400, 300), "JPEG", quality=90)
     with pytest.raises(InvalidImage, match="corrupt or truncated"):
