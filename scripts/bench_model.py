@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serve_app.model.core import BackgroundRemovalModel, PendingMasks
+from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
@@ -122,8 +122,7 @@ def one_stream_difference(model: BackgroundRemovalModel, images: list[np.ndarray
     pending = [model.submit(images) for _ in range(3)]  # overlapping batches, as the service runs them
     sizes = [image.shape[:2] for image in images]
     with torch.inference_mode():
-        reference = PendingMasks(model.postprocess(model.forward(model.preprocess(images)), sizes).cpu(), sizes,
-                                 None).result()
+        reference = split_masks(model.postprocess(model.forward(model.preprocess(images)), sizes).cpu(), sizes)
     return max(int(np.abs(mask.astype(np.int16) - expected).max())
                for batch in pending for mask, expected in zip(batch.result(), reference, strict=True))
 

@@ -29,7 +29,7 @@ from serve_app.bench.accuracy import (
 )
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.imaging import decode_image
-from serve_app.model.core import BackgroundRemovalModel, PendingMasks
+from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
 
@@ -57,7 +57,7 @@ def outputs(model: BackgroundRemovalModel, images: list[np.ndarray], batch_size:
             batch = images[start : start + batch_size]
             sizes = [image.shape[:2] for image in batch]
             batch_logits = model.forward(model.preprocess(batch))  # one pass gives both, as predict() runs it
-            masks += PendingMasks(model.postprocess(batch_logits, sizes).cpu(), sizes, None).result()
+            masks += split_masks(model.postprocess(batch_logits, sizes).cpu(), sizes)
             logits += list(batch_logits.float().cpu().numpy())
     return masks, logits
 

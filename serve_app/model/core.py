@@ -58,6 +58,16 @@ def final_logits(outputs: object) -> torch.Tensor:
     return outputs.float()
 
 
+def split_masks(flat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """`postprocess()`'s one flat host tensor back into (H, W) uint8 masks, views of it, in order."""
+    values = flat.numpy()
+    masks, offset = [], 0
+    for height, width in sizes:
+        masks.append(values[offset : offset + height * width].reshape(height, width))
+        offset += height * width
+    return masks
+
+
 @dataclass
 class PendingMasks:
     """A submitted batch: masks flattened into `host` (pinned memory on CUDA), complete once `done` fires."""
@@ -69,12 +79,7 @@ class PendingMasks:
     def result(self) -> list[np.ndarray]:
         if self.done is not None:
             self.done.synchronize()  # blocks this thread only; other CUDA work keeps running
-        flat = self.host.numpy()
-        masks, offset = [], 0
-        for height, width in self.sizes:
-            masks.append(flat[offset : offset + height * width].reshape(height, width))
-            offset += height * width
-        return masks
+        return split_masks(self.host, self.sizes)
 
 
 @dataclass
