@@ -55,15 +55,12 @@ class LoadResult:
 
     def _errors(self) -> dict[str, dict]:
         """Per status and source of every answer other than 200: how many, and when the first and last were sent."""
-        errors: dict[str, dict] = {}
-        for sample in self.samples:
+        sent_s: dict[str, list[float]] = {}
+        for sample in self.samples:  # in the order answers came back, not the order they were sent
             if sample.status != 200:
-                entry = errors.setdefault(f"{sample.status} {sample.refused_by}".strip(),
-                                          {"count": 0, "first_sent_s": sample.started_s})
-                entry["count"] += 1
-                entry["last_sent_s"] = round(sample.started_s, 2)
-                entry["first_sent_s"] = round(min(entry["first_sent_s"], sample.started_s), 2)
-        return errors
+                sent_s.setdefault(f"{sample.status} {sample.refused_by}".strip(), []).append(sample.started_s)
+        return {key: {"count": len(times), "first_sent_s": round(min(times), 2), "last_sent_s": round(max(times), 2)}
+                for key, times in sent_s.items()}
 
     @staticmethod
     def _stage_means(samples: list[Sample]) -> dict[str, float]:
