@@ -5,6 +5,7 @@
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -25,18 +26,19 @@ def cutout(width: int, height: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1500x1500,3000x2000")
+    parser.add_argument("--threads", type=int, default=8, help="threads for the striped encoder's parallel run")
     parser.add_argument("--out")
     args = parser.parse_args()
     results = []
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.split("x"))
         pixels = cutout(width, height)
-        for name, encoder in candidates().items():
+        for name, encoder in candidates(args.threads).items():
             row = {"size": size, "encoder": name, **measure(encoder, pixels)}
             print(json.dumps(row), flush=True)
             results.append(row)
     record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "python": platform.python_version(), "results": results}
+              "cpus": os.cpu_count(), "python": platform.python_version(), "results": results}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(record, f, indent=2)

@@ -8,7 +8,7 @@ from importlib import metadata
 
 import serve_app
 
-_PACKAGES = ("torch", "torchvision", "transformers", "ray", "pillow", "fpng", "numpy")
+_PACKAGES = ("torch", "torchvision", "transformers", "ray", "pillow", "isal", "numpy")
 
 
 def component_versions() -> dict[str, str]:

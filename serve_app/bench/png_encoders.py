@@ -12,11 +12,12 @@ import io
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
-from serve_app.imaging import encode_png
+from serve_app.png import encode_png
 
 Encoder = Callable[[np.ndarray], bytes]
 
@@ -29,13 +30,19 @@ def _pillow(level: int) -> Encoder:
     return encode
 
 
-def candidates() -> dict[str, Encoder]:
-    """Every candidate importable here; imagecodecs is optional (`pip install imagecodecs` to include it)."""
+def candidates(threads: int = 8) -> dict[str, Encoder]:
+    """Every candidate importable here; fpng and imagecodecs are optional (`pip install fpng imagecodecs`)."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="png")
     found: dict[str, Encoder] = {
-        "fpng": encode_png,  # what the ingress uses
+        "isal stripes, 1 thread": encode_png,  # what the ingress uses, here on the calling thread
+        f"isal stripes, {threads} threads": lambda pixels: encode_png(pixels, pool),  # the ingress when idle
         "pillow level 1": _pillow(1),
         "pillow level 6 (default)": _pillow(6),
     }
+    if importlib.util.find_spec("fpng"):
+        import fpng
+
+        found["fpng"] = lambda pixels: bytes(fpng.from_ndarray(pixels))
     if importlib.util.find_spec("imagecodecs"):
         import imagecodecs
 

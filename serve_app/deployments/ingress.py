@@ -132,6 +132,8 @@ class Ingress:
         self.fetcher = ImageFetcher(self.settings)
         self.results = ResultStore(self.settings.resolved_result_dir(), self.settings.result_ttl_s)
         self._codec_pool = ThreadPoolExecutor(self.settings.codec_threads, thread_name_prefix="codec")
+        # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
+        self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
 
     # --- routes -------------------------------------------------------------------------------------
@@ -214,7 +216,8 @@ class Ingress:
         with timer.stage("encode"):
             return await self._in_pool(imaging.render, decoded, result.mask, options.format,
                                        only_mask=options.only_mask,
-                                       bg_color=options.bg_color, webp_quality=self.settings.webp_quality)
+                                       bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
+                                       png_pool=self._png_pool)
 
     @staticmethod
     def _image_response(body: bytes, options: OutputOptions, timer: StageTimer) -> Response:

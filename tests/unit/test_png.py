@@ -1,0 +1,94 @@
+"""The striped PNG encoder: strictly valid files (chunk CRCs, zlib stream with its Adler-32), lossless, and the
+same bytes whether the stripes ran on threads or one after another."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from serve_app.bench.photos import synthetic_photo
+from serve_app.png import adler32_combine, encode_png
+
+
+def strict_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Every chunk of a PNG, failing on a wrong signature, length or CRC (what libpng rejects)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset: offset + 4])
+        kind, body = data[offset + 4: offset + 8], data[offset + 8: offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length: offset + 12 + length])
+        assert crc == zlib.crc32(kind + body), f"bad CRC in {kind!r}"
+        chunks.append((kind, body))
+        offset += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    return chunks
+
+
+def read_back(data: bytes) -> np.ndarray:
+    chunks = strict_chunks(data)
+    idat = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    zlib.decompress(idat)  # raises on a broken deflate stream or a wrong Adler-32, which Pillow does not check
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def photo(height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
+    rgb = np.asarray(synthetic_photo(width, height, np.random.default_rng(seed)))
+    if channels == 3:
+        return rgb
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[height // 4: -height // 4 or None, width // 4: -width // 4 or None] = 255
+    return alpha if channels == 1 else np.dstack([rgb, alpha])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("stripe_bytes", [1, 5000, 1 << 20])
+def test_lossless_and_strictly_valid_for_every_mode_and_stripe_size(channels, stripe_bytes):
+    pixels = photo(301, 257, channels)
+    assert np.array_equal(read_back(encode_png(pixels, stripe_bytes=stripe_bytes)), pixels)
+
+
+def test_threads_give_the_same_bytes_as_one_thread():
+    pixels = photo(600, 500, 4)
+    with ThreadPoolExecutor(4) as pool:
+        parallel = encode_png(pixels, pool, stripe_bytes=100_000)
+    assert parallel == encode_png(pixels, stripe_bytes=100_000)
+    assert len([kind for kind, _ in strict_chunks(parallel) if kind == b"IDAT"]) > 4  # it really was striped
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 700, 4), (900, 1, 3), (2, 2, 4)])
+def test_tiny_and_one_pixel_wide_images(shape):
+    pixels = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    assert np.array_equal(read_back(encode_png(pixels, stripe_bytes=64)), pixels)
+
+
+def test_non_contiguous_views_encode_what_they_show():
+    pixels = photo(200, 300, 4)[::-1, 50:250]
+    assert np.array_equal(read_back(encode_png(pixels)), pixels)
+
+
+def test_smaller_than_pillow_fastest_level_on_a_photo():
+    pixels = photo(800, 1200, 4)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    assert len(encode_png(pixels)) < len(buffer.getvalue())
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.float32),
+                                    np.zeros((0, 4, 3), np.uint8), np.zeros(4, np.uint8)])
+def test_rejects_what_png_cannot_hold(pixels):
+    with pytest.raises(ValueError):
+        encode_png(pixels)
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=3000))
+def test_adler32_combine_matches_zlib(first, second):
+    assert adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
