@@ -14,6 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -42,6 +44,19 @@ class CompiledForward:
                  batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None):
         self.batch_sizes = sorted(set(batch_sizes))
         self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
+        # Every compile and every call runs on this one thread. With inductor's CUDA graphs
+        # (compile_options {"triton.cudagraphs": true}) the recorded graphs and their memory pool belong to the
+        # thread that recorded them (pytorch/pytorch#123177): a call from another thread records a second set, or
+        # with some torch versions replays against the wrong pool. Callers (the remover's model thread, the bulk
+        # actor's threads, benchmarks) may be on any thread; the hop costs microseconds against a 17 ms forward.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
+        self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
+        self._thread.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
+                            options).result()
+
+    def _build(self, forward: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[int, int, int],
+               dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device, cache_dir: Path,
+               options: dict | None) -> None:
         use_compile_cache(cache_dir)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
@@ -53,7 +68,8 @@ class CompiledForward:
             # guarded on both, and a mismatch costs a second compile at the first real batch.
             with torch.inference_mode():
                 example = torch.zeros((size, *sample_shape), dtype=dtype, device=device)
-                self._compiled(example.contiguous(memory_format=memory_format))
+                for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
+                    self._run(example.contiguous(memory_format=memory_format))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1),
@@ -62,4 +78,20 @@ class CompiledForward:
                     cache_dir)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._compiled(pad_to(images, size)))
+        # The caller's stream and inference mode are per thread: carry them over to the compiled thread.
+        stream = torch.cuda.current_stream(batch.device) if batch.is_cuda else None
+        inference = torch.is_inference_mode_enabled()
+        return self._thread.submit(self._call_on_thread, batch, stream, inference).result()
+
+    def _call_on_thread(self, batch: torch.Tensor, stream: torch.cuda.Stream | None, inference: bool) -> torch.Tensor:
+        with torch.inference_mode(inference), torch.cuda.stream(stream) if stream is not None else nullcontext():
+            return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self._cuda_graphs:
+            return self._compiled(batch)
+        # A new step each call: the previous call's outputs are no longer read through the graph's memory. The
+        # clone is that guarantee: a replay overwrites its outputs in place, and a batch above the largest bucket
+        # runs the same graph again before its pieces are joined.
+        torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled(batch).clone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,21 @@ def test_serving_after_start_up_never_compiles(compiled: BackgroundRemovalModel)
     for count in (1, 2, 3, 1):
         compiled.predict(photos(count))
     assert (dict(counters["stats"]), dict(counters["inductor"])) == before
+
+
+def test_callers_on_other_threads_share_the_compiled_graphs(compiled: BackgroundRemovalModel,
+                                                            eager: BackgroundRemovalModel) -> None:
+    # The remover calls from its model thread, the bulk actor from several of Ray's threads: neither may
+    # compile again (inference mode is per thread, and a graph is guarded on it) or get other answers.
+    images = photos(3)
+    reference = eager.predict(images)
+    before = dict(counters["stats"]), dict(counters["inductor"])
+    with ThreadPoolExecutor(max_workers=3) as callers:
+        results = list(callers.map(lambda _: compiled.predict(images), range(6)))
+    assert (dict(counters["stats"]), dict(counters["inductor"])) == before
+    for masks in results:
+        for mask, expected in zip(masks, reference, strict=True):
+            assert np.abs(mask.astype(int) - expected.astype(int)).max() <= 1
 
 
 RESTART = """
