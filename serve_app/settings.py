@@ -69,7 +69,8 @@ class ModelSettings(StrictModel):
         default_factory=dict,
         description="Inductor settings (names from torch._inductor.config) for the compiled execution, e.g. "
         "{coordinate_descent_tuning: true}; an unknown name fails the compile, which falls back to eager with "
-        "the reason logged.",
+        "the reason logged. {triton.cudagraphs: true} replays each bucket as a CUDA graph (the compiled graphs "
+        "then run on one thread of their own, and torchvision's deform_conv2d is replaced as for cuda_graphs).",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     attention_precision: Literal["model", "fp32"] = Field(
