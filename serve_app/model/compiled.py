@@ -45,10 +45,10 @@ class CompiledForward:
         self.batch_sizes = sorted(set(batch_sizes))
         self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
         # Every compile and every call runs on this one thread. With inductor's CUDA graphs
-        # (compile_options {"triton.cudagraphs": true}) the recorded graphs and their memory pool belong to the
-        # thread that recorded them (pytorch/pytorch#123177): a call from another thread records a second set, or
-        # with some torch versions replays against the wrong pool. Callers (the remover's model thread, the bulk
-        # actor's threads, benchmarks) may be on any thread; the hop costs microseconds against a 17 ms forward.
+        # (compile_options {"triton.cudagraphs": true}) the recorded graphs and their memory pool are kept per
+        # thread, and multithreaded use is a known failure (pytorch/pytorch#123177). Callers (the remover's model
+        # thread, the bulk actor's threads, benchmarks) may be on any thread; the hop costs microseconds against a
+        # 20 ms forward.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
         self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
         self._thread.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
