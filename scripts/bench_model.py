@@ -162,6 +162,8 @@ def main() -> None:
                            "load_s": round(time.perf_counter() - started, 1),
                            # what ran (a failing mode runs eager); per bucket: seconds to get ready, from cache?
                            "execution": model.execution,
+                           # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
+                           "capturable_deform_conv": description["capturable_deform_conv"],
                            "compile_warmup": description["compile_warmup"],
                            **({"compile_options": args.compile_options} if mode == "compiled" else {})}
                 record["device"] = description["device_name"]

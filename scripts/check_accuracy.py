@@ -89,7 +89,7 @@ def main() -> None:
         rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
                 for mask, ref, logit, ref_logit in zip(masks, reference_masks, logits, reference_logits, strict=True)]
         summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
-                   **verdict(rows)}
+                   "capturable_deform_conv": model.describe()["capturable_deform_conv"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

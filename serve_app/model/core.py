@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from serve_app.model.attention import ContiguousAttentionMasks
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
-from serve_app.model.deform_conv import use_capturable_deform_conv
+from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
 from serve_app.settings import ModelSettings, default_compile_cache_dir
@@ -130,10 +130,11 @@ class BackgroundRemovalModel:
         self.compile_options = dict(compile_options or {})
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
-        self.capturable_deform_conv = device.type == "cuda" and (
-            self.execution == "cuda_graphs"
-            or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs"))))
-        if self.capturable_deform_conv:
+        # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
+        # describe() reports what this process runs.
+        if device.type == "cuda" and (
+                self.execution == "cuda_graphs"
+                or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs")))):
             use_capturable_deform_conv("CUDA")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
@@ -336,7 +337,7 @@ class BackgroundRemovalModel:
             "channels_last": self.memory_format == torch.channels_last,
             "attention_precision": self.attention_precision,
             "contiguous_attention_masks": self.contiguous_attention_masks,
-            "capturable_deform_conv": self.capturable_deform_conv,
+            "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "out_of_memory_splits": self.out_of_memory_splits,
             "compile_options": self.compile_options,
             "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},

@@ -88,6 +88,11 @@ def _deform_chunk(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tenso
     return out.reshape(batch, out_channels, out_h, out_w) + bias.view(1, out_channels, 1, 1)
 
 
+def capturable_deform_conv_active(dispatch_key: str = "CUDA") -> bool:
+    """Whether this process runs `torchvision::deform_conv2d` on `dispatch_key` devices with the code above."""
+    return dispatch_key in _registered
+
+
 def use_capturable_deform_conv(dispatch_key: str = "CUDA") -> bool:
     """Make `torchvision::deform_conv2d` run `deform_conv2d` above on `dispatch_key` devices, for this process.
 

@@ -93,8 +93,10 @@ from serve_app.model import deform_conv
 calls = []
 original = deform_conv.deform_conv2d
 deform_conv.deform_conv2d = lambda *args: calls.append(1) or original(*args)
+assert not deform_conv.capturable_deform_conv_active("CPU")
 assert deform_conv.use_capturable_deform_conv("CPU")
 assert deform_conv.use_capturable_deform_conv("CPU")  # idempotent
+assert deform_conv.capturable_deform_conv_active("CPU") and not deform_conv.capturable_deform_conv_active("CUDA")
 x, off, w = torch.randn(1, 4, 6, 6), torch.randn(1, 18, 6, 6), torch.randn(3, 4, 3, 3)
 torchvision.ops.deform_conv2d(x, off, w, padding=1)
 print(len(calls))
