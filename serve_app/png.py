@@ -9,9 +9,10 @@ on its own and ends with a full flush, which closes its last block on a byte bou
 so the stripes' deflate streams concatenate into one zlib stream. Each stripe is written as its own IDAT chunk
 (PNG readers join consecutive IDATs); the zlib header leads the first, and the Adler-32 of all filtered bytes,
 combined from the stripes', trails in a last 4-byte chunk. Rows use the Up filter (one numpy subtraction) and
-ISA-L's deflate at level 1 (python-isal); both release the GIL. On one core this costs 1.5-2x fpng's time for
-files 8-25% smaller (docs/benchmarks/README.md, "PNG encoders"). The bytes do not depend on how many threads
-ran, only on `stripe_bytes`.
+ISA-L's deflate at level 1 (python-isal); both release the GIL. On noisy synthetic cut-outs (the worst case) one
+core takes 2.3-2.5x fpng's time for files 8% smaller, and 8 threads 0.4x (16-core H100 host: docs/benchmarks/
+README.md, eighth session, "PNG encoders on this host"). The bytes do not depend on how many threads ran, only on
+`stripe_bytes`.
 """
 
 from __future__ import annotations
