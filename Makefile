@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/prod.yaml
+# 1: HAProxy takes the HTTP port and forwards straight to the ingress replicas (README, "Lower latency").
+HAPROXY ?= 0
 
 .PHONY: setup test test-unit lint serve serve-tiny tiny-model clean
 
@@ -25,14 +27,14 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check serve_app scripts tests
 
-serve: setup  ## serve run $(CONFIG); make serve CONFIG=configs/local.yaml for a CPU machine
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/serve run $(CONFIG)
+serve: setup  ## serve run $(CONFIG); make serve CONFIG=configs/local.yaml for a CPU machine; HAPROXY=1
+	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
 
 tiny-model: setup
 	$(BIN)/python scripts/make_tiny_model.py .tiny
 
 serve-tiny: tiny-model  ## try every route with no weights to download (dark objects on white only)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/serve run configs/tiny.yaml
+	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run configs/tiny.yaml
 
 clean:
 	rm -rf $(VENV) .tiny .pytest_cache

@@ -24,7 +24,7 @@ from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.bench.service_process import ServeProcess, model_info
-from serve_app.serve_config import derive_config, parse_overrides
+from serve_app.serve_config import INGRESS_PROXIES, derive_config, ingress_proxy_env, parse_overrides
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-wait-s", type=float)
     parser.add_argument("--ingress-replicas", type=int, help="fixed ingress replicas instead of autoscaling")
     parser.add_argument("--remover-replicas", type=int, help="fixed model replicas instead of autoscaling")
+    parser.add_argument("--ingress-proxy", choices=INGRESS_PROXIES, default="serve",
+                        help="what takes the HTTP port: Serve's proxy actor, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)")
     parser.add_argument("--levels", default="1,32",
                         help="comma-separated levels run in order, each CLIENTS or CLIENTS:QUERY "
                              "(e.g. 32:only_mask=true)")
@@ -101,7 +103,9 @@ def main() -> None:
                 ingress_replicas=args.ingress_replicas,
             )
             record["config"] = config
-            server = ServeProcess(config, workdir, workdir / "serve.log")
+            record["ingress_proxy"] = args.ingress_proxy
+            server = ServeProcess(config, workdir, workdir / "serve.log",
+                                  env=ingress_proxy_env(args.ingress_proxy))
             record["ready_after_s"] = round(server.wait_ready(args.ready_timeout), 1)
             print(f"service ready after {record['ready_after_s']} s", flush=True)
             base_url = server.base_url

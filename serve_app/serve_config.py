@@ -7,6 +7,18 @@ from typing import Any
 
 import yaml
 
+# Serve's HAProxy ingress: HAProxy takes the HTTP port and forwards each request straight to an ingress replica's
+# own HTTP server, instead of through the Python proxy actor and a Ray call. Read by Ray when Serve starts, so it is
+# an environment variable of `serve run`, not a config key (README, "Lower latency: the HAProxy ingress").
+INGRESS_PROXIES = ("serve", "haproxy")
+
+
+def ingress_proxy_env(proxy: str) -> dict[str, str]:
+    """The environment for `serve run` that puts Serve's proxy actor ("serve") or HAProxy on the HTTP port."""
+    if proxy not in INGRESS_PROXIES:
+        raise ValueError(f"ingress proxy must be one of {INGRESS_PROXIES}, got {proxy!r}")
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if proxy == "haproxy" else "0"}
+
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`KEY=VALUE` command-line items as a dict, each value read as YAML (`8`, `[1, 8]`, `true`, `/a/path`)."""

@@ -1,0 +1,72 @@
+"""`serve run` with HAProxy on the HTTP port (RAY_SERVE_ENABLE_HA_PROXY=1), the lower-latency ingress the README
+offers: the same routes, the same JSON errors, and the same 503 + Retry-After when the ingress queue is full."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serve_app.bench.service_process import ServeProcess
+from serve_app.serve_config import derive_config, ingress_proxy_env
+from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, free_port, post_all
+from tests.images import assert_mask_matches, encode, expected_alpha, red_square
+
+ROUTE = "/v1/remove-background"
+# One ingress replica admits 8 requests and queues this many more: a burst of BURST must see refusals.
+QUEUED = 4
+BURST = 40
+BURST_SIZE = (1000, 700)
+
+
+@pytest.fixture(scope="module")
+def haproxy_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`serve run` on the tiny model with HAProxy in front, and its own Ray, for this module alone."""
+    workdir = tmp_path_factory.mktemp("haproxy")
+    config = derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)},
+                           ingress={"result_dir": str(workdir / "results")}, port=free_port())
+    ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
+    ingress["max_queued_requests"] = QUEUED
+    process = ServeProcess(config, workdir, workdir / "serve.log", env=ingress_proxy_env("haproxy"))
+    try:
+        process.wait_ready(timeout_s=300)
+        yield process
+    finally:
+        process.stop()
+
+
+def test_haproxy_takes_the_port(haproxy_service: ServeProcess) -> None:
+    assert "HAProxyManager" in haproxy_service.log_tail(lines=100_000)
+
+
+def test_cut_out_through_haproxy(haproxy_service: ServeProcess) -> None:
+    response = httpx.post(haproxy_service.base_url + ROUTE, content=encode(red_square(), "JPEG", quality=95),
+                          headers={"Content-Type": "image/jpeg"}, timeout=60, trust_env=False)
+    assert response.status_code == 200, response.text
+    assert "decode;dur=" in response.headers["server-timing"]
+    assert_mask_matches(alpha_of(response), expected_alpha(), margin=6)
+
+
+def test_errors_stay_json(haproxy_service: ServeProcess) -> None:
+    response = httpx.post(haproxy_service.base_url + ROUTE, content=b"<html>not a picture</html>",
+                          headers={"Content-Type": "image/png"}, timeout=60, trust_env=False)
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_full_queue_answers_503_with_retry_after_and_the_rest_are_cut_out(haproxy_service: ServeProcess) -> None:
+    boxes = distinct_boxes(BURST, BURST_SIZE)
+    bodies = [encode(red_square(BURST_SIZE, box), "JPEG", quality=95) for box in boxes]
+    responses = post_all(haproxy_service.base_url + ROUTE, bodies, "image/jpeg")
+    assert Counter(r.status_code for r in responses).keys() <= {200, 503}, [r.text[:200] for r in responses]
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused, "a burst of 40 on one replica that admits 8 and queues 4 was never refused"
+    assert all(r.headers.get("retry-after") for r in refused)
+    for response, box in zip(responses, boxes, strict=True):
+        if response.status_code == 200:  # each answer is the cut-out of the image it was sent
+            margin = int(np.ceil(3 * max(BURST_SIZE) / 256)) + 2  # the tiny config's 256x256 input, resized back
+            assert_mask_matches(alpha_of(response), expected_alpha(BURST_SIZE, box), margin)
