@@ -208,9 +208,7 @@ def compose_result(
     With `reuse_pixels` an RGBX image's spare channel receives the alpha and its array is returned (no copy):
     for callers done with the image, whose colours stay as they were.
     """
-    if mask.shape != image.pixels.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.pixels.shape[:2]}")
-    alpha = mask if image.alpha is None else ((mask.astype(np.uint16) * image.alpha + 127) // 255).astype(np.uint8)
+    alpha = _cutout_alpha(image, mask)
     if only_mask:
         return alpha
     if bg_color is not None:
@@ -220,6 +218,13 @@ def compose_result(
         rgba[..., 3] = alpha
         return rgba
     return np.dstack((image.pixels, alpha))
+
+
+def _cutout_alpha(image: DecodedImage, mask: np.ndarray) -> np.ndarray:
+    """The cut-out's alpha: the mask, times the upload's own transparency where it had some."""
+    if mask.shape != image.pixels.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.pixels.shape[:2]}")
+    return mask if image.alpha is None else ((mask.astype(np.uint16) * image.alpha + 127) // 255).astype(np.uint8)
 
 
 # libwebp's effort (0-6; Pillow's default 4). On 1.4-4.2 MP cut-outs at quality 90, 2 took 0.57-0.61x the time
@@ -244,5 +249,9 @@ def render(image: DecodedImage, mask: np.ndarray, fmt: OutputFormat, *, only_mas
            png_pool: Executor | None = None) -> bytes:
     """Compose and encode in one call: the CPU work that follows the model for each image (the last use of
     `image`, whose spare channel, if any, takes the alpha)."""
+    if fmt == "png" and not only_mask and bg_color is None and image.pixels.shape[2] == 4:
+        # RGBX (a JPEG): the PNG stripes write the alpha on png_pool's threads as they filter their rows, where
+        # compose_result would write it first in one pass on this thread (~3 ms for 4 MP)
+        return png.encode_png(image.pixels, png_pool, alpha=_cutout_alpha(image, mask))
     pixels = compose_result(image, mask, only_mask=only_mask, bg_color=bg_color, reuse_pixels=True)
     return encode_image(pixels, fmt, webp_quality=webp_quality, png_pool=png_pool)

@@ -34,19 +34,27 @@ _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level hint
 DEFAULT_STRIPE_BYTES = 1 << 20
 
 
-def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, stripe_bytes: int = DEFAULT_STRIPE_BYTES,
-               level: int = 1) -> bytes:
-    """PNG of (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA uint8 pixels; stripes run on `pool` when given."""
+def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.ndarray | None = None,
+               stripe_bytes: int = DEFAULT_STRIPE_BYTES, level: int = 1) -> bytes:
+    """PNG of (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA uint8 pixels; stripes run on `pool` when given.
+
+    With `alpha` ((H, W) uint8), the PNG's fourth channel is `alpha` instead of the pixels' own (RGBX in, RGBA
+    out, `pixels` unchanged): each stripe writes it as it filters its rows, so the composite costs no pass of its
+    own over the image on the caller's thread. The bytes are those of the composed RGBA array.
+    """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ValueError(f"expected non-empty uint8 (H, W[, C]) pixels, got {pixels.dtype} {pixels.shape}")
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     if channels not in _COLOR_TYPES:
         raise ValueError(f"expected 1, 3 or 4 channels, got {channels}")
     height, width = pixels.shape[:2]
+    if alpha is not None and (channels != 4 or alpha.dtype != np.uint8 or alpha.shape != (height, width)):
+        raise ValueError(f"alpha must be uint8 {(height, width)} for (H, W, 4) pixels, got {alpha.dtype} "
+                         f"{alpha.shape} for {pixels.shape}")
     rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
     per_stripe = max(1, stripe_bytes // rows.shape[1])
     starts = range(0, height, per_stripe)
-    jobs = [(rows, start, min(start + per_stripe, height), level) for start in starts]
+    jobs = [(rows, start, min(start + per_stripe, height), level, alpha) for start in starts]
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
     adler = 1
@@ -67,20 +75,28 @@ def adler32_combine(adler1: int, adler2: int, length2: int) -> int:
     return low | high << 16
 
 
-def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int) -> tuple[int, int, bytes]:
+def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int,
+                     alpha: np.ndarray | None) -> tuple[int, int, bytes]:
     """Rows [start, stop) Up-filtered (each minus the row above; the image's first row as is) and deflated,
-    with the filtered bytes' Adler-32 and length."""
+    with the filtered bytes' Adler-32 and length; with `alpha`, its Up-filtered values replace every 4th byte."""
     filtered = np.empty((stop - start, 1 + rows.shape[1]), dtype=np.uint8)
     filtered[:, 0] = _UP_FILTER
-    if start == 0:
-        filtered[0, 1:] = rows[0]  # PNG treats the row above the first as zeros
-        np.subtract(rows[1:stop], rows[: stop - 1], out=filtered[1:, 1:])
-    else:
-        np.subtract(rows[start:stop], rows[start - 1: stop - 1], out=filtered[:, 1:])
+    _up_filter(rows, start, stop, filtered[:, 1:])
+    if alpha is not None:  # byte 0 of a filtered row is its filter type: pixel k's alpha is byte 4k + 4
+        _up_filter(alpha, start, stop, filtered[:, 4::4])
     last = stop == rows.shape[0]
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate: the zlib framing is ours
     data = compressor.compress(filtered) + compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_FULL_FLUSH)
     return isal_zlib.adler32(filtered), filtered.size, data
+
+
+def _up_filter(rows: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
+    """out = rows [start, stop) minus the rows above them (mod 256); PNG takes the row above the first as zeros."""
+    if start == 0:
+        out[0] = rows[0]
+        np.subtract(rows[1:stop], rows[: stop - 1], out=out[1:])
+    else:
+        np.subtract(rows[start:stop], rows[start - 1: stop - 1], out=out)
 
 
 def _run(function: Callable, jobs: list[tuple], pool: Executor | None) -> Iterator:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -187,6 +188,16 @@ def test_rgba_cutout_png_reads_back_with_the_photo_colours_and_the_mask(fmt: str
     cutout = np.asarray(Image.open(io.BytesIO(png)))
     assert cutout.shape == (*colours.shape[:2], 4)
     np.testing.assert_array_equal(cutout[..., :3], colours)
+    np.testing.assert_array_equal(cutout[..., 3], mask)
+
+
+def test_png_render_of_a_read_only_jpeg_reads_it_without_writing() -> None:
+    decoded = decode(encode(noisy_photo(), "JPEG", quality=90))
+    decoded.pixels.flags.writeable = False  # as arrays from Ray's object store arrive (the bulk path)
+    mask = np.random.default_rng(5).integers(0, 256, decoded.pixels.shape[:2], dtype=np.uint8)
+    with ThreadPoolExecutor(3) as pool:
+        cutout = np.asarray(Image.open(io.BytesIO(render(decoded, mask, "png", png_pool=pool))))
+    np.testing.assert_array_equal(cutout[..., :3], decoded.rgb)
     np.testing.assert_array_equal(cutout[..., 3], mask)
 
 

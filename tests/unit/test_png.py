@@ -92,3 +92,28 @@ def test_rejects_what_png_cannot_hold(pixels):
 @given(st.binary(max_size=3000), st.binary(max_size=3000))
 def test_adler32_combine_matches_zlib(first, second):
     assert adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
+
+
+@pytest.mark.parametrize("stripe_bytes", [1, 5000, 1 << 20])
+def test_alpha_replaces_the_fourth_channel_without_touching_the_pixels(stripe_bytes):
+    rgbx = photo(301, 257, 4, seed=3)
+    rgbx[..., 3] = 99  # the spare channel of a decoded JPEG: whatever it holds must not show
+    before = rgbx.copy()
+    alpha = photo(301, 257, 1, seed=4)
+    alpha[::7] = np.arange(257, dtype=np.uint8)  # values that wrap when Up-filtered
+    with ThreadPoolExecutor(4) as pool:
+        encoded = encode_png(rgbx, pool, alpha=alpha, stripe_bytes=stripe_bytes)
+    composed = np.dstack([rgbx[..., :3], alpha])
+    assert np.array_equal(read_back(encoded), composed)
+    assert encoded == encode_png(composed, stripe_bytes=stripe_bytes)
+    assert np.array_equal(rgbx, before)
+
+
+@pytest.mark.parametrize(("pixels", "alpha"), [
+    (np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5), np.uint8)),
+    (np.zeros((4, 5, 4), np.uint8), np.zeros((5, 4), np.uint8)),
+    (np.zeros((4, 5, 4), np.uint8), np.zeros((4, 5), np.float32)),
+])
+def test_alpha_that_does_not_fit_is_refused(pixels, alpha):
+    with pytest.raises(ValueError, match="alpha must be"):
+        encode_png(pixels, alpha=alpha)
