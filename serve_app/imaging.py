@@ -248,7 +248,7 @@ def render(image: DecodedImage, mask: np.ndarray, fmt: OutputFormat, *, only_mas
            bg_color: tuple[int, int, int] | None = None, webp_quality: int = 90,
            png_pool: Executor | None = None) -> bytes:
     """Compose and encode in one call: the CPU work that follows the model for each image (the last use of
-    `image`, whose spare channel, if any, takes the alpha)."""
+    `image`: its spare channel, if any, may take the alpha)."""
     if fmt == "png" and not only_mask and bg_color is None and image.pixels.shape[2] == 4:
         # RGBX (a JPEG): the PNG stripes write the alpha on png_pool's threads as they filter their rows, where
         # compose_result would write it first in one pass on this thread (~3 ms for 4 MP)
