@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import socket
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -15,6 +14,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from serve_app.bench.service_process import free_port  # noqa: F401 - re-exported for the tests
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -52,12 +53,6 @@ def serve_directory(root: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def post_images_concurrently(url: str, bodies: list[bytes], content_type: str = "image/png",

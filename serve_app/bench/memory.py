@@ -18,8 +18,8 @@ except ImportError:  # not a declared dependency: Ray ships it in ray/thirdparty
 
 MIB = 1024 * 1024
 # Title markers Ray gives its worker processes (setproctitle): the Serve replicas and the HTTP proxy that
-# holds the requests queued for the ingress.
-REPLICA_MARKER, PROXY_MARKER = "ServeReplica:", "ray::ProxyActor"
+# holds the requests queued for the ingress; with the HAProxy ingress, the actor that runs HAProxy (its child).
+REPLICA_MARKER, PROXY_MARKER, HAPROXY_MANAGER_MARKER = "ServeReplica:", "ray::ProxyActor", "ray::HAProxyManager"
 
 
 def listening_process(port: int) -> psutil.Process:
@@ -31,11 +31,13 @@ def listening_process(port: int) -> psutil.Process:
 
 
 def serving_raylet(port: int) -> psutil.Process:
-    """The raylet of the Ray instance whose Serve proxy listens on `port` here (it starts every worker of its node)."""
-    raylet = listening_process(port).parent()
-    if raylet is None:
-        raise LookupError(f"the process on port {port} has no parent; is it a Ray Serve proxy?")
-    return raylet
+    """The raylet of the Ray instance whose Serve proxy listens on `port` here (it starts every worker of its node):
+    the listening process's parent, or with the HAProxy ingress its grandparent (raylet > HAProxyManager > haproxy)."""
+    listener = listening_process(port)
+    for ancestor in listener.parents():
+        if "--session_dir=" in " ".join(ancestor.cmdline()):
+            return ancestor
+    raise LookupError(f"no raylet above the process on port {port} ({listener.name()}); is it a Ray Serve proxy?")
 
 
 def process_role(process: psutil.Process) -> str | None:
@@ -47,16 +49,24 @@ def process_role(process: psutil.Process) -> str | None:
     if REPLICA_MARKER in title:
         # "ray::ServeReplica:APP:DEPLOYMENT", with ".method" appended while a call runs
         return title.split(REPLICA_MARKER, 1)[1].split()[0].rsplit(":", 1)[-1].split(".", 1)[0]
+    if title.startswith(HAPROXY_MANAGER_MARKER):
+        return "HAProxyManager"
     return "ProxyActor" if title.startswith(PROXY_MARKER) else None
 
 
 def service_processes(port: int, raylet: psutil.Process | None = None) -> dict[int, str]:
-    """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port` (`raylet`, if known).
+    """{pid: role} of the Serve replicas and proxy of the Ray instance serving `port` (`raylet`, if known), and
+    with the HAProxy ingress its manager actor and HAProxy itself ("HAProxy", the manager's children).
 
     The replicas are children of the proxy's raylet; other Ray instances on the same machine (another test run,
     another service) are never counted.
     """
     roles = {child.pid: process_role(child) for child in (raylet or serving_raylet(port)).children()}
+    for pid in [pid for pid, role in roles.items() if role == "HAProxyManager"]:
+        try:
+            roles.update({child.pid: "HAProxy" for child in psutil.Process(pid).children()})
+        except psutil.NoSuchProcess:
+            pass
     return {pid: role for pid, role in roles.items() if role is not None}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,21 @@ import httpx
 import yaml
 
 SERVE_CLI = ["-c", "from ray.serve.scripts import cli; cli()"]
+# With the HAProxy ingress, Ray listens on ports that do not depend on the config: HAProxy's stats page and metrics
+# exporter (8404, 9101) and the replicas' own HTTP and gRPC servers (from 30000 and 40000). A second service on
+# the same machine took the first one's replica ports, and requests sent to one service reached the other's
+# replicas (seen in the end-to-end tests), so each service started here gets ports of its own.
+HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
+                       ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"))
+REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def model_info(base_url: str) -> dict:
@@ -20,6 +36,15 @@ def model_info(base_url: str) -> dict:
     response = httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False)
     response.raise_for_status()
     return response.json()["model"]
+
+
+def haproxy_ports() -> dict[str, str]:
+    """Environment for `serve run` behind HAProxy: ports free now, for HAProxy's own listeners and the replicas."""
+    ports = {name: str(free_port()) for name in HAPROXY_PORT_VARIABLES}
+    for low_name, high_name in REPLICA_PORT_RANGES:
+        low = free_port()
+        ports |= {low_name: str(low), high_name: str(low + REPLICA_PORTS_PER_SERVICE)}
+    return ports
 
 
 class ServeProcess:
@@ -32,6 +57,8 @@ class ServeProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        if full_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            full_env = {**haproxy_ports(), **full_env}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, *SERVE_CLI, "run", str(self.config_path)],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
