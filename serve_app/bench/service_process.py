@@ -15,10 +15,12 @@ import yaml
 
 SERVE_CLI = ["-c", "from ray.serve.scripts import cli; cli()"]
 # With the HAProxy ingress, Ray listens on ports that do not depend on the config: HAProxy's stats page and metrics
-# exporter (8404, 9101) and the replicas' own HTTP and gRPC servers (from 30000 and 40000). A second service on
-# the same machine took the first one's replica ports, and requests sent to one service reached the other's
-# replicas (seen in the end-to-end tests), so each service started here gets ports of its own.
-HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+# exporter (8404, 9101), the Serve proxy that HAProxy keeps as its fallback server (8500, 9500),
+# and the replicas' own HTTP and gRPC servers (from 30000 and 40000). With a second service on the same machine,
+# requests sent to one reached the other's replicas (seen in the end-to-end tests), so each service started here
+# gets ports of its own.
+HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                          "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
                        ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"))
 REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
