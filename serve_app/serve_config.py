@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,19 @@ import yaml
 # own HTTP server, instead of through the Python proxy actor and a Ray call. Read by Ray when Serve starts, so it is
 # an environment variable of `serve run`, not a config key (README, "Lower latency: the HAProxy ingress").
 INGRESS_PROXIES = ("serve", "haproxy")
+HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def haproxy_enabled(env: Mapping[str, str]) -> bool:
+    """Whether `serve run` started with this environment puts HAProxy on the HTTP port."""
+    return env.get(HAPROXY_SWITCH) == "1"
 
 
 def ingress_proxy_env(proxy: str) -> dict[str, str]:
     """The environment for `serve run` that puts Serve's proxy actor ("serve") or HAProxy on the HTTP port."""
     if proxy not in INGRESS_PROXIES:
         raise ValueError(f"ingress proxy must be one of {INGRESS_PROXIES}, got {proxy!r}")
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if proxy == "haproxy" else "0"}
+    return {HAPROXY_SWITCH: "1" if proxy == "haproxy" else "0"}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

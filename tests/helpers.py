@@ -15,8 +15,6 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from serve_app.bench.service_process import free_port  # noqa: F401 - re-exported for the tests
-
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from serve_app.serve_config import haproxy_enabled
+
 SERVE_CLI = ["-c", "from ray.serve.scripts import cli; cli()"]
 # With the HAProxy ingress, Ray listens on ports that do not depend on the config: HAProxy's stats page and metrics
 # exporter (8404, 9101), the Serve proxy that HAProxy keeps as its fallback server (8500, 9500),
@@ -59,7 +61,7 @@ class ServeProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-        if full_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        if haproxy_enabled(full_env):
             full_env = {**haproxy_ports(), **full_env}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, *SERVE_CLI, "run", str(self.config_path)],

@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_app.bench.service_process import ServeProcess
+from serve_app.bench.service_process import ServeProcess, free_port
 from serve_app.serve_config import derive_config, ingress_proxy_env
-from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, free_port, post_all
+from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, post_all
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 
 ROUTE = "/v1/remove-background"
@@ -66,7 +66,7 @@ def test_full_queue_answers_503_with_retry_after_and_the_rest_are_cut_out(haprox
     refused = [r for r in responses if r.status_code == 503]
     assert refused, "a burst of 40 on one replica that admits 8 and queues 4 was never refused"
     assert all(r.headers.get("retry-after") for r in refused)
+    margin = int(np.ceil(3 * max(BURST_SIZE) / 256)) + 2  # the tiny config's 256x256 input, resized back
     for response, box in zip(responses, boxes, strict=True):
         if response.status_code == 200:  # each answer is the cut-out of the image it was sent
-            margin = int(np.ceil(3 * max(BURST_SIZE) / 256)) + 2  # the tiny config's 256x256 input, resized back
             assert_mask_matches(alpha_of(response), expected_alpha(BURST_SIZE, box), margin)

@@ -15,6 +15,7 @@ import pytest
 from serve_app.bench.answers import OK, SHED
 from serve_app.bench.fault import wait_healthy
 from serve_app.bench.overload import OverloadPlan, run_overload
+from serve_app.serve_config import haproxy_enabled
 from tests.images import distinct_pngs
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
@@ -29,9 +30,9 @@ BURST = 300
 FIRST_RUN_MAX_GROWTH_MIB = 128
 LATER_RUN_MAX_GROWTH_MIB = 32
 # The processes of the service: Serve's proxy and one replica each; HAProxy and its manager actor as well when
-# the tier runs behind the HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 make test).
+# the tier runs behind the HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 .venv/bin/python -m pytest tests/e2e).
 SERVICE_PROCESSES = {"BackgroundRemover": 1, "Ingress": 1, "ProxyActor": 1} | (
-    {"HAProxyManager": 1, "HAProxy": 1} if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else {})
+    {"HAProxyManager": 1, "HAProxy": 1} if haproxy_enabled(os.environ) else {})
 
 
 @pytest.fixture(scope="module")

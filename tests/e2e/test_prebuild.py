@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serve_app.bench.service_process import ServeProcess, model_info
+from serve_app.bench.service_process import ServeProcess, free_port, model_info
 from serve_app.serve_config import derive_config
-from tests.helpers import TINY_CONFIG, free_port
+from tests.helpers import TINY_CONFIG
 
 BUCKETS = [1, 2]
 
