@@ -15,6 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from serve_app.bulk.layout import TEMP_MARK
 from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG
 from tests.images import encode, red_square
@@ -42,7 +43,9 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def outputs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("_"))
+    """The finished outputs: not the summaries (`_*`), and not a temporary file a SIGKILL left mid-write."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith("_") and TEMP_MARK not in p.name)
 
 
 def run_killed_then_complete(command: list[str], out: Path, kill_after_outputs: int) -> tuple[int, dict]:
