@@ -156,6 +156,14 @@ class IngressSettings(StrictModel):
         description="Threads per ingress replica that compress the row stripes of one PNG at once: an idle host "
         "answers a single request sooner; under load they share the cores with everything else.",
     )
+    device_jpeg_decode: Literal["when_idle", "never"] = Field(
+        "when_idle",
+        description="when_idle: while this ingress replica has no other image at the model and the model's last "
+        "answer showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy "
+        "on the GPU (nvJPEG) while the ingress decodes its own for the cut-out: the CPU decode leaves a lone "
+        "request's critical path. Under load, images go as decoded pixels (a GPU decode would wait for the batches "
+        "queued on the device). never: always decoded pixels.",
+    )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
     request_timeout_s: float = Field(

@@ -81,6 +81,12 @@ class DeviceQueue:
         self._on_batch = on_batch or (lambda size: None)
         self._waiting: deque[_Group] = deque()
         self._worker: asyncio.Task | None = None
+        self._running = 0  # images submitted whose masks are not back yet
+
+    def backlog(self) -> int:
+        """Images submitted to the device or waiting for it, whose masks are not back yet."""
+        return self._running + sum(len(group.images) - group.submitted for group in self._waiting
+                                   if not group.future.done())
 
     async def run(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], DeviceBatch]:
         """Masks for `images`, in order, computed in a forward pass shared with whatever else was waiting."""
@@ -124,9 +130,11 @@ class DeviceQueue:
         images = [image for piece in pieces for image in piece.group.images[piece.start : piece.stop]]
         started = time.perf_counter()
         self._on_batch(len(images))
+        self._running += len(images)
         try:
             pending = await asyncio.get_running_loop().run_in_executor(self._executor, self._submit, images)
         except Exception as error:
+            self._running -= len(images)
             self._fail(pieces, error)
             return None
         return _InFlight(pieces, pending, started, len(images))
@@ -137,6 +145,8 @@ class DeviceQueue:
         except Exception as error:
             self._fail(batch.pieces, error)
             return
+        finally:
+            self._running -= batch.size
         info = DeviceBatch(batch.started_s, (time.perf_counter() - batch.started_s) * 1000, batch.size)
         offset = 0
         for piece in batch.pieces:

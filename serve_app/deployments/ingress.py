@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve_app import imaging
 from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.deployments.device_guard import DeviceFailed
+from serve_app.deployments.mask_result import MaskResult
 from serve_app.errors import (
     ApiError,
     BadRequest,
@@ -35,6 +37,7 @@ from serve_app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from serve_app.imaging import DeviceDecodeFailed
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.results import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
@@ -135,6 +138,10 @@ class Ingress:
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
+        # For device_jpeg_decode=when_idle: the images this replica is cutting out now, and whether the model's
+        # last answer to it came from a pass of one image with nothing else queued behind it on the device.
+        self._cutting_out = 0
+        self._device_idle = True
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -207,10 +214,22 @@ class Ingress:
             raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
 
     async def _cut_out_steps(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
-        with timer.stage("decode"):
-            decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
-        with timer.stage("model"):
-            result = await self._call_remover("remove_background", decoded.model_input)
+        self._cutting_out += 1
+        try:
+            return await self._decode_segment_encode(data, options, timer)
+        finally:
+            self._cutting_out -= 1
+
+    async def _decode_segment_encode(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
+        encoded = self._to_decode_on_device(data)
+        if encoded is None:
+            with timer.stage("decode"):
+                decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
+            with timer.stage("model"):
+                result = await self._segment(decoded.model_input)
+        else:
+            with timer.stage("model"):
+                decoded, result = await self._segment_beside_decode(encoded, timer)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):
@@ -218,6 +237,38 @@ class Ingress:
                                        only_mask=options.only_mask,
                                        bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
                                        png_pool=self._png_pool)
+
+    def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
+        """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
+        replica is working on, and the device was idle at the last answer."""
+        if self.settings.device_jpeg_decode == "never" or self._cutting_out > 1 or not self._device_idle:
+            return None
+        return imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
+
+    async def _segment_beside_decode(self, encoded: imaging.EncodedJpeg,
+                                     timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
+        """The model decodes its copy of the JPEG on the GPU while this replica decodes its own for the cut-out."""
+        model_call = asyncio.ensure_future(self._segment(encoded))
+        try:
+            with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
+                decoded = await self._in_pool(imaging.decode_image, encoded.data,
+                                              max_pixels=self.settings.max_image_pixels)
+        except BaseException:
+            model_call.cancel()  # the upload is broken after all: no GPU time for it
+            raise
+        try:
+            result = await model_call
+        except DeviceDecodeFailed as error:
+            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", error)
+            result = await self._segment(decoded.model_input)
+        timer.record("model_device_decode", result.device_decode_ms)
+        return decoded, result
+
+    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg) -> MaskResult:
+        """The model's answer for one image, noting whether the device was idle for the next decision."""
+        result = await self._call_remover("remove_background", image)
+        self._device_idle = result.batch_size == 1 and result.device_backlog == 0
+        return result
 
     @staticmethod
     def _image_response(body: bytes, options: OutputOptions, timer: StageTimer) -> Response:

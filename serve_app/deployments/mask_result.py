@@ -19,3 +19,5 @@ class MaskResult:
     queued_ms: float  # from arrival at the model replica to the start of its forward pass
     batch_ms: float  # the whole pass on the device: upload, resize, forward, post-processing, download
     batch_size: int  # images in that pass
+    device_decode_ms: float = 0.0  # decoding an EncodedJpeg on the replica's device (0: pixels were sent)
+    device_backlog: int = 0  # other images queued or running on the replica when this answer left

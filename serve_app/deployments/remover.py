@@ -18,6 +18,7 @@ from ray.serve.metrics import Histogram
 from serve_app.deployments.device_guard import DeviceGuard
 from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
 from serve_app.deployments.mask_result import MaskResult
+from serve_app.imaging import EncodedJpeg
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
 
@@ -113,24 +114,31 @@ class BackgroundRemover:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
-    async def remove_background(self, image: np.ndarray) -> MaskResult:
-        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image; concurrent calls share forward passes."""
+    async def remove_background(self, image: np.ndarray | EncodedJpeg) -> MaskResult:
+        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, or for a JPEG file to decode on the
+        device (raises DeviceDecodeFailed if it cannot be); concurrent calls share forward passes."""
         arrived = time.perf_counter()
         self._loop = self._loop or asyncio.get_running_loop()
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
             await self._guard.hold_until_exit()
+        decode_ms = 0.0
         try:
+            if isinstance(image, EncodedJpeg):
+                # On the model thread, between batches: the decoder waits for the device's queued work anyway.
+                image = await self._loop.run_in_executor(self._model_thread, self.model.decode_jpeg, image)
+                decode_ms = (time.perf_counter() - arrived) * 1000
             mask, batch = await self._run_batch(image)
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
-        return MaskResult(mask, (batch.started_s - arrived) * 1000, batch.duration_ms, batch.size)
+        return MaskResult(mask, (batch.started_s - arrived) * 1000 - decode_ms, batch.duration_ms, batch.size,
+                          decode_ms, self._device.backlog())
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).
     @serve.batch(max_batch_size=BatchSettings().max_batch_size,
                  batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=GROUPS_IN_FLIGHT)
-    async def _run_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, DeviceBatch]]:
+    async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:  # arrays or device tensors
         masks, batch = await self._device.run(images)
         return [(mask, batch) for mask in masks]
 

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serve_app.imaging import EncodedJpeg
 from serve_app.model.attention import ContiguousAttentionMasks
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
+from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
 from serve_app.settings import ModelSettings, default_compile_cache_dir
@@ -203,12 +205,21 @@ class BackgroundRemovalModel:
         if batch_size > 0:
             self.predict(self._blank_batch(batch_size))
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
-        sizes, in order, as (H, W) uint8."""
+        sizes, in order, as (H, W) uint8. Images may also be `decode_jpeg()`'s tensors, already on the device."""
         return self.submit(images).result()
 
-    def submit(self, images: Sequence[np.ndarray]) -> PendingMasks | SplitPending:
+    @torch.inference_mode()
+    def decode_jpeg(self, encoded: EncodedJpeg) -> torch.Tensor:
+        """The model's copy of a JPEG, decoded on the model's device (nvJPEG on CUDA), for predict()/submit().
+
+        On CUDA this waits for the work already queued on the device (measured: 1.6 ms on an idle H200, 66 ms
+        behind a busy stream), so callers use it when the device is idle. Raises DeviceDecodeFailed.
+        """
+        return decode_on_device(encoded, self.device)
+
+    def submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks | SplitPending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.
 
         On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
@@ -240,8 +251,8 @@ class BackgroundRemovalModel:
                                  ceiling=ceiling, headroom_fraction=headroom_fraction)
 
     @torch.inference_mode()
-    def _submit(self, images: Sequence[np.ndarray]) -> PendingMasks:
-        sizes = [image.shape[:2] for image in images]
+    def _submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks:
+        sizes = [tuple(image.shape[:2]) for image in images]
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
         if self.device.type != "cuda":
@@ -279,8 +290,13 @@ class BackgroundRemovalModel:
         batch = torch.cat(resized).sub_(self._mean).div_(self._std)
         return batch.to(dtype=self.dtype, memory_format=self.memory_format)
 
-    def _upload(self, image: np.ndarray) -> torch.Tensor:
+    def _upload(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """One (H, W, 3) or (H, W, 4) uint8 image on the device, from pinned memory on CUDA (an asynchronous copy)."""
+        if isinstance(image, torch.Tensor):  # decode_jpeg()'s, on the device already
+            if image.device.type != self.device.type or tuple(image.shape[2:]) != (3,) or image.dtype != torch.uint8:
+                raise ValueError(f"expected an (H, W, 3) uint8 tensor on {self.device}, got {tuple(image.shape)} "
+                                 f"{image.dtype} on {image.device}")
+            return image
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB or (H, W, 4) RGBX, got {image.shape} {image.dtype}")
         with warnings.catch_warnings():

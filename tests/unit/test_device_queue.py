@@ -119,3 +119,22 @@ def test_next_batch_is_submitted_before_waiting_for_the_current_one() -> None:
                                      [[1], [2, 3]]))
     assert [len(masks) for masks, _ in results] == [1, 2]
     assert log == [("submit", 1), ("submit", 2), ("result", 1), ("result", 2)]
+
+
+def test_backlog_counts_the_images_running_and_waiting_until_their_masks_are_back() -> None:
+    predict = GatedPredict()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=2)
+
+    async def scenario() -> list[int]:
+        seen = [queue.backlog()]
+        first = asyncio.create_task(queue.run(images_tagged(1, 2)))
+        await asyncio.sleep(0.05)  # the first pass is running, blocked
+        rest = asyncio.create_task(queue.run(images_tagged(3, 4, 5)))
+        await asyncio.sleep(0.05)
+        seen.append(queue.backlog())
+        predict.release.set()
+        await asyncio.gather(first, rest)
+        seen.append(queue.backlog())
+        return seen
+
+    assert asyncio.run(scenario()) == [0, 5, 0]
