@@ -156,13 +156,14 @@ class IngressSettings(StrictModel):
         description="Threads per ingress replica that compress the row stripes of one PNG at once: an idle host "
         "answers a single request sooner; under load they share the cores with everything else.",
     )
-    device_jpeg_decode: Literal["when_idle", "never"] = Field(
-        "when_idle",
-        description="when_idle: while this ingress replica has no other image at the model and the model's last "
-        "answer showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy "
-        "on the GPU (nvJPEG) while the ingress decodes its own for the cut-out: the CPU decode leaves a lone "
-        "request's critical path. Under load, images go as decoded pixels (a GPU decode would wait for the batches "
-        "queued on the device). never: always decoded pixels.",
+    device_jpeg_decode: Literal["never", "when_idle"] = Field(
+        "never",
+        description="when_idle: while this ingress replica has no other image in hand and the model's last answer "
+        "showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy on the "
+        "GPU (nvJPEG) while the ingress decodes its own for the cut-out: 11 ms less per lone request on an H200. "
+        "nvJPEG upsamples chroma differently from libjpeg-turbo, so the same photo's mask can differ slightly with "
+        "the load (random-weight BiRefNet, 50 photos: mean alpha difference <= 0.0002, IoU down to 0.93 on "
+        "near-degenerate masks). never: always decoded pixels, the same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")

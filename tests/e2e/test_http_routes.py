@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app import imaging
-from serve_app.timing import parse_server_timing
 from tests.images import BOX, SIZE, assert_mask_matches, encode, expected_alpha, red_square
 
 ROUTE = "/v1/remove-background"
@@ -91,29 +89,6 @@ def test_exif_rotated_jpeg_is_cut_out_as_displayed(service: str) -> None:
     width, height = SIZE
     rotated_box = (height - bottom, left, height - top, right)  # where the object appears after rotation
     assert_rgba_cutout(response, size=(height, width), box=rotated_box)
-
-
-def test_a_lone_jpeg_is_decoded_by_the_model_replica_beside_the_ingress(service: str) -> None:
-    body = encode(red_square(), "JPEG", quality=90)
-    for _ in range(2):  # the second at the latest: the first answer shows the device idle (one ingress replica)
-        response = post(service, body, "image/jpeg")
-        assert_rgba_cutout(response)
-    stages = parse_server_timing(response.headers["Server-Timing"])
-    assert {"model_cpu_decode", "model_device_decode", "model_queue", "model_batch"} <= stages.keys(), stages
-    assert "decode" not in stages  # the CPU decode ran beside the model call, not before it
-    # The colours returned are the ingress's own decode of the upload, whatever decoder the model used.
-    cutout = np.asarray(open_image(response))
-    np.testing.assert_array_equal(cutout[..., :3], imaging.decode_image(body, max_pixels=10**8).rgb)
-
-
-def test_a_jpeg_the_model_replica_cannot_decode_is_sent_again_as_pixels(service: str) -> None:
-    body = encode(red_square(), "JPEG", quality=75)[:-1]  # half an end-of-image marker: Pillow reads it,
-    imaging.decode_image(body, max_pixels=10**8)          # torchvision refuses it (tests/unit/test_device_jpeg.py)
-    for _ in range(2):
-        response = post(service, body, "image/jpeg")
-        assert_rgba_cutout(response)
-    stages = parse_server_timing(response.headers["Server-Timing"])
-    assert "model_cpu_decode" in stages and stages["model_device_decode"] == 0, stages
 
 
 def test_only_mask_returns_grey_png(service: str) -> None:

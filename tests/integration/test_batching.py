@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serve_app.timing import parse_server_timing
 from tests.helpers import alpha_of, distinct_boxes, post_all
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 from tests.integration.deployment import EDGE_MARGIN, deploy, info
@@ -50,18 +49,3 @@ def test_reconfigure_changes_max_batch_size_without_restart(base_url: str, tiny_
     grown = {size for size, count in new_batches.items() if count > 0}
     assert grown and max(grown) == 2, f"batches after reconfigure: {new_batches}"
 
-
-def test_under_concurrency_jpegs_go_as_pixels_and_each_caller_gets_its_own_mask(base_url: str,
-                                                                               tiny_model_dir: Path) -> None:
-    deploy(tiny_model_dir, {"max_batch_size": 16, "batch_wait_timeout_s": 0.25})
-    boxes = distinct_boxes(16)
-    responses = post_all(f"{base_url}/v1/remove-background",
-                         [encode(red_square(box=box), "JPEG", quality=95) for box in boxes], content_type="image/jpeg")
-    paths = []
-    for box, response in zip(boxes, responses, strict=True):
-        assert response.status_code == 200, response.text
-        assert_mask_matches(alpha_of(response), expected_alpha(box=box), EDGE_MARGIN)
-        stages = parse_server_timing(response.headers["Server-Timing"])
-        paths.append("device" if "model_device_decode" in stages else "pixels")
-    # One ingress replica: while it has an image at the model, the next ones go as decoded pixels.
-    assert paths.count("pixels") >= len(boxes) - 1, paths
