@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import imaging
+from serve_app.allocator import release_free_memory
 from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.deployments.mask_result import MaskResult
@@ -106,11 +107,9 @@ def _options(request: Request, extra_names: tuple[str, ...], format: str, only_m
     return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
 
 
-# glibc serves allocations below a dynamic threshold (it rises up to 32 MiB after large frees) from heaps it
-# keeps after free, so an ingress's RSS stays at its peak after a burst of 6 MP images (18-24 MB buffers). Above
-# 1 MiB, allocations are mapped and given back to the system on free. Read by glibc at process start, hence the
-# runtime_env. (Growth while the queues fill is live memory, which this does not change: docs/reliability.md.)
-INGRESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+# After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
+# (serve_app/allocator.py): its RSS falls after a burst, and no request pays for fresh pages.
+IDLE_TRIM_S = 2.0
 
 
 @serve.deployment(
@@ -122,7 +121,7 @@ INGRESS_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
     # clients larger than this is partly refused even with free replicas (96 at once: 10-18 refused with 64).
     max_queued_requests=128,
     backpressure_config={"retry_after_s": 1},  # the Serve proxy's own 503 for a full queue gets Retry-After
-    ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": INGRESS_ENV}},
+    ray_actor_options={"num_cpus": 1},
 )
 @serve.ingress(api)
 class Ingress:
@@ -142,6 +141,7 @@ class Ingress:
         # last answer to it came from a pass of one image with nothing else queued behind it on the device.
         self._cutting_out = 0
         self._device_idle = True
+        self._idle_since = time.monotonic()
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -219,6 +219,13 @@ class Ingress:
             return await self._decode_segment_encode(data, options, timer)
         finally:
             self._cutting_out -= 1
+            if not self._cutting_out:
+                self._idle_since = time.monotonic()
+                asyncio.get_running_loop().call_later(IDLE_TRIM_S, self._trim_if_still_idle)
+
+    def _trim_if_still_idle(self) -> None:
+        if not self._cutting_out and time.monotonic() - self._idle_since >= IDLE_TRIM_S:
+            self._codec_pool.submit(release_free_memory)
 
     async def _decode_segment_encode(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
         encoded = self._to_decode_on_device(data)
