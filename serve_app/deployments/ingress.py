@@ -5,6 +5,7 @@ CPU-heavy codec work in a thread pool so that the event loop keeps accepting req
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -225,7 +226,8 @@ class Ingress:
 
     def _trim_if_still_idle(self) -> None:
         if not self._cutting_out and time.monotonic() - self._idle_since >= IDLE_TRIM_S:
-            self._codec_pool.submit(release_free_memory)
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: the replica is stopping
+                self._codec_pool.submit(release_free_memory)
 
     async def _decode_segment_encode(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
         encoded = self._to_decode_on_device(data)
