@@ -48,4 +48,3 @@ def test_reconfigure_changes_max_batch_size_without_restart(base_url: str, tiny_
                    for size, count in after.items()}
     grown = {size for size, count in new_batches.items() if count > 0}
     assert grown and max(grown) == 2, f"batches after reconfigure: {new_batches}"
-

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from serve_app import imaging
+from serve_app.errors import InvalidImage, PayloadTooLarge
 from serve_app.imaging import DeviceDecodeFailed, EncodedJpeg, device_decodable_jpeg
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.jpeg import decode_on_device, upright
@@ -49,7 +50,7 @@ def test_other_uploads_take_the_pixel_path(body: bytes) -> None:
 def test_a_jpeg_over_the_pixel_limit_is_left_to_decode_image_to_refuse() -> None:
     body = encode(red_square(), "JPEG")
     assert device_decodable_jpeg(body, max_pixels=SIZE[0] * SIZE[1] - 1) is None
-    with pytest.raises(imaging.PayloadTooLarge):
+    with pytest.raises(PayloadTooLarge):
         imaging.decode_image(body, max_pixels=SIZE[0] * SIZE[1] - 1)
 
 
@@ -99,7 +100,7 @@ def test_a_truncated_scan_fails_on_both_decoders() -> None:
     assert encoded is not None  # the header is fine
     with pytest.raises(DeviceDecodeFailed, match="truncated"):
         decode_on_device(encoded, CPU)
-    with pytest.raises(imaging.InvalidImage):  # what the client hears, from the ingress's own decode (422)
+    with pytest.raises(InvalidImage):  # what the client hears, from the ingress's own decode (422)
         imaging.decode_image(bytes(body), max_pixels=LIMIT)
 
 
