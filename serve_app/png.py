@@ -58,9 +58,9 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
     adler = 1
-    for index, (stripe_adler, stripe_length, compressed) in enumerate(_run(_compress_stripe, jobs, pool)):
+    for stripe_adler, stripe_length, idat_chunk in _run(_compress_stripe, jobs, pool):
         adler = adler32_combine(adler, stripe_adler, stripe_length)
-        parts.append(_chunk(b"IDAT", (_ZLIB_HEADER if index == 0 else b"") + compressed))
+        parts.append(idat_chunk)
     parts.append(_chunk(b"IDAT", struct.pack(">I", adler)))
     parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)
@@ -77,8 +77,9 @@ def adler32_combine(adler1: int, adler2: int, length2: int) -> int:
 
 def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int,
                      alpha: np.ndarray | None) -> tuple[int, int, bytes]:
-    """Rows [start, stop) Up-filtered (each minus the row above; the image's first row as is) and deflated,
-    with the filtered bytes' Adler-32 and length; with `alpha`, its Up-filtered values replace every 4th byte."""
+    """Rows [start, stop) Up-filtered (each minus the row above; the image's first row as is) and deflated, as
+    a whole IDAT chunk (its CRC computed here, on the stripe's thread), with the filtered bytes' Adler-32 and
+    length; with `alpha`, its Up-filtered values replace every 4th byte."""
     filtered = np.empty((stop - start, 1 + rows.shape[1]), dtype=np.uint8)
     filtered[:, 0] = _UP_FILTER
     _up_filter(rows, start, stop, filtered[:, 1:])
@@ -87,7 +88,7 @@ def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int,
     last = stop == rows.shape[0]
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate: the zlib framing is ours
     data = compressor.compress(filtered) + compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_FULL_FLUSH)
-    return isal_zlib.adler32(filtered), filtered.size, data
+    return isal_zlib.adler32(filtered), filtered.size, _chunk(b"IDAT", (_ZLIB_HEADER if start == 0 else b"") + data)
 
 
 def _up_filter(rows: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:

@@ -37,11 +37,11 @@ def judge(response: httpx.Response, expected_size: tuple[int, int]) -> tuple[str
     if response.status_code == 503:
         retry_after = response.headers.get("retry-after")
         if retry_after is None:
-            return FAILED, f"503 without Retry-After ({refusal_source(response)})"
+            return FAILED, f"503 without Retry-After ({refusal_source(response.content)})"
         if not _valid_retry_after(retry_after):
             return FAILED, f"503 with an invalid Retry-After {retry_after!r}"
-        return SHED, refusal_source(response)
-    return FAILED, f"HTTP {response.status_code} ({refusal_source(response)})"
+        return SHED, refusal_source(response.content)
+    return FAILED, f"HTTP {response.status_code} ({refusal_source(response.content)})"
 
 
 def judge_error(error: Exception) -> tuple[str, str]:
@@ -75,10 +75,10 @@ def _valid_retry_after(value: str) -> bool:
     return True
 
 
-def refusal_source(response: httpx.Response) -> str:
-    """The service's JSON error code, or "serve_proxy" for Ray Serve's own plain-text answers."""
+def refusal_source(body: bytes) -> str:
+    """The service's JSON error code in an error answer's body, or "serve_proxy" for Ray Serve's own plain text."""
     try:
-        return str(json.loads(response.content)["error"]["code"])
+        return str(json.loads(body)["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return "serve_proxy"
 

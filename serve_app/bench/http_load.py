@@ -1,4 +1,9 @@
-"""Closed-loop HTTP load: N clients, each sending its next photo as soon as the previous answer arrives."""
+"""Closed-loop HTTP load: N clients, each sending its next photo as soon as the previous answer arrives.
+
+The clients use aiohttp: on loopback, 0.4 MB up and 3.6 MB down through HAProxy, httpx's client took 6.6 ms
+where aiohttp's took 4.7 (this project's 2-core machine, 2026-12-01), and a benchmark should time the service,
+not its client.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import numpy as np
 
 from serve_app.bench.answers import refusal_source
@@ -83,20 +88,22 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
     next_body = itertools.cycle(range(len(bodies)))
     start = time.perf_counter()
     stop_at = start + warmup_s + duration_s
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
 
         async def client() -> None:
             while time.perf_counter() < stop_at:
                 body = bodies[next(next_body)]
                 sent = time.perf_counter()
                 try:
-                    response = await http.post(url, content=body, headers={"Content-Type": content_type})
-                    status, size = response.status_code, len(response.content)
+                    async with http.post(url, data=body, headers={"Content-Type": content_type}) as response:
+                        answer = await response.read()
+                    status, size = response.status, len(answer)
                     stages = parse_server_timing(response.headers.get("server-timing", ""))
-                    refused_by = "" if status == 200 else refusal_source(response)
-                except httpx.HTTPError as error:
+                    refused_by = "" if status == 200 else refusal_source(answer)
+                except (aiohttp.ClientError, TimeoutError) as error:
                     status, size, stages, refused_by = 0, 0, {}, type(error).__name__
                 result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages,
                                              refused_by))

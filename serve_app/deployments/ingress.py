@@ -235,7 +235,7 @@ class Ingress:
             with timer.stage("decode"):
                 decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
             with timer.stage("model"):
-                result = await self._segment(decoded.model_input)
+                result = await self._segment(decoded.model_input, timer)
         else:
             with timer.stage("model"):
                 decoded, result = await self._segment_beside_decode(encoded, timer)
@@ -257,7 +257,7 @@ class Ingress:
     async def _segment_beside_decode(self, encoded: imaging.EncodedJpeg,
                                      timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model decodes its copy of the JPEG on the GPU while this replica decodes its own for the cut-out."""
-        model_call = asyncio.ensure_future(self._segment(encoded))
+        model_call = asyncio.ensure_future(self._segment(encoded, timer))
         try:
             with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
                 decoded = await self._in_pool(imaging.decode_image, encoded.data,
@@ -269,13 +269,16 @@ class Ingress:
             result = await model_call
         except DeviceDecodeFailed as error:
             logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", error)
-            result = await self._segment(decoded.model_input)
+            result = await self._segment(decoded.model_input, timer)
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 
-    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg) -> MaskResult:
-        """The model's answer for one image, noting whether the device was idle for the next decision."""
+    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg, timer: StageTimer) -> MaskResult:
+        """The model's answer for one image, noting whether the device was idle for the next decision, and the
+        time the call spent outside the model replica (Server-Timing model_transport)."""
+        called = time.perf_counter()
         result = await self._call_remover("remove_background", image)
+        timer.record("model_transport", (time.perf_counter() - called) * 1000 - result.replica_ms)
         self._device_idle = result.batch_size == 1 and result.device_backlog == 0
         return result
 

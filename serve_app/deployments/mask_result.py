@@ -21,3 +21,5 @@ class MaskResult:
     batch_size: int  # images in that pass
     device_decode_ms: float = 0.0  # decoding an EncodedJpeg on the replica's device (0: pixels were sent)
     device_backlog: int = 0  # other images queued or running on the replica when this answer left
+    replica_ms: float = 0.0  # from arrival at the model replica to this answer leaving it: the rest of the call
+    # as the ingress times it is Ray's (the image's and the mask's trips, routing), no clock shared between hosts

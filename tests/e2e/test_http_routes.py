@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serve_app.timing import parse_server_timing
 from tests.images import BOX, SIZE, assert_mask_matches, encode, expected_alpha, red_square
 
 ROUTE = "/v1/remove-background"
@@ -47,6 +48,17 @@ def assert_json_error(response: httpx.Response, status: int, code: str) -> None:
 
 def test_red_square_as_raw_body(service: str) -> None:
     assert_rgba_cutout(post(service, encode(red_square())))
+
+
+def test_server_timing_splits_the_model_call_into_replica_and_transport(service: str) -> None:
+    response = post(service, encode(red_square()))
+    assert_rgba_cutout(response)
+    stages = parse_server_timing(response.headers["server-timing"])
+    assert {"read", "decode", "model", "model_queue", "model_batch", "model_transport", "encode"} <= stages.keys()
+    # Ray's share of the call and the replica's queue and device pass are parts of the model stage (0.1 ms:
+    # the header's rounding).
+    assert stages["model_transport"] > 0 and stages["model_batch"] > 0, stages
+    assert stages["model_transport"] + stages["model_queue"] + stages["model_batch"] <= stages["model"] + 0.3, stages
 
 
 def test_red_square_as_multipart_file(service: str) -> None:
