@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -143,6 +144,7 @@ class Ingress:
         self._cutting_out = 0
         self._device_idle = True
         self._idle_since = time.monotonic()
+        self._node_id = ray.get_runtime_context().get_node_id()
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -275,10 +277,14 @@ class Ingress:
 
     async def _segment(self, image: np.ndarray | imaging.EncodedJpeg, timer: StageTimer) -> MaskResult:
         """The model's answer for one image, noting whether the device was idle for the next decision, and the
-        time the call spent outside the model replica (Server-Timing model_transport)."""
-        called = time.perf_counter()
+        time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,
+        also split into model_to_replica and model_from_replica by the shared wall clock)."""
+        called, called_at = time.perf_counter(), time.time()
         result = await self._call_remover("remove_background", image)
         timer.record("model_transport", (time.perf_counter() - called) * 1000 - result.replica_ms)
+        if result.replica_node == self._node_id:
+            timer.record("model_to_replica", (result.arrived_at - called_at) * 1000)
+            timer.record("model_from_replica", (time.time() - result.left_at) * 1000)
         self._device_idle = result.batch_size == 1 and result.device_backlog == 0
         return result
 

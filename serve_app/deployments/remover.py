@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import ray
 from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
@@ -67,6 +68,7 @@ class BackgroundRemover:
         self._split_metric = MetricCounter(
             "bg_removal_out_of_memory_splits", description="Batches retried in halves after running out of memory.")
         self._settings = BatchSettings()
+        self._node_id = ray.get_runtime_context().get_node_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -117,7 +119,7 @@ class BackgroundRemover:
     async def remove_background(self, image: np.ndarray | EncodedJpeg) -> MaskResult:
         """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, or for a JPEG file to decode on the
         device (raises DeviceDecodeFailed if it cannot be); concurrent calls share forward passes."""
-        arrived = time.perf_counter()
+        arrived, arrived_at = time.perf_counter(), time.time()
         self._loop = self._loop or asyncio.get_running_loop()
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
             await self._guard.hold_until_exit()
@@ -132,7 +134,8 @@ class BackgroundRemover:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000 - decode_ms, batch.duration_ms, batch.size,
-                          decode_ms, self._device.backlog(), (time.perf_counter() - arrived) * 1000)
+                          decode_ms, self._device.backlog(), (time.perf_counter() - arrived) * 1000, self._node_id,
+                          arrived_at, time.time())
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).

@@ -59,6 +59,10 @@ def test_server_timing_splits_the_model_call_into_replica_and_transport(service:
     # the header's rounding).
     assert stages["model_transport"] > 0 and stages["model_batch"] > 0, stages
     assert stages["model_transport"] + stages["model_queue"] + stages["model_batch"] <= stages["model"] + 0.3, stages
+    # One node here: the trips there and back, timed by the shared clock, add up to the transport (clock reads
+    # taken a few microseconds apart, and the rounding).
+    assert stages["model_to_replica"] > 0 and stages["model_from_replica"] > 0, stages
+    assert abs(stages["model_to_replica"] + stages["model_from_replica"] - stages["model_transport"]) <= 0.5, stages
 
 
 def test_red_square_as_multipart_file(service: str) -> None:
