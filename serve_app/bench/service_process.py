@@ -35,6 +35,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise if something already listens on host:port: /readyz would then reach it instead of this service. A run
+    killed with SIGKILL leaves Ray's HAProxy behind, still holding the port (seen on the GPU hosts)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise RuntimeError(f"port {port} on {host} is taken ({error.strerror}): another service, or an HAProxy "
+                               f"left behind by a killed run (`pkill -x haproxy`)") from None
+
+
 def model_info(base_url: str) -> dict:
     """The model deployment's part of GET /v1/info: settings, live batch limit, histogram, replica pid."""
     response = httpx.get(f"{base_url}/v1/info", timeout=30, trust_env=False)
@@ -55,9 +66,10 @@ class ServeProcess:
     """`serve run CONFIG` in its own process group; `stop()` ends it and the local Ray it started."""
 
     def __init__(self, config: dict, workdir: Path, log_path: Path, env: dict[str, str] | None = None):
+        self.port = config.get("http_options", {}).get("port", 8000)
+        ensure_port_free(config.get("http_options", {}).get("host", "127.0.0.1"), self.port)
         self.config_path = workdir / "serve_config.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = config.get("http_options", {}).get("port", 8000)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}

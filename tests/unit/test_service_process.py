@@ -1,0 +1,23 @@
+"""The benchmark harness refuses to start `serve run` on a port that something already listens on."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from serve_app.bench.service_process import ServeProcess, ensure_port_free, free_port
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path) -> None:
+    with socket.socket() as squatter:  # what a killed run's HAProxy looks like: a listener on the service's port
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port} on 127.0.0.1 is taken"):
+            ServeProcess({"http_options": {"host": "127.0.0.1", "port": port}}, tmp_path, tmp_path / "serve.log")
+    assert not (tmp_path / "serve_config.yaml").exists() and not (tmp_path / "serve.log").exists()
+
+
+def test_a_free_port_passes() -> None:
+    ensure_port_free("127.0.0.1", free_port())
