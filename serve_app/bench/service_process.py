@@ -39,6 +39,8 @@ def ensure_port_free(host: str, port: int) -> None:
     """Raise if something already listens on host:port: /readyz would then reach it instead of this service. A run
     killed with SIGKILL leaves Ray's HAProxy behind, still holding the port (seen on the GPU hosts)."""
     with socket.socket() as sock:
+        # As servers bind: connections of an earlier service still in TIME_WAIT do not count, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as error:

@@ -39,7 +39,8 @@ def test_opaque_and_broken_inputs(tmp_path: Path) -> None:
     written = np.asarray(Image.open(tmp_path / "a.png"))
     assert written.shape == (200, 320, 4)
     np.testing.assert_array_equal(written[..., 3], mask)
-    np.testing.assert_array_equal(written[..., :3], np.asarray(Image.open(opaque).convert("RGB")))
+    colours = np.asarray(Image.open(opaque).convert("RGB"))
+    np.testing.assert_array_equal(written[..., :3], np.where(mask[..., None] == 0, 0, colours))
     assert bad["code"] == "invalid_image" and bad["reason"]
     assert encode_write_row({**bad, "mask": np.zeros((1, 1), np.uint8)}, options=OutputOptions(),
                             webp_quality=90)["code"] == "invalid_image"

@@ -187,8 +187,30 @@ def test_rgba_cutout_png_reads_back_with_the_photo_colours_and_the_mask(fmt: str
     png = render(decode(data), mask, "png")
     cutout = np.asarray(Image.open(io.BytesIO(png)))
     assert cutout.shape == (*colours.shape[:2], 4)
-    np.testing.assert_array_equal(cutout[..., :3], colours)
+    np.testing.assert_array_equal(cutout[..., :3], visible_colours(colours, mask))
     np.testing.assert_array_equal(cutout[..., 3], mask)
+
+
+def visible_colours(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """What a PNG cut-out keeps of the photo: its colours, black where the pixel is fully transparent."""
+    return np.where(alpha[..., None] == 0, 0, colours).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_fully_transparent_pixels_come_out_as_zeros_and_the_photo_is_untouched(fmt: str) -> None:
+    data = encode(noisy_photo(), fmt, quality=90) if fmt == "JPEG" else encode(noisy_photo(), fmt)
+    decoded = decode(data)
+    before = decoded.pixels.copy()
+    mask = np.zeros(before.shape[:2], np.uint8)
+    mask[:, before.shape[1] // 2:] = 255  # the right half kept, the left half transparent
+    cutout = np.asarray(Image.open(io.BytesIO(render(decoded, mask, "png"))))
+    assert not cutout[:, : before.shape[1] // 2].any(), "transparent pixels keep no colour"
+    np.testing.assert_array_equal(cutout[:, before.shape[1] // 2:, :3], before[:, before.shape[1] // 2:, :3])
+    if fmt == "PNG":  # RGB pixels: composed into a new array. A JPEG's RGBX pixels may take the alpha, nothing else
+        np.testing.assert_array_equal(decoded.pixels, before)
+    else:
+        np.testing.assert_array_equal(decoded.pixels[..., :3], before[..., :3])
+    assert len(render(decode(data), mask, "png")) < 0.6 * len(render(decode(data), np.full_like(mask, 255), "png"))
 
 
 def test_png_render_of_a_read_only_jpeg_reads_it_without_writing() -> None:
@@ -197,7 +219,7 @@ def test_png_render_of_a_read_only_jpeg_reads_it_without_writing() -> None:
     mask = np.random.default_rng(5).integers(0, 256, decoded.pixels.shape[:2], dtype=np.uint8)
     with ThreadPoolExecutor(3) as pool:
         cutout = np.asarray(Image.open(io.BytesIO(render(decoded, mask, "png", png_pool=pool))))
-    np.testing.assert_array_equal(cutout[..., :3], decoded.rgb)
+    np.testing.assert_array_equal(cutout[..., :3], visible_colours(decoded.rgb, mask))
     np.testing.assert_array_equal(cutout[..., 3], mask)
 
 
@@ -251,11 +273,16 @@ def test_compose_rejects_a_mask_of_another_size() -> None:
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (37, 53, 4)], ids=["grey", "rgb", "rgba"])
-def test_png_encoding_is_lossless(shape: tuple[int, ...]) -> None:
+def test_png_encoding_is_lossless_but_for_the_colour_of_invisible_pixels(shape: tuple[int, ...]) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    expected = pixels.copy()
+    if len(shape) == 3 and shape[2] == 4:
+        pixels[::3, ::2, 3] = 0  # fully transparent: their colours are not kept
+        expected = visible_colours(pixels, pixels[..., 3])
+        expected[..., 3] = pixels[..., 3]
     decoded = Image.open(io.BytesIO(encode_image(pixels, "png")))
     assert decoded.format == "PNG"
-    assert np.array_equal(np.asarray(decoded), pixels)
+    assert np.array_equal(np.asarray(decoded), expected)
 
 
 def test_webp_encoding_keeps_size_and_alpha() -> None:

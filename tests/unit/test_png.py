@@ -117,3 +117,27 @@ def test_alpha_replaces_the_fourth_channel_without_touching_the_pixels(stripe_by
 def test_alpha_that_does_not_fit_is_refused(pixels, alpha):
     with pytest.raises(ValueError, match="alpha must be"):
         encode_png(pixels, alpha=alpha)
+
+
+@pytest.mark.parametrize("stripe_bytes", [1, 5000, 1 << 20])
+@pytest.mark.parametrize("own_alpha", [True, False])
+def test_clear_transparent_writes_zeros_where_alpha_is_zero_and_nothing_else(stripe_bytes, own_alpha):
+    pixels = photo(211, 173, 4, seed=5)
+    alpha = photo(211, 173, 1, seed=6)
+    alpha[alpha < 100] = 0  # ~40% transparent, in every stripe and on the rows either side of each boundary
+    if own_alpha:
+        pixels[..., 3] = alpha
+    before = pixels.copy()
+    with ThreadPoolExecutor(4) as pool:
+        encoded = encode_png(pixels, pool, alpha=None if own_alpha else alpha, clear_transparent=True,
+                             stripe_bytes=stripe_bytes)
+    expected = np.dstack([pixels[..., :3], alpha])
+    expected[alpha == 0] = 0
+    assert np.array_equal(read_back(encoded), expected)
+    assert encoded == encode_png(expected, stripe_bytes=stripe_bytes)  # the same bytes as the cleared image's
+    assert np.array_equal(pixels, before)
+
+
+def test_clear_transparent_needs_an_alpha_channel():
+    with pytest.raises(ValueError, match="clear_transparent needs"):
+        encode_png(np.zeros((4, 5, 3), np.uint8), clear_transparent=True)

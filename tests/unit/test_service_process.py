@@ -21,3 +21,16 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path) -> None:
 
 def test_a_free_port_passes() -> None:
     ensure_port_free("127.0.0.1", free_port())
+
+
+def test_connections_an_earlier_service_left_in_time_wait_do_not_count() -> None:
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+            client.recv(1)
+    ensure_port_free("127.0.0.1", port)
