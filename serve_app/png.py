@@ -44,7 +44,7 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
 
     With `clear_transparent` (four channels only), every pixel whose alpha is 0 is written as (0, 0, 0, 0), again
     by the stripes and with `pixels` unchanged. Nobody sees those colours, and runs of zeros deflate at a fraction
-    of the cost of photo noise: a cut-out with half its area transparent took 44% less time and 48% fewer bytes on
+    of the cost of photo noise: a cut-out with half its area transparent took 40% less time and 48% fewer bytes on
     one core (docs/benchmarks/README.md, eleventh session).
     """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
