@@ -47,6 +47,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also profile the largest batch size of each variant: the top kernels by device time "
                              "go into the record and to stdout (where the time goes, for the next optimisation)")
+    parser.add_argument("--in-ray-task", type=Path, metavar="CONFIG",
+                        help="measure inside a local Ray task with the actor options of CONFIG's model deployment, "
+                             "the kind of process a replica and `python -m serve_app.prebuild` are: inductor's "
+                             "cache keys depend on the process, so only then does the compiled mode find the "
+                             "prebuild's cache instead of compiling for minutes per bucket")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
 
@@ -138,11 +143,47 @@ def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
 
 def main() -> None:
     args = parse_args()
+    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "command": shlex.join([Path(sys.executable).name, *sys.argv]), "results": []}
+    record = measure_in_ray_task(args, record) if args.in_ray_task else measure(args, record)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def measure_in_ray_task(args: argparse.Namespace, record: dict) -> dict:
+    """measure() in a task placed and sized as a replica of the config's model deployment (its rows print there)."""
+    import ray
+
+    from serve_app.prebuild import remover_actor_options
+    from serve_app.serve_config import derive_config
+
+    options = remover_actor_options(derive_config(args.in_ray_task))
+    ray.init(logging_level=logging.WARNING)
+    print(f"measuring in a Ray task with {options}", flush=True)
+    try:
+        task = ray.remote(_measure_from_file).options(**options)
+        return ray.get(task.remote(str(Path(__file__).resolve()), args, record))
+    finally:
+        ray.shutdown()
+
+
+def _measure_from_file(script: str, args: argparse.Namespace, record: dict) -> dict:
+    """measure() of this script loaded in the task's process (this module, run as __main__, holds objects Ray
+    cannot pickle, such as torch.backends.cudnn)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_model_in_task", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.measure(args, record)
+
+
+def measure(args: argparse.Namespace, record: dict) -> dict:
+    """Every variant's rows, printed as they come and added to `record`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # compile/load progress
     torch.backends.cudnn.benchmark = True
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-                    "versions": component_versions(), "results": []}
+    record = {**record, "versions": component_versions(), "results": list(record["results"])}
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     for precision in args.precisions.split(","):
         eager_logits = None
@@ -191,9 +232,7 @@ def main() -> None:
                 del model
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`python -m serve_app.prebuild` fills the compile cache so that the service's replica compiles nothing.
 
 On the tiny model on CPU: the prebuild compiles both buckets into a fresh cache directory, then `serve run` with the
-same settings must find every bucket there. A prebuild in a process unlike a replica (another thread count) leaves
-entries the replica misses, which this test would catch.
+same settings must find every bucket there, and so must `scripts/bench_model.py --in-ray-task`. A prebuild in a
+process unlike a replica (another thread count) leaves entries the replica misses, which this test would catch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG
 
 BUCKETS = [1, 2]
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def test_a_prebuilt_cache_serves_every_bucket_of_the_service(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -42,3 +43,15 @@ def test_a_prebuilt_cache_serves_every_bucket_of_the_service(tiny_model_dir: Pat
         service.stop()
     assert sorted(int(size) for size in warmup) == BUCKETS
     assert all(bucket["from_cache"] for bucket in warmup.values()), warmup
+
+    # The model-only benchmark finds the same entries when it measures in a replica-like Ray task.
+    record = tmp_path / "bench_model.json"
+    bench = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_model.py"), "--in-ray-task", str(TINY_CONFIG), "--model-id",
+         str(tiny_model_dir), "--input-size", "256", "--precisions", "fp32", "--device", "cpu", "--modes", "compiled",
+         "--batch-sizes", ",".join(map(str, BUCKETS)), "--compile-cache-dir", str(cache), "--iterations", "2",
+         "--out", str(record)], capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    rows = json.loads(record.read_text())["results"]
+    assert [row["batch_size"] for row in rows] == BUCKETS and rows[0]["execution"] == "compiled"
+    assert all(bucket["from_cache"] for bucket in rows[0]["compile_warmup"].values()), rows[0]["compile_warmup"]
