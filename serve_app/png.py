@@ -45,7 +45,7 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     With `clear_transparent` (four channels only), every pixel whose alpha is 0 is written as (0, 0, 0, 0), again
     by the stripes and with `pixels` unchanged. Nobody sees those colours, and runs of zeros deflate at a fraction
     of the cost of photo noise: a cut-out with half its area transparent took 40% less time and 48% fewer bytes on
-    one core (docs/benchmarks/README.md, eleventh session).
+    one core, one with none 1% more time (docs/benchmarks/README.md, eleventh session).
     """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ValueError(f"expected non-empty uint8 (H, W[, C]) pixels, got {pixels.dtype} {pixels.shape}")
@@ -93,7 +93,8 @@ def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int, alpha:
     filtered[:, 0] = _UP_FILTER
     above = max(start - 1, 0)  # the Up filter reads the row above the stripe too
     block = rows[above:stop]
-    if clear_by is not None:  # one 32-bit word a pixel: 9x faster than broadcasting over the 4 bytes in numpy
+    if clear_by is not None and not clear_by[above:stop].all():  # a quarter of the bytes: cheap to look first
+        # One 32-bit word a pixel: 9x faster than broadcasting over the 4 bytes in numpy.
         block = (block.view(np.uint32) * (clear_by[above:stop] != 0)).view(np.uint8)
     _up_filter(block, start == 0, filtered[:, 1:])
     if alpha is not None:  # byte 0 of a filtered row is its filter type: pixel k's alpha is byte 4k + 4

@@ -138,6 +138,12 @@ def test_clear_transparent_writes_zeros_where_alpha_is_zero_and_nothing_else(str
     assert np.array_equal(pixels, before)
 
 
+def test_clear_transparent_leaves_an_image_without_transparent_pixels_as_it_is():
+    pixels = photo(97, 61, 4, seed=7)
+    pixels[..., 3] = np.maximum(pixels[..., 3], 1)
+    assert encode_png(pixels, clear_transparent=True, stripe_bytes=500) == encode_png(pixels, stripe_bytes=500)
+
+
 def test_clear_transparent_needs_an_alpha_channel():
     with pytest.raises(ValueError, match="clear_transparent needs"):
         encode_png(np.zeros((4, 5, 3), np.uint8), clear_transparent=True)
