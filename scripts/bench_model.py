@@ -144,7 +144,7 @@ def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
 def main() -> None:
     args = parse_args()
     record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv]), "results": []}
+                    "command": shlex.join([Path(sys.executable).name, *sys.argv])}
     record = measure_in_ray_task(args, record) if args.in_ray_task else measure(args, record)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,10 +180,10 @@ def _measure_from_file(script: str, args: argparse.Namespace, record: dict) -> d
 
 
 def measure(args: argparse.Namespace, record: dict) -> dict:
-    """Every variant's rows, printed as they come and added to `record`."""
+    """`record` with every variant's rows, printed as they come."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # compile/load progress
     torch.backends.cudnn.benchmark = True
-    record = {**record, "versions": component_versions(), "results": list(record["results"])}
+    record = {**record, "versions": component_versions(), "results": []}
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     for precision in args.precisions.split(","):
         eager_logits = None

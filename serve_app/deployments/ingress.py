@@ -281,7 +281,7 @@ class Ingress:
         also split into model_to_replica and model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
         result = await self._call_remover("remove_background", image)
-        timer.record("model_transport", (time.perf_counter() - called) * 1000 - result.replica_ms)
+        timer.record("model_transport", (time.perf_counter() - called - (result.left_at - result.arrived_at)) * 1000)
         if result.replica_node == self._node_id:
             timer.record("model_to_replica", (result.arrived_at - called_at) * 1000)
             timer.record("model_from_replica", (time.time() - result.left_at) * 1000)

@@ -21,8 +21,9 @@ class MaskResult:
     batch_size: int  # images in that pass
     device_decode_ms: float = 0.0  # decoding an EncodedJpeg on the replica's device (0: pixels were sent)
     device_backlog: int = 0  # other images queued or running on the replica when this answer left
-    replica_ms: float = 0.0  # from arrival at the model replica to this answer leaving it: the rest of the call
-    # as the ingress times it is Ray's (the image's and the mask's trips, routing), no clock shared between hosts
-    replica_node: str = ""  # the Ray node of the replica, and its wall clock at arrival and when the answer left:
-    arrived_at: float = 0.0  # an ingress on the same node (same clock) splits model_transport into the trip there
-    left_at: float = 0.0  # and the trip back
+    # The replica's wall clock at arrival and when this answer left: the rest of the call as the ingress times it
+    # is Ray's (the image's and the mask's trips, routing). An ingress on the same Ray node (the same clock) also
+    # splits it into the trip there and the trip back.
+    arrived_at: float = 0.0
+    left_at: float = 0.0
+    replica_node: str = ""

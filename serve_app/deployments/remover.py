@@ -134,8 +134,7 @@ class BackgroundRemover:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000 - decode_ms, batch.duration_ms, batch.size,
-                          decode_ms, self._device.backlog(), (time.perf_counter() - arrived) * 1000, self._node_id,
-                          arrived_at, time.time())
+                          decode_ms, self._device.backlog(), arrived_at, time.time(), self._node_id)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).

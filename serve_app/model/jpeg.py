@@ -17,6 +17,7 @@ from serve_app.imaging import DeviceDecodeFailed, EncodedJpeg
 
 logger = logging.getLogger(__name__)
 
+
 def upright(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
     """(H, W, C) pixels turned as EXIF `orientation` says: serve_app.imaging's turns, in torch."""
     if orientation == 2:
