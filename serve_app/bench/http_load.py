@@ -27,6 +27,7 @@ class Sample:
     response_bytes: int
     server_stages_ms: dict[str, float] = field(default_factory=dict)  # from the Server-Timing header
     refused_by: str = ""  # for an error status: the service's error code, or serve_proxy for Serve's own answer
+    headers_s: float = 0.0  # until the response's headers arrived: the rest of latency_s is reading its body
 
 
 @dataclass
@@ -78,6 +79,11 @@ class LoadResult:
             outside = [s.latency_s * 1000 - sum(ms for name, ms in s.server_stages_ms.items()
                                                 if not name.startswith("model_")) for s in samples]
             means["outside_ingress_stages"] = round(float(np.mean(outside)), 1)
+            # The same wait split at the response's headers: before them (upload, proxy, the answer's way back to
+            # the proxy) and after them (the client reading the body).
+            body = [(s.latency_s - s.headers_s) * 1000 for s in samples]
+            means["outside_until_headers"] = round(means["outside_ingress_stages"] - float(np.mean(body)), 1)
+            means["client_body_read"] = round(float(np.mean(body)), 1)
         return means
 
 
@@ -99,14 +105,15 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
                 sent = time.perf_counter()
                 try:
                     async with http.post(url, data=body, headers={"Content-Type": content_type}) as response:
+                        headers_s = time.perf_counter() - sent
                         answer = await response.read()
                     status, size = response.status, len(answer)
                     stages = parse_server_timing(response.headers.get("server-timing", ""))
                     refused_by = "" if status == 200 else refusal_source(answer)
                 except (aiohttp.ClientError, TimeoutError) as error:
-                    status, size, stages, refused_by = 0, 0, {}, type(error).__name__
+                    status, size, stages, refused_by, headers_s = 0, 0, {}, type(error).__name__, 0.0
                 result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages,
-                                             refused_by))
+                                             refused_by, headers_s))
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return result
