@@ -275,13 +275,15 @@ WEBP_METHOD = 2
 
 
 def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 90,
-                 png_pool: Executor | None = None) -> bytes:
-    """Encode (H, W), (H, W, 3) or (H, W, 4) uint8 pixels; a PNG's row stripes run on `png_pool` when given.
+                 png_pool: Executor | None = None, png_threads: int = 1) -> bytes:
+    """Encode (H, W), (H, W, 3) or (H, W, 4) uint8 pixels; a PNG's row stripes run on `png_pool` when given
+    (`png_threads`: its thread count, which the stripes are sized to).
 
     Fully transparent pixels lose their colour: (0, 0, 0, 0) in a PNG, whatever libwebp makes of them in a WebP
     (Pillow's default `exact=False`). Nobody sees them, and the files are smaller and faster to make."""
     if fmt == "png":
-        return png.encode_png(pixels, png_pool, clear_transparent=pixels.ndim == 3 and pixels.shape[2] == 4)
+        return png.encode_png(pixels, png_pool, clear_transparent=pixels.ndim == 3 and pixels.shape[2] == 4,
+                              threads=png_threads)
     if fmt == "webp":
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="WEBP", quality=webp_quality, method=WEBP_METHOD)
@@ -291,13 +293,14 @@ def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 9
 
 def render(image: DecodedImage, mask: np.ndarray, fmt: OutputFormat, *, only_mask: bool = False,
            bg_color: tuple[int, int, int] | None = None, webp_quality: int = 90,
-           png_pool: Executor | None = None) -> bytes:
+           png_pool: Executor | None = None, png_threads: int = 1) -> bytes:
     """Compose and encode in one call: the CPU work that follows the model for each image (the last use of
     `image`: its spare channel, if any, may take the alpha). A cut-out's fully transparent pixels are encoded
     without their colour (see encode_image)."""
     if fmt == "png" and not only_mask and bg_color is None and image.pixels.shape[2] == 4:
         # RGBX (a JPEG): the PNG stripes write the alpha on png_pool's threads as they filter their rows, where
         # compose_result would write it first in one pass on this thread (~3 ms for 4 MP)
-        return png.encode_png(image.pixels, png_pool, alpha=_cutout_alpha(image, mask), clear_transparent=True)
+        return png.encode_png(image.pixels, png_pool, alpha=_cutout_alpha(image, mask), clear_transparent=True,
+                              threads=png_threads)
     pixels = compose_result(image, mask, only_mask=only_mask, bg_color=bg_color, reuse_pixels=True)
-    return encode_image(pixels, fmt, webp_quality=webp_quality, png_pool=png_pool)
+    return encode_image(pixels, fmt, webp_quality=webp_quality, png_pool=png_pool, png_threads=png_threads)

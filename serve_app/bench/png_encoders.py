@@ -35,7 +35,7 @@ def candidates(threads: int = 8) -> dict[str, Encoder]:
     pool = ThreadPoolExecutor(threads, thread_name_prefix="png")
     found: dict[str, Encoder] = {
         "isal stripes, 1 thread": encode_png,  # what the ingress uses, here on the calling thread
-        f"isal stripes, {threads} threads": lambda pixels: encode_png(pixels, pool),  # the ingress when idle
+        f"isal stripes, {threads} threads": lambda pixels: encode_png(pixels, pool, threads=threads),  # when idle
         "pillow level 1": _pillow(1),
         "pillow level 6 (default)": _pillow(6),
     }

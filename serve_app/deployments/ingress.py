@@ -247,7 +247,7 @@ class Ingress:
             return await self._in_pool(imaging.render, decoded, result.mask, options.format,
                                        only_mask=options.only_mask,
                                        bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                                       png_pool=self._png_pool)
+                                       png_pool=self._png_pool, png_threads=self.settings.png_threads)
 
     def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this

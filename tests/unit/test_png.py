@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve_app.bench.photos import synthetic_photo
-from serve_app.png import adler32_combine, encode_png
+from serve_app.png import adler32_combine, encode_png, rows_per_stripe
 
 
 def strict_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -62,6 +62,29 @@ def test_threads_give_the_same_bytes_as_one_thread():
         parallel = encode_png(pixels, pool, stripe_bytes=100_000)
     assert parallel == encode_png(pixels, stripe_bytes=100_000)
     assert len([kind for kind, _ in strict_chunks(parallel) if kind == b"IDAT"]) > 4  # it really was striped
+
+
+def test_threads_get_whole_rounds_of_equal_stripes():
+    pixels = photo(610, 500, 4)  # 1.22 MB: 3 rounds of 4 stripes of ~100 kB
+    with ThreadPoolExecutor(4) as pool:
+        parallel = encode_png(pixels, pool, stripe_bytes=100_000, threads=4)
+    assert parallel == encode_png(pixels, stripe_bytes=100_000, threads=4)  # the pool never changes the bytes
+    assert np.array_equal(read_back(parallel), pixels)
+    idat_chunks = [kind for kind, _ in strict_chunks(parallel) if kind == b"IDAT"]
+    assert len(idat_chunks) == 12 + 1  # the stripes, then the Adler-32 chunk
+    # Plain 100 kB stripes are 13 (12 of 50 rows and a last of 10): a 4th round for one thread.
+    assert len([kind for kind, _ in strict_chunks(encode_png(pixels, stripe_bytes=100_000))
+                if kind == b"IDAT"]) == 13 + 1
+
+
+@pytest.mark.parametrize(("height", "row_bytes", "threads", "rows"), [
+    (1320, 1980 * 4, 8, 165),  # a 2.6 MP cut-out, 1 MiB stripes: one round of 8 instead of 10 stripes
+    (2000, 3000 * 4, 8, 125),  # 6 MP: 24 MB, two rounds of 8
+    (1320, 1980 * 4, 1, 132),  # one thread: 1 MiB stripes as they come
+    (5, 700 * 4, 8, 1),        # fewer rows than threads: a row each
+])
+def test_rows_per_stripe(height, row_bytes, threads, rows):
+    assert rows_per_stripe(height, row_bytes, 1 << 20, threads) == rows
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 700, 4), (900, 1, 3), (2, 2, 4)])

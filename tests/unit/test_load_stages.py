@@ -1,0 +1,17 @@
+"""The load generator's split of each answer's time: the ingress's stages, and the client's wait beyond them."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.bench.http_load import LoadResult, Sample
+
+
+def test_the_wait_outside_the_ingress_splits_at_the_response_headers() -> None:
+    stages = {"read": 1.0, "model": 30.0, "model_queue": 2.0, "encode": 10.0}  # model_* are parts of model
+    samples = [Sample(1.0, 0.050, 200, 10, stages, headers_s=0.045),
+               Sample(2.0, 0.060, 200, 10, stages, headers_s=0.052)]
+    means = LoadResult(clients=1, warmup_s=0.0, measured_s=10.0, samples=samples).summary()["server_stage_mean_ms"]
+    assert means["outside_ingress_stages"] == pytest.approx(14.0)  # (50 - 41 + 60 - 41) / 2
+    assert means["client_body_read"] == pytest.approx(6.5)  # (5 + 8) / 2
+    assert means["outside_until_headers"] == pytest.approx(7.5)  # the rest of the wait outside
