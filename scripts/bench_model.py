@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import logging
 import shlex
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import ModelSettings
@@ -41,6 +44,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
+    parser.add_argument("--input", choices=("noise", "photos"), default="noise",
+                        help="what the timed batches hold: Gaussian noise, or the benchmark photos (those "
+                             "bench_service.py sends) resized and normalised by the model core as in the service; "
+                             "the work can follow the content (BiRefNet's deformable convolutions sample where "
+                             "their offsets point)")
+    parser.add_argument("--photo-dir", type=Path,
+                        help="with --input photos: folder of the original photos (default: scikit-image's)")
     parser.add_argument("--predict-image-size", default="", metavar="WxH",
                         help="also time predict() on uint8 host images of this size (upload, resize, forward, "
                              "resize back, download), e.g. 3000x2000")
@@ -56,16 +66,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def random_batch(model: BackgroundRemovalModel, batch_size: int) -> torch.Tensor:
-    """A model-ready input on the device: the model's dtype, size and memory format."""
-    width, height = model.input_size
-    batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
+def input_batch(model: BackgroundRemovalModel, batch_size: int, photos: list[bytes] | None = None) -> torch.Tensor:
+    """A model-ready input on the device (the model's dtype, size and memory format): noise, or the first
+    `batch_size` of `photos` (JPEG files, cycled) through the model core's own resize and normalisation."""
+    if photos is None:
+        width, height = model.input_size
+        batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
+    else:
+        images = [np.asarray(Image.open(io.BytesIO(photos[index % len(photos)])).convert("RGB"))
+                  for index in range(batch_size)]
+        with torch.inference_mode():
+            batch = model.preprocess(images)
     return batch.contiguous(memory_format=model.memory_format)
 
 
-def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int = 3, top: int = 25) -> list[dict]:
+def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list[bytes] | None = None,
+                    iterations: int = 3, top: int = 25) -> list[dict]:
     """The kernels and ops that take the most device time over a few forward passes, as a table."""
-    batch = random_batch(model, batch_size)
+    batch = input_batch(model, batch_size, photos)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if model.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -86,8 +104,9 @@ def profile_forward(model: BackgroundRemovalModel, batch_size: int, iterations: 
              "share": round(getattr(event, field) / total_us, 4)} for event in rows]
 
 
-def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int) -> dict:
-    batch = random_batch(model, batch_size)
+def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int,
+                 photos: list[bytes] | None = None) -> dict:
+    batch = input_batch(model, batch_size, photos)
     synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -185,6 +204,8 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
     torch.backends.cudnn.benchmark = True
     record = {**record, "versions": component_versions(), "results": []}
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    photos = sample_photo_jpegs(max(batch_sizes), photo_dir=args.photo_dir) if args.input == "photos" else None
+    record["input"] = args.input
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
@@ -214,7 +235,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                 variant["max_abs_logit_diff_vs_first"] = round(float((logits - eager_logits).abs().max()), 5)
                 for batch_size in batch_sizes:
                     try:
-                        row = {**variant, **time_forward(model, batch_size, args.iterations)}
+                        row = {**variant, **time_forward(model, batch_size, args.iterations, photos)}
                         if args.predict_image_size:
                             row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
                     except torch.cuda.OutOfMemoryError:
@@ -223,7 +244,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                     print(json.dumps(row), flush=True)
                     record["results"].append(row)
                 if args.profile:
-                    table = profile_forward(model, batch_sizes[-1])
+                    table = profile_forward(model, batch_sizes[-1], photos)
                     record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
                                                               "top_kernels": table})
                     for kernel in table:
