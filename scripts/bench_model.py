@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import itertools
 import json
 import logging
 import shlex
@@ -44,13 +45,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
-    parser.add_argument("--input", choices=("noise", "photos"), default="noise",
-                        help="what the timed batches hold: Gaussian noise, or the benchmark photos (those "
-                             "bench_service.py sends) resized and normalised by the model core as in the service; "
-                             "the work can follow the content (BiRefNet's deformable convolutions sample where "
-                             "their offsets point)")
+    parser.add_argument("--inputs", default="noise",
+                        help="comma-separated, what the timed batches hold: noise (Gaussian), photos (the "
+                             "benchmark photos bench_service.py sends, resized and normalised by the model core as "
+                             "in the service); the work can follow the content (BiRefNet's deformable "
+                             "convolutions sample where their offsets point)")
     parser.add_argument("--photo-dir", type=Path,
-                        help="with --input photos: folder of the original photos (default: scikit-image's)")
+                        help="for --inputs photos: folder of the original photos (default: scikit-image's)")
     parser.add_argument("--predict-image-size", default="", metavar="WxH",
                         help="also time predict() on uint8 host images of this size (upload, resize, forward, "
                              "resize back, download), e.g. 3000x2000")
@@ -204,8 +205,10 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
     torch.backends.cudnn.benchmark = True
     record = {**record, "versions": component_versions(), "results": []}
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    photos = sample_photo_jpegs(max(batch_sizes), photo_dir=args.photo_dir) if args.input == "photos" else None
-    record["input"] = args.input
+    inputs = args.inputs.split(",")
+    if not set(inputs) <= {"noise", "photos"}:
+        raise SystemExit(f"--inputs takes noise and/or photos, got {args.inputs!r}")
+    photos = sample_photo_jpegs(max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
@@ -233,18 +236,19 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                 if eager_logits is None:
                     eager_logits = logits
                 variant["max_abs_logit_diff_vs_first"] = round(float((logits - eager_logits).abs().max()), 5)
-                for batch_size in batch_sizes:
+                for batch_size, kind in itertools.product(batch_sizes, inputs):
                     try:
-                        row = {**variant, **time_forward(model, batch_size, args.iterations, photos)}
+                        row = {**variant, "input": kind,
+                               **time_forward(model, batch_size, args.iterations, photos if kind == "photos" else None)}
                         if args.predict_image_size:
                             row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
                     except torch.cuda.OutOfMemoryError:
-                        row = {**variant, "batch_size": batch_size, "error": "out of memory"}
+                        row = {**variant, "input": kind, "batch_size": batch_size, "error": "out of memory"}
                         torch.cuda.empty_cache()
                     print(json.dumps(row), flush=True)
                     record["results"].append(row)
                 if args.profile:
-                    table = profile_forward(model, batch_sizes[-1], photos)
+                    table = profile_forward(model, batch_sizes[-1], photos if inputs[-1] == "photos" else None)
                     record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
                                                               "top_kernels": table})
                     for kernel in table:

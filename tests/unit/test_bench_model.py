@@ -19,10 +19,14 @@ def run_bench(tiny_model_dir: Path, out: Path, *extra: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_photos_as_input_are_timed_like_noise(tiny_model_dir: Path, tmp_path: Path) -> None:
-    photos = run_bench(tiny_model_dir, tmp_path / "photos.json", "--input", "photos")
-    noise = run_bench(tiny_model_dir, tmp_path / "noise.json")
-    assert (photos["input"], noise["input"]) == ("photos", "noise")
-    for record in (photos, noise):
-        assert [row["batch_size"] for row in record["results"]] == [1, 2]
-        assert all(row["images_per_s"] > 0 for row in record["results"])
+def test_every_batch_size_is_timed_on_each_kind_of_input(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = run_bench(tiny_model_dir, tmp_path / "record.json", "--inputs", "noise,photos")["results"]
+    assert [(row["batch_size"], row["input"]) for row in rows] == [(1, "noise"), (1, "photos"), (2, "noise"),
+                                                                   (2, "photos")]
+    assert all(row["images_per_s"] > 0 for row in rows)
+
+
+def test_an_unknown_input_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--device", "cpu",
+                             "--inputs", "noise,zeros"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--inputs takes noise and/or photos" in result.stderr
