@@ -61,6 +61,16 @@ def histogram_delta(before: dict, after: dict) -> dict[str, int]:
     return {size: count for size, count in sorted(delta.items(), key=lambda kv: int(kv[0])) if count > 0}
 
 
+def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict) -> dict:
+    """Where the seconds to /readyz went: until the model replica began to initialise (Ray, Serve, the process),
+    its model load (compiled buckets included), warm-up and memory probe, and the rest (the last readiness poll
+    included). The model replica runs on this machine, so the wall clocks agree."""
+    began_s = replica["init_started_at"] - serve_run_at
+    parts = {"until_model_replica_init_s": round(began_s, 1), "model_load_s": replica["model_load_s"],
+             "warm_up_s": replica["warm_up_s"], "memory_probe_s": replica.get("memory_probe_s", 0.0)}
+    return {**parts, "rest_s": round(ready_after_s - sum(parts.values()), 1)}
+
+
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
     levels = []
     for level in args.levels.split(","):
@@ -110,6 +120,8 @@ def main() -> None:
             print(f"service ready after {record['ready_after_s']} s", flush=True)
             base_url = server.base_url
         record["model"] = model_info(base_url)
+        if server is not None and "startup" in record["model"]:
+            record["startup"] = startup_timeline(server.started_at, record["ready_after_s"], record["model"]["startup"])
         record["levels"] = run_levels(base_url, photos, args)
         record["model_after"] = model_info(base_url)  # live batch limit, out-of-memory splits, histogram
     finally:

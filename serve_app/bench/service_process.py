@@ -78,6 +78,7 @@ class ServeProcess:
         if haproxy_enabled(full_env):
             full_env = {**haproxy_ports(), **full_env}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.time()  # wall clock, to set the replicas' own start-up marks against
         self.process = subprocess.Popen([sys.executable, *SERVE_CLI, "run", str(self.config_path)],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
                                         start_new_session=True)

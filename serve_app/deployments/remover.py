@@ -53,6 +53,7 @@ class BackgroundRemover:
     """Holds the model on one device and answers `remove_background(image) -> MaskResult` in batches."""
 
     def __init__(self, model_settings: dict):
+        init_started_at = time.time()  # wall clock: a benchmark on this machine sets it beside `serve run`'s start
         # Imported here, not at the top: Serve imports this module in every ingress replica too (the application
         # graph names both deployments), and torch would cost each of them seconds of start-up and ~0.3 GB.
         from serve_app.model.core import BackgroundRemovalModel
@@ -75,9 +76,13 @@ class BackgroundRemover:
         self._device = DeviceQueue(self.model.submit, self._model_thread, self._settings.max_batch_size,
                                    on_batch=self._count_batch)
         self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)
+        loaded_s = time.time() - init_started_at
         started = time.perf_counter()
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
+        # Where a start-up goes (/v1/info): the model's load includes its compiled buckets (compile_warmup).
+        self._startup = {"init_started_at": round(init_started_at, 3), "model_load_s": round(loaded_s, 1),
+                         "warm_up_s": round(time.perf_counter() - started, 1)}
         # The largest batch known to fit on the device (None: no limit found). Probed by the first reconfigure()
         # (Serve calls it before the replica takes traffic) up to the configured max_batch_size; lowered by every
         # out-of-memory split. The live limit is the smaller of it and the configured max_batch_size.
@@ -102,6 +107,7 @@ class BackgroundRemover:
         fits = self.model.probe_batch_limit(ceiling, self._headroom_fraction)
         # Everything up to the ceiling fitting says nothing about larger batches: no limit then.
         self._fitting_batch = fits if fits < ceiling else None
+        self._startup["memory_probe_s"] = round(time.perf_counter() - started, 1)
         logger.info("memory probe up to a batch of %d: %d fits (%.1f s)", ceiling, fits, time.perf_counter() - started)
 
     def _apply_batch_limit(self) -> None:
@@ -156,6 +162,7 @@ class BackgroundRemover:
             "batching": {**self._settings.model_dump(), "live_max_batch_size": self._device.max_batch_size,
                          "fitting_batch_size": self._fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
+            "startup": self._startup,
             "replica_pid": os.getpid(),
             "versions": component_versions(),
         }

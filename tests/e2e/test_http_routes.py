@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import httpx
 import numpy as np
@@ -211,3 +212,6 @@ def test_health_readiness_and_info(service: str, tiny_model_dir) -> None:
     assert info["model"]["input_size"] == [256, 256] and info["model"]["precision"] == "fp32"
     assert info["model"]["batching"]["max_batch_size"] == 16
     assert info["model"]["versions"]["torch"] and info["model"]["versions"]["ray"]
+    startup = info["model"]["startup"]  # where the model replica's start went
+    assert 0 < time.time() - startup["init_started_at"] < 3600
+    assert startup["model_load_s"] > 0 and startup["warm_up_s"] >= 0 and startup["memory_probe_s"] >= 0
