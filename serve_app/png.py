@@ -31,8 +31,8 @@ _COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGB
 _UP_FILTER = 2
 _ADLER_BASE = 65521
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level hint
-# ~1 MiB of pixels per stripe: a 3 MP cut-out spreads over 12 threads, and restarting the 32 KiB window once per
-# MiB costs under 0.1% in size.
+# ~1 MiB of pixels per stripe (or somewhat more, to fill whole rounds of threads: rows_per_stripe): restarting the
+# 32 KiB window once per MiB costs under 0.1% in size.
 DEFAULT_STRIPE_BYTES = 1 << 20
 
 
