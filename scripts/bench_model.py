@@ -179,6 +179,9 @@ def measure_in_ray_task(args: argparse.Namespace, record: dict) -> dict:
     from serve_app.serve_config import derive_config
 
     options = remover_actor_options(derive_config(args.in_ray_task))
+    # The task's process need not share this one's working directory.
+    args = argparse.Namespace(**{key: value.resolve() if isinstance(value, Path) else value
+                                 for key, value in vars(args).items()})
     ray.init(logging_level=logging.WARNING)
     print(f"measuring in a Ray task with {options}", flush=True)
     try:
