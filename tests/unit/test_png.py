@@ -81,7 +81,9 @@ def test_threads_get_whole_rounds_of_equal_stripes():
     (1320, 1980 * 4, 8, 165),  # a 2.6 MP cut-out, 1 MiB stripes: one round of 8 instead of 10 stripes
     (2000, 3000 * 4, 8, 125),  # 6 MP: 24 MB, two rounds of 8
     (1320, 1980 * 4, 1, 132),  # one thread: 1 MiB stripes as they come
-    (5, 700 * 4, 8, 1),        # fewer rows than threads: a row each
+    (5, 700 * 4, 8, 5),        # 14 kB: one stripe, which runs on the calling thread
+    (300, 700 * 4, 8, 50),     # 0.84 MB: 6 stripes of 140 kB, none under an eighth of 1 MiB
+    (200, 700 * 4, 8, 50),     # 0.56 MB: 4 stripes, not 8 of 70 kB
 ])
 def test_rows_per_stripe(height, row_bytes, threads, rows):
     assert rows_per_stripe(height, row_bytes, 1 << 20, threads) == rows
