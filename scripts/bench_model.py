@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
@@ -115,15 +116,17 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
         for _ in range(2):  # warm-up (cudnn autotuning, allocator)
             model.forward(batch).sigmoid()
         synchronize()
-        started = time.perf_counter()
-        for _ in range(iterations):
-            model.forward(batch).sigmoid()
-        synchronize()
+        with GpuBusySampler() as sampler:  # the clock it ran at, to compare with the service's under load
+            started = time.perf_counter()
+            for _ in range(iterations):
+                model.forward(batch).sigmoid()
+            synchronize()
     ms_per_batch = (time.perf_counter() - started) * 1000 / iterations
     peak = torch.cuda.max_memory_allocated(model.device) / 1e9 if model.device.type == "cuda" else None
     return {"batch_size": batch_size, "ms_per_batch": round(ms_per_batch, 1),
             "images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
-            "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None}
+            "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None,
+            **(sampler.summary() if model.device.type == "cuda" else {})}
 
 
 def time_predict(model: BackgroundRemovalModel, batch_size: int, image_size: str, iterations: int) -> dict:

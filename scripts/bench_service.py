@@ -83,7 +83,7 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
                                              warmup_s=args.warmup))
         summary = {"query": query, **result.summary()}
         summary["batch_size_histogram"] = histogram_delta(before, model_info(base_url)["batch_size_histogram"])
-        summary["gpu_busy_fraction"] = sampler.busy_fraction()
+        summary |= sampler.summary()  # GPU busy fraction, SM clock, power
         print(json.dumps(summary), flush=True)
         levels.append(summary)
     return levels

@@ -1,4 +1,4 @@
-"""Sample GPU utilisation with nvidia-smi in the background, for the 'GPU busy fraction' of a run."""
+"""Sample the GPU with nvidia-smi in the background: how busy it was, and at what clock and power, over a run."""
 
 from __future__ import annotations
 
@@ -6,24 +6,49 @@ import shutil
 import subprocess
 import threading
 
+_FIELDS = ("utilization.gpu", "clocks.sm", "power.draw")
+
+
+def parse_samples(stdout: str) -> list[tuple[float | None, float | None, float | None]]:
+    """(utilisation %, SM clock MHz, power W) per GPU from nvidia-smi's csv,noheader,nounits lines; a field it
+    could not read ([N/A]) is None, and a line that is no sample at all is left out."""
+    rows = []
+    for line in stdout.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != len(_FIELDS):
+            continue
+        values = tuple(_number(field) for field in fields)
+        if any(value is not None for value in values):
+            rows.append(values)
+    return rows
+
+
+def _number(field: str) -> float | None:
+    try:
+        return float(field)
+    except ValueError:
+        return None
+
 
 class GpuBusySampler:
-    """Average of nvidia-smi's utilization.gpu (percent of time a kernel ran) over the sampling window."""
+    """Averages of nvidia-smi's utilization.gpu (percent of time a kernel ran), SM clock and power draw over the
+    sampling window (over all GPUs of the machine). A lower clock under sustained load, against a short run's,
+    is one reason two measurements of the same work differ."""
 
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
-        self.samples: list[float] = []
+        self.samples: list[tuple[float | None, ...]] = []  # per sample: the means over the GPUs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = shutil.which("nvidia-smi") is not None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            result = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            result = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(_FIELDS)}", "--format=csv,noheader,nounits"],
                                     capture_output=True, text=True, timeout=10)
-            values = [float(v) for v in result.stdout.split() if v.strip().replace(".", "").isdigit()]
-            if values:
-                self.samples.append(sum(values) / len(values))
+            rows = parse_samples(result.stdout)
+            if rows:
+                self.samples.append(tuple(_mean_of(list(values)) for values in zip(*rows, strict=True)))
 
     def __enter__(self) -> GpuBusySampler:
         if self.available:
@@ -35,5 +60,21 @@ class GpuBusySampler:
         if self.available:
             self._thread.join(timeout=15)
 
+    def _mean(self, index: int) -> float | None:
+        return _mean_of([sample[index] for sample in self.samples])
+
     def busy_fraction(self) -> float | None:
-        return round(sum(self.samples) / len(self.samples) / 100.0, 3) if self.samples else None
+        mean = self._mean(0)
+        return round(mean / 100.0, 3) if mean is not None else None
+
+    def summary(self) -> dict[str, float | None]:
+        """What a benchmark record keeps of the window."""
+        clock, power = self._mean(1), self._mean(2)
+        return {"gpu_busy_fraction": self.busy_fraction(),
+                "gpu_sm_clock_mhz": round(clock) if clock is not None else None,
+                "gpu_power_w": round(power, 1) if power is not None else None}
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
