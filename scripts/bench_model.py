@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import itertools
 import json
 import logging
@@ -19,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
+from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
-from serve_app.settings import ModelSettings
+from serve_app.settings import IngressSettings, ModelSettings
 from serve_app.versions import component_versions
 
 
@@ -70,12 +69,13 @@ def parse_args() -> argparse.Namespace:
 
 def input_batch(model: BackgroundRemovalModel, batch_size: int, photos: list[bytes] | None = None) -> torch.Tensor:
     """A model-ready input on the device (the model's dtype, size and memory format): noise, or the first
-    `batch_size` of `photos` (JPEG files, cycled) through the model core's own resize and normalisation."""
+    `batch_size` of `photos` (JPEG files, cycled) decoded as the ingress decodes them, through the model core's own
+    resize and normalisation."""
     if photos is None:
         width, height = model.input_size
         batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
     else:
-        images = [np.asarray(Image.open(io.BytesIO(photos[index % len(photos)])).convert("RGB"))
+        images = [decode_image(photos[index % len(photos)], max_pixels=IngressSettings().max_image_pixels).model_input
                   for index in range(batch_size)]
         with torch.inference_mode():
             batch = model.preprocess(images)

@@ -89,7 +89,7 @@ def rows_per_stripe(height: int, row_bytes: int, stripe_bytes: int, threads: int
     image_bytes = height * row_bytes
     rounds = max(1, image_bytes // (threads * stripe_bytes))
     stripes = max(1, min(threads * rounds, image_bytes // max(1, stripe_bytes // 8)))
-    return max(1, -(-height // stripes))
+    return -(-height // stripes)
 
 
 def adler32_combine(adler1: int, adler2: int, length2: int) -> int:

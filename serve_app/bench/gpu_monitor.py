@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterable
 
 _FIELDS = ("utilization.gpu", "clocks.sm", "power.draw")
 
@@ -48,7 +49,7 @@ class GpuBusySampler:
                                     capture_output=True, text=True, timeout=10)
             rows = parse_samples(result.stdout)
             if rows:
-                self.samples.append(tuple(_mean_of(list(values)) for values in zip(*rows, strict=True)))
+                self.samples.append(tuple(_mean_of(values) for values in zip(*rows, strict=True)))
 
     def __enter__(self) -> GpuBusySampler:
         if self.available:
@@ -75,6 +76,6 @@ class GpuBusySampler:
                 "gpu_power_w": round(power, 1) if power is not None else None}
 
 
-def _mean_of(values: list[float | None]) -> float | None:
+def _mean_of(values: Iterable[float | None]) -> float | None:
     known = [value for value in values if value is not None]
     return sum(known) / len(known) if known else None
