@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,11 +29,35 @@ REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIR
 REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# Ports are handed out from below Linux's ephemeral range (32768-60999 by default), from which the kernel also takes
+# the local ports of outgoing connections (Ray opens many): one free there when chosen could be a connection's a
+# moment later. Seen in CI: HAProxy could not bind a service's HTTP port. Ports already handed out by this process
+# are not handed out again, so a replica range never covers another service's port.
+_LOWEST_PORT, _HIGHEST_PORT = 10_000, 32_000
+_handed_out: set[int] = set()
+
+
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on now and that this process
+    has not handed out before."""
+    chooser = random.SystemRandom()
+    for _ in range(1000):
+        low = chooser.randrange(_LOWEST_PORT, _HIGHEST_PORT - count)
+        ports = range(low, low + count)
+        if _handed_out.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return low
+    raise RuntimeError(f"no {count} free consecutive ports between {_LOWEST_PORT} and {_HIGHEST_PORT}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -59,7 +84,7 @@ def haproxy_ports() -> dict[str, str]:
     """Environment for `serve run` behind HAProxy: ports free now, for HAProxy's own listeners and the replicas."""
     ports = {name: str(free_port()) for name in HAPROXY_PORT_VARIABLES}
     for low_name, high_name in REPLICA_PORT_RANGES:
-        low = free_port()
+        low = free_port(REPLICA_PORTS_PER_SERVICE + 1)
         ports |= {low_name: str(low), high_name: str(low + REPLICA_PORTS_PER_SERVICE)}
     return ports
 

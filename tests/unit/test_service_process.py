@@ -23,6 +23,14 @@ def test_a_free_port_passes() -> None:
     ensure_port_free("127.0.0.1", free_port())
 
 
+def test_ports_handed_out_never_overlap_and_stay_out_of_the_ephemeral_range() -> None:
+    # The kernel takes outgoing connections' local ports from 32768 up: a port chosen there can be gone a moment later.
+    blocks = [range(low, low + 65) for low in (free_port(65) for _ in range(20))]
+    singles = [free_port() for _ in range(50)]
+    taken = [port for block in blocks for port in block] + singles
+    assert len(taken) == len(set(taken)) and max(taken) < 32768
+
+
 def test_connections_an_earlier_service_left_in_time_wait_do_not_count() -> None:
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
