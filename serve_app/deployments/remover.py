@@ -72,7 +72,9 @@ class BackgroundRemover:
         self._node_id = ray.get_runtime_context().get_node_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # The compiled forward's own thread where it has one: no second hop per batch.
+        self._model_thread = self.model.forward_executor or ThreadPoolExecutor(max_workers=1,
+                                                                                thread_name_prefix="model")
         self._device = DeviceQueue(self.model.submit, self._model_thread, self._settings.max_batch_size,
                                    on_batch=self._count_batch)
         self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,17 +47,19 @@ class CompiledForward:
         self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
         # Every compile and every call runs on this one thread. With inductor's CUDA graphs
         # (compile_options {"triton.cudagraphs": true}) the recorded graphs and their memory pool are kept per
-        # thread, and multithreaded use is a known failure (pytorch/pytorch#123177). Callers (the remover's model
-        # thread, the bulk actor's threads, benchmarks) may be on any thread; the hop costs microseconds against a
-        # 20 ms forward.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
+        # thread, and multithreaded use is a known failure (pytorch/pytorch#123177). Callers on other threads
+        # (the bulk actor's, benchmarks) hop to it; a caller that has work of its own for the device can run all
+        # of it on `executor` (the remover does), and its calls then run inline.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
         self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
-        self._thread.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
-                            options).result()
+        self._owner: threading.Thread | None = None
+        self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
+                             options).result()
 
     def _build(self, forward: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[int, int, int],
                dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device, cache_dir: Path,
                options: dict | None) -> None:
+        self._owner = threading.current_thread()
         use_compile_cache(cache_dir)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
@@ -78,14 +81,19 @@ class CompiledForward:
                     cache_dir)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if threading.current_thread() is self._owner:
+            return self._run_in_buckets(batch)
         # The caller's stream and inference mode are per thread: carry them over to the compiled thread.
         stream = torch.cuda.current_stream(batch.device) if batch.is_cuda else None
         inference = torch.is_inference_mode_enabled()
-        return self._thread.submit(self._call_on_thread, batch, stream, inference).result()
+        return self.executor.submit(self._call_on_thread, batch, stream, inference).result()
 
     def _call_on_thread(self, batch: torch.Tensor, stream: torch.cuda.Stream | None, inference: bool) -> torch.Tensor:
         with torch.inference_mode(inference), torch.cuda.stream(stream) if stream is not None else nullcontext():
-            return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
+            return self._run_in_buckets(batch)
+
+    def _run_in_buckets(self, batch: torch.Tensor) -> torch.Tensor:
+        return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         if not self._cuda_graphs:

@@ -10,6 +10,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,6 +318,12 @@ class BackgroundRemovalModel:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of the final prediction, (B, 1, h, w) in float32."""
         return self._forward(batch)
+
+    @property
+    def forward_executor(self) -> Executor | None:
+        """The one thread the forward must run on, if it has one (compiled execution): a caller that runs its
+        device work there saves a thread hop per batch."""
+        return self._forward.executor if isinstance(self._forward, CompiledForward) else None
 
     def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
         # Also what CUDA graphs capture and torch.compile traces, so every execution gets the same attention.

@@ -87,6 +87,19 @@ def test_callers_on_other_threads_share_the_compiled_graphs(compiled: Background
             assert np.abs(mask.astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_work_run_on_the_forwards_own_thread_calls_it_inline(compiled: BackgroundRemovalModel,
+                                                             eager: BackgroundRemovalModel) -> None:
+    # The remover runs all its device work on forward_executor (one thread): a forward called from there that
+    # queued itself behind the running task would wait forever.
+    images = photos(3)
+    before = dict(counters["stats"]), dict(counters["inductor"])
+    masks = compiled.forward_executor.submit(compiled.predict, images).result(timeout=120)
+    assert (dict(counters["stats"]), dict(counters["inductor"])) == before
+    for mask, expected in zip(masks, eager.predict(images), strict=True):
+        assert np.abs(mask.astype(int) - expected.astype(int)).max() <= 1
+    assert eager.forward_executor is None  # any thread will do: the remover makes its own
+
+
 RESTART = """
 import json, sys
 from pathlib import Path
