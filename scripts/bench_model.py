@@ -55,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--predict-image-size", default="", metavar="WxH",
                         help="also time predict() on uint8 host images of this size (upload, resize, forward, "
                              "resize back, download), e.g. 3000x2000")
+    parser.add_argument("--serving-path", action="store_true",
+                        help="with --inputs photos, also time the model deployment's whole device path: decoded "
+                             "photos in host memory to masks in host memory (upload, resize, forward, resize back, "
+                             "download), each batch submitted before the previous one's masks are read, on the "
+                             "thread the deployment uses; against the forward alone, what the service's batches "
+                             "cost beyond it without Ray or HTTP")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the largest batch size of each variant: the top kernels by device time "
                              "go into the record and to stdout (where the time goes, for the next optimisation)")
@@ -127,6 +133,37 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
             "images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
             "peak_gpu_memory_gb": round(peak, 2) if peak is not None else None,
             **(sampler.summary() if model.device.type == "cuda" else {})}
+
+
+def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations: int, photos: list[bytes]) -> dict:
+    """Batches of decoded photos through submit() and result() as the model deployment's DeviceQueue runs them:
+    the next batch submitted (uploaded, resized, its forward queued) before the current one's masks are read, all
+    on one thread: the compiled forward's own where it has one, as in the deployment."""
+    limit = IngressSettings().max_image_pixels
+    decoded = [decode_image(photos[index % len(photos)], max_pixels=limit).model_input
+               for index in range(batch_size * 2)]
+    batches = [decoded[:batch_size], decoded[batch_size:]]  # alternating, as consecutive batches differ
+
+    def run() -> float:
+        for batch in batches:  # warm-up
+            model.predict(batch)
+        started = time.perf_counter()
+        pending = model.submit(batches[0])
+        for index in range(1, iterations):
+            following = model.submit(batches[index % 2])
+            pending.result()
+            pending = following
+        pending.result()
+        return time.perf_counter() - started
+
+    executor = model.forward_executor
+    with GpuBusySampler() as sampler:
+        seconds = executor.submit(run).result() if executor is not None else run()
+    ms_per_batch = seconds * 1000 / iterations
+    return {"serving_path_ms_per_batch": round(ms_per_batch, 1),
+            "serving_path_images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
+            **({f"serving_path_{key}": value for key, value in sampler.summary().items()}
+               if model.device.type == "cuda" else {})}
 
 
 def time_predict(model: BackgroundRemovalModel, batch_size: int, image_size: str, iterations: int) -> dict:
@@ -214,7 +251,10 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
     inputs = args.inputs.split(",")
     if not set(inputs) <= {"noise", "photos"}:
         raise SystemExit(f"--inputs takes noise and/or photos, got {args.inputs!r}")
-    photos = sample_photo_jpegs(max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
+    if args.serving_path and "photos" not in inputs:
+        raise SystemExit("--serving-path times the benchmark photos: add photos to --inputs")
+    # Twice the largest batch: the serving path alternates two different batches.
+    photos = sample_photo_jpegs(2 * max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
@@ -246,6 +286,8 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                     try:
                         row = {**variant, "input": kind,
                                **time_forward(model, batch_size, args.iterations, photos if kind == "photos" else None)}
+                        if args.serving_path and kind == "photos":
+                            row |= time_serving_path(model, batch_size, args.iterations, photos)
                         if args.predict_image_size:
                             row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
                     except torch.cuda.OutOfMemoryError:

@@ -30,3 +30,21 @@ def test_an_unknown_input_is_refused(tiny_model_dir: Path, tmp_path: Path) -> No
     result = subprocess.run([sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--device", "cpu",
                              "--inputs", "noise,zeros"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "--inputs takes noise and/or photos" in result.stderr
+
+
+def test_the_serving_path_is_timed_beside_the_forward_on_photos(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = run_bench(tiny_model_dir, tmp_path / "record.json", "--inputs", "noise,photos", "--serving-path")["results"]
+    timed = {(row["batch_size"], row["input"]): row for row in rows}
+    assert set(timed) == {(1, "noise"), (1, "photos"), (2, "noise"), (2, "photos")}
+    for batch_size in (1, 2):
+        path = timed[(batch_size, "photos")]
+        assert path["serving_path_images_per_s"] == round(batch_size * 1000 / path["serving_path_ms_per_batch"], 2)
+        # upload, resize and download of full-size photos come on top of the forward
+        assert path["serving_path_ms_per_batch"] > path["ms_per_batch"]
+        assert "serving_path_ms_per_batch" not in timed[(batch_size, "noise")]
+
+
+def test_the_serving_path_needs_photos(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--device", "cpu",
+                             "--serving-path"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--serving-path times the benchmark photos" in result.stderr
