@@ -24,6 +24,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import imaging
 from serve_app.allocator import release_free_memory
@@ -65,13 +66,29 @@ def _error_response(status: int, code: str, message: str, headers: dict[str, str
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-@api.middleware("http")
-async def _require_api_key(request: Request, call_next):
-    keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
-    if keys and request.url.path not in OPEN_PATHS and not key_matches(request.headers.get("authorization"), keys):
-        return _error_response(401, "unauthorized", "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                               {"WWW-Authenticate": "Bearer"})
-    return await call_next(request)
+class RequireApiKey:
+    """401 for a request without a configured API key (when keys are configured), as plain ASGI middleware:
+    Starlette's `@app.middleware("http")` runs each request in a task group and relays the response body through
+    a stream, 0.6 ms per 3.6 MB image response on this project's 2-core machine (0.05 ms this way)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
+            if keys and request.url.path not in OPEN_PATHS and not key_matches(request.headers.get("authorization"),
+                                                                               keys):
+                refusal = _error_response(401, "unauthorized",
+                                          "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                                          {"WWW-Authenticate": "Bearer"})
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(RequireApiKey)
 
 
 @api.exception_handler(ApiError)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from serve_app.auth import key_matches
+from serve_app.deployments.ingress import RequireApiKey
 from serve_app.settings import API_KEYS_ENV, IngressSettings, load_api_keys
 
 KEYS = ("alpha-key", "beta-key")
@@ -32,3 +36,39 @@ def test_keys_come_from_file_and_environment(tmp_path: Path, monkeypatch: pytest
 def test_no_keys_means_no_authentication(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     assert load_api_keys(IngressSettings()) == ()
+
+
+def _guarded_app() -> FastAPI:
+    """A stand-in app behind the ingress's API-key middleware, with the keys the ingress would load."""
+    app = FastAPI()
+    app.state.api_keys = KEYS
+    app.add_middleware(RequireApiKey)
+
+    @app.post("/v1/echo")
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/octet-stream")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def test_the_middleware_refuses_without_a_key_and_passes_bodies_through_with_one() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB each way, as an image upload and its answer travel
+
+    async def exchange() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=_guarded_app())  # in-process: no socket is opened
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [await client.post("/v1/echo", content=body),
+                    await client.post("/v1/echo", content=body, headers={"Authorization": "Bearer wrong"}),
+                    await client.post("/v1/echo", content=body, headers={"Authorization": "Bearer beta-key"}),
+                    await client.get("/healthz")]
+
+    missing, wrong, allowed, health = asyncio.run(exchange())
+    for refused in (missing, wrong):
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["error"]["code"] == "unauthorized"
+    assert allowed.status_code == 200 and allowed.content == body
+    assert health.status_code == 200
