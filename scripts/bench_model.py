@@ -73,22 +73,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def input_batch(model: BackgroundRemovalModel, batch_size: int, photos: list[bytes] | None = None) -> torch.Tensor:
+def decoded_photos(count: int, photo_dir: Path | None) -> list[np.ndarray]:
+    """`count` of the benchmark photos bench_service.py sends, decoded as the ingress decodes them: what the ingress
+    hands the model deployment."""
+    limit = IngressSettings().max_image_pixels
+    return [decode_image(jpeg, max_pixels=limit).model_input
+            for jpeg in sample_photo_jpegs(count, photo_dir=photo_dir)]
+
+
+def input_batch(model: BackgroundRemovalModel, batch_size: int,
+                photos: list[np.ndarray] | None = None) -> torch.Tensor:
     """A model-ready input on the device (the model's dtype, size and memory format): noise, or the first
-    `batch_size` of `photos` (JPEG files, cycled) decoded as the ingress decodes them, through the model core's own
-    resize and normalisation."""
+    `batch_size` of the decoded `photos` through the model core's own resize and normalisation."""
     if photos is None:
         width, height = model.input_size
         batch = torch.randn(batch_size, 3, height, width, device=model.device).to(model.dtype)
     else:
-        images = [decode_image(photos[index % len(photos)], max_pixels=IngressSettings().max_image_pixels).model_input
-                  for index in range(batch_size)]
         with torch.inference_mode():
-            batch = model.preprocess(images)
+            batch = model.preprocess(photos[:batch_size])
     return batch.contiguous(memory_format=model.memory_format)
 
 
-def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list[bytes] | None = None,
+def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list[np.ndarray] | None = None,
                     iterations: int = 3, top: int = 25) -> list[dict]:
     """The kernels and ops that take the most device time over a few forward passes, as a table."""
     batch = input_batch(model, batch_size, photos)
@@ -113,7 +119,7 @@ def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list
 
 
 def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int,
-                 photos: list[bytes] | None = None) -> dict:
+                 photos: list[np.ndarray] | None = None) -> dict:
     batch = input_batch(model, batch_size, photos)
     synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     if model.device.type == "cuda":
@@ -135,14 +141,13 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
             **(sampler.summary() if model.device.type == "cuda" else {})}
 
 
-def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations: int, photos: list[bytes]) -> dict:
+def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations: int,
+                      photos: list[np.ndarray]) -> dict:
     """Batches of decoded photos through submit() and result() as the model deployment's DeviceQueue runs them:
     the next batch submitted (uploaded, resized, its forward queued) before the current one's masks are read, all
     on one thread: the compiled forward's own where it has one, as in the deployment."""
-    limit = IngressSettings().max_image_pixels
-    decoded = [decode_image(photos[index % len(photos)], max_pixels=limit).model_input
-               for index in range(batch_size * 2)]
-    batches = [decoded[:batch_size], decoded[batch_size:]]  # alternating, as consecutive batches differ
+    # alternating between two batches (at least 2 x batch_size photos), as consecutive batches differ
+    batches = [photos[:batch_size], photos[batch_size : 2 * batch_size]]
 
     def run() -> float:
         for batch in batches:  # warm-up
@@ -253,8 +258,8 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
         raise SystemExit(f"--inputs takes noise and/or photos, got {args.inputs!r}")
     if args.serving_path and "photos" not in inputs:
         raise SystemExit("--serving-path times the benchmark photos: add photos to --inputs")
-    # Twice the largest batch: the serving path alternates two different batches.
-    photos = sample_photo_jpegs(2 * max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
+    # Decoded once for every variant; twice the largest batch: the serving path alternates two different batches.
+    photos = decoded_photos(2 * max(batch_sizes), args.photo_dir) if "photos" in inputs else None
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
