@@ -10,6 +10,9 @@ padded to the bucket of 8 all the same; with splitting, 262 of 272. docs/benchma
 
 It also keeps the device fed: the next batch is submitted (uploaded and queued on the GPU) before waiting for
 the current one's masks, so the GPU goes from one batch to the next without an idle gap.
+
+A lone image on an idle device (`run_alone`) skips the queue: it is prepared, submitted and read back in one trip
+to the executor thread instead of three, each a wake-up of another thread under the GIL.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -87,6 +90,35 @@ class DeviceQueue:
         """Images submitted to the device or waiting for it, whose masks are not back yet."""
         return self._running + sum(len(group.images) - group.submitted for group in self._waiting
                                    if not group.future.done())
+
+    def idle(self) -> bool:
+        """Nothing submitted and nothing waiting: a new image would have the device to itself."""
+        return self._running == 0 and not self._waiting
+
+    async def run_alone(self, image: Any, prepare: Callable[[Any], Any] | None = None
+                        ) -> tuple[np.ndarray, DeviceBatch, float]:
+        """The mask of one image, in a pass of its own, with `prepare(image)` (e.g. a device decode) run just
+        before it, all in one trip to the executor thread: (mask, pass, seconds `prepare` took). Meant for an
+        idle device; images that arrive meanwhile queue behind it as usual (their submission waits in the
+        executor for this one's masks, as it would behind a queued pass)."""
+        def prepare_and_run() -> tuple[np.ndarray, DeviceBatch, float]:
+            began = time.perf_counter()
+            prepared = prepare(image) if prepare is not None else image
+            started = time.perf_counter()
+            masks = self._submit([prepared]).result()
+            return masks[0], DeviceBatch(started, (time.perf_counter() - started) * 1000, 1), started - began
+
+        self._on_batch(1)
+        self._running += 1
+        work = asyncio.get_running_loop().run_in_executor(self._executor, prepare_and_run)
+        work.add_done_callback(self._release_alone)
+        # Shielded: a caller that leaves does not cancel `work`, so the backlog counts it until the device is done.
+        return await asyncio.shield(work)
+
+    def _release_alone(self, work: asyncio.Future) -> None:
+        self._running -= 1
+        if not work.cancelled():
+            work.exception()  # retrieved here too: a caller that left would leave asyncio warning about it
 
     async def run(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], DeviceBatch]:
         """Masks for `images`, in order, computed in a forward pass shared with whatever else was waiting."""

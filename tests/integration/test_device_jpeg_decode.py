@@ -18,12 +18,14 @@ from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 from tests.integration.deployment import EDGE_MARGIN, deploy
 
 ROUTE = "/v1/remove-background"
-BATCHING = {"max_batch_size": 16, "batch_wait_timeout_s": 0.25}
 
 
-@pytest.fixture(scope="module")
-def service(base_url: str, tiny_model_dir: Path) -> str:
-    deploy(tiny_model_dir, BATCHING, ingress={"device_jpeg_decode": "when_idle"})
+# With a batch wait, a lone JPEG's decode and pass go through @serve.batch and the device queue; without one, a
+# request that finds the device idle is decoded and run in one trip to the model thread (DeviceQueue.run_alone).
+@pytest.fixture(scope="module", params=[0.25, 0.0], ids=["batch_wait", "no_batch_wait"])
+def service(request: pytest.FixtureRequest, base_url: str, tiny_model_dir: Path) -> str:
+    deploy(tiny_model_dir, {"max_batch_size": 16, "batch_wait_timeout_s": request.param},
+           ingress={"device_jpeg_decode": "when_idle"})
     return base_url
 
 

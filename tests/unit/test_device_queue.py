@@ -138,3 +138,73 @@ def test_backlog_counts_the_images_running_and_waiting_until_their_masks_are_bac
         return seen
 
     assert asyncio.run(scenario()) == [0, 5, 0]
+
+
+def test_a_lone_image_is_prepared_run_and_read_back_in_one_trip_to_the_executor() -> None:
+    executor = ThreadPoolExecutor(1)
+    threads: list[str] = []
+
+    def prepare(tag: int) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return images_tagged(tag)[0]
+
+    def submit(images):
+        threads.append(threading.current_thread().name)
+        return Done([image[..., 0] for image in images])
+
+    trips = 0
+    original_submit = executor.submit
+
+    def counting_submit(*args, **kwargs):
+        nonlocal trips
+        trips += 1
+        return original_submit(*args, **kwargs)
+
+    executor.submit = counting_submit
+    queue = DeviceQueue(submit, executor, max_batch_size=8)
+    assert queue.idle()
+    mask, batch, prepare_s = asyncio.run(queue.run_alone(7, prepare))
+    assert (mask == 7).all() and mask.shape == (2, 3)
+    assert batch.size == 1 and prepare_s >= 0
+    assert trips == 1 and len(set(threads)) == 1 and threads[0] != threading.current_thread().name
+    assert queue.idle() and queue.backlog() == 0
+
+
+def test_images_arriving_during_a_lone_pass_queue_behind_it_and_get_their_own_masks() -> None:
+    predict = GatedPredict()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=8)
+
+    async def scenario():
+        alone = asyncio.create_task(queue.run_alone(images_tagged(1)[0]))
+        await asyncio.sleep(0.05)  # the lone pass is running, blocked
+        assert not queue.idle() and queue.backlog() == 1
+        rest = asyncio.create_task(queue.run(images_tagged(2, 3)))
+        await asyncio.sleep(0.05)
+        assert queue.backlog() == 3
+        predict.release.set()
+        return await alone, await rest
+
+    (mask, _, _), (masks, _) = asyncio.run(scenario())
+    assert (mask == 1).all() and [int(m[0, 0]) for m in masks] == [2, 3]
+    assert predict.sizes == [1, 2]
+
+
+def test_a_lone_pass_stays_in_the_backlog_until_the_device_is_done_even_if_its_caller_leaves() -> None:
+    predict = GatedPredict()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=8)
+
+    async def scenario() -> list[int]:
+        alone = asyncio.create_task(queue.run_alone(images_tagged(1)[0]))
+        await asyncio.sleep(0.05)
+        alone.cancel()
+        await asyncio.sleep(0.05)
+        seen = [queue.backlog()]  # the caller is gone, the pass is not
+        predict.release.set()
+        for _ in range(100):
+            if queue.idle():
+                break
+            await asyncio.sleep(0.01)
+        seen.append(queue.backlog())
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 0]
