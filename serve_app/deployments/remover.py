@@ -25,7 +25,7 @@ from serve_app.versions import component_versions
 
 logger = logging.getLogger("ray.serve")
 
-BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 # The model thread launches thousands of small kernels with the GIL held. A shorter switch interval than
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.

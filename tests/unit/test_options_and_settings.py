@@ -63,11 +63,17 @@ def test_config_mistakes_fail_at_build_time_naming_the_field(raw: dict, field: s
 
 @pytest.mark.parametrize(
     ("raw", "field"),
-    [({"max_batch_size": 0}, "user_config.max_batch_size"), ({"batch_wait_s": 1}, "user_config.batch_wait_s")],
+    [({"max_batch_size": 0}, "user_config.max_batch_size"), ({"max_batch_size": 1025}, "user_config.max_batch_size"),
+     ({"batch_wait_s": 1}, "user_config.batch_wait_s")],
 )
 def test_batch_settings_mistakes_name_the_field(raw: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         parse_batch_settings(raw)
+
+
+def test_a_batch_cap_far_above_what_fits_is_accepted() -> None:
+    # The cap 4x what fits on an H200 (~105 images at 1024x1024): the live limit comes from the probe and splits.
+    assert parse_batch_settings({"max_batch_size": 512}).max_batch_size == 512
 
 
 def test_square_input_size_shorthand() -> None:
