@@ -101,16 +101,18 @@ class DeviceQueue:
         before it, all in one trip to the executor thread: (mask, pass, seconds `prepare` took). Meant for an
         idle device; images that arrive meanwhile queue behind it as usual (their submission waits in the
         executor for this one's masks, as it would behind a queued pass)."""
+        loop = asyncio.get_running_loop()
+
         def prepare_and_run() -> tuple[np.ndarray, DeviceBatch, float]:
             began = time.perf_counter()
             prepared = prepare(image) if prepare is not None else image
             started = time.perf_counter()
+            loop.call_soon_threadsafe(self._on_batch, 1)  # counted once there is a pass (not after a failed decode)
             masks = self._submit([prepared]).result()
             return masks[0], DeviceBatch(started, (time.perf_counter() - started) * 1000, 1), started - began
 
-        self._on_batch(1)
         self._running += 1
-        work = asyncio.get_running_loop().run_in_executor(self._executor, prepare_and_run)
+        work = loop.run_in_executor(self._executor, prepare_and_run)
         work.add_done_callback(self._release_alone)
         # Shielded: a caller that leaves does not cancel `work`, so the backlog counts it until the device is done.
         return await asyncio.shield(work)

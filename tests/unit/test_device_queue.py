@@ -208,3 +208,24 @@ def test_a_lone_pass_stays_in_the_backlog_until_the_device_is_done_even_if_its_c
         return seen
 
     assert asyncio.run(scenario()) == [1, 0]
+
+
+def test_a_lone_image_whose_preparation_fails_counts_no_pass_and_leaves_the_device_idle() -> None:
+    counted: list[int] = []
+    queue = DeviceQueue(GatedPredict(), ThreadPoolExecutor(1), max_batch_size=8, on_batch=counted.append)
+
+    def undecodable(_image):
+        raise ValueError("cannot decode")
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="cannot decode"):
+            await queue.run_alone(b"not a jpeg", undecodable)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert counted == [] and queue.idle()
+    predict = GatedPredict()
+    predict.release.set()
+    queue = DeviceQueue(predict, ThreadPoolExecutor(1), max_batch_size=8, on_batch=counted.append)
+    asyncio.run(queue.run_alone(images_tagged(1)[0]))
+    assert counted == [1]
