@@ -61,7 +61,8 @@ def test_a_jpeg_the_model_replica_cannot_decode_is_sent_again_as_pixels(service:
     assert "model_cpu_decode" in stages and stages["model_device_decode"] == 0, stages
 
 
-def test_under_concurrency_jpegs_go_as_pixels_and_each_caller_gets_its_own_mask(service: str) -> None:
+def test_under_concurrency_jpegs_go_as_pixels_and_each_caller_gets_its_own_mask(
+        service: str, request: pytest.FixtureRequest) -> None:
     boxes = distinct_boxes(16)
     responses = post_all(f"{service}{ROUTE}", [encode(red_square(box=box), "JPEG", quality=95) for box in boxes],
                          content_type="image/jpeg")
@@ -71,5 +72,8 @@ def test_under_concurrency_jpegs_go_as_pixels_and_each_caller_gets_its_own_mask(
         assert_mask_matches(alpha_of(response), expected_alpha(box=box), EDGE_MARGIN)
         stages = parse_server_timing(response.headers["Server-Timing"])
         paths.append("device" if "model_device_decode" in stages else "pixels")
-    # One ingress replica: while it has an image in hand, the next ones go as decoded pixels.
-    assert paths.count("pixels") >= len(boxes) - 1, paths
+    if request.node.callspec.params["service"] > 0:
+        # One ingress replica: while it has an image in hand, the next ones go as decoded pixels; the batch wait
+        # keeps the first one's pass busy until all have arrived. Without a wait, the last few can find the device
+        # idle again and rightly go as files.
+        assert paths.count("pixels") >= len(boxes) - 1, paths
