@@ -26,6 +26,7 @@ from serve_app.model.deform_conv import capturable_deform_conv_active, use_captu
 from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
+from serve_app.model.timeline import PassTimeline, PassTiming
 from serve_app.settings import ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -74,15 +75,20 @@ def split_masks(flat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
 
 @dataclass
 class PendingMasks:
-    """A submitted batch: masks flattened into `host` (pinned memory on CUDA), complete once `done` fires."""
+    """A submitted batch: masks flattened into `host` (pinned memory on CUDA), complete once `done` fires; on CUDA
+    the forward's device time goes to `timeline` as the masks are read."""
 
     host: torch.Tensor
     sizes: list[tuple[int, int]]
     done: torch.cuda.Event | None
+    timing: PassTiming | None = None
+    timeline: PassTimeline | None = None
 
     def result(self) -> list[np.ndarray]:
         if self.done is not None:
             self.done.synchronize()  # blocks this thread only; other CUDA work keeps running
+        if self.timing is not None and self.timeline is not None:
+            self.timeline.record(self.timing)
         return split_masks(self.host, self.sizes)
 
 
@@ -128,6 +134,8 @@ class BackgroundRemovalModel:
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
+        self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
+        self._previous_forward_end: torch.cuda.Event | None = None
         self.on_out_of_memory: Callable[[int], None] | None = None
         self.compile_warmup: dict[int, dict] = {}  # per bucket: seconds to compile or load, and from_cache
         self.compile_options = dict(compile_options or {})
@@ -273,7 +281,13 @@ class BackgroundRemovalModel:
             batch = self._resize_and_normalise([self._upload(image) for image in images])
         compute.wait_stream(self._upload_stream)
         batch.record_stream(compute)  # allocated on the upload stream, read on this one
+        # Still running: this pass waits behind it, so any idle time of the stream in between is a stall.
+        behind = self._previous_forward_end is not None and not self._previous_forward_end.query()
+        forward_start, forward_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        forward_start.record(compute)
         logits = self.forward(batch)  # a tensor of its own: the graph executions hand out clones
+        forward_end.record(compute)
+        self._previous_forward_end = forward_end
         self._download_stream.wait_stream(compute)
         with torch.cuda.stream(self._download_stream):
             logits.record_stream(self._download_stream)
@@ -282,7 +296,7 @@ class BackgroundRemovalModel:
             host.copy_(flat, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-        return PendingMasks(host, sizes, done)
+        return PendingMasks(host, sizes, done, PassTiming(forward_start, forward_end, behind), self.pass_timeline)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Upload, resize to the input size and normalise on the device: (B, 3, H_in, W_in) in the model dtype."""
@@ -369,6 +383,7 @@ class BackgroundRemovalModel:
             "contiguous_attention_masks": self.contiguous_attention_masks,
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "out_of_memory_splits": self.out_of_memory_splits,
+            "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,
             "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
             "device_name": device_name(self.device),

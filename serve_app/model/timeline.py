@@ -1,0 +1,63 @@
+"""The device's own account of its forward passes: how long each took on the GPU, and how long the compute stream sat
+idle before it although the pass was already queued behind the previous one (a stall, as opposed to having nothing
+to do).
+
+Why: under load the service's passes took ~3.8 ms longer per batch of 8 than the same device path alone (H200,
+docs/benchmarks/README.md, fourteenth session), and neither the host-side timings nor nvidia-smi's busy fraction can
+tell a slower forward from gaps between forwards. Two CUDA events around each forward on the compute stream can.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TimedEvent(Protocol):
+    """What torch.cuda.Event(enable_timing=True) offers that is used here."""
+
+    def elapsed_time(self, end_event: TimedEvent) -> float: ...
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """One forward pass's CUDA events (both complete when it is recorded) and whether the pass was queued on the
+    device before the previous pass ended."""
+
+    start: TimedEvent
+    end: TimedEvent
+    queued_behind_previous: bool
+
+
+class PassTimeline:
+    """The last `window` passes in the order they were submitted (one model thread records them as it reads each
+    pass's masks, which it does in that order)."""
+
+    def __init__(self, window: int = 256):
+        self._passes: deque[tuple[float, float | None]] = deque(maxlen=window)  # (forward ms, stall ms or None)
+        self._previous_end: TimedEvent | None = None
+        self._lock = threading.Lock()  # recorded on the model thread, summarised on the replica's event loop
+
+    def record(self, timing: PassTiming) -> None:
+        forward_ms = timing.start.elapsed_time(timing.end)
+        stall_ms = None
+        if timing.queued_behind_previous and self._previous_end is not None:
+            # Same stream, so never negative in principle; clamped against clock rounding.
+            stall_ms = max(0.0, self._previous_end.elapsed_time(timing.start))
+        self._previous_end = timing.end
+        with self._lock:
+            self._passes.append((forward_ms, stall_ms))
+
+    def summary(self) -> dict:
+        """Means over the window: each forward's device time, and the stalls before passes that were queued."""
+        with self._lock:
+            passes = list(self._passes)
+        stalls = [stall for _, stall in passes if stall is not None]
+        return {
+            "passes": len(passes),
+            "forward_ms_mean": round(sum(forward for forward, _ in passes) / len(passes), 2) if passes else None,
+            "queued_passes": len(stalls),
+            "stall_ms_mean": round(sum(stalls) / len(stalls), 2) if stalls else None,
+        }
