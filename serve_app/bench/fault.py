@@ -109,8 +109,19 @@ async def steady_load_with_kill(base_url: str, bodies: list[bytes], plan: FaultP
     def elapsed() -> float:
         return time.perf_counter() - start
 
+    images_in_flight = 0  # image requests sent whose answer has not begun to arrive
+
+    async def on_request(request: httpx.Request) -> None:
+        nonlocal images_in_flight
+        images_in_flight += request.url.path.endswith(ROUTE)
+
+    async def on_response(response: httpx.Response) -> None:
+        nonlocal images_in_flight
+        images_in_flight -= response.request.url.path.endswith(ROUTE)
+
     async with httpx.AsyncClient(timeout=plan.timeout_s, trust_env=False,
-                                 limits=httpx.Limits(max_connections=plan.clients + 1)) as http:
+                                 limits=httpx.Limits(max_connections=plan.clients + 1),
+                                 event_hooks={"request": [on_request], "response": [on_response]}) as http:
 
         async def client(number: int) -> None:
             index = number
@@ -133,6 +144,12 @@ async def steady_load_with_kill(base_url: str, bodies: list[bytes], plan: FaultP
             nonlocal kill_s
             try:
                 await asyncio.sleep(plan.kill_after_s)
+                # The kill is to hit work in progress. Closed-loop clients also spend time judging answers, and
+                # with a fast model all of them can be doing that at once (seen on a 2-core machine): wait for
+                # a moment with an image request out, a few seconds at most.
+                waited_from = elapsed()
+                while not images_in_flight and elapsed() - waited_from < 5:
+                    await asyncio.sleep(0.001)
                 kill_replica(killed_pid)
                 kill_s = elapsed()
                 while elapsed() < plan.max_s:
