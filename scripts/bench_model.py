@@ -152,6 +152,7 @@ def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations
     def run() -> float:
         for batch in batches:  # warm-up
             model.predict(batch)
+        model.pass_timeline.clear()
         started = time.perf_counter()
         pending = model.submit(batches[0])
         for index in range(1, iterations):
@@ -167,7 +168,9 @@ def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations
     ms_per_batch = seconds * 1000 / iterations
     return {"serving_path_ms_per_batch": round(ms_per_batch, 1),
             "serving_path_images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
+            # each forward's device time and the stalls before them: to set beside the service's /v1/info
             **({f"serving_path_{key}": value for key, value in sampler.summary().items()}
+               | {"serving_path_device_passes": model.pass_timeline.summary()}
                if model.device.type == "cuda" else {})}
 
 

@@ -50,6 +50,11 @@ class PassTimeline:
         with self._lock:
             self._passes.append((forward_ms, stall_ms))
 
+    def clear(self) -> None:
+        """Forget the passes so far (a benchmark's warm-up, say)."""
+        with self._lock:
+            self._passes.clear()
+
     def summary(self) -> dict:
         """Means over the window: each forward's device time, and the stalls before passes that were queued."""
         with self._lock:

@@ -34,3 +34,11 @@ def test_the_summary_covers_the_last_passes_only_and_is_empty_before_any() -> No
     for start in (0, 100, 200):
         timeline.record(timed(start, start + 10 * (start // 100 + 1), queued=False))
     assert timeline.summary()["passes"] == 2 and timeline.summary()["forward_ms_mean"] == 25.0
+
+
+def test_clear_forgets_the_passes_so_far() -> None:
+    timeline = PassTimeline()
+    timeline.record(timed(0, 50, queued=False))
+    timeline.clear()
+    timeline.record(timed(60, 80, queued=False))
+    assert timeline.summary()["passes"] == 1 and timeline.summary()["forward_ms_mean"] == 20.0
