@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import json
 import shlex
 import sys
@@ -63,6 +64,9 @@ def outputs(model: BackgroundRemovalModel, images: list[np.ndarray], batch_size:
 
 
 def main() -> None:
+    # An H200 run died with SIGSEGV at interpreter exit after writing its record (fourteenth session): should it
+    # happen again, every thread's Python stack goes to stderr.
+    faulthandler.enable()
     args = parse_args()
     images = [decode_image(jpeg, max_pixels=50_000_000).rgb
               for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
