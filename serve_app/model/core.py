@@ -282,7 +282,8 @@ class BackgroundRemovalModel:
         compute.wait_stream(self._upload_stream)
         batch.record_stream(compute)  # allocated on the upload stream, read on this one
         # Still running: this pass waits behind it, so any idle time of the stream in between is a stall.
-        behind = self._previous_forward_end is not None and not self._previous_forward_end.query()
+        previous = self._previous_forward_end
+        behind = previous if previous is not None and not previous.query() else None
         forward_start, forward_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         forward_start.record(compute)
         logits = self.forward(batch)  # a tensor of its own: the graph executions hand out clones

@@ -23,30 +23,27 @@ class TimedEvent(Protocol):
 
 @dataclass(frozen=True)
 class PassTiming:
-    """One forward pass's CUDA events (both complete when it is recorded) and whether the pass was queued on the
-    device before the previous pass ended."""
+    """One forward pass's CUDA events, and the end event of the pass before it if that was still running when this
+    one was queued (all complete when the pass is recorded)."""
 
     start: TimedEvent
     end: TimedEvent
-    queued_behind_previous: bool
+    queued_behind: TimedEvent | None
 
 
 class PassTimeline:
-    """The last `window` passes in the order they were submitted (one model thread records them as it reads each
-    pass's masks, which it does in that order)."""
+    """The last `window` passes, as their masks are read."""
 
     def __init__(self, window: int = 256):
         self._passes: deque[tuple[float, float | None]] = deque(maxlen=window)  # (forward ms, stall ms or None)
-        self._previous_end: TimedEvent | None = None
         self._lock = threading.Lock()  # recorded on the model thread, summarised on the replica's event loop
 
     def record(self, timing: PassTiming) -> None:
         forward_ms = timing.start.elapsed_time(timing.end)
         stall_ms = None
-        if timing.queued_behind_previous and self._previous_end is not None:
+        if timing.queued_behind is not None:
             # Same stream, so never negative in principle; clamped against clock rounding.
-            stall_ms = max(0.0, self._previous_end.elapsed_time(timing.start))
-        self._previous_end = timing.end
+            stall_ms = max(0.0, timing.queued_behind.elapsed_time(timing.start))
         with self._lock:
             self._passes.append((forward_ms, stall_ms))
 
