@@ -21,7 +21,7 @@ import torch
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.imaging import decode_image
+from serve_app.imaging import decode_image, device_decodable_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import IngressSettings, ModelSettings
@@ -61,6 +61,10 @@ def parse_args() -> argparse.Namespace:
                              "download), each batch submitted before the previous one's masks are read, on the "
                              "thread the deployment uses; against the forward alone, what the service's batches "
                              "cost beyond it without Ray or HTTP")
+    parser.add_argument("--lone-trace", type=Path, metavar="FILE",
+                        help="with --serving-path, also write a profiler trace (Chrome JSON) of three lone requests "
+                             "at batch 1: device JPEG decode, pass and masks, as the deployment runs an image that "
+                             "finds the device idle")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the largest batch size of each variant: the top kernels by device time "
                              "go into the record and to stdout (where the time goes, for the next optimisation)")
@@ -73,12 +77,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def decoded_photos(count: int, photo_dir: Path | None) -> list[np.ndarray]:
-    """`count` of the benchmark photos bench_service.py sends, decoded as the ingress decodes them: what the ingress
-    hands the model deployment."""
+def decoded_photos(jpegs: list[bytes]) -> list[np.ndarray]:
+    """The benchmark photos bench_service.py sends, decoded as the ingress decodes them: what the ingress hands the
+    model deployment."""
     limit = IngressSettings().max_image_pixels
-    return [decode_image(jpeg, max_pixels=limit).model_input
-            for jpeg in sample_photo_jpegs(count, photo_dir=photo_dir)]
+    return [decode_image(jpeg, max_pixels=limit).model_input for jpeg in jpegs]
 
 
 def input_batch(model: BackgroundRemovalModel, batch_size: int,
@@ -174,6 +177,49 @@ def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations
                if model.device.type == "cuda" else {})}
 
 
+def time_lone_requests(model: BackgroundRemovalModel, jpegs: list[bytes], iterations: int,
+                       trace: Path | None = None) -> dict:
+    """One image at a time as the model deployment runs a request that finds the device idle (DeviceQueue.run_alone):
+    its JPEG decoded on the device, a pass of its own, its mask read, on the deployment's thread. Set beside the batch-1
+    forward, this is what the device side adds to a lone request's latency, without Ray or HTTP."""
+    limit = IngressSettings().max_image_pixels
+    files = [device_decodable_jpeg(jpeg, max_pixels=limit) for jpeg in jpegs]
+    files = [file for file in files if file is not None]
+
+    def one(file) -> tuple[float, float]:
+        began = time.perf_counter()
+        image = model.decode_jpeg(file)
+        decoded = time.perf_counter()
+        model.submit([image]).result()
+        return decoded - began, time.perf_counter() - decoded
+
+    def run() -> list[tuple[float, float]]:
+        for file in files[:2]:  # warm-up
+            one(file)
+        model.pass_timeline.clear()
+        times = [one(files[index % len(files)]) for index in range(max(iterations, len(files)))]
+        if trace is not None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if model.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as profiler:
+                for file in files[:3]:
+                    one(file)
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            profiler.export_chrome_trace(str(trace))
+        return times
+
+    executor = model.forward_executor
+    times = executor.submit(run).result() if executor is not None else run()
+    decode_ms = [decode * 1000 for decode, _ in times]
+    pass_ms = [passed * 1000 for _, passed in times]
+    return {"lone_requests": len(times), "lone_decode_ms_mean": round(float(np.mean(decode_ms)), 2),
+            "lone_pass_ms_mean": round(float(np.mean(pass_ms)), 2),
+            "lone_pass_ms_p50": round(float(np.median(pass_ms)), 2),
+            "lone_mean_megapixels": round(float(np.mean([f.size[0] * f.size[1] for f in files])) / 1e6, 2),
+            **({"lone_device_passes": model.pass_timeline.summary()} if model.device.type == "cuda" else {})}
+
+
 def time_predict(model: BackgroundRemovalModel, batch_size: int, image_size: str, iterations: int) -> dict:
     """predict() from host numpy images to host masks: what the serving path pays per batch on the device side."""
     width, height = (int(v) for v in image_size.split("x"))
@@ -262,7 +308,8 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
     if args.serving_path and "photos" not in inputs:
         raise SystemExit("--serving-path times the benchmark photos: add photos to --inputs")
     # Decoded once for every variant; twice the largest batch: the serving path alternates two different batches.
-    photos = decoded_photos(2 * max(batch_sizes), args.photo_dir) if "photos" in inputs else None
+    jpegs = sample_photo_jpegs(2 * max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
+    photos = decoded_photos(jpegs) if jpegs is not None else None
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
@@ -296,6 +343,11 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                                **time_forward(model, batch_size, args.iterations, photos if kind == "photos" else None)}
                         if args.serving_path and kind == "photos":
                             row |= time_serving_path(model, batch_size, args.iterations, photos)
+                            if batch_size == 1:
+                                trace = args.lone_trace
+                                if trace is not None and len(args.modes.split(",")) > 1:
+                                    trace = trace.with_name(f"{trace.stem}_{mode}{trace.suffix}")
+                                row |= time_lone_requests(model, jpegs, args.iterations, trace)
                         if args.predict_image_size:
                             row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
                     except torch.cuda.OutOfMemoryError:

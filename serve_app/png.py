@@ -71,9 +71,9 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
     adler = 1
-    for stripe_adler, stripe_length, idat_chunk in _run(_compress_stripe, jobs, pool):
+    for stripe_adler, stripe_length, idat_pieces in _run(_compress_stripe, jobs, pool):
         adler = adler32_combine(adler, stripe_adler, stripe_length)
-        parts.append(idat_chunk)
+        parts.extend(idat_pieces)
     parts.append(_chunk(b"IDAT", struct.pack(">I", adler)))
     parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)
@@ -102,11 +102,15 @@ def adler32_combine(adler1: int, adler2: int, length2: int) -> int:
 
 
 def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int, alpha: np.ndarray | None,
-                     clear_by: np.ndarray | None) -> tuple[int, int, bytes]:
+                     clear_by: np.ndarray | None) -> tuple[int, int, list[bytes]]:
     """Rows [start, stop) Up-filtered (each minus the row above; the image's first row as is) and deflated, as
-    a whole IDAT chunk (its CRC computed here, on the stripe's thread), with the filtered bytes' Adler-32 and
-    length; with `alpha`, its Up-filtered values replace every 4th byte; with `clear_by`, pixels where it is 0
-    are zeros first."""
+    a whole IDAT chunk in pieces (its CRC computed here, on the stripe's thread), with the filtered bytes' Adler-32
+    and length; with `alpha`, its Up-filtered values replace every 4th byte; with `clear_by`, pixels where it is 0
+    are zeros first.
+
+    Pieces rather than one bytes object: joining them here would copy the stripe's output twice with the GIL held,
+    and the GIL-held work of all the stripes, which finish together, is the tail of a lone request's encode (the
+    caller joins every piece once)."""
     filtered = np.empty((stop - start, 1 + rows.shape[1]), dtype=np.uint8)
     filtered[:, 0] = _UP_FILTER
     above = max(start - 1, 0)  # the Up filter reads the row above the stripe too
@@ -119,8 +123,9 @@ def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int, alpha:
         _up_filter(alpha[above:stop], start == 0, filtered[:, 4::4])
     last = stop == rows.shape[0]
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate: the zlib framing is ours
-    data = compressor.compress(filtered) + compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_FULL_FLUSH)
-    return isal_zlib.adler32(filtered), filtered.size, _chunk(b"IDAT", (_ZLIB_HEADER if start == 0 else b"") + data)
+    data = [_ZLIB_HEADER] if start == 0 else []
+    data += [compressor.compress(filtered), compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_FULL_FLUSH)]
+    return isal_zlib.adler32(filtered), filtered.size, _chunk_pieces(b"IDAT", data)
 
 
 def _up_filter(block: np.ndarray, first: bool, out: np.ndarray) -> None:
@@ -142,4 +147,12 @@ def _run(function: Callable, jobs: list[tuple], pool: Executor | None) -> Iterat
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", isal_zlib.crc32(data, isal_zlib.crc32(kind)))
+    return b"".join(_chunk_pieces(kind, [data]))
+
+
+def _chunk_pieces(kind: bytes, data: list[bytes]) -> list[bytes]:
+    """A PNG chunk whose data is the concatenation of `data`, as pieces to be joined."""
+    crc = isal_zlib.crc32(kind)
+    for piece in data:
+        crc = isal_zlib.crc32(piece, crc)
+    return [struct.pack(">I", sum(len(piece) for piece in data)) + kind, *data, struct.pack(">I", crc)]
