@@ -23,6 +23,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from serve_app.model.buckets import pad_to, run_in_buckets
+from serve_app.model.cuda_graphs import GraphedForward
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,13 @@ class CompiledForward:
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, sample_shape: tuple[int, int, int],
                  dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device,
-                 batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None):
+                 batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None, capture: bool = False):
+        """With `capture` (CUDA only, and not with inductor's own `triton.cudagraphs`), each compiled bucket is then
+        captured whole in one CUDA graph of this class's making, and a pass replays it: one input copy and one
+        launch. Inductor's CUDA graphs replay too, but every call first pays for Dynamo's guards on the model's
+        ~800 parameters, the pre-graph bytecode that gathers them and the graph tree's bookkeeping: 2.3 ms of CPU
+        before a lone batch-1 pass reached the GPU, which sat idle meanwhile (H200, docs/benchmarks, fifteenth
+        session); queued passes hide it, a lone request pays it."""
         self.batch_sizes = sorted(set(batch_sizes))
         self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
         # Every compile and every call runs on this one thread. With inductor's CUDA graphs
@@ -52,13 +59,16 @@ class CompiledForward:
         # of it on `executor` (the remover does), and its calls then run inline.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
         self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
+        if capture and (self._cuda_graphs or device.type != "cuda"):
+            raise ValueError("capturing compiled buckets needs CUDA and no triton.cudagraphs in the options")
         self._owner: threading.Thread | None = None
+        self._graphed: GraphedForward | None = None
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
-                             options).result()
+                             options, capture).result()
 
     def _build(self, forward: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[int, int, int],
                dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device, cache_dir: Path,
-               options: dict | None) -> None:
+               options: dict | None, capture: bool) -> None:
         self._owner = threading.current_thread()
         use_compile_cache(cache_dir)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
@@ -77,8 +87,12 @@ class CompiledForward:
                 torch.cuda.synchronize(device)
             self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1),
                                  "from_cache": counters["inductor"]["fxgraph_cache_miss"] == misses}
-        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)", self.batch_sizes, self.warmup,
-                    cache_dir)
+        if capture:
+            with torch.inference_mode():
+                self._graphed = GraphedForward(self._compiled, sample_shape=sample_shape, dtype=dtype, device=device,
+                                               batch_sizes=self.batch_sizes, memory_format=memory_format)
+        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", self.batch_sizes, self.warmup,
+                    cache_dir, ", each captured in a CUDA graph" if capture else "")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if threading.current_thread() is self._owner:
@@ -93,6 +107,8 @@ class CompiledForward:
             return self._run_in_buckets(batch)
 
     def _run_in_buckets(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._graphed is not None:
+            return self._graphed(batch)
         return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+_WITHOUT_CUDA_GRAPHS = {"cuda_graphs": "eager", "compiled_graphs": "compiled"}
+
+
 def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,9 +133,10 @@ class BackgroundRemovalModel:
             self._download_stream = torch.cuda.Stream(device)
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-        self.execution = "eager" if execution == "cuda_graphs" and device.type != "cuda" else execution
+        # CUDA graphs need CUDA: elsewhere, what runs without them.
+        self.execution = _WITHOUT_CUDA_GRAPHS.get(execution, execution) if device.type != "cuda" else execution
         if execution != self.execution:
-            logger.warning("execution %r needs CUDA; running eager on %s", execution, device)
+            logger.warning("execution %r needs CUDA; running %s on %s", execution, self.execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
         self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
         self._previous_forward_end: torch.cuda.Event | None = None
@@ -144,14 +148,15 @@ class BackgroundRemovalModel:
         # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
         # describe() reports what this process runs.
         if device.type == "cuda" and (
-                self.execution == "cuda_graphs"
+                self.execution in ("cuda_graphs", "compiled_graphs")
                 or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs")))):
             use_capturable_deform_conv("CUDA")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
-        elif self.execution == "compiled":
-            self._forward = self._compile(graph_batch_sizes, compile_cache_dir or default_compile_cache_dir())
+        elif self.execution in ("compiled", "compiled_graphs"):
+            self._forward = self._compile(graph_batch_sizes, compile_cache_dir or default_compile_cache_dir(),
+                                          capture=self.execution == "compiled_graphs")
 
     def _or_eager(self, build: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
                   what: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -175,14 +180,17 @@ class BackgroundRemovalModel:
                                       device=self.device, batch_sizes=batch_sizes)
         return self._or_eager(capture, "CUDA graph capture")
 
-    def _compile(self, batch_sizes: tuple[int, ...], cache_dir: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Compiled forward, every bucket built (or loaded from inductor's cache) now, before traffic."""
+    def _compile(self, batch_sizes: tuple[int, ...], cache_dir: Path,
+                 capture: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Compiled forward, every bucket built (or loaded from inductor's cache) now, before traffic; with
+        `capture`, each then captured in a CUDA graph."""
         width, height = self.input_size
 
         def compile_buckets() -> CompiledForward:
             compiled = CompiledForward(self._eager_forward, sample_shape=(3, height, width), dtype=self.dtype,
                                        memory_format=self.memory_format, device=self.device,
-                                       batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options)
+                                       batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options,
+                                       capture=capture)
             self.compile_warmup = compiled.warmup
             return compiled
         return self._or_eager(compile_buckets, "compiling")

@@ -22,7 +22,8 @@ class GraphedForward:
     """Callable like the eager forward: (B, 3, H, W) in the model dtype -> (B, 1, h, w) float32 logits."""
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, sample_shape: tuple[int, int, int],
-                 dtype: torch.dtype, device: torch.device, batch_sizes: Sequence[int]):
+                 dtype: torch.dtype, device: torch.device, batch_sizes: Sequence[int],
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.batch_sizes = sorted(set(batch_sizes))
         self._inputs: dict[int, torch.Tensor] = {}
         self._outputs: dict[int, torch.Tensor] = {}
@@ -31,7 +32,8 @@ class GraphedForward:
         started = time.perf_counter()
         # Largest first, sharing one memory pool: the graphs never run at the same time.
         for size in reversed(self.batch_sizes):
-            static_input = torch.zeros((size, *sample_shape), dtype=dtype, device=device)
+            static_input = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
+                memory_format=memory_format)  # as the batches come: a compiled forward is guarded on it
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):  # warm-up outside the graph: cudnn picks its algorithms here

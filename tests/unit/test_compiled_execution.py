@@ -121,3 +121,14 @@ def test_a_restarted_process_is_served_from_the_cache(compiled: BackgroundRemova
     assert all(warmup["from_cache"] for warmup in restarted["warmup"].values())
     for mask, reference in zip(restarted["masks"], compiled.predict(photos(2)), strict=True):
         np.testing.assert_array_equal(np.array(mask, dtype=np.uint8), reference)
+
+
+def test_compiled_graphs_runs_as_compiled_without_cuda(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
+                                                       cache_dir: Path) -> None:
+    # No CUDA graphs to capture on a CPU: the compiled buckets serve as they are, from the same cache entries.
+    misses = counters["inductor"]["fxgraph_cache_miss"]
+    model = build(tiny_model_dir, "compiled_graphs", cache_dir)
+    assert model.execution == "compiled" and model.describe()["execution"] == "compiled"
+    assert counters["inductor"]["fxgraph_cache_miss"] == misses
+    for mask, reference in zip(model.predict(photos(3)), compiled.predict(photos(3)), strict=True):
+        np.testing.assert_array_equal(mask, reference)

@@ -94,3 +94,11 @@ def test_shipped_configs_are_valid(name: str) -> None:
             # Ray's own condition for batches to fill (it warns otherwise), see remover.py
             max_ongoing = deployment.get("max_ongoing_requests", MAX_ONGOING_REQUESTS)
             assert max_ongoing >= batching.max_batch_size * GROUPS_IN_FLIGHT
+
+
+def test_compiled_graphs_refuses_inductors_own_cuda_graphs() -> None:
+    # Both would capture the same passes: a config asking for both is told which to drop, before any compile.
+    with pytest.raises(ValueError, match="remove triton.cudagraphs from compile_options"):
+        parse_app_args({"model": {"execution": "compiled_graphs", "compile_options": {"triton.cudagraphs": True}}})
+    model = parse_app_args({"model": {"execution": "compiled_graphs", "compile_options": {"max_autotune": True}}}).model
+    assert model.execution == "compiled_graphs"
