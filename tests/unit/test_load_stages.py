@@ -15,3 +15,16 @@ def test_the_wait_outside_the_ingress_splits_at_the_response_headers() -> None:
     assert means["outside_ingress_stages"] == pytest.approx(14.0)  # (50 - 41 + 60 - 41) / 2
     assert means["client_body_read"] == pytest.approx(6.5)  # (5 + 8) / 2
     assert means["outside_until_headers"] == pytest.approx(7.5)  # the rest of the wait outside
+
+
+def test_throughput_counts_every_answer_that_arrived_in_the_window() -> None:
+    # A closed loop with 1 s latencies, measured from 5 s to 15 s: answers to requests sent during the warm-up
+    # count towards throughput (they kept the service busy in the window), those still out at its end do not.
+    samples = [Sample(4.5, 1.0, 200, 10),  # sent in the warm-up, answered in the window: throughput only
+               Sample(6.0, 1.0, 200, 10),  # both
+               Sample(14.5, 1.0, 200, 10),  # answered after the window: neither
+               Sample(7.0, 1.0, 503, 10)]  # not a good answer: neither
+    summary = LoadResult(clients=2, warmup_s=5.0, measured_s=10.0, samples=samples).summary()
+    assert summary["images_per_s"] == pytest.approx(0.2)
+    assert summary["images_per_s_sent_in_window"] == pytest.approx(0.1)
+    assert summary["latency_ms"]["p50"] == pytest.approx(1000.0)
