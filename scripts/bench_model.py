@@ -331,7 +331,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                            # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
                            "capturable_deform_conv": description["capturable_deform_conv"],
                            "compile_warmup": description["compile_warmup"],
-                           **({"compile_options": args.compile_options} if mode == "compiled" else {})}
+                           **({"compile_options": args.compile_options} if mode.startswith("compiled") else {})}
                 record["device"] = description["device_name"]
                 logits = reference_logits(model)
                 if eager_logits is None:

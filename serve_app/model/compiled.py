@@ -4,6 +4,9 @@ Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a
 inductor's on-disk caches (FX graphs, Triton kernels, AOTAutograd) are kept under `compile_cache_dir`, and a
 warm start traces the model and loads the compiled kernels instead (21.3 s per bucket, same GPU).
 
+With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
+project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
+
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100, 2026-11-22, docs/benchmarks/2026-11-22-h100-compiled).
 """
