@@ -13,8 +13,9 @@ ISA-L's deflate at level 1 (python-isal); both release the GIL. On noisy synthet
 core takes 2.3-2.5x fpng's time for files 8% smaller, and 8 threads 0.4x (16-core H100 host: docs/benchmarks/
 README.md, eighth session, "PNG encoders on this host"). With `threads`, the stripes come in a multiple of that count,
 all of a size: 1 MiB stripes of a 2.6 MP cut-out are 10, which 8 threads run as 8 and then 2, where 8 equal
-stripes run at once (14.3 -> 11.9 ms on an H200 host, twelfth session). The bytes depend on `stripe_bytes` and
-`threads`, never on the pool that runs the stripes.
+stripes run at once (14.3 -> 11.9 ms on an H200 host, twelfth session). The stripes and their filtered rows
+depend on `stripe_bytes` and `threads`, never on the pool that runs them (so, in practice, the bytes: ISA-L's
+deflate of the same rows differed once in a CI run, decoding to the same pixels).
 """
 
 from __future__ import annotations
