@@ -14,7 +14,9 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import IngressSettings, ModelSettings
 from serve_app.versions import component_versions
+
+T = TypeVar("T")
 
 
 def parse_args() -> argparse.Namespace:
@@ -144,6 +148,13 @@ def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int
             **(sampler.summary() if model.device.type == "cuda" else {})}
 
 
+def on_forward_thread(model: BackgroundRemovalModel, run: Callable[[], T]) -> T:
+    """`run()` on the thread the model deployment runs its device work on: the compiled forward's own where it has one
+    (a caller elsewhere would pay a thread hop per forward), else this one."""
+    executor = model.forward_executor
+    return executor.submit(run).result() if executor is not None else run()
+
+
 def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations: int,
                       photos: list[np.ndarray]) -> dict:
     """Batches of decoded photos through submit() and result() as the model deployment's DeviceQueue runs them:
@@ -165,9 +176,8 @@ def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations
         pending.result()
         return time.perf_counter() - started
 
-    executor = model.forward_executor
     with GpuBusySampler() as sampler:
-        seconds = executor.submit(run).result() if executor is not None else run()
+        seconds = on_forward_thread(model, run)
     ms_per_batch = seconds * 1000 / iterations
     return {"serving_path_ms_per_batch": round(ms_per_batch, 1),
             "serving_path_images_per_s": round(batch_size * 1000 / ms_per_batch, 2),
@@ -209,8 +219,7 @@ def time_lone_requests(model: BackgroundRemovalModel, jpegs: list[bytes], iterat
             profiler.export_chrome_trace(str(trace))
         return times
 
-    executor = model.forward_executor
-    times = executor.submit(run).result() if executor is not None else run()
+    times = on_forward_thread(model, run)
     decode_ms = [decode * 1000 for decode, _ in times]
     pass_ms = [passed * 1000 for _, passed in times]
     return {"lone_requests": len(times), "lone_decode_ms_mean": round(float(np.mean(decode_ms)), 2),

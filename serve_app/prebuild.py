@@ -24,7 +24,7 @@ from pathlib import Path
 import ray
 
 from serve_app.serve_config import derive_config, parse_overrides
-from serve_app.settings import parse_app_args
+from serve_app.settings import COMPILED_EXECUTIONS, parse_app_args
 
 
 def remover_actor_options(config: dict) -> dict:
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = derive_config(args.config, model=parse_overrides(args.overrides))
     settings = parse_app_args(config["applications"][0].get("args")).model
-    if settings.execution not in ("compiled", "compiled_graphs"):
-        print(f"nothing to build: execution is {settings.execution!r} (add --set execution=compiled or "
-              "compiled_graphs)", file=sys.stderr)
+    if settings.execution not in COMPILED_EXECUTIONS:
+        print(f"nothing to build: execution is {settings.execution!r} (add --set execution=X, X one of "
+              f"{', '.join(COMPILED_EXECUTIONS)})", file=sys.stderr)
         return 2
     buckets = settings.graph_batch_sizes
     options = bucket_task_options(remover_actor_options(config), len(buckets))

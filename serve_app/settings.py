@@ -21,6 +21,8 @@ MiB = 1024 * 1024
 # The only environment variables the service reads; everything else comes from the config file.
 RESULT_DIR_ENV = "SERVE_APP_RESULT_DIR"
 COMPILE_CACHE_ENV = "SERVE_APP_COMPILE_CACHE"
+# The executions that torch.compile the model (compile_cache_dir, compile_options and the prebuild apply to them).
+COMPILED_EXECUTIONS = ("compiled", "compiled_graphs")
 API_KEYS_ENV = "SERVE_APP_API_KEYS"  # comma-separated; secrets stay out of config files
 
 

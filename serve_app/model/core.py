@@ -27,7 +27,7 @@ from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
 from serve_app.model.timeline import PassTimeline, PassTiming
-from serve_app.settings import ModelSettings, default_compile_cache_dir
+from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class BackgroundRemovalModel:
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
-        elif self.execution in ("compiled", "compiled_graphs"):
+        elif self.execution in COMPILED_EXECUTIONS:
             self._forward = self._compile(graph_batch_sizes, compile_cache_dir or default_compile_cache_dir(),
                                           capture=self.execution == "compiled_graphs")
 
