@@ -81,9 +81,10 @@ class LoadResult:
         means = {name: round(float(np.mean([s.server_stages_ms.get(name, 0.0) for s in samples])), 1)
                  for name in names}
         if samples and names:
-            # model_queue and model_batch are parts of the model stage, not additional time.
+            # model_queue, model_batch, ... and encode_on_thread are parts of the model and encode stages, not
+            # additional time.
             outside = [s.latency_s * 1000 - sum(ms for name, ms in s.server_stages_ms.items()
-                                                if not name.startswith("model_")) for s in samples]
+                                                if not name.startswith(("model_", "encode_"))) for s in samples]
             means["outside_ingress_stages"] = round(float(np.mean(outside)), 1)
             # The same wait split at the response's headers: before them (upload, proxy, the answer's way back to
             # the proxy) and after them (the client reading the body).

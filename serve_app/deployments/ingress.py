@@ -126,6 +126,13 @@ def _options(request: Request, extra_names: tuple[str, ...], format: str, only_m
     return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
 
 
+def _timed(function, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """`function`'s result and the milliseconds it took on this thread."""
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, (time.perf_counter() - started) * 1000
+
+
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
 # (serve_app/allocator.py): its RSS falls after a burst, and no request pays for fresh pages.
 IDLE_TRIM_S = 2.0
@@ -261,10 +268,13 @@ class Ingress:
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):
-            return await self._in_pool(imaging.render, decoded, result.mask, options.format,
-                                       only_mask=options.only_mask,
-                                       bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                                       png_pool=self._png_pool, png_threads=self.settings.png_threads)
+            body, on_thread_ms = await self._in_pool(
+                _timed, imaging.render, decoded, result.mask, options.format, only_mask=options.only_mask,
+                bg_color=options.bg_color, webp_quality=self.settings.webp_quality, png_pool=self._png_pool,
+                png_threads=self.settings.png_threads)
+        # The rest of `encode` is the hand-over to a codec thread and back to this event loop.
+        timer.record("encode_on_thread", on_thread_ms)
+        return body
 
     def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
