@@ -138,6 +138,7 @@ class BackgroundRemovalModel:
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running %s on %s", execution, self.execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
+        self._largest_batch_run = 0  # the most images a forward has run with (cudnn tunes no larger ones)
         self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
         self._previous_forward_end: torch.cuda.Event | None = None
         self.on_out_of_memory: Callable[[int], None] | None = None
@@ -218,9 +219,12 @@ class BackgroundRemovalModel:
         return [np.full((height, width, 3), 255, dtype=np.uint8)] * size
 
     def warm_up(self, batch_size: int = 1) -> None:
-        """Run one forward pass so that lazy CUDA initialisation is paid before the first request."""
+        """Run forward passes so that lazy CUDA initialisation and cudnn's algorithm search for this batch size
+        are paid before the first request: two, as the search waits for a size's second batch
+        (_forward_new_sizes_untuned)."""
         if batch_size > 0:
-            self.predict(self._blank_batch(batch_size))
+            for _ in range(2):
+                self.predict(self._blank_batch(batch_size))
 
     def predict(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
@@ -244,14 +248,17 @@ class BackgroundRemovalModel:
         (recursively), so no image fails because its batch-mates made the batch too big; `on_out_of_memory`
         hears the size that failed, so the caller can lower its batch limit.
         """
+        started = time.perf_counter()
         try:
             return self._submit(images)
         except torch.cuda.OutOfMemoryError:
             if len(images) < 2:
                 raise
+        failed = time.perf_counter()
         self.out_of_memory_splits += 1
-        logger.warning("out of device memory on a batch of %d; retrying it in halves", len(images))
-        release_cached_memory(self.device)
+        release_cached_memory(self.device)  # waits for the part of the pass already queued on the device
+        logger.warning("out of device memory on a batch of %d (%.1f s to fail, %.1f s to drain the device and free "
+                       "memory); retrying it in halves", len(images), failed - started, time.perf_counter() - failed)
         if self.on_out_of_memory is not None:
             self.on_out_of_memory(len(images))
         half = len(images) // 2
@@ -273,7 +280,8 @@ class BackgroundRemovalModel:
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
         if self.device.type != "cuda":
-            return PendingMasks(self.postprocess(self.forward(self.preprocess(images)), sizes), sizes, None)
+            return PendingMasks(self.postprocess(self._forward_new_sizes_untuned(self.preprocess(images)), sizes),
+                                sizes, None)
         # Only the forward passes run on the compute stream. Each batch's upload, resize and normalisation run on
         # the upload stream, during the previous batch's forward; its post-processing and download on the
         # download stream, during the next one's. Eight 6 MP photos are ~150 MB up and ~50 MB down per batch; for
@@ -294,7 +302,7 @@ class BackgroundRemovalModel:
         behind = previous if previous is not None and not previous.query() else None
         forward_start, forward_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         forward_start.record(compute)
-        logits = self.forward(batch)  # a tensor of its own: the graph executions hand out clones
+        logits = self._forward_new_sizes_untuned(batch)  # a tensor of its own: the graph executions hand out clones
         forward_end.record(compute)
         self._previous_forward_end = forward_end
         self._download_stream.wait_stream(compute)
@@ -341,6 +349,24 @@ class BackgroundRemovalModel:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of the final prediction, (B, 1, h, w) in float32."""
         return self._forward(batch)
+
+    def _forward_new_sizes_untuned(self, batch: torch.Tensor) -> torch.Tensor:
+        """forward(), with cudnn's algorithm search (cudnn.benchmark) only for batch sizes that already ran.
+
+        The search times every algorithm of each convolution for each new input shape: seconds per shape at batch
+        sizes in the hundreds. A batch larger than any before may be about to run out of memory (and its halves
+        too), and would pay that search for nothing; it runs with cudnn's heuristics instead, and the search
+        happens at that size's next batch. Graph replays call no cudnn at all.
+        """
+        size = batch.shape[0]
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = previous and size <= self._largest_batch_run
+        try:
+            logits = self.forward(batch)
+        finally:
+            torch.backends.cudnn.benchmark = previous
+        self._largest_batch_run = max(self._largest_batch_run, size)
+        return logits
 
     @property
     def forward_executor(self) -> Executor | None:

@@ -26,9 +26,11 @@ class RunsOutOfMemoryAbove(torch.nn.Module):
         super().__init__()
         self.network, self.fits = network, fits
         self.batch_sizes_seen: list[int] = []
+        self.cudnn_search: list[bool] = []  # whether cudnn would search for algorithms during each batch
 
     def forward(self, pixels: torch.Tensor):
         self.batch_sizes_seen.append(pixels.shape[0])
+        self.cudnn_search.append(torch.backends.cudnn.benchmark)
         if pixels.shape[0] > self.fits:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {pixels.shape[0]} images")
         return self.network(pixels)
@@ -89,3 +91,20 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(RuntimeError, match="shape mismatch"):
         model.predict(photos(4))
     assert Broken.calls == 1 and model.out_of_memory_splits == 0
+
+
+def test_cudnn_searches_algorithms_only_for_batch_sizes_that_already_ran(network: torch.nn.Module,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The search costs seconds per new shape at large batches: a batch that is about to run out of memory, and
+    # its halves, must not pay it. On the GPU this flag is on (the model core sets it); here it is set by hand.
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    failing = RunsOutOfMemoryAbove(network, fits=2)
+    model = model_on(failing)
+
+    model.predict(photos(4))  # 4 fails, then 2 and 2
+    model.predict(photos(1))
+    model.predict(photos(2))
+
+    assert failing.batch_sizes_seen == [4, 2, 2, 1, 2]
+    assert failing.cudnn_search == [False, False, True, True, True]
+    assert torch.backends.cudnn.benchmark  # the process-wide setting is restored after each batch
