@@ -356,8 +356,11 @@ class BackgroundRemovalModel:
         The search times every algorithm of each convolution for each new input shape: seconds per shape at batch
         sizes in the hundreds. A batch larger than any before may be about to run out of memory (and its halves
         too), and would pay that search for nothing; it runs with cudnn's heuristics instead, and the search
-        happens at that size's next batch. Graph replays call no cudnn at all.
+        happens at that size's next batch. Eager execution only: graph replays call no cudnn, and compiled buckets
+        were searched as they were built (the flag is left alone where Dynamo checks its guards on every call).
         """
+        if self.execution != "eager":
+            return self.forward(batch)
         size = batch.shape[0]
         previous = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = previous and size <= self._largest_batch_run
