@@ -271,8 +271,13 @@ class BackgroundRemovalModel:
             # Every batch up to the ceiling runs in a bucket that already ran before this (7-17 s of probing
             # saved at each start of a compiled replica on an H100, docs/benchmarks).
             return ceiling
-        return probe_batch_limit(lambda size: self._submit(self._blank_batch(size)).result(), self.device,
-                                 ceiling=ceiling, headroom_fraction=headroom_fraction)
+
+        def run_batch(size: int) -> None:
+            # The probe tries only sizes its linear estimate says fit, and serving will run them: cudnn searches
+            # their algorithms here, at start-up, rather than at their first live batch (_forward_new_sizes_untuned).
+            self._largest_batch_run = max(self._largest_batch_run, size)
+            self._submit(self._blank_batch(size)).result()
+        return probe_batch_limit(run_batch, self.device, ceiling=ceiling, headroom_fraction=headroom_fraction)
 
     @torch.inference_mode()
     def _submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks:
