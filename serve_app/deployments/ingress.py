@@ -126,11 +126,11 @@ def _options(request: Request, extra_names: tuple[str, ...], format: str, only_m
     return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
 
 
-def _timed(function, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """`function`'s result and the milliseconds it took on this thread."""
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, (time.perf_counter() - started) * 1000
+def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any) -> Any:
+    """`function`'s result, its time on this thread recorded as `stage` (run on a pool thread: the time excludes
+    the hand-over to the thread and back)."""
+    with timer.stage(stage):
+        return function(*args, **kwargs)
 
 
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
@@ -267,14 +267,11 @@ class Ingress:
                 decoded, result = await self._segment_beside_decode(encoded, timer)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
-        with timer.stage("encode"):
-            body, on_thread_ms = await self._in_pool(
-                _timed, imaging.render, decoded, result.mask, options.format, only_mask=options.only_mask,
-                bg_color=options.bg_color, webp_quality=self.settings.webp_quality, png_pool=self._png_pool,
-                png_threads=self.settings.png_threads)
-        # The rest of `encode` is the hand-over to a codec thread and back to this event loop.
-        timer.record("encode_on_thread", on_thread_ms)
-        return body
+        with timer.stage("encode"):  # of which encode_on_thread is the work itself
+            return await self._in_pool(
+                _in_stage, timer, "encode_on_thread", imaging.render, decoded, result.mask, options.format,
+                only_mask=options.only_mask, bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
+                png_pool=self._png_pool, png_threads=self.settings.png_threads)
 
     def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this

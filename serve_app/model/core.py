@@ -36,6 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+# The executions that capture CUDA graphs of their own, and what each runs without them (off CUDA).
 _WITHOUT_CUDA_GRAPHS = {"cuda_graphs": "eager", "compiled_graphs": "compiled"}
 
 
@@ -149,7 +150,7 @@ class BackgroundRemovalModel:
         # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
         # describe() reports what this process runs.
         if device.type == "cuda" and (
-                self.execution in ("cuda_graphs", "compiled_graphs")
+                self.execution in _WITHOUT_CUDA_GRAPHS
                 or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs")))):
             use_capturable_deform_conv("CUDA")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
@@ -220,10 +221,10 @@ class BackgroundRemovalModel:
 
     def warm_up(self, batch_size: int = 1) -> None:
         """Run forward passes so that lazy CUDA initialisation and cudnn's algorithm search for this batch size
-        are paid before the first request: two, as the search waits for a size's second batch
-        (_forward_new_sizes_untuned)."""
+        are paid before the first request: in eager execution two, as the search waits for a size's second batch
+        (_forward_new_sizes_untuned); the other executions searched as they captured or compiled their buckets."""
         if batch_size > 0:
-            for _ in range(2):
+            for _ in range(2 if self.execution == "eager" else 1):
                 self.predict(self._blank_batch(batch_size))
 
     def predict(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
