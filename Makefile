@@ -6,7 +6,7 @@ CONFIG ?= configs/prod.yaml
 # 1: HAProxy takes the HTTP port and forwards straight to the ingress replicas (README, "Lower latency").
 HAPROXY ?= 0
 
-.PHONY: setup test test-unit lint serve serve-tiny tiny-model clean
+.PHONY: setup test test-unit lint serve prebuild serve-tiny tiny-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: setup
 
 serve: setup  ## serve run $(CONFIG); make serve CONFIG=configs/local.yaml for a CPU machine; HAPROXY=1
 	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
+
+prebuild: setup  ## compile $(CONFIG)'s batch buckets into the compile cache, all at once, before `make serve`
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m serve_app.prebuild --config $(CONFIG)
 
 tiny-model: setup
 	$(BIN)/python scripts/make_tiny_model.py .tiny

@@ -1,6 +1,6 @@
 """Fill the compile cache before deploying, so that no replica pays the cold compile (minutes per bucket).
 
-    python -m serve_app.prebuild --config configs/prod.yaml --set execution=compiled
+    python -m serve_app.prebuild --config configs/prod.yaml      (make prebuild; prod.yaml runs compiled_graphs)
 
 Builds the model in a Ray task with the model deployment's `ray_actor_options` (GPU, CPUs, runtime_env), so in
 the same kind of process as a replica: inductor's cache keys depend on the process, not only on the model. Seen

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import typing
 from pathlib import Path
 
 import yaml
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="take args.model and limits from this Serve config (e.g. configs/prod.yaml)")
     offline.add_argument("--model-id", help="override the model (Hub id, directory or import: path)")
     offline.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    offline.add_argument("--execution", choices=typing.get_args(ModelSettings.model_fields["execution"].annotation),
+                         help="override the config's (cuda_graphs: no compiling on a GPU kind not seen before)")
     offline.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     offline.add_argument("--cpu-actors", type=int, default=1, help="model actors when the cluster has no GPU")
     offline.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001', 'local'); "
@@ -53,7 +56,8 @@ def offline_settings(args: argparse.Namespace):
     if args.config:
         raw = yaml.safe_load(args.config.read_text())["applications"][0].get("args") or {}
     app = parse_app_args(raw)
-    overrides = {k: v for k, v in (("model_id", args.model_id), ("device", args.device)) if v}
+    overrides = {k: v for k, v in (("model_id", args.model_id), ("device", args.device),
+                                   ("execution", args.execution)) if v}
     return ModelSettings.model_validate({**app.model.model_dump(), **overrides}), app.ingress
 
 

@@ -77,7 +77,10 @@ class CompiledForward:
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
         self._compiled = torch.compile(forward, dynamic=False, options=options or None)
-        for size in self.batch_sizes:
+        for index, size in enumerate(self.batch_sizes, 1):
+            # Said before, not only after: a first start is silent for minutes here (BiRefNet: 2-3 min per bucket).
+            logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier start or "
+                        "`python -m serve_app.prebuild`", size, index, len(self.batch_sizes), cache_dir)
             misses = counters["inductor"]["fxgraph_cache_miss"]
             started = time.perf_counter()
             # Made and run as the serving path does (an inference tensor, under inference mode): the graph is
