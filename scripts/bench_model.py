@@ -340,6 +340,9 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                            # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
                            "capturable_deform_conv": description["capturable_deform_conv"],
                            "compile_warmup": description["compile_warmup"],
+                           # the attention settings (--set): BiRefNet as published has neither of this project's fixes
+                           "contiguous_attention_masks": description["contiguous_attention_masks"],
+                           "attention_precision": description["attention_precision"],
                            **({"compile_options": args.compile_options} if mode.startswith("compiled") else {})}
                 record["device"] = description["device_name"]
                 logits = reference_logits(model)

@@ -26,6 +26,15 @@ def test_every_batch_size_is_timed_on_each_kind_of_input(tiny_model_dir: Path, t
     assert all(row["images_per_s"] > 0 for row in rows)
 
 
+def test_each_row_says_which_attention_settings_ran(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A run of the model as published (--set turning this project's attention fixes off) says so in its record."""
+    plain = run_bench(tiny_model_dir, tmp_path / "plain.json", "--set", "contiguous_attention_masks=false",
+                      "--set", "attention_precision=fp32")["results"]
+    assert {(row["contiguous_attention_masks"], row["attention_precision"]) for row in plain} == {(False, "fp32")}
+    default = run_bench(tiny_model_dir, tmp_path / "default.json")["results"]
+    assert {(row["contiguous_attention_masks"], row["attention_precision"]) for row in default} == {(True, "model")}
+
+
 def refusal(tiny_model_dir: Path, *extra: str) -> str:
     """What the benchmark says on stderr when it refuses these arguments (it must exit non-zero)."""
     result = subprocess.run([sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--device", "cpu",
