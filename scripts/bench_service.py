@@ -5,6 +5,10 @@ clients, and writes a JSON record: images/s, p50/p95/p99 latency, GPU batch-size
 
     python scripts/bench_service.py --config configs/prod.yaml --levels 1,32 --duration 60 \
         --model-id import:birefnet_random:build --out docs/benchmarks/service.json
+
+prod.yaml runs `execution: compiled_graphs`: on a GPU kind the compile cache has not seen, the first start compiles
+for minutes (within --ready-timeout's 900 s). Fill the cache first (`python -m serve_app.prebuild --config
+configs/prod.yaml --set model_id=...`, the same model), or measure `--set-model execution=cuda_graphs`.
 """
 
 from __future__ import annotations
