@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +21,8 @@ MiB = 1024 * 1024
 # The only environment variables the service reads; everything else comes from the config file.
 RESULT_DIR_ENV = "SERVE_APP_RESULT_DIR"
 COMPILE_CACHE_ENV = "SERVE_APP_COMPILE_CACHE"
+Execution = Literal["eager", "cuda_graphs", "compiled", "compiled_graphs"]
+EXECUTIONS: tuple[str, ...] = get_args(Execution)
 # The executions that torch.compile the model (compile_cache_dir, compile_options and the prebuild apply to them).
 COMPILED_EXECUTIONS = ("compiled", "compiled_graphs")
 API_KEYS_ENV = "SERVE_APP_API_KEYS"  # comma-separated; secrets stay out of config files
@@ -52,7 +54,7 @@ class ModelSettings(StrictModel):
         "auto", description="auto = fp16 on CUDA, fp32 on CPU."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA when available.")
-    execution: Literal["eager", "cuda_graphs", "compiled", "compiled_graphs"] = Field(
+    execution: Execution = Field(
         "eager",
         description="cuda_graphs: capture one CUDA graph per graph_batch_sizes bucket at start-up and replay it "
         "(batches are padded up to a bucket); falls back to eager on CPU. compiled: torch.compile with static "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import typing
 from pathlib import Path
 
 import yaml
@@ -20,7 +19,7 @@ from serve_app.bulk.client import ClientSettings, run_client
 from serve_app.bulk.layout import Layout
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
-from serve_app.settings import ModelSettings, parse_app_args
+from serve_app.settings import EXECUTIONS, ModelSettings, parse_app_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="take args.model and limits from this Serve config (e.g. configs/prod.yaml)")
     offline.add_argument("--model-id", help="override the model (Hub id, directory or import: path)")
     offline.add_argument("--device", choices=["auto", "cuda", "cpu"])
-    offline.add_argument("--execution", choices=typing.get_args(ModelSettings.model_fields["execution"].annotation),
+    offline.add_argument("--execution", choices=EXECUTIONS,
                          help="override the config's (cuda_graphs: no compiling on a GPU kind not seen before)")
     offline.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     offline.add_argument("--cpu-actors", type=int, default=1, help="model actors when the cluster has no GPU")
