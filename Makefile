@@ -1,24 +1,26 @@
-# The README's commands. Each target sets up what it needs from nothing (a virtual environment in .venv).
+# The README's commands. Each target sets up what it needs from nothing (a virtual environment in .venv), with the
+# exact versions in constraints.txt; pyproject.toml keeps the compatible ranges.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/prod.yaml
 # 1: HAProxy takes the HTTP port and forwards straight to the ingress replicas (README, "Lower latency").
 HAPROXY ?= 0
+LOCK := constraints.txt
 
-.PHONY: setup test test-unit lint serve prebuild serve-tiny tiny-model clean
+.PHONY: setup test test-unit lint serve prebuild serve-tiny tiny-model lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
 
-test: setup  ## all three tiers: unit, integration (in-process Ray), e2e (serve run subprocess)
+test: setup  ## every tier: unit, models (real remote code), integration (in-process Ray), e2e (serve run)
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
 
 test-unit: setup
@@ -27,7 +29,8 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check serve_app scripts tests
 
-serve: setup  ## serve run $(CONFIG); make serve CONFIG=configs/local.yaml for a CPU machine; HAPROXY=1
+serve: setup  ## serve run $(CONFIG) after a check of GPUs and model packages; CONFIG=configs/local.yaml on a CPU
+	$(BIN)/python -m serve_app.preflight $(CONFIG)
 	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
 
 prebuild: setup  ## compile $(CONFIG)'s batch buckets into the compile cache, all at once, before `make serve`
@@ -38,6 +41,15 @@ tiny-model: setup
 
 serve-tiny: tiny-model  ## try every route with no weights to download (dark objects on white only)
 	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run configs/tiny.yaml
+
+lock:  ## resolve pyproject.toml's ranges afresh in a scratch environment and pin the result in constraints.txt
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet ".[dev]"
+	{ echo "# Exact versions tested together (Linux x86_64, CPython $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())')); refresh with: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^serve-app[= @]'; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .tiny .pytest_cache

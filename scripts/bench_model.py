@@ -278,8 +278,7 @@ def measure_in_ray_task(args: argparse.Namespace, record: dict) -> dict:
     """measure() in a task placed and sized as a replica of the config's model deployment (its rows print there)."""
     import ray
 
-    from serve_app.prebuild import remover_actor_options
-    from serve_app.serve_config import derive_config
+    from serve_app.serve_config import derive_config, remover_actor_options
 
     options = remover_actor_options(derive_config(args.in_ray_task))
     # The task's process need not share this one's working directory.

@@ -23,15 +23,8 @@ from pathlib import Path
 
 import ray
 
-from serve_app.serve_config import derive_config, parse_overrides
+from serve_app.serve_config import derive_config, parse_overrides, remover_actor_options
 from serve_app.settings import COMPILED_EXECUTIONS, parse_app_args
-
-
-def remover_actor_options(config: dict) -> dict:
-    """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
-    deployments = config["applications"][0].get("deployments", [])
-    remover = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
-    return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
 
 
 def bucket_task_options(options: dict, buckets: int) -> dict:

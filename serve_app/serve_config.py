@@ -32,6 +32,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
 
 
+def remover_actor_options(config: dict) -> dict:
+    """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
+    deployments = config["applications"][0].get("deployments", [])
+    remover = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
+    return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
+
+
 def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
                   batching: dict[str, Any] | None = None, remover: dict[str, Any] | None = None,
                   ingress_replicas: int | None = None, port: int | None = None) -> dict:

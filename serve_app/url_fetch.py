@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
@@ -14,6 +15,8 @@ from serve_app.errors import UpstreamError, UpstreamTimeout, UrlRefused
 from serve_app.settings import IngressSettings
 from serve_app.streams import read_capped
 
+# Labels of letters, digits, hyphens and underscores, dot-separated, with an optional final dot.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (host, port) -> the host's IP addresses as strings; raises socket.gaierror when the host does not resolve.
@@ -45,7 +48,39 @@ def split_url(url: str) -> tuple[str, int]:
         raise UrlRefused(f"only http and https URLs are fetched, not {parts.scheme or 'a relative URL'!r}")
     if not parts.hostname:
         raise UrlRefused("the URL has no host")
+    check_host_form(parts.hostname)
+    try:
+        httpx.URL(url)  # the client that fetches it must accept it too
+    except (httpx.InvalidURL, UnicodeError) as error:
+        raise UrlRefused(f"malformed URL: {error}") from None
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def check_host_form(host: str) -> None:
+    """Refuse hosts the fetcher cannot use as written: legacy numeric forms and names that are not DNS names.
+
+    The system resolver reads 0177.0.0.1, 0x7f000001 or 127.1 (octal, hexadecimal, fewer than four parts) as
+    IPv4 addresses, while HTTP clients and proxies read them differently or not at all: the address checked
+    would not be the one a request goes to.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        pass
+    else:
+        raise UrlRefused(f"host {host!r} is a numeric address in a legacy form: write IPv4 addresses as four "
+                         "decimal numbers (a.b.c.d)")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")  # as the resolver encodes it
+    except UnicodeError as error:
+        raise UrlRefused(f"host {host!r} is not a valid host name: {error}") from None
+    if not _HOST_NAME.fullmatch(ascii_host):
+        raise UrlRefused(f"host {host!r} is not a valid host name")
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -7,6 +7,8 @@ import logging
 
 import torch
 
+from serve_app.model.remote_code import check_model_code
+
 logger = logging.getLogger(__name__)
 
 IMPORT_PREFIX = "import:"
@@ -18,13 +20,15 @@ def load_segmentation_module(model_id: str, revision: str | None = None) -> torc
     `model_id` is whatever `AutoModelForImageSegmentation.from_pretrained` accepts with remote code
     (a Hub repo id such as `ZhengPeng7/BiRefNet` or `briaai/RMBG-2.0`, or a local directory in that layout),
     or `import:package.module:factory` for a callable that builds the module (random-weight benchmarks of
-    an architecture that is not packaged for the Hub).
+    an architecture that is not packaged for the Hub). Packages the remote code imports are checked first:
+    a missing one raises `ModelCodeError` naming it and the install command, before any weights are read.
     """
     if model_id.startswith(IMPORT_PREFIX):
         module = _build_from_import_path(model_id[len(IMPORT_PREFIX) :])
     else:
         from transformers import AutoModelForImageSegmentation
 
+        check_model_code(model_id, revision)
         logger.info("loading %s (revision %s) with trust_remote_code", model_id, revision or "default")
         module = AutoModelForImageSegmentation.from_pretrained(
             model_id, trust_remote_code=True, revision=revision

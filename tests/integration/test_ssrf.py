@@ -60,8 +60,8 @@ def servers() -> Iterator[dict]:
     public.shutdown()
 
 
-def fetch(url: str) -> bytes:
-    fetcher = ImageFetcher(IngressSettings(url_allow_networks=("127.0.0.2/32",), fetch_total_timeout_s=10))
+def fetch(url: str, allow: tuple[str, ...] = ("127.0.0.2/32",)) -> bytes:
+    fetcher = ImageFetcher(IngressSettings(url_allow_networks=allow, fetch_total_timeout_s=10))
 
     async def run() -> bytes:
         try:
@@ -114,3 +114,11 @@ def test_redirect_chains_are_bounded(servers: dict) -> None:
         url = f"http://127.0.0.2:{servers['public']}/redirect?to={url.replace('&', '%26').replace('?', '%3F')}"
     with pytest.raises(UpstreamError, match="more than 3 redirects"):
         fetch(url)
+
+
+@pytest.mark.parametrize("host", ["0177.0.0.1", "0x7f000001", "2130706433", "127.1", "127.0.0.01"])
+def test_legacy_numeric_hosts_are_refused_even_on_an_allowed_network(servers: dict, host: str) -> None:
+    # With loopback allowed, the address would pass the policy; the host form itself is refused (400, not 500).
+    with pytest.raises(UrlRefused, match="legacy form"):
+        fetch(f"http://{host}:{servers['internal']}/x.png", allow=("127.0.0.0/8",))
+    assert "/x.png" not in servers["internal_hits"]

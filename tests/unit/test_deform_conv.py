@@ -75,7 +75,9 @@ def test_chunks_large_batches_without_changing_the_result(monkeypatch: pytest.Mo
     case = _case(batch=5)
     whole = _ours(case)
     monkeypatch.setattr(deform_conv, "_CHUNK_BYTES", 1)  # one image per chunk
-    assert torch.equal(_ours(case), whole)
+    # Each image is computed on its own either way; only the matrix products' blocking changes with the batch,
+    # which moves float64 results by a few units in the last place, never by more than rounding.
+    assert torch.allclose(_ours(case), whole, rtol=1e-12, atol=1e-12)
 
 
 def test_half_precision_follows_the_weight_dtype() -> None:

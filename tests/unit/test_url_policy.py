@@ -75,3 +75,32 @@ def test_requests_go_to_the_checked_address_under_the_original_name(url, address
     pinned_url, headers, extensions = pinned_request(url, ipaddress.ip_address(address))
     assert pinned_url == target and headers == {"Host": host}
     assert extensions.get("sni_hostname") == sni
+
+
+@pytest.mark.parametrize(
+    "host", ["0177.0.0.1", "127.0.0.01", "0x7f000001", "0x7f.0.0.1", "2130706433", "127.1", "10.1",
+             "134744072", "0x08.0x08.0x08.0x08", "010.8.8.8"],
+)
+def test_legacy_numeric_hosts_are_refused_before_resolving(host: str) -> None:
+    # Octal, hexadecimal and short forms: the resolver and the HTTP client read them differently, public or not.
+    with pytest.raises(UrlRefused, match="legacy form"):
+        split_url(f"http://{host}:8080/x.png")
+
+
+@pytest.mark.parametrize(("url", "host"), [("http://8.8.8.8/x.png", "8.8.8.8"), ("http://[::1]:81/", "::1"),
+                                           ("https://images.example/a.png", "images.example"),
+                                           ("http://0-1.example/a.png", "0-1.example")])
+def test_canonical_addresses_and_names_pass_the_form_check(url: str, host: str) -> None:
+    assert split_url(url)[0] == host
+
+
+@pytest.mark.parametrize("host", ["exa mple.com", "a..b", "x" * 64 + ".example", "bad<host>.example"])
+def test_hosts_that_are_not_dns_names_are_refused(host: str) -> None:
+    with pytest.raises(UrlRefused, match="not a valid host name"):
+        split_url(f"http://{host}/x.png")
+
+
+@pytest.mark.parametrize("url", ["http://images.example/a\x01b.png", "http://images.example/" + "a" * 70_000])
+def test_urls_the_http_client_cannot_parse_are_refused(url: str) -> None:
+    with pytest.raises(UrlRefused, match="malformed"):
+        split_url(url)

@@ -1,0 +1,98 @@
+"""The packages a model's remote code imports, checked before anything slow: one line names what is missing.
+
+BiRefNet's and RMBG-2.0's modeling files import timm, kornia and einops at module level. Without them
+`from_pretrained(..., trust_remote_code=True)` ends in an ImportError from deep inside transformers; this check
+reads only `config.json` and the modeling files (a few kB from the Hub, or nothing from a local directory) and
+says which packages to install, and how, before any weights are read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+# Import names whose distribution on the package index has another name.
+DISTRIBUTION_NAMES = {"PIL": "pillow", "cv2": "opencv-python-headless", "sklearn": "scikit-learn",
+                      "skimage": "scikit-image", "yaml": "pyyaml"}
+
+
+class ModelCodeError(RuntimeError):
+    """A model's remote code cannot be read or cannot run here; the message is one line a user can act on."""
+
+
+def _fetch(model_id: str, filename: str, revision: str | None) -> Path:
+    """A file of a local model directory, or of a Hub repository (downloaded once into the Hugging Face cache)."""
+    local = Path(model_id)
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            raise ModelCodeError(f"model directory {model_id} has no {filename}")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model_id, filename, revision=revision))
+    except Exception as error:  # noqa: BLE001 - offline, unknown repo or revision, gated: all one message
+        at = f" at revision {revision}" if revision else ""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelCodeError(f"cannot read {filename} of model {model_id}{at}: {reason}") from None
+
+
+def _module_references(auto_map: dict) -> list[tuple[str | None, str]]:
+    """(other repository or None, module name) for every class that `auto_map` points at."""
+    references = []
+    for value in auto_map.values():
+        for reference in value if isinstance(value, list) else [value]:
+            if not reference:
+                continue
+            repository, _, dotted = reference.rpartition("--")  # "owner/repo--module.Class" names another repo
+            references.append((repository or None, dotted.rsplit(".", 1)[0]))
+    return references
+
+
+def remote_code_files(model_id: str, revision: str | None = None) -> list[Path]:
+    """The modeling and configuration files that the model's `config.json` names, with their relative imports."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    config = json.loads(_fetch(model_id, "config.json", revision).read_text())
+    pending = [(repository or model_id, module, revision if repository is None else None)
+               for repository, module in _module_references(config.get("auto_map", {}))]
+    files: dict[Path, None] = {}
+    while pending:
+        repository, module, at = pending.pop()
+        path = _fetch(repository, module.replace(".", "/") + ".py", at)
+        if path in files:
+            continue
+        files[path] = None
+        pending += [(repository, relative, at) for relative in get_relative_imports(path)]
+    return list(files)
+
+
+def unimportable_packages(files: list[Path]) -> dict[str, str]:
+    """Top-level packages the files import that fail to import here, each with the reason."""
+    from transformers.dynamic_module_utils import get_imports
+
+    failed = {}
+    for name in sorted({name for path in files for name in get_imports(path)}):
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            failed[name] = "not installed" if isinstance(error, ModuleNotFoundError) and error.name == name \
+                else f"{type(error).__name__}: {error}"
+        except Exception as error:  # noqa: BLE001 - a package broken against this torch fails in many ways
+            failed[name] = f"{type(error).__name__}: {error}"
+    return failed
+
+
+def check_model_code(model_id: str, revision: str | None = None) -> None:
+    """Raise ModelCodeError naming every package the model's code needs and this Python cannot import."""
+    failed = unimportable_packages(remote_code_files(model_id, revision))
+    if not failed:
+        return
+    names = ", ".join(name if reason == "not installed" else f"{name} ({reason.splitlines()[0]})"
+                      for name, reason in failed.items())
+    install = " ".join(sorted(DISTRIBUTION_NAMES.get(name, name) for name in failed))
+    raise ModelCodeError(f"the code of model {model_id} imports packages that cannot be imported here: {names}. "
+                         f"Install them with: {sys.executable} -m pip install --upgrade {install}")

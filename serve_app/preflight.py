@@ -1,0 +1,79 @@
+"""Checks a Serve config before `serve run` starts anything: its settings, a GPU, the packages its model needs.
+
+    python -m serve_app.preflight configs/prod.yaml          (make serve runs it first)
+
+Without it, a config that asks for a GPU on a machine with none waits forever for a replica Ray cannot place,
+and a missing package ends in a traceback from inside transformers after Ray has started. Here each ends within
+seconds in one line that says what to run instead. Exit status: 0 ready, 1 the config or the model's code cannot
+work, 2 no GPU for a config that needs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from serve_app.model.loading import IMPORT_PREFIX
+from serve_app.model.remote_code import ModelCodeError, check_model_code
+from serve_app.serve_config import remover_actor_options
+from serve_app.settings import parse_app_args
+
+CPU_CONFIG = "configs/local.yaml"
+
+
+def visible_gpus() -> int:
+    """GPUs PyTorch can use on this machine (CUDA_VISIBLE_DEVICES applies), as Ray's local node will count them."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def gpu_problem(config_path: Path, config: dict, model_device: str, env: dict[str, str]) -> str | None:
+    """Why this machine cannot run the config's model replica, or None.
+
+    Skipped when RAY_ADDRESS names a cluster: its GPUs, present or autoscaled, are the cluster's to provide.
+    """
+    if env.get("RAY_ADDRESS"):
+        return None
+    wanted = remover_actor_options(config).get("num_gpus", 0)
+    if not wanted and model_device != "cuda":
+        return None
+    if visible_gpus():
+        return None
+    asks = f"asks for num_gpus: {wanted:g}" if wanted else "sets device: cuda"
+    return (f"{config_path} runs the model on a GPU (its BackgroundRemover {asks}) and this machine has none that "
+            f"PyTorch can see; on a CPU machine run: make serve CONFIG={CPU_CONFIG}")
+
+
+def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    """(exit status, the one line to print) for the config at `config_path`."""
+    config = yaml.safe_load(config_path.read_text())
+    try:
+        settings = parse_app_args(config["applications"][0].get("args")).model
+    except ValueError as error:
+        return 1, f"{config_path}: {' '.join(str(error).split())}"
+    problem = gpu_problem(config_path, config, settings.device, env)
+    if problem:
+        return 2, problem
+    if not settings.model_id.startswith(IMPORT_PREFIX):
+        try:
+            check_model_code(settings.model_id, settings.revision)
+        except ModelCodeError as error:
+            return 1, str(error)
+    return 0, f"{config_path}: ready to serve {settings.model_id}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="the Serve config that `serve run` will start")
+    status, line = check(parser.parse_args(argv).config, dict(os.environ))
+    print(line, file=sys.stderr if status else sys.stdout, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
