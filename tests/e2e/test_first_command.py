@@ -1,0 +1,65 @@
+"""The README's first command, `make serve`, on a machine like this one: no GPU, no Hub.
+
+It must end within seconds with one line that names what works here, never wait for a GPU that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from serve_app.serve_config import derive_config
+from tests.helpers import TINY_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+
+
+def run(command: list[str], env: dict[str, str], timeout_s: float = 30) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout_s)
+    return done, time.monotonic() - started
+
+
+def test_make_serve_without_a_gpu_stops_within_30_s_naming_the_cpu_command(tmp_path: Path) -> None:
+    # The environment this test runs in is the one `make setup` built: take it as set up (-o).
+    venv = Path(sys.prefix)
+    done, seconds = run(["make", "-s", "-o", f"{venv}/.installed", "serve", f"VENV={venv}"],
+                        {**NO_GPU, "HF_HOME": str(tmp_path / "hf")})
+    assert done.returncode != 0 and seconds < 30, (seconds, done.stdout[-2000:], done.stderr[-2000:])
+    problem = [line for line in done.stderr.splitlines() if "configs/prod.yaml" in line]
+    assert problem == ["configs/prod.yaml runs the model on a GPU (its BackgroundRemover asks for num_gpus: 1) "
+                       "and this machine has none that PyTorch can see; on a CPU machine run: "
+                       "make serve CONFIG=configs/local.yaml"]
+    assert "serve] Error 2" in done.stderr, "make went on past the check"
+
+
+def test_the_cpu_config_without_hub_access_says_so_in_one_line(tmp_path: Path) -> None:
+    done, seconds = run([sys.executable, "-m", "serve_app.preflight", "configs/local.yaml"],
+                        {**NO_GPU, "HF_HOME": str(tmp_path / "hf")})
+    assert done.returncode == 1 and seconds < 30
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("cannot read config.json of model ZhengPeng7/BiRefNet_lite: ")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({}, "ready to serve"),
+    ({"input_size": [0, 5]}, "args.model.input_size"),
+    ({"device": "cuda"}, "sets device: cuda"),
+])
+def test_the_check_passes_a_cpu_model_directory_and_names_what_is_wrong_otherwise(
+        tiny_model_dir: Path, tmp_path: Path, change: dict, expected: str) -> None:
+    import yaml
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir), **change})))
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
+    output = (done.stdout + done.stderr).strip()
+    assert expected in output and "\n" not in output
+    assert (done.returncode == 0) == (expected == "ready to serve")
