@@ -91,6 +91,12 @@ class ModelSettings(StrictModel):
         "scaled_dot_product_attention, so that the fused kernels (memory-efficient, cuDNN) can take it instead of "
         "the math kernel; BiRefNet's Swin backbone needs it (serve_app/model/attention.py).",
     )
+    fused_window_attention: bool = Field(
+        True, description="Give each Swin-style window attention layer of the model (BiRefNet's backbone; the Hub's "
+        "code writes it out as matmul and softmax) a forward that computes the same attention, relative-position "
+        "bias and shifted-window mask included, in one scaled_dot_product_attention call; the downloaded code and "
+        "weights stay as they are (serve_app/model/attention.py).",
+    )
     probe_batch_limit: bool = Field(
         True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "
         "headroom, and cap max_batch_size there (the configured max_batch_size still applies below it).",

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from serve_app.imaging import EncodedJpeg
-from serve_app.model.attention import ContiguousAttentionMasks
+from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
@@ -113,7 +113,8 @@ class BackgroundRemovalModel:
                  precision: str, model_id: str = "<module>", execution: str = "eager",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
-                 attention_precision: str = "model", contiguous_attention_masks: bool = True):
+                 attention_precision: str = "model", contiguous_attention_masks: bool = True,
+                 fused_window_attention: bool = True):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -129,6 +130,8 @@ class BackgroundRemovalModel:
         # fp16 to fp32 and multiplies on CUDA cores; the rest of the network already runs in fp16.
         torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(attention_precision == "model")
         self.contiguous_attention_masks = contiguous_attention_masks
+        # Before any compile or capture, which trace whichever forward the layers have.
+        self.fused_window_attention_layers = fuse_window_attention(self.module) if fused_window_attention else 0
         if device.type == "cuda":
             self._upload_stream = torch.cuda.Stream(device)
             self._download_stream = torch.cuda.Stream(device)
@@ -209,7 +212,8 @@ class BackgroundRemovalModel:
                     compile_cache_dir=settings.compile_cache_dir,
                     compile_options=settings.compile_options,
                     attention_precision=settings.attention_precision,
-                    contiguous_attention_masks=settings.contiguous_attention_masks)
+                    contiguous_attention_masks=settings.contiguous_attention_masks,
+                    fused_window_attention=settings.fused_window_attention)
         logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
                     time.perf_counter() - started)
         return model
@@ -425,6 +429,7 @@ class BackgroundRemovalModel:
             "channels_last": self.memory_format == torch.channels_last,
             "attention_precision": self.attention_precision,
             "contiguous_attention_masks": self.contiguous_attention_masks,
+            "fused_window_attention_layers": self.fused_window_attention_layers,
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "out_of_memory_splits": self.out_of_memory_splits,
             "device_passes": self.pass_timeline.summary(),

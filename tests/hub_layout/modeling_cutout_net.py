@@ -2,8 +2,8 @@
 
 It is written for this project's tests and mirrors only the shape of a BiRefNet-class modeling file: timm, kornia
 and einops imported at module level, a configuration module imported relatively, torchvision's modulated
-deformable convolution in the decoder, window attention that a module-level switch sends through
-`scaled_dot_product_attention` or an explicit softmax, and a list of predictions from coarse to fine. Weights are
+deformable convolution in the decoder, shifted-window attention with a relative-position bias written out as
+matmul and softmax, and a list of predictions from coarse to fine. Weights are
 random; the tests check loading and prediction, not what the masks show.
 """
 
@@ -19,16 +19,6 @@ from transformers import PreTrainedModel
 from .configuration_cutout_net import CutoutNetConfig
 
 
-class Switches:
-    """Read at forward time, so that a caller can change them after loading."""
-
-    def __init__(self) -> None:
-        self.sdpa_enabled = False
-
-
-switches = Switches()
-
-
 class PatchEmbedding(nn.Module):
     def __init__(self, patch_size: int, dim: int):
         super().__init__()
@@ -39,30 +29,69 @@ class PatchEmbedding(nn.Module):
         return self.norm(rearrange(self.proj(x), "b c h w -> b h w c"))
 
 
-class WindowAttentionBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, window: int, drop_path: float):
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """(windows, tokens, tokens): 0 between tokens of one region of the shifted map, -100 across regions."""
+    labels = torch.zeros(height, width, device=device)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, rows in enumerate(bands):
+        for j, cols in enumerate(bands):
+            labels[rows, cols] = 3 * i + j
+    flat = rearrange(labels, "(nh wh) (nw ww) -> (nh nw) (wh ww)", wh=window, ww=window)
+    return (flat.unsqueeze(1) != flat.unsqueeze(2)).float() * -100.0
+
+
+class WindowAttention(nn.Module):
+    """Multi-head attention within each window, with a learned bias per relative position, written out as matmul
+    and softmax as BiRefNet's published code runs it."""
+
+    def __init__(self, dim: int, num_heads: int, window: int):
         super().__init__()
-        self.heads, self.window = heads, window
-        self.norm = nn.LayerNorm(dim)
+        self.num_heads = num_heads
+        self.window_size = to_2tuple(window)
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        rows, cols = rows.flatten(), cols.flatten()
+        offsets = (rows[:, None] - rows[None, :] + window - 1) * (2 * window - 1) + (cols[:, None] - cols[None, :]
+                                                                                      + window - 1)
+        self.register_buffer("relative_position_index", offsets)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.position_bias = nn.Parameter(torch.zeros(heads, window * window, window * window))
-        trunc_normal_(self.position_bias, std=0.02)
+        self.attn_drop = nn.Dropout(0.0)
+        self.proj_drop = nn.Dropout(0.0)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x, mask=None):
+        windows, tokens, channels = x.shape
+        q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.num_heads)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        scores = scores + rearrange(bias, "(i j) h -> h i j", i=tokens).unsqueeze(0)
+        if mask is not None:
+            groups = mask.shape[0]
+            scores = scores.view(windows // groups, groups, self.num_heads, tokens, tokens) + mask[None, :, None]
+            scores = scores.view(windows, self.num_heads, tokens, tokens)
+        attended = self.attn_drop(scores.softmax(dim=-1)) @ v
+        return self.proj_drop(self.proj(rearrange(attended, "n h t d -> n t (h d)")))
+
+
+class WindowBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int, drop_path: float):
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, heads, window)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
         batch, height, width, _ = x.shape
-        windows = rearrange(self.norm(x), "b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c", wh=self.window, ww=self.window)
-        q, k, v = rearrange(self.qkv(windows), "n t (three h d) -> three n h t d", three=3, h=self.heads)
-        bias = self.position_bias.unsqueeze(0).expand(q.shape[0], -1, -1, -1).to(q.dtype)
-        if switches.sdpa_enabled:
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
-            attended = scores.softmax(dim=-1) @ v
-        merged = rearrange(self.proj(rearrange(attended, "n h t d -> n t (h d)")),
-                           "(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c",
+        shifted = torch.roll(self.norm(x), (-self.shift, -self.shift), dims=(1, 2)) if self.shift else self.norm(x)
+        windows = rearrange(shifted, "b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c", wh=self.window, ww=self.window)
+        mask = shifted_window_mask(height, width, self.window, self.shift, x.device).to(x.dtype) if self.shift else None
+        merged = rearrange(self.attn(windows, mask=mask), "(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c",
                            b=batch, nh=height // self.window, wh=self.window)
+        if self.shift:
+            merged = torch.roll(merged, (self.shift, self.shift), dims=(1, 2))
         return x + self.drop_path(merged)
 
 
@@ -91,7 +120,8 @@ class CutoutNet(PreTrainedModel):
         self.embedding = PatchEmbedding(config.patch_size, dim)
         rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
         self.blocks = nn.ModuleList(
-            WindowAttentionBlock(dim, config.num_heads, config.window_size, rate) for rate in rates)
+            WindowBlock(dim, config.num_heads, config.window_size, shift=(index % 2) * config.window_size // 2,
+                        drop_path=rate) for index, rate in enumerate(rates))
         self.coarse_head = nn.Conv2d(dim, 1, kernel_size=1)
         self.refine = ModulatedDeformableConv(dim + 1)
         self.fine_head = nn.Conv2d(dim + 1, 1, kernel_size=3, padding=1)

@@ -3,6 +3,7 @@ loaded through the production path: a local directory, and a repository id from 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -45,18 +46,34 @@ def test_the_model_core_predicts_a_mask_per_image_on_cpu(cutout_net_dir: Path) -
     assert all(int(mask.max()) > int(mask.min()) for mask in masks)
 
 
-def test_the_forward_pass_switch_read_at_run_time_gives_the_same_logits(cutout_net_dir: Path) -> None:
+def test_fused_window_attention_gives_the_written_out_attention(cutout_net_dir: Path) -> None:
     module = load_segmentation_module(str(cutout_net_dir))
-    code = sys.modules[type(module).__module__]
-    batch = torch.randn(2, 3, INPUT_SIZE[1], INPUT_SIZE[0], generator=torch.Generator().manual_seed(0))
+    batch = torch.randn(3, 3, INPUT_SIZE[1], INPUT_SIZE[0], generator=torch.Generator().manual_seed(0))
+    attention = [layer for layer in module.modules() if type(layer).__name__ == "WindowAttention"]
+    seen = []  # (args, kwargs, output) of each attention layer's call, as written out
+
+    def record(_: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        seen.append((args, kwargs, output))
+
+    hooks = [layer.register_forward_hook(record, with_kwargs=True) for layer in attention]
     with torch.inference_mode():
-        explicit = module(batch)[-1]
-        code.switches.sdpa_enabled = True
-        try:
-            fused = module(batch)[-1]
-        finally:
-            code.switches.sdpa_enabled = False
-    assert torch.allclose(explicit, fused, rtol=1e-4, atol=1e-4)
+        written_out_logits = module(batch)[-1]
+    for hook in hooks:
+        hook.remove()
+    model = BackgroundRemovalModel(module, input_size=INPUT_SIZE, device=torch.device("cpu"), precision="fp32")
+    assert model.describe()["fused_window_attention_layers"] == len(attention) == 2
+    with torch.inference_mode():
+        # Each layer on the inputs it saw, the shifted block's mask included, then the whole network.
+        for layer, (args, kwargs, expected) in zip(attention, seen, strict=True):
+            assert torch.allclose(layer(*args, **kwargs), expected, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(model.module(batch)[-1], written_out_logits, rtol=1e-4, atol=1e-4)
+        # In half precision too, each layer against its written-out form in the same precision.
+        for layer, (args, kwargs, _) in zip(attention, seen, strict=True):
+            half = copy.deepcopy(layer).to(torch.bfloat16)
+            args = tuple(arg.to(torch.bfloat16) for arg in args)
+            kwargs = {key: value if value is None else value.to(torch.bfloat16) for key, value in kwargs.items()}
+            expected = type(layer).forward(half, *args, **kwargs).float()
+            assert torch.allclose(half(*args, **kwargs).float(), expected, rtol=3e-2, atol=3e-2)
 
 
 LOAD_BY_ID = """
