@@ -1,13 +1,17 @@
-"""Autoscaling for the model deployment: Serve's own policy, capped at one replica per GPU the cluster has.
+"""Autoscaling policies sized by the cluster's GPUs and CPUs, on top of Serve's own queue-length policy.
 
-Serve's default policy asks for replicas by queue length alone, up to `max_replicas`. On a fixed cluster a replica
-beyond its GPUs can never be placed: it stays pending, Serve warns every 30 s that it "has taken more than 30s to
-be scheduled", and the batches it was meant to take wait for nothing. This policy never asks for more model
-replicas than the cluster's GPUs can hold (at least one, which `min_replicas` already guarantees).
+Model deployment (`OneReplicaPerGpu`): Serve's default policy asks for replicas by queue length alone, up to
+`max_replicas`. On a fixed cluster a replica beyond its GPUs can never be placed: it stays pending, Serve warns every
+30 s that it "has taken more than 30s to be scheduled", and the batches it was meant to take wait for nothing. This
+policy never asks for more model replicas than the cluster's GPUs can hold (at least one). A cluster that adds GPU
+nodes on demand (KubeRay with its autoscaler) grows only when replicas are pending: there, leave the policy out of
+the config, and Serve's default one asks up to `max_replicas`, each pending replica bringing up a GPU node.
 
-A cluster that adds GPU nodes on demand (KubeRay with its autoscaler) grows only when replicas are pending: there,
-leave this policy out of the config, and Serve's default one asks up to `max_replicas`, each pending replica
-bringing up a GPU node.
+Ingress (`IngressForGpus`): what the GPUs need from the ingress is CPU (decode, composite, PNG encode), not a queue
+length. Scaled by queue length alone, the ingress settles below what a busy GPU needs and takes minutes to get
+there, and under overload it can ask for replicas no CPU is left for. This policy keeps as many ingress replicas as the
+CPUs beside the model replicas can hold whenever the cluster has a GPU to feed, so a load step finds them already
+running, and never asks for more than those CPUs hold.
 """
 
 from __future__ import annotations
@@ -20,34 +24,73 @@ from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
 from ray.serve.config import AutoscalingContext
 
 
-def cluster_gpus() -> float:
-    return float(ray.cluster_resources().get("GPU", 0.0))
+def cluster_resources() -> dict[str, float]:
+    return ray.cluster_resources()
+
+
+class _ClusterReading:
+    """The cluster's resources, read at most every `refresh_s`, so that added or lost nodes count within seconds."""
+
+    def __init__(self, refresh_s: float, read: Callable[[], dict[str, float]]):
+        self.refresh_s = refresh_s
+        self._read = read
+        self._resources: dict[str, float] = {}
+        self._read_at = float("-inf")
+
+    def get(self, name: str) -> float:
+        now = time.monotonic()
+        if now - self._read_at >= self.refresh_s:
+            self._resources = dict(self._read())
+            self._read_at = now
+        return float(self._resources.get(name, 0.0))
 
 
 class OneReplicaPerGpu:
     """Serve's queue-length policy, with the replicas it asks for capped at the GPUs the cluster has now.
 
-    Serve builds one instance per deployment from the config's `policy_kwargs` and calls it every control loop;
-    the cluster's GPUs are read at most every `refresh_s`, so that added or lost nodes count within seconds.
+    Serve builds one instance per deployment from the config's `policy_kwargs` and calls it every control loop.
     """
 
     def __init__(self, gpus_per_replica: float = 1.0, refresh_s: float = 10.0,
-                 gpus: Callable[[], float] = cluster_gpus):
+                 resources: Callable[[], dict[str, float]] = cluster_resources):
         if gpus_per_replica <= 0:
             raise ValueError("gpus_per_replica must be above 0")
         self.gpus_per_replica = gpus_per_replica
-        self.refresh_s = refresh_s
-        self._gpus = gpus
-        self._placeable = 1
-        self._read_at = float("-inf")
+        self.cluster = _ClusterReading(refresh_s, resources)
 
     def placeable_replicas(self) -> int:
-        now = time.monotonic()
-        if now - self._read_at >= self.refresh_s:
-            self._placeable = max(1, int(self._gpus() // self.gpus_per_replica))
-            self._read_at = now
-        return self._placeable
+        return max(1, int(self.cluster.get("GPU") // self.gpus_per_replica))
 
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
         desired, state = replica_queue_length_autoscaling_policy(ctx)
         return min(desired, self.placeable_replicas()), state
+
+
+class IngressForGpus:
+    """Serve's queue-length policy, kept between a floor for the GPUs and what the cluster's CPUs can hold.
+
+    Capacity is (cluster CPUs - GPUs x `model_replica_cpus` - `reserved_cpus`) / `cpus_per_replica`: every CPU the
+    model replicas and Ray's own processes (proxy, controller, raylet) leave free. While the cluster has a GPU to
+    feed, that capacity is also the floor; without one, the queue length decides up to it. `min_replicas` and
+    `max_replicas` still bound the result.
+    """
+
+    def __init__(self, model_replica_cpus: float = 2.0, cpus_per_replica: float = 1.0, reserved_cpus: float = 2.0,
+                 refresh_s: float = 10.0, resources: Callable[[], dict[str, float]] = cluster_resources):
+        if cpus_per_replica <= 0:
+            raise ValueError("cpus_per_replica must be above 0")
+        self.model_replica_cpus = model_replica_cpus
+        self.cpus_per_replica = cpus_per_replica
+        self.reserved_cpus = reserved_cpus
+        self.cluster = _ClusterReading(refresh_s, resources)
+
+    def capacity(self) -> int:
+        gpus = self.cluster.get("GPU")
+        spare = self.cluster.get("CPU") - gpus * self.model_replica_cpus - self.reserved_cpus
+        return max(1, int(spare // self.cpus_per_replica))
+
+    def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
+        desired, state = replica_queue_length_autoscaling_policy(ctx)
+        capacity = self.capacity()
+        floor = capacity if self.cluster.get("GPU") else 0
+        return min(max(desired, floor), capacity), state

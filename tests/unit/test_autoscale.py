@@ -6,11 +6,12 @@ import pytest
 from ray.serve._private.common import DeploymentID
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-from serve_app.deployments.autoscale import OneReplicaPerGpu
+from serve_app.deployments.autoscale import IngressForGpus, OneReplicaPerGpu
 
 
 def context(running: int, ongoing: float, target_ongoing: float = 16) -> AutoscalingContext:
-    config = AutoscalingConfig(min_replicas=1, max_replicas=64, target_ongoing_requests=target_ongoing)
+    config = AutoscalingConfig(min_replicas=1, max_replicas=64, target_ongoing_requests=target_ongoing,
+                               upscale_delay_s=0, downscale_delay_s=0)
     return AutoscalingContext(
         deployment_id=DeploymentID(name="BackgroundRemover", app_name="background-removal"),
         deployment_name="BackgroundRemover", app_name="background-removal", current_num_replicas=running,
@@ -23,20 +24,20 @@ def context(running: int, ongoing: float, target_ongoing: float = 16) -> Autosca
                                                                    (0, 1, 1), (3, 2, 1)])
 def test_a_load_for_five_replicas_asks_for_no_more_than_the_gpus_hold(gpus: float, gpus_per_replica: float,
                                                                       expected: int) -> None:
-    policy = OneReplicaPerGpu(gpus_per_replica=gpus_per_replica, gpus=lambda: gpus)
+    policy = OneReplicaPerGpu(gpus_per_replica=gpus_per_replica, resources=lambda: {"GPU": gpus})
     desired, _ = policy(context(running=1, ongoing=80))  # 80 ongoing at 16 per replica: Serve's policy wants 5
     assert desired == expected
 
 
 def test_a_light_load_scales_down_as_serve_would() -> None:
-    policy = OneReplicaPerGpu(gpus=lambda: 8)
+    policy = OneReplicaPerGpu(resources=lambda: {"GPU": 8})
     desired, _ = policy(context(running=4, ongoing=16))
     assert desired == 1
 
 
 def test_gpus_added_to_the_cluster_count_after_the_refresh_interval() -> None:
     gpus = [1.0]
-    policy = OneReplicaPerGpu(refresh_s=0.0, gpus=lambda: gpus[0])
+    policy = OneReplicaPerGpu(refresh_s=0.0, resources=lambda: {"GPU": gpus[0]})
     assert policy(context(running=1, ongoing=80))[0] == 1
     gpus[0] = 3.0
     assert policy(context(running=1, ongoing=80))[0] == 3
@@ -46,3 +47,19 @@ def test_the_policy_is_accepted_by_serve_config_validation() -> None:
     config = AutoscalingConfig(min_replicas=1, max_replicas=8, policy={
         "policy_function": "serve_app.deployments.autoscale:OneReplicaPerGpu", "policy_kwargs": {"refresh_s": 5}})
     assert config.policy.get_policy() is OneReplicaPerGpu
+
+
+@pytest.mark.parametrize(("cpus", "gpus", "expected"), [(16, 1, 12), (32, 2, 26), (128, 8, 110), (6, 1, 2),
+                                                       (4, 1, 1)])
+def test_ingress_beside_gpus_keeps_the_replicas_the_spare_cpus_hold_idle_or_busy(cpus: float, gpus: float,
+                                                                              expected: int) -> None:
+    policy = IngressForGpus(resources=lambda: {"CPU": cpus, "GPU": gpus})
+    assert policy(context(running=2, ongoing=0, target_ongoing=8))[0] == expected
+    assert policy(context(running=expected, ongoing=1000, target_ongoing=8))[0] == expected
+
+
+def test_ingress_without_gpus_scales_by_queue_length_up_to_the_cpus() -> None:
+    policy = IngressForGpus(resources=lambda: {"CPU": 16})
+    assert policy(context(running=2, ongoing=0, target_ongoing=8))[0] == 0
+    assert policy(context(running=2, ongoing=40, target_ongoing=8))[0] == 5
+    assert policy(context(running=2, ongoing=1000, target_ongoing=8))[0] == 14
