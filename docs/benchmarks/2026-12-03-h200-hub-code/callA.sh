@@ -1,0 +1,16 @@
+# Call A (fresh machine): host and versions, random weights beside the Hub's code, the cold prebuild of prod.yaml's
+# buckets into the default compile cache, then the model alone (eager and compiled_graphs, batch 1 and 8) from it.
+source .gpurun/setup.sh
+{ nproc; lscpu | grep -i "model name"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import sys, torch, torchvision, transformers, timm, kornia, einops, ray; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'kornia', kornia.__version__, 'einops', einops.__version__, 'ray', ray.__version__)"; } > $OUT/host.txt 2>&1; cat $OUT/host.txt
+sha256sum .hub-birefnet/birefnet.py .hub-birefnet/BiRefNet_config.py .hub-birefnet/config.json | tee -a $OUT/host.txt
+python3 .hub-birefnet/make_random_dir.py /tmp/hub > $OUT/weights.log 2>&1; ph "weights exit $?"; tail -1 $OUT/weights.log
+timeout 330 python3 -m serve_app.prebuild --address local --config configs/prod.yaml --set model_id=/tmp/hub > $OUT/prebuild.log 2>&1; ph "prebuild exit $?"
+grep '^{' $OUT/prebuild.log | cut -c1-600; grep -i "Traceback" -A8 $OUT/prebuild.log | head -20
+ray stop --force > /dev/null 2>&1
+timeout $((585-SECONDS)) python3 scripts/bench_model.py --in-ray-task configs/prod.yaml --model-id /tmp/hub --precisions fp16 \
+  --modes eager,compiled_graphs --batch-sizes 1,8 --inputs photos --photo-dir $PWD/.photos --iterations 20 \
+  --out $OUT/model.json > $OUT/model.log 2>&1; ph "model exit $?"
+python3 -c "import json; [print(r['mode'], r['execution'], r['batch_size'], r['ms_per_batch'], r['images_per_s'], r.get('fused_window_attention_layers'), r.get('compile_warmup')) for r in json.load(open('$OUT/model.json'))['results']]" 2>&1 | tail -6
+grep -i "Traceback" -A8 $OUT/model.log | head -20
+ray stop --force > /dev/null 2>&1; ph done
