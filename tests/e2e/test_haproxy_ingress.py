@@ -21,6 +21,10 @@ ROUTE = "/v1/remove-background"
 QUEUED = 4
 BURST = 40
 BURST_SIZE = (1000, 700)
+# Behind HAProxy, Serve keeps a stopping ingress replica open for this long (30 s by default) so that a load
+# balancer can deregister it first. No test here stops a replica under traffic: a short hold saves the wait at
+# the module's teardown.
+SHORT_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def haproxy_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
                            ingress={"result_dir": str(workdir / "results")}, port=free_port())
     ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
     ingress["max_queued_requests"] = QUEUED
-    process = ServeProcess(config, workdir, workdir / "serve.log", env=ingress_proxy_env("haproxy"))
+    process = ServeProcess(config, workdir, workdir / "serve.log", env={**ingress_proxy_env("haproxy"), **SHORT_DRAIN})
     try:
         process.wait_ready(timeout_s=300)
         yield process
