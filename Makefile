@@ -14,8 +14,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# --no-compile: bytecode is written on first import, for the modules that are imported, instead of for all of
-# torch, Ray and transformers at install time (half the install's time).
+# --no-compile: bytecode is written on first import, for the modules a run imports, instead of for all of torch,
+# Ray and transformers at install time (about half the install's time). $(RUN) lets it be written even where the
+# environment sets PYTHONDONTWRITEBYTECODE, which would make every process compile its imports again.
+RUN := env -u PYTHONDONTWRITEBYTECODE RAY_USAGE_STATS_ENABLED=0
 $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile --constraint $(LOCK) -e ".[dev]"
 	touch $@
@@ -23,26 +25,26 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 setup: $(VENV)/.installed
 
 test: setup  ## every tier: unit, models (real remote code), integration (in-process Ray), e2e (serve run)
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
+	$(RUN) $(BIN)/python -m pytest -q
 
 test-unit: setup
-	$(BIN)/python -m pytest -q tests/unit
+	$(RUN) $(BIN)/python -m pytest -q tests/unit
 
 lint: setup
 	$(BIN)/ruff check serve_app scripts tests
 
 serve: setup  ## serve run $(CONFIG) after a check of GPUs and model packages; CONFIG=configs/local.yaml on a CPU
-	$(BIN)/python -m serve_app.preflight $(CONFIG)
-	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
+	$(RUN) $(BIN)/python -m serve_app.preflight $(CONFIG)
+	$(RUN) RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
 
 prebuild: setup  ## compile $(CONFIG)'s batch buckets into the compile cache, all at once, before `make serve`
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m serve_app.prebuild --config $(CONFIG)
+	$(RUN) $(BIN)/python -m serve_app.prebuild --config $(CONFIG)
 
 tiny-model: setup
 	$(BIN)/python scripts/make_tiny_model.py .tiny
 
 serve-tiny: tiny-model  ## try every route with no weights to download (dark objects on white only)
-	RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run configs/tiny.yaml
+	$(RUN) RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run configs/tiny.yaml
 
 lock:  ## resolve pyproject.toml's ranges afresh in a scratch environment and pin the result in constraints.txt
 	rm -rf .lock-venv
