@@ -64,7 +64,7 @@ def outputs(model: BackgroundRemovalModel, images: list[np.ndarray], batch_size:
 
 
 def main() -> None:
-    # An H200 run died with SIGSEGV at interpreter exit after writing its record (fourteenth session): should it
+    # An H200 run died with SIGSEGV at interpreter exit after writing its record: should it
     # happen again, every thread's Python stack goes to stderr.
     faulthandler.enable()
     args = parse_args()

@@ -4,7 +4,7 @@ glibc keeps freed memory in its heaps for reuse, so a process's RSS stays at its
 images. Mapping every large buffer fresh instead (MALLOC_MMAP_THRESHOLD_, which the ingress used before) gives
 the memory back at once but pays for it on every request: each new 10-20 MB buffer is page-faulted and zeroed
 again by the kernel, from all the codec threads at once. Measured on a 2-core machine: decode 7.2 -> 8.8 ms,
-composite + PNG 15.1 -> 18.8 ms for a mean 2.6 MP photo (docs/benchmarks, tenth session). So buffers are reused
+composite + PNG 15.1 -> 18.8 ms for a mean 2.6 MP photo (H200). So buffers are reused
 while busy, and `release_free_memory` trims the heaps once the process has gone idle.
 """
 

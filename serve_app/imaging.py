@@ -167,7 +167,7 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """(H, W, 4) RGBX from libjpeg-turbo straight into a numpy array, with the GIL released; None if it warns.
 
     The same library and settings (accurate DCT, smooth upsampling) as Pillow's decoder, so the same pixels, in
-    about half the time: Pillow's route adds a full copy on the way to numpy (measured in docs/benchmarks).
+    about half the time: Pillow's route adds a full copy on the way to numpy (measured).
     CMYK and other rare JPEGs take Pillow's route, and so do damaged ones: libjpeg's warnings (stray bytes
     before a marker, common from some cameras and editors) are errors here, and Pillow decides as it always did.
     """
@@ -270,7 +270,7 @@ def _cutout_alpha(image: DecodedImage, mask: np.ndarray) -> np.ndarray:
 
 
 # libwebp's effort (0-6; Pillow's default 4). On 1.4-4.2 MP cut-outs at quality 90, 2 took 0.57-0.61x the time
-# of 4 for 3-10% more bytes (2672x1564: 274 against 471 ms, 135 against 123 KB; docs/benchmarks/2026-11-23-cpu-webp).
+# of 4 for 3-10% more bytes (2672x1564: 274 against 471 ms, 135 against 123 KB; one CPU core).
 WEBP_METHOD = 2
 
 

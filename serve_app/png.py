@@ -10,10 +10,10 @@ so the stripes' deflate streams concatenate into one zlib stream. Each stripe is
 (PNG readers join consecutive IDATs); the zlib header leads the first, and the Adler-32 of all filtered bytes,
 combined from the stripes', trails in a last 4-byte chunk. Rows use the Up filter (one numpy subtraction) and
 ISA-L's deflate at level 1 (python-isal); both release the GIL. On noisy synthetic cut-outs (the worst case) one
-core takes 2.3-2.5x fpng's time for files 8% smaller, and 8 threads 0.4x (16-core H100 host: docs/benchmarks/
-README.md, eighth session, "PNG encoders on this host"). With `threads`, the stripes come in a multiple of that count,
+core takes 2.3-2.5x fpng's time for files 8% smaller, and 8 threads 0.4x (16-core H100 host).
+With `threads`, the stripes come in a multiple of that count,
 all of a size: 1 MiB stripes of a 2.6 MP cut-out are 10, which 8 threads run as 8 and then 2, where 8 equal
-stripes run at once (14.3 -> 11.9 ms on an H200 host, twelfth session). The stripes and their filtered rows
+stripes run at once (14.3 -> 11.9 ms on an H200 host). The stripes and their filtered rows
 depend on `stripe_bytes` and `threads`, never on the pool that runs them (so, in practice, the bytes: ISA-L's
 deflate of the same rows differed once in a CI run, decoding to the same pixels).
 """
@@ -51,7 +51,7 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     With `clear_transparent` (four channels only), every pixel whose alpha is 0 is written as (0, 0, 0, 0), again
     by the stripes and with `pixels` unchanged. Nobody sees those colours, and runs of zeros deflate at a fraction
     of the cost of photo noise: a cut-out with half its area transparent took 40% less time and 48% fewer bytes on
-    one core, one with none 1% more time (docs/benchmarks/README.md, eleventh session).
+    one core, one with none 1% more time (an H200 host).
     """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ValueError(f"expected non-empty uint8 (H, W[, C]) pixels, got {pixels.dtype} {pixels.shape}")
@@ -84,7 +84,7 @@ def rows_per_stripe(height: int, row_bytes: int, stripe_bytes: int, threads: int
     """Rows in each stripe (the last may have fewer): ~`stripe_bytes` per stripe, and with several `threads`
     as many stripes as fill whole rounds of them, ~`stripe_bytes` or more each. A small image gets fewer stripes,
     none under an eighth of `stripe_bytes`: each stripe costs a fresh compressor (40 stripes of 256 KiB took
-    1.4-2x the time of 1 MiB ones on an H200 host, eleventh session)."""
+    1.4-2x the time of 1 MiB ones on an H200 host)."""
     if threads <= 1:
         return max(1, stripe_bytes // row_bytes)
     image_bytes = height * row_bytes

@@ -84,7 +84,7 @@ class ModelSettings(StrictModel):
         "model", description="Where a model's scaled_dot_product_attention runs on PyTorch's math kernel (BiRefNet's "
         "Swin window attention with its bias mask does), fp16/bf16 inputs are upcast to fp32 unless this is "
         "'model': then the attention computes in the model's precision, on tensor cores. Measured in "
-        "docs/benchmarks (BiRefNet, H100, batch 8).",
+        "BiRefNet on an H100 at batch 8.",
     )
     contiguous_attention_masks: bool = Field(
         True, description="Copy an attention mask whose last dimension is not contiguous before "

@@ -1,4 +1,4 @@
-"""Fixtures shared by every tier: the tiny model directory, written once per session. Also how the suite is split
+"""Fixtures shared by every tier: the tiny model directory, written once per test run. Also how the suite is split
 between pytest-xdist workers (pyproject.toml runs two): most of its time is spent waiting on Ray and `serve run`
 start-ups, shutdowns and timed load, which two workers overlap."""
 

@@ -41,7 +41,7 @@ class LoadResult:
         end_s = self.warmup_s + self.measured_s
         # Latencies: requests sent and answered within the window. Throughput: every good answer that arrived in it,
         # whenever it was sent. Counting only the former undercounts by about latency / window, which a closed loop
-        # with deep queues makes large: 3.2% with ~1 s latency at 64 clients in 30 s (an H200, fifteenth session).
+        # with deep queues makes large: 3.2% with ~1 s latency at 64 clients in 30 s (an H200).
         window = [s for s in self.samples if s.started_s >= self.warmup_s and s.started_s + s.latency_s <= end_s]
         ok = [s for s in window if s.status == 200]
         answered = [s for s in self.samples if s.status == 200 and self.warmup_s <= s.started_s + s.latency_s <= end_s]
@@ -55,7 +55,7 @@ class LoadResult:
             "measured_s": round(self.measured_s, 2),
             "requests_measured": len(window),
             "images_per_s": round(len(answered) / self.measured_s, 3) if self.measured_s > 0 else None,
-            # the measure recorded before the fifteenth session (a benchmark record's figures compare with it)
+            # the measure older benchmark records used (a benchmark record's figures compare with it)
             "images_per_s_sent_in_window": round(len(ok) / self.measured_s, 3) if self.measured_s > 0 else None,
             "latency_ms": {f"p{q}": round(float(np.percentile(latencies_ms, q)), 1) for q in (50, 95, 99)}
             | {"mean": round(float(np.mean(latencies_ms)), 1)},

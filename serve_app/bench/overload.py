@@ -175,7 +175,7 @@ async def measure_capacity(base_url: str, bodies: list[bytes], *, clients: int, 
     """Closed-loop throughput with `clients` concurrent clients: what the service sustains when saturated.
 
     `completed_per_s` counts good answers that arrived inside the measured window, as http_load's `images_per_s`
-    now does too (before the fifteenth session that counted only requests also sent in it, which undercounts by
+    now does too (an older version counted only requests also sent in it, which undercounts by
     about latency / window: a lot when queues make latency seconds long and the window is short).
     """
     result = await closed_loop(base_url + ROUTE, bodies, clients=clients, duration_s=duration_s,

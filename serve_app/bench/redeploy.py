@@ -1,7 +1,7 @@
 """Replace a running service's replicas by deploying its config again, and read from Serve's logs how they stopped.
 
 The Ray instance that serves a port on this machine is found from the process listening on it: its raylet knows
-the dashboard address (for `serve config` / `serve deploy`) and the session directory (for the logs). Serve logs
+the dashboard address (for `serve config` / `serve deploy`) and Ray's log folder (`--session_dir`). Serve logs
 every replica it stops, each request a replica answers, the ongoing requests it waits for while draining, and a
 force-kill when the drain outlasts `graceful_shutdown_timeout_s`; together those lines say whether the old
 replicas of a replacement answered the requests they held and then exited by themselves.
@@ -41,16 +41,16 @@ class RayInstance:
 
 
 def ray_instance(port: int) -> RayInstance:
-    """Dashboard, session directory and GCS address of the Ray instance whose Serve proxy listens on `port` here."""
+    """Dashboard, log folder and GCS address of the Ray instance whose Serve proxy listens on `port` here."""
     command = " ".join(serving_raylet(port).cmdline())
-    session = re.search(r"--session_dir=(\S+)", command)
+    logs = re.search(r"--session_dir=(\S+)", command)
     dashboard = re.search(r"--webui=(\S+)", command)
     gcs = re.search(r"--gcs-address=(\S+)", command)
-    if session is None or dashboard is None or gcs is None:
+    if logs is None or dashboard is None or gcs is None:
         raise LookupError(f"no --session_dir, --webui or --gcs-address in the raylet's command line: {command[:300]}")
     dashboard_url = f"http://{dashboard.group(1)}"
     require_loopback(dashboard_url)
-    return RayInstance(dashboard_url, Path(session.group(1)), gcs.group(1))
+    return RayInstance(dashboard_url, Path(logs.group(1)), gcs.group(1))
 
 
 def serve_cli(*args: str, timeout_s: float = 120) -> str:

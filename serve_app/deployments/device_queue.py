@@ -6,7 +6,7 @@ one or two images waiting in line. Here the formed batches wait instead, and whe
 the next forward pass takes waiting images up to `max_batch_size`, oldest first, splitting a group across two
 passes where it does not fit whole: batches fill exactly when there is a queue, and a lone request still goes
 straight through. (Taking whole groups only, 104 of 172 passes were full at 64 clients on an H100, the short ones
-padded to the bucket of 8 all the same; with splitting, 262 of 272. docs/benchmarks, fourth and fifth sessions.)
+padded to the bucket of 8 all the same; with splitting, 262 of 272. Measured on an H100.)
 
 It also keeps the device fed: the next batch is submitted (uploaded and queued on the GPU) before waiting for
 the current one's masks, so the GPU goes from one batch to the next without an idle gap.

@@ -32,7 +32,7 @@ BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 GIL_SWITCH_INTERVAL_S = 0.0005
 # Ray 2.60's @serve.batch forms a group every `batch_wait_timeout_s` and only then waits for one of
 # `max_concurrent_batches` permits, which a group holds until its masks are back. With 8 permits, measured on
-# an H200 (docs/benchmarks), the running and the next submitted batch held most of them with groups of one or
+# an H200, the running and the next submitted batch held most of them with groups of one or
 # two, so the device queue never saw more than ~4 waiting images and batches stayed near 4. With enough permits
 # every formed group reaches the device queue at once and batches fill to max_batch_size under load.
 GROUPS_IN_FLIGHT = 32
@@ -42,7 +42,7 @@ MAX_ONGOING_REQUESTS = BatchSettings().max_batch_size * GROUPS_IN_FLIGHT
 
 @serve.deployment(
     ray_actor_options={"num_gpus": 1},
-    # See MAX_ONGOING_REQUESTS (and Ray issue #43288); requests above it wait in the caller's queue, which
+    # See MAX_ONGOING_REQUESTS (and ray-project/ray#43288); requests above it wait in the caller's queue, which
     # max_queued_requests bounds.
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
     max_queued_requests=512,

@@ -8,7 +8,7 @@ With `capture` (`execution: compiled_graphs`) each compiled bucket is then captu
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
-the compiling process and in a fresh one alike (H100, 2026-11-22, docs/benchmarks/2026-11-22-h100-compiled).
+the compiling process and in a fresh one alike (H100, 2026-11-22).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class CompiledForward:
         captured whole in one CUDA graph of this class's making, and a pass replays it: one input copy and one
         launch. Inductor's CUDA graphs replay too, but every call first pays for Dynamo's guards on the model's
         ~800 parameters, the pre-graph bytecode that gathers them and the graph tree's bookkeeping: 2.3 ms of CPU
-        before a lone batch-1 pass reached the GPU, which sat idle meanwhile (H200, docs/benchmarks, fifteenth
-        session); queued passes hide it, a lone request pays it."""
+        before a lone batch-1 pass reached the GPU, which sat idle meanwhile (H200);
+        queued passes hide it, a lone request pays it."""
         self.batch_sizes = sorted(set(batch_sizes))
         self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
         # Every compile and every call runs on this one thread. With inductor's CUDA graphs

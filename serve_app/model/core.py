@@ -274,7 +274,7 @@ class BackgroundRemovalModel:
         buckets = getattr(self._forward, "batch_sizes", None)  # captured or compiled: they ran at start-up
         if buckets and ceiling <= max(buckets):
             # Every batch up to the ceiling runs in a bucket that already ran before this (7-17 s of probing
-            # saved at each start of a compiled replica on an H100, docs/benchmarks).
+            # saved at each start of a compiled replica on an H100).
             return ceiling
 
         def run_batch(size: int) -> None:
@@ -295,8 +295,8 @@ class BackgroundRemovalModel:
         # Only the forward passes run on the compute stream. Each batch's upload, resize and normalisation run on
         # the upload stream, during the previous batch's forward; its post-processing and download on the
         # download stream, during the next one's. Eight 6 MP photos are ~150 MB up and ~50 MB down per batch; for
-        # eight of 2.8 MP the resizing etc. is ~2.2 ms of GPU work beside a compiled pass of ~120 ms (H200, twelfth
-        # session: the same masks as on one stream; no end-to-end change was measurable).
+        # eight of 2.8 MP the resizing etc. is ~2.2 ms of GPU work beside a compiled pass of ~120 ms (H200:
+        # the same masks as on one stream; no end-to-end change was measurable).
         compute = torch.cuda.current_stream(self.device)
         decoded_here = [image for image in images if isinstance(image, torch.Tensor)]
         if decoded_here:  # decode_jpeg()'s, made on this thread's stream (a lone request's: the device was idle)

@@ -4,7 +4,7 @@ BiRefNet's decoder calls `torchvision.ops.deform_conv2d`. Replayed from a CUDA g
 `compiled` with inductor's `triton.cudagraphs`), torchvision 0.26's CUDA kernel does not recompute: its output
 bears no relation to the new input (a probe on an H100 differed by the output's whole range, 40.5 of 40.5), and
 BiRefNet's masks drifted (worst IoU 0.79 against eager fp32 on 50 photos; eager fp16: 0.997;
-docs/benchmarks/2026-11-22-h100-eighth). Why torchvision's kernel escapes the capture was not traced; masked
+an H100, 2026-11-22). Why torchvision's kernel escapes the capture was not traced; masked
 attention, the other custom kernel BiRefNet leans on, replayed exactly in the same probe.
 
 This module computes the same operator from standard ops (one `grid_sample` per offset group, one batched matrix

@@ -3,7 +3,7 @@
 Only for the model's copy of an image (serve_app.imaging.EncodedJpeg): the ingress decodes its own copy for the
 cut-out, so that the colours a client gets back come from one decoder whatever the model saw. nvJPEG's pixels
 differ a little from libjpeg-turbo's (chroma upsampling: mean 0.6 levels, 6% of pixels by more than 2, on the
-benchmark photos, docs/benchmarks/2026-12-01-h200-tenth); the masks were checked against the CPU decode's.
+benchmark photos, H200); the masks were checked against the CPU decode's.
 """
 
 from __future__ import annotations

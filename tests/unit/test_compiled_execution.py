@@ -1,6 +1,6 @@
 """The compiled execution path (torch.compile per batch bucket, inductor's cache on disk) on the tiny model, on CPU.
 
-The same code compiles for CUDA on a GPU host (docs/benchmarks/2026-11-22-h100-compiled); here it proves the
+The same code compiles for CUDA on a GPU host; here it proves the
 bucket padding, that serving after start-up never compiles again, and that a restarted process is served from
 the on-disk cache, against the eager forward pass.
 """

@@ -1,5 +1,5 @@
 """The capturable deformable convolution against torchvision's own kernel (CPU here; the CUDA graph runs that need
-it are in docs/benchmarks/2026-11-22-h100-eighth)."""
+it were made on an H100)."""
 
 from __future__ import annotations
 

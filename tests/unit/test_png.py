@@ -36,7 +36,7 @@ def strict_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 def assert_same_stream(encoded: bytes, expected: bytes) -> None:
     """The same header, the same stripes (IDAT chunks) and the same filtered rows inside them. Not the same deflate
     bytes: ISA-L's output for the same rows was identical in thousands of runs here, but differed once in CI while
-    decoding to the same pixels (fifteenth session), so byte equality would test the library, not this encoder."""
+    decoding to the same pixels, so byte equality would test the library, not this encoder."""
     ours, theirs = strict_chunks(encoded), strict_chunks(expected)
     assert [kind for kind, _ in ours] == [kind for kind, _ in theirs]
     assert ours[0] == theirs[0]  # IHDR
