@@ -1,7 +1,10 @@
 """Model-only limit: forward passes of the model core on input already on the device, no codecs, no HTTP.
 
-    python scripts/bench_model.py --model-id import:birefnet_random:build --batch-sizes 1,4,8 \
-        --precisions fp16 --out docs/benchmarks/model.json
+The model settings are the config's (`configs/prod.yaml` unless --config says otherwise): its model, execution
+and batch buckets, each replaceable on the command line.
+
+    python scripts/bench_model.py --in-ray-task configs/prod.yaml --model-id /path/to/hub-layout-dir \
+        --modes eager,compiled_graphs --out model.json
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.imaging import decode_image, device_decodable_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
-from serve_app.settings import IngressSettings, ModelSettings
+from serve_app.settings import IngressSettings, ModelSettings, parse_app_args
 from serve_app.versions import component_versions
 
 T = TypeVar("T")
@@ -34,14 +38,17 @@ T = TypeVar("T")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-id", required=True)
-    parser.add_argument("--input-size", type=int, default=1024)
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16")
+    parser.add_argument("--config", type=Path, default=Path("configs/prod.yaml"),
+                        help="the Serve config whose args.model the measured settings start from")
+    parser.add_argument("--model-id", help="Hub id, Hub-layout directory or import: path (default: the config's)")
+    parser.add_argument("--input-size", type=int, help="square input side (default: the config's)")
+    parser.add_argument("--batch-sizes", help="comma-separated; also the graph buckets (default: the config's)")
     parser.add_argument("--precisions", default="fp16")
-    parser.add_argument("--modes", default="eager", help="comma-separated: eager, cuda_graphs, compiled")
+    parser.add_argument("--modes", help="comma-separated executions, e.g. eager,compiled_graphs (default: the "
+                                        "config's)")
     parser.add_argument("--compile-cache-dir", type=Path, help="packages of the compiled mode (default: settings)")
-    parser.add_argument("--compile-options", type=json.loads, default={},
-                        help="inductor settings of the compiled mode as JSON, "
+    parser.add_argument("--compile-options", type=json.loads,
+                        help="inductor settings of the compiled mode as JSON (default: the config's), "
                              'e.g. \'{"coordinate_descent_tuning": true}\'')
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other model setting (serve_app/settings.py ModelSettings), value as YAML, "
@@ -49,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
-    parser.add_argument("--inputs", default="noise",
+    parser.add_argument("--inputs", default="photos",
                         help="comma-separated, what the timed batches hold: noise (Gaussian), photos (the "
                              "benchmark photos bench_service.py sends, resized and normalised by the model core as "
                              "in the service); the work can follow the content (BiRefNet's deformable "
@@ -78,7 +85,21 @@ def parse_args() -> argparse.Namespace:
                              "cache keys depend on the process, so only then does the compiled mode find the "
                              "prebuild's cache instead of compiling for minutes per bucket")
     parser.add_argument("--out", type=Path)
-    return parser.parse_args()
+    return config_defaults(parser.parse_args())
+
+
+def config_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with what the command line left out taken from the config's model settings."""
+    config = args.in_ray_task or args.config
+    raw = yaml.safe_load(config.read_text())["applications"][0].get("args") or {}
+    model = parse_app_args(raw).model
+    args.base_settings = model.model_dump(mode="json")
+    args.model_id = args.model_id or model.model_id
+    args.input_size = args.input_size or model.input_size[0]
+    args.batch_sizes = args.batch_sizes or ",".join(str(size) for size in model.graph_batch_sizes)
+    args.modes = args.modes or model.execution
+    args.compile_options = model.compile_options if args.compile_options is None else args.compile_options
+    return args
 
 
 def decoded_photos(jpegs: list[bytes]) -> list[np.ndarray]:
@@ -323,12 +344,13 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
         for mode in args.modes.split(","):
             for layout in args.layouts.split(","):
                 torch.manual_seed(0)  # the same random weights for every variant
-                settings = ModelSettings(model_id=args.model_id, input_size=args.input_size, precision=precision,
-                                         device=args.device, execution=mode, graph_batch_sizes=batch_sizes,
-                                         channels_last=layout == "channels_last",
-                                         compile_cache_dir=args.compile_cache_dir,
-                                         compile_options=args.compile_options,
-                                         **parse_overrides(args.set))
+                settings = ModelSettings.model_validate({
+                    **args.base_settings, "model_id": args.model_id, "input_size": args.input_size,
+                    "precision": precision, "device": args.device, "execution": mode,
+                    "graph_batch_sizes": batch_sizes, "channels_last": layout == "channels_last",
+                    "compile_options": args.compile_options,
+                    **({"compile_cache_dir": args.compile_cache_dir} if args.compile_cache_dir else {}),
+                    **parse_overrides(args.set)})
                 started = time.perf_counter()
                 model = BackgroundRemovalModel.from_settings(settings)
                 description = model.describe()

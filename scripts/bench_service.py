@@ -3,8 +3,8 @@
 Starts `serve run` on a config (with overrides) or targets a running service, drives it with N concurrent
 clients, and writes a JSON record: images/s, p50/p95/p99 latency, GPU batch-size histogram, GPU busy fraction.
 
-    python scripts/bench_service.py --config configs/prod.yaml --levels 1,32 --duration 60 \
-        --model-id import:birefnet_random:build --out docs/benchmarks/service.json
+    python scripts/bench_service.py --config configs/prod.yaml --model-id /path/to/hub-layout-dir \
+        --levels 64,1 --duration 40 --warmup 20 --out service.json
 
 prod.yaml runs `execution: compiled_graphs`: on a GPU kind the compile cache has not seen, the first start compiles
 for minutes (within --ready-timeout's 900 s). Fill the cache first (`python -m serve_app.prebuild --config
@@ -54,7 +54,12 @@ def parse_args() -> argparse.Namespace:
                         help="override args.model.KEY (YAML value), repeatable")
     parser.add_argument("--set-ingress", action="append", default=[], metavar="KEY=VALUE",
                         help="override args.ingress.KEY (YAML value), repeatable")
+    parser.add_argument("--photo-size", metavar="WxH", help="every photo this size (e.g. 4000x3000, 12 MP) instead "
+                                                            "of mixed sizes from 0.6 to 6 MP")
     parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument("--serve-run-at", type=float, help="with --url: when `serve run` started (epoch seconds, "
+                                                           "this machine), to record where the start-up went")
+    parser.add_argument("--ready-after-s", type=float, help="with --serve-run-at: seconds until /readyz answered 200")
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     return parser.parse_args()
 
@@ -65,14 +70,20 @@ def histogram_delta(before: dict, after: dict) -> dict[str, int]:
     return {size: count for size, count in sorted(delta.items(), key=lambda kv: int(kv[0])) if count > 0}
 
 
-def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict) -> dict:
-    """Where the seconds to /readyz went: until the model replica began to initialise (Ray, Serve, the process),
-    its model load (compiled buckets included), warm-up and memory probe, and the rest (the last readiness poll
-    included). The model replica runs on this machine, so the wall clocks agree."""
-    began_s = replica["init_started_at"] - serve_run_at
-    parts = {"until_model_replica_init_s": round(began_s, 1), "model_load_s": replica["model_load_s"],
-             "warm_up_s": replica["warm_up_s"], "memory_probe_s": replica.get("memory_probe_s", 0.0)}
-    return {**parts, "rest_s": round(ready_after_s - sum(parts.values()), 1)}
+def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict, load_phases: dict) -> dict:
+    """Where the seconds to /readyz went, in order: Ray and Serve until the model replica's process started, that
+    process until the replica's constructor ran (Ray worker, Serve replica), the constructor's imports, the model
+    (module, copy to the device, compiled buckets), warm-up and memory probe until Serve could route to it, and the
+    rest (the ingress seeing the replica, the last readiness poll). The model replica runs on this machine, so the
+    wall clocks agree."""
+    parts = {"until_model_process_s": replica["process_started_at"] - serve_run_at,
+             "process_until_init_s": replica["init_started_at"] - replica["process_started_at"],
+             "imports_s": replica["imports_s"],
+             **{f"model_{name}": seconds for name, seconds in load_phases.items()}}
+    parts["model_rest_s"] = replica["model_load_s"] - replica["imports_s"] - sum(load_phases.values())
+    parts["until_configured_s"] = replica["configured_at"] - replica["init_started_at"] - replica["model_load_s"]
+    parts["rest_s"] = ready_after_s - (replica["configured_at"] - serve_run_at)
+    return {name: round(seconds, 1) for name, seconds in parts.items()}
 
 
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
@@ -96,7 +107,11 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
 def main() -> None:
     args = parse_args()
     started = time.monotonic()
-    photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)
+    size_range = None
+    if args.photo_size:
+        width, _, height = args.photo_size.partition("x")
+        size_range = ((int(width), int(height)), (int(width), int(height)))
+    photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir, size_range=size_range)
     print(f"made {len(photos)} test photos in {time.monotonic() - started:.1f} s", flush=True)
     record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "command": shlex.join([Path(sys.executable).name, *sys.argv])}
@@ -124,8 +139,12 @@ def main() -> None:
             print(f"service ready after {record['ready_after_s']} s", flush=True)
             base_url = server.base_url
         record["model"] = model_info(base_url)
-        if server is not None and "startup" in record["model"]:
-            record["startup"] = startup_timeline(server.started_at, record["ready_after_s"], record["model"]["startup"])
+        serve_run_at = server.started_at if server is not None else args.serve_run_at
+        if serve_run_at and args.ready_after_s is not None:
+            record["ready_after_s"] = args.ready_after_s
+        if serve_run_at and "ready_after_s" in record:
+            record["startup"] = startup_timeline(serve_run_at, record["ready_after_s"], record["model"]["startup"],
+                                                 record["model"].get("load_phases", {}))
         record["levels"] = run_levels(base_url, photos, args)
         record["model_after"] = model_info(base_url)  # live batch limit, out-of-memory splits, histogram
     finally:

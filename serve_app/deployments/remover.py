@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import ray
 from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
@@ -54,10 +55,12 @@ class BackgroundRemover:
 
     def __init__(self, model_settings: dict):
         init_started_at = time.time()  # wall clock: a benchmark on this machine sets it beside `serve run`'s start
+        process_started_at = psutil.Process().create_time()
         # Imported here, not at the top: Serve imports this module in every ingress replica too (the application
         # graph names both deployments), and torch would cost each of them seconds of start-up and ~0.3 GB.
         from serve_app.model.core import BackgroundRemovalModel
 
+        imports_s = time.time() - init_started_at
         settings = ModelSettings.model_validate(model_settings)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.model = BackgroundRemovalModel.from_settings(settings)
@@ -83,8 +86,9 @@ class BackgroundRemover:
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
         # Where a start-up goes (/v1/info): the model's load includes its compiled buckets (compile_warmup).
-        self._startup = {"init_started_at": round(init_started_at, 3), "model_load_s": round(loaded_s, 1),
-                         "warm_up_s": round(time.perf_counter() - started, 1)}
+        self._startup = {"process_started_at": round(process_started_at, 3),
+                         "init_started_at": round(init_started_at, 3), "imports_s": round(imports_s, 1),
+                         "model_load_s": round(loaded_s, 1), "warm_up_s": round(time.perf_counter() - started, 1)}
         # The largest batch known to fit on the device (None: no limit found). Probed by the first reconfigure()
         # (Serve calls it before the replica takes traffic) up to the configured max_batch_size; lowered by every
         # out-of-memory split. The live limit is the smaller of it and the configured max_batch_size.
@@ -101,6 +105,7 @@ class BackgroundRemover:
             self._probe_batch_limit(self._settings.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
         self._apply_batch_limit()
+        self._startup.setdefault("configured_at", round(time.time(), 3))  # the last step before Serve routes here
         logger.info("batch settings now %s (live batch limit %d)", self._settings.model_dump(),
                     self._device.max_batch_size)
 

@@ -121,7 +121,11 @@ class BackgroundRemovalModel:
         self.precision = precision
         self.dtype = _DTYPES[precision]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        started = time.perf_counter()
         self.module = module.to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        to_device_s = time.perf_counter() - started
         if device.type == "cuda":
             # Convolution algorithms are tuned once per input shape; batches take a handful of shapes.
             torch.backends.cudnn.benchmark = True
@@ -147,6 +151,7 @@ class BackgroundRemovalModel:
         self._previous_forward_end: torch.cuda.Event | None = None
         self.on_out_of_memory: Callable[[int], None] | None = None
         self.compile_warmup: dict[int, dict] = {}  # per bucket: seconds to compile or load, and from_cache
+        self.load_phases: dict[str, float] = {}  # seconds per start-up step (from_settings), for /v1/info
         self.compile_options = dict(compile_options or {})
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
@@ -157,11 +162,14 @@ class BackgroundRemovalModel:
                 or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs")))):
             use_capturable_deform_conv("CUDA")
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
+        started = time.perf_counter()
         if self.execution == "cuda_graphs":
             self._forward = self._capture_graphs(graph_batch_sizes)
         elif self.execution in COMPILED_EXECUTIONS:
             self._forward = self._compile(graph_batch_sizes, compile_cache_dir or default_compile_cache_dir(),
                                           capture=self.execution == "compiled_graphs")
+        self.load_phases = {"to_device_s": round(to_device_s, 1),
+                            "buckets_s": round(time.perf_counter() - started, 1)}
 
     def _or_eager(self, build: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
                   what: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -206,6 +214,7 @@ class BackgroundRemovalModel:
         precision = resolve_precision(settings.precision, device)
         started = time.perf_counter()
         module = load_segmentation_module(settings.model_id, settings.revision)
+        module_s = time.perf_counter() - started
         model = cls(module, input_size=settings.input_size, device=device, precision=precision,
                     model_id=settings.model_id, execution=settings.execution,
                     graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
@@ -214,8 +223,9 @@ class BackgroundRemovalModel:
                     attention_precision=settings.attention_precision,
                     contiguous_attention_masks=settings.contiguous_attention_masks,
                     fused_window_attention=settings.fused_window_attention)
-        logger.info("loaded %s on %s in %s (%.1f s)", settings.model_id, device, precision,
-                    time.perf_counter() - started)
+        model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
+        logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
+                    time.perf_counter() - started, model.load_phases)
         return model
 
     def _blank_batch(self, size: int) -> list[np.ndarray]:
@@ -435,5 +445,6 @@ class BackgroundRemovalModel:
             "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,
             "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
+            "load_phases": self.load_phases,
             "device_name": device_name(self.device),
         }

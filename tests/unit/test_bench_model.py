@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_model.py"
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bench_model.py"
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
 
 
 def run_bench(tiny_model_dir: Path, out: Path, *extra: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--input-size", "256", "--precisions",
+        [sys.executable, str(SCRIPT), "--config", str(TINY_CONFIG), "--model-id", str(tiny_model_dir),
+         "--input-size", "256", "--precisions",
          "fp32", "--device", "cpu", "--batch-sizes", "1,2", "--iterations", "2", "--out", str(out), *extra],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -35,10 +40,27 @@ def test_each_row_says_which_attention_settings_ran(tiny_model_dir: Path, tmp_pa
     assert {(row["contiguous_attention_masks"], row["attention_precision"]) for row in default} == {(True, "model")}
 
 
+def test_the_model_settings_default_to_the_configs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """With no model options, the benchmark measures the config's model, execution and buckets."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    model = config["applications"][0]["args"]["model"]
+    model.update(model_id=str(tiny_model_dir), execution="eager", graph_batch_sizes=[1, 3])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "record.json"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(path), "--precisions", "fp32",
+                             "--device", "cpu", "--inputs", "noise", "--iterations", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(row["batch_size"], row["execution"]) for row in rows] == [(1, "eager"), (3, "eager")]
+
+
 def refusal(tiny_model_dir: Path, *extra: str) -> str:
     """What the benchmark says on stderr when it refuses these arguments (it must exit non-zero)."""
-    result = subprocess.run([sys.executable, str(SCRIPT), "--model-id", str(tiny_model_dir), "--device", "cpu",
-                             *extra], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY_CONFIG), "--model-id",
+                             str(tiny_model_dir), "--device", "cpu", *extra], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode != 0
     return result.stderr
 
@@ -62,7 +84,7 @@ def test_the_serving_path_is_timed_beside_the_forward_on_photos(tiny_model_dir: 
 
 
 def test_the_serving_path_needs_photos(tiny_model_dir: Path, tmp_path: Path) -> None:
-    assert "--serving-path times the benchmark photos" in refusal(tiny_model_dir, "--serving-path")
+    assert "--serving-path times the benchmark photos" in refusal(tiny_model_dir, "--serving-path", "--inputs", "noise")
 
 
 def test_lone_requests_are_timed_at_batch_one_with_a_trace(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""The bulk benchmark's arithmetic: steady-state rate from completion times, alpha comparison, busy CPUs."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.bench.bulk_compare import alpha_difference, pick_evenly, png_alpha, worst_difference
+from serve_app.bench.bulk_timing import output_completion_times, steady_state
+from serve_app.bench.cpu_monitor import busy_cpus, parse_proc_stat
+
+
+def test_steady_rate_leaves_out_the_slow_start_and_the_tail() -> None:
+    # 20 s of start-up, then two images a second for 40 s, then a straggler long after.
+    times = [20.0 + 0.5 * i for i in range(81)] + [120.0]
+    record = steady_state(list(reversed(times)))  # the order of the files does not matter
+    assert record["completed"] == 82
+    assert record["first_output_s"] == pytest.approx(20.0)
+    assert record["last_output_s"] == pytest.approx(120.0)
+    assert record["steady_images_per_s"] == pytest.approx(2.0, rel=1e-3)
+    assert record["steady_images"] == pytest.approx(record["steady_span_s"] * 2)
+    overall = record["completed"] / record["last_output_s"]
+    assert overall < 1.0 < record["steady_images_per_s"]
+
+
+def test_steady_window_spans_the_10th_to_the_90th_percentile() -> None:
+    record = steady_state([float(i) for i in range(11)])  # 0..10 s, one image a second
+    assert (record["p10_s"], record["p50_s"], record["p90_s"]) == (1.0, 5.0, 9.0)
+    assert record["steady_images"] == 8 and record["steady_images_per_s"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("times", [[], [3.0], [5.0, 5.0, 5.0]])
+def test_no_steady_rate_without_two_distinct_completions(times: list[float]) -> None:
+    record = steady_state(times)
+    assert record["completed"] == len(times)
+    assert record["steady_images_per_s"] is None
+
+
+def test_completion_times_come_from_finished_outputs_only(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    written = {"a/x.png": 1005.0, "y.png": 1002.0, "a/.tmp-123-z.png": 1001.0, "_summary.json": 1009.0}
+    for name, mtime in written.items():
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert output_completion_times(tmp_path, ".png", started_at=1000.0) == pytest.approx([2.0, 5.0])
+
+
+def test_identical_alphas_do_not_differ() -> None:
+    alpha = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    assert alpha_difference(alpha, alpha.copy()) == {"max_abs_diff": 0, "mean_abs_diff": 0.0,
+                                                     "fraction_over_tolerance": 0.0}
+
+
+def test_alpha_difference_counts_only_pixels_beyond_the_tolerance() -> None:
+    reference = np.full((10, 10), 128, dtype=np.uint8)
+    candidate = reference.copy()
+    candidate[0, :5] = 130  # within the tolerance of 2
+    candidate[1, 0] = 131  # beyond it
+    candidate[2, 0] = 0  # far beyond it, below the reference: no uint8 wrap-around
+    result = alpha_difference(candidate, reference)
+    assert result["max_abs_diff"] == 128
+    assert result["fraction_over_tolerance"] == pytest.approx(0.02)
+    assert result["mean_abs_diff"] == pytest.approx((5 * 2 + 3 + 128) / 100, abs=1e-3)
+    with pytest.raises(ValueError, match="shapes differ"):
+        alpha_difference(candidate, reference[:5])
+
+
+def test_worst_difference_takes_each_measure_over_the_compared_photos() -> None:
+    rows = [{"input": "a", "max_abs_diff": 3, "mean_abs_diff": 0.1, "fraction_over_tolerance": 0.0},
+            {"input": "b", "max_abs_diff": 1, "mean_abs_diff": 0.4, "fraction_over_tolerance": 0.02},
+            {"input": "c", "error": "HTTP 503"}]
+    assert worst_difference(rows) == {"compared": 2, "errors": 1, "max_abs_diff": 3, "mean_abs_diff": 0.4,
+                                      "fraction_over_tolerance": 0.02}
+    assert worst_difference([])["max_abs_diff"] is None
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_png_alpha_reads_the_transparency_or_the_mask() -> None:
+    alpha = np.tile(np.arange(0, 256, 32, dtype=np.uint8), (4, 1))
+    rgba = np.dstack([np.full((4, 8, 3), 200, np.uint8), alpha])
+    assert np.array_equal(png_alpha(_png(Image.fromarray(rgba, "RGBA"))), alpha)
+    assert np.array_equal(png_alpha(_png(Image.fromarray(alpha, "L"))), alpha)
+    with pytest.raises(ValueError, match="no alpha"):
+        png_alpha(_png(Image.new("RGB", (4, 4))))
+
+
+def test_pick_evenly_spreads_over_the_list() -> None:
+    items = [f"p{i}" for i in range(10)]
+    assert pick_evenly(items, 5) == ["p0", "p2", "p4", "p6", "p8"]
+    assert pick_evenly(items[:3], 16) == ["p0", "p1", "p2"]
+
+
+def test_busy_cpus_from_two_proc_stat_readings() -> None:
+    before = parse_proc_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n")
+    after = parse_proc_stat("cpu  250 0 100 1000 50 0 0 0 0 0\ncpu0 125 0 50 500 25 0 0 0 0 0\n")
+    assert before == (150.0, 1000.0)
+    assert busy_cpus(before, after, cpus=4) == pytest.approx(4 * 200 / 400)
+    assert busy_cpus(after, after, cpus=4) is None
