@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--only-mask", action="store_true", help="write the grayscale alpha mask only")
         sub.add_argument("--bg-color", help="composite onto #rrggbb instead of transparency")
     client.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-    client.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    client.add_argument("--concurrency", type=int, default=64,
+                        help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
     client.add_argument("--retries", type=int, default=5, help="retries per image on 429/5xx/connection errors")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     offline.add_argument("--config", type=Path,

@@ -19,7 +19,7 @@ LEDGER_FLUSH_EVERY = 200  # items; a killed run loses at most this much of its f
 @dataclass(frozen=True)
 class ClientSettings:
     url: str  # the service's base URL, e.g. http://127.0.0.1:8000
-    concurrency: int = 16
+    concurrency: int = 64  # requests in flight: enough to keep one GPU's batches of 8 full behind the ingress
     max_retries: int = 5
     backoff_s: float = 0.5  # first retry delay, doubled each time (with jitter), or Retry-After if longer
     timeout_s: float = 300.0
