@@ -4,12 +4,13 @@ Writes N real-photo JPEGs (0.6-6 MP) to WORK/in (reused when already there), run
 MODE WORK/in WORK/out-MODE ...` as a subprocess on an emptied output folder, and records the wall time, the
 tool's _summary.json, when the first output appeared, the overall and the steady-state (10th to 90th
 percentile of completion times) images/s, and the busy CPUs of the host second by second. With --compare-url
-it then sends some of the photos to a running service and compares the alpha channels of the two outputs.
+it then sends some of the photos to a running service and compares the alpha channels of the two outputs; with
+--compare-dir it compares them with another run's outputs (the bulk client's are the service's answers).
 
-    python scripts/bench_bulk.py --mode offline --photos 3000 --config configs/prod.yaml \
-        --model-id import:birefnet_random:build --out bench_bulk_offline.json
-    python scripts/bench_bulk.py --mode client --url http://127.0.0.1:8000 --concurrency 64 \
+    python scripts/bench_bulk.py --mode client --url http://127.0.0.1:8000 --work-dir /tmp/bulk \
         --compare-url http://127.0.0.1:8000 --out bench_bulk_client.json
+    python scripts/bench_bulk.py --mode offline --config configs/prod.yaml --model-id /path/to/hub-layout-dir \
+        --work-dir /tmp/bulk --compare-dir /tmp/bulk/out-client --out bench_bulk_offline.json
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_app.bench.bulk_compare import compare_with_service, pick_evenly
+from serve_app.bench.bulk_compare import compare_with_folder, compare_with_service, pick_evenly
 from serve_app.bench.bulk_timing import output_completion_times, steady_state
 from serve_app.bench.cpu_monitor import CpuBusySampler
 from serve_app.bench.gpu_monitor import GpuBusySampler
@@ -54,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bulk-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for the bulk tool, as is, repeatable (e.g. --bulk-arg=--batch-size=16)")
     parser.add_argument("--compare-url", help="after the run, compare outputs with this running service's answers")
+    parser.add_argument("--compare-dir", type=Path, help="after the run, compare outputs with this folder's (the "
+                                                         "outputs of another run on the same inputs)")
     parser.add_argument("--compare-count", type=int, default=16, help="photos to compare")
     parser.add_argument("--out", type=Path, help="write the JSON record here")
     args = parser.parse_args()
@@ -108,7 +111,7 @@ def human_summary(mode: str, run: dict, comparison: dict | None) -> str:
             f"first output after {timing['first_output_s']} s; CPU busy {cpu['cpu_busy_mean']} of {cpu['cpus']}")
     if comparison is not None:
         worst = comparison["worst"]
-        line += (f"; vs service ({worst['compared']} compared, {worst['errors']} errors): worst max |alpha diff| "
+        line += (f"; vs the service ({worst['compared']} compared, {worst['errors']} errors): worst max |alpha diff| "
                  f"{worst['max_abs_diff']}, worst mean {worst['mean_abs_diff']}, "
                  f"worst fraction > {comparison['tolerance']}: {worst['fraction_over_tolerance']}")
     return line
@@ -129,6 +132,10 @@ def main() -> None:
         relatives = pick_evenly(sample_photo_folder_paths(args.photos), args.compare_count)
         comparison = compare_with_service(args.compare_url, input_dir, output_dir, relatives,
                                           output_suffix=OUTPUT_SUFFIX)
+        record["compare"] = comparison
+    elif args.compare_dir:
+        relatives = pick_evenly(sample_photo_folder_paths(args.photos), args.compare_count)
+        comparison = compare_with_folder(args.compare_dir, output_dir, relatives, output_suffix=OUTPUT_SUFFIX)
         record["compare"] = comparison
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

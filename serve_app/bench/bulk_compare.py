@@ -1,4 +1,5 @@
-"""How closely the bulk tool's outputs match the running service's answers for the same photos (alpha channel)."""
+"""How closely the bulk tool's outputs match the service's answers for the same photos (alpha channel): asked of
+a running service, or read from another run's outputs (the bulk client's are the service's answers)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,24 @@ def compare_with_service(url: str, input_root: Path, output_root: Path, relative
                     row["error"] = str(error)
             rows.append(row)
     return {"url": url, "tolerance": ALPHA_TOLERANCE, "worst": worst_difference(rows), "photos": rows}
+
+
+def compare_with_folder(reference_root: Path, output_root: Path, relatives: list[str], *,
+                        output_suffix: str = ".png") -> dict:
+    """Compare the alpha of each output with the output of the same input under `reference_root`."""
+    rows = []
+    for relative in relatives:
+        row: dict = {"input": relative}
+        name = PurePosixPath(relative).with_suffix(output_suffix)
+        ours, theirs = output_root / name, reference_root / name
+        missing = [str(path) for path in (ours, theirs) if not path.exists()]
+        if missing:
+            row["error"] = f"no output at {', '.join(missing)}"
+        else:
+            try:
+                row |= alpha_difference(png_alpha(ours.read_bytes()), png_alpha(theirs.read_bytes()))
+            except ValueError as error:
+                row["error"] = str(error)
+        rows.append(row)
+    return {"reference": str(reference_root), "tolerance": ALPHA_TOLERANCE, "worst": worst_difference(rows),
+            "photos": rows}

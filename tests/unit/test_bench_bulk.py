@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.bench.bulk_compare import alpha_difference, pick_evenly, png_alpha, worst_difference
+from serve_app.bench.bulk_compare import (
+    alpha_difference,
+    compare_with_folder,
+    pick_evenly,
+    png_alpha,
+    worst_difference,
+)
 from serve_app.bench.bulk_timing import output_completion_times, steady_state
 from serve_app.bench.cpu_monitor import busy_cpus, parse_proc_stat
+from serve_app.bench.photos import write_sample_photo_folder
 
 
 def test_steady_rate_leaves_out_the_slow_start_and_the_tail() -> None:
@@ -93,6 +100,19 @@ def test_png_alpha_reads_the_transparency_or_the_mask() -> None:
         png_alpha(_png(Image.new("RGB", (4, 4))))
 
 
+def test_outputs_are_compared_with_another_runs_by_relative_path(tmp_path) -> None:
+    for run, level in (("offline", 100), ("client", 103)):
+        (tmp_path / run / "a").mkdir(parents=True)
+        pixels = np.zeros((4, 6, 4), np.uint8)
+        pixels[..., 3] = level
+        Image.fromarray(pixels, "RGBA").save(tmp_path / run / "a" / "one.png")
+    report = compare_with_folder(tmp_path / "client", tmp_path / "offline", ["a/one.jpg", "a/two.jpg"])
+    one, two = report["photos"]
+    assert one == {"input": "a/one.jpg", "max_abs_diff": 3, "mean_abs_diff": 3.0, "fraction_over_tolerance": 1.0}
+    assert "no output" in two["error"]
+    assert report["worst"]["compared"] == 1 and report["worst"]["errors"] == 1
+
+
 def test_pick_evenly_spreads_over_the_list() -> None:
     items = [f"p{i}" for i in range(10)]
     assert pick_evenly(items, 5) == ["p0", "p2", "p4", "p6", "p8"]
@@ -105,3 +125,22 @@ def test_busy_cpus_from_two_proc_stat_readings() -> None:
     assert before == (150.0, 1000.0)
     assert busy_cpus(before, after, cpus=4) == pytest.approx(4 * 200 / 400)
     assert busy_cpus(after, after, cpus=4) is None
+
+
+def _folder(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_sample_photo_folder_is_the_same_with_any_workers_and_is_reused(tmp_path) -> None:
+    assert write_sample_photo_folder(tmp_path / "one", 3, workers=1, per_folder=2)
+    assert write_sample_photo_folder(tmp_path / "two", 3, workers=2, per_folder=2)
+    one = _folder(tmp_path / "one")
+    assert list(one) == ["batch_000/photo_00000.jpg", "batch_000/photo_00001.jpg", "batch_001/photo_00002.jpg"]
+    assert one == _folder(tmp_path / "two")
+    assert len(set(one.values())) == 3
+    assert not write_sample_photo_folder(tmp_path / "one", 3, workers=1, per_folder=2)
+    (tmp_path / "one" / "batch_001" / "photo_00002.jpg").unlink()  # an interrupted run: written again
+    assert write_sample_photo_folder(tmp_path / "one", 3, workers=1, per_folder=2)
+    assert _folder(tmp_path / "one") == one
+    with pytest.raises(FileExistsError, match="other than"):
+        write_sample_photo_folder(tmp_path / "one", 2, workers=1, per_folder=2)
