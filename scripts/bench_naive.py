@@ -1,6 +1,6 @@
 """The naive baseline: one image at a time, CPU preprocessing, fp32, Pillow PNG level 6 (serve_app/bench/naive.py).
 
-    python scripts/bench_naive.py --model-id import:birefnet_random:build --photos 20 --out naive.json
+    python scripts/bench_naive.py --model-id /path/to/hub-layout-dir --photos 20 --out naive.json
 """
 
 import argparse

@@ -71,13 +71,13 @@ def histogram_delta(before: dict, after: dict) -> dict[str, int]:
 
 
 def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict, load_phases: dict) -> dict:
-    """Where the seconds to /readyz went, in order: Ray and Serve until the model replica's process started, that
-    process until the replica's constructor ran (Ray worker, Serve replica), the constructor's imports, the model
+    """Where the seconds to /readyz went, in order: Ray and Serve until the model replica's process took up the
+    deployment's code, from there until the replica's constructor ran (Serve's replica), its imports, the model
     (module, copy to the device, compiled buckets), warm-up and memory probe until Serve could route to it, and the
     rest (the ingress seeing the replica, the last readiness poll). The model replica runs on this machine, so the
     wall clocks agree."""
-    parts = {"until_model_process_s": replica["process_started_at"] - serve_run_at,
-             "process_until_init_s": replica["init_started_at"] - replica["process_started_at"],
+    parts = {"until_model_replica_s": replica["module_imported_at"] - serve_run_at,
+             "replica_until_init_s": replica["init_started_at"] - replica["module_imported_at"],
              "imports_s": replica["imports_s"],
              **{f"model_{name}": seconds for name, seconds in load_phases.items()}}
     parts["model_rest_s"] = replica["model_load_s"] - replica["imports_s"] - sum(load_phases.values())

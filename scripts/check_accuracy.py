@@ -3,7 +3,7 @@
 Runs the reference (eager, fp32, batch 1) and each candidate on the same weights and photos, and compares masks
 (mean absolute alpha difference, IoU at 0.5) and raw logits at the model's input size:
 
-    python scripts/check_accuracy.py --model-id import:birefnet_random:build --photos 50 \
+    python scripts/check_accuracy.py --model-id /path/to/hub-layout-dir --photos 50 \
         --candidates eager:fp16,compiled:fp16 --batch-size 8 --out accuracy.json
 """
 

@@ -11,7 +11,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import psutil
 import ray
 from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
@@ -25,6 +24,8 @@ from serve_app.settings import BatchSettings, ModelSettings, parse_batch_setting
 from serve_app.versions import component_versions
 
 logger = logging.getLogger("ray.serve")
+# When this replica's process took up the deployment (Ray gives an actor a worker it may have started long before).
+MODULE_IMPORTED_AT = time.time()
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 # The model thread launches thousands of small kernels with the GIL held. A shorter switch interval than
@@ -55,7 +56,6 @@ class BackgroundRemover:
 
     def __init__(self, model_settings: dict):
         init_started_at = time.time()  # wall clock: a benchmark on this machine sets it beside `serve run`'s start
-        process_started_at = psutil.Process().create_time()
         # Imported here, not at the top: Serve imports this module in every ingress replica too (the application
         # graph names both deployments), and torch would cost each of them seconds of start-up and ~0.3 GB.
         from serve_app.model.core import BackgroundRemovalModel
@@ -86,7 +86,7 @@ class BackgroundRemover:
         self.model.warm_up(settings.warmup_batch_size)
         logger.info("warm-up took %.2f s", time.perf_counter() - started)
         # Where a start-up goes (/v1/info): the model's load includes its compiled buckets (compile_warmup).
-        self._startup = {"process_started_at": round(process_started_at, 3),
+        self._startup = {"module_imported_at": round(MODULE_IMPORTED_AT, 3),
                          "init_started_at": round(init_started_at, 3), "imports_s": round(imports_s, 1),
                          "model_load_s": round(loaded_s, 1), "warm_up_s": round(time.perf_counter() - started, 1)}
         # The largest batch known to fit on the device (None: no limit found). Probed by the first reconfigure()

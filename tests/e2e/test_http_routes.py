@@ -216,7 +216,7 @@ def test_health_readiness_and_info(service: str, tiny_model_dir) -> None:
     assert info["model"]["versions"]["torch"] and info["model"]["versions"]["ray"]
     startup = info["model"]["startup"]  # where the model replica's start went
     assert 0 < time.time() - startup["init_started_at"] < 3600
-    assert startup["process_started_at"] <= startup["init_started_at"] < startup["configured_at"] <= time.time()
+    assert startup["module_imported_at"] <= startup["init_started_at"] < startup["configured_at"] <= time.time()
     assert startup["model_load_s"] > 0 and startup["warm_up_s"] >= 0 and startup["memory_probe_s"] >= 0
     assert 0 <= startup["imports_s"] <= startup["model_load_s"]
     phases = info["model"]["load_phases"]  # the model's own steps, within its load
