@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
+from serve_app.compat import rembg
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.remover import BackgroundRemover
 from serve_app.settings import parse_app_args
@@ -17,4 +18,7 @@ def build_app(args: dict | None = None) -> Application:
     """
     settings = parse_app_args(args)
     remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))
-    return Ingress.bind(remover, settings.ingress.model_dump(mode="json"))
+    ingress = settings.ingress
+    if not ingress.model_names:
+        ingress = ingress.model_copy(update={"model_names": rembg.names_for_model(settings.model.model_id)})
+    return Ingress.bind(remover, ingress.model_dump(mode="json"))

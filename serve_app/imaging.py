@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pillow_heif
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError  # noqa: F401 (AvifImagePlugin: see below)
 
 from serve_app import png
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
@@ -22,8 +23,14 @@ from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, Unsup
 OutputFormat = Literal["png", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
 
+# HEIC/HEIF through libheif, AVIF through Pillow's own plugin. Both claim the generic "mif1"/"msf1" brands and
+# Pillow tries plugins in the order registered: AVIF goes first (its import above registers it), because
+# pillow-heif's libheif has no AV1 decoder and would take such an AVIF only to fail on its pixels, while
+# Pillow's AVIF plugin passes a HEIC on to the HEIF one.
+pillow_heif.register_heif_opener()
+
 # Formats sniffed by Pillow from the bytes themselves; the client's Content-Type is never trusted.
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the numpy view that shows the pixels upright (the same as ImageOps.exif_transpose).
@@ -38,12 +45,17 @@ _UPRIGHT = {
 }
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
                (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+# ISO BMFF files (HEIF, AVIF) start with a box size, b"ftyp" and the major brand.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+_FTYP_BRANDS = dict.fromkeys(_HEIF_BRANDS, "HEIF") | {b"avif": "AVIF", b"avis": "AVIF"}
 
 
 def sniff_format(data: bytes) -> str | None:
     """The image format the magic bytes announce, or None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(data[8:12])
     return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
 
 
@@ -119,6 +131,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             return _to_rgb(image)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
             raise InvalidImage(f"the image data is corrupt or truncated: {error}") from None
+        except RuntimeError as error:  # libheif lacks the codec inside, say AV1 in a file branded HEIC
+            raise UnsupportedMediaType(f"cannot decode the pixels of this {image.format} file: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from serve_app.errors import NotFound
 
-_RESULT_NAME = re.compile(r"^[0-9a-f]{32}\.(png|webp)$")
+_RESULT_NAME = re.compile(r"^[0-9a-f]{32}\.(png|webp|jpg)$")
 
 
 class ResultStore:

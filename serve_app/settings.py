@@ -188,6 +188,14 @@ class IngressSettings(StrictModel):
         "near-degenerate masks). never: always decoded pixels, the same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "
+                                                            "jpg and zip).")
+    model_names: tuple[str, ...] = Field(
+        (),
+        description="Names the compatible APIs accept for the served model (rembg's `model`, e.g. "
+        "birefnet-general). Empty: rembg's name for the model's Hub id, if it has one; a request without a model "
+        "name always gets the served model.",
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
     request_timeout_s: float = Field(
         60.0, gt=0, description="Deadline for decode + model + encode of one image; 504 when missed."

@@ -17,7 +17,8 @@ from pathlib import PurePosixPath
 import fsspec
 from fsspec.core import url_to_fs
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
+                            ".avif"})
 TEMP_MARK = ".tmp-"
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"

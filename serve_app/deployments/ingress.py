@@ -6,17 +6,19 @@ CPU-heavy codec work in a thread pool so that the event loop keeps accepting req
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import ray
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
@@ -26,9 +28,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app import imaging
+from serve_app import compose, imaging
 from serve_app.allocator import release_free_memory
 from serve_app.auth import OPEN_PATHS, key_matches
+from serve_app.compat import rembg, removebg
 from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.deployments.mask_result import MaskResult
 from serve_app.errors import (
@@ -62,8 +65,22 @@ _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+REMBG_PREFIX = "/api/"
+REMOVEBG_PREFIX = "/v1.0/"
+
+
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _in_route_shape(path: str, error: ApiError) -> ApiError:
+    """The error as the API of `path` shapes it: rembg's `{"detail": ...}`, remove.bg's `{"errors": [...]}` (with
+    its status codes), or this service's own."""
+    if path.startswith(REMBG_PREFIX) and not isinstance(error, rembg.RembgError):
+        return rembg.RembgError(error.status, error.message, error.headers)
+    if path.startswith(REMOVEBG_PREFIX):
+        return removebg.from_api_error(error)
+    return error
 
 
 class RequireApiKey:
@@ -78,11 +95,16 @@ class RequireApiKey:
         if scope["type"] == "http":
             request = Request(scope)
             keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
-            if keys and request.url.path not in OPEN_PATHS and not key_matches(request.headers.get("authorization"),
-                                                                               keys):
-                refusal = _error_response(401, "unauthorized",
-                                          "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                                          {"WWW-Authenticate": "Bearer"})
+            path = request.url.path
+            presented = request.headers.get("authorization")
+            if path.startswith(REMOVEBG_PREFIX) and request.headers.get("x-api-key"):
+                presented = f"Bearer {request.headers['x-api-key']}"  # remove.bg's clients send X-Api-Key
+            if keys and path not in OPEN_PATHS and not key_matches(presented, keys):
+                how = "X-Api-Key: <key>" if path.startswith(REMOVEBG_PREFIX) else "Authorization: Bearer <key>"
+                error = _in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
+                                                       code="unauthorized",
+                                                       headers={"WWW-Authenticate": "Bearer"}))
+                refusal = JSONResponse(error.to_body(), status_code=error.status, headers=error.headers)
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -92,14 +114,17 @@ api.add_middleware(RequireApiKey)
 
 
 @api.exception_handler(ApiError)
-async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-    return _error_response(error.status, error.code, error.message, error.headers)
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    error = _in_route_shape(request.url.path, error)
+    return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers or None)
 
 
 @api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    if request.url.path.startswith(REMBG_PREFIX):  # FastAPI's own shape, which rembg's server answers with
+        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-    return _error_response(422, "invalid_option", problems)
+    return await _api_error(request, InvalidOption(problems))
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -114,16 +139,39 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return _error_response(500, "internal_error", "the server failed to process this request; it was logged")
 
 
-FormatQuery = Annotated[Literal["png", "webp"], Query(description="Output format.")]
+FormatQuery = Annotated[Literal["png", "webp", "jpg"], Query(description="Output format; jpg is flattened onto "
+                                                                      "bg_color, white by default.")]
 OnlyMaskQuery = Annotated[bool, Query(description="Return the grayscale alpha mask only.")]
 BgColorQuery = Annotated[str | None, Query(description="Composite onto this #rrggbb colour instead of "
                                                        "transparency.", pattern=r"^#?[0-9a-fA-F]{6}$")]
+CropQuery = Annotated[bool, Query(description="Crop to the subject (plus crop_margin).")]
+CropMarginQuery = Annotated[str | None, Query(description="Margin around the cropped subject: pixels (30px) or a "
+                                                          "share of its longer side (10%); at most 500px or 50%.")]
+SizeQuery = Annotated[Literal["preview", "medium", "hd", "full"], Query(
+    description="Largest answer: preview 0.25 MP, medium 1.5 MP, hd 4 MP, full as uploaded.")]
+MaxSizeQuery = Annotated[int | None, Query(ge=1, description="Longest side of the answer, at most (pixels).")]
+RefineQuery = Annotated[bool, Query(description="Clean edges: estimate the subject's own colours in "
+                                                "semi-transparent pixels (hair, soft edges) on the GPU.")]
 
 
-def _options(request: Request, extra_names: tuple[str, ...], format: str, only_mask: bool,
-             bg_color: str | None) -> OutputOptions:
-    reject_unknown(request.query_params.keys(), OPTION_NAMES + extra_names)
-    return parse_options(format=format, only_mask=only_mask, bg_color=bg_color)
+def native_options(*extra_names: str):
+    """The native routes' options as a FastAPI dependency; query parameters other than these and `extra_names`
+    are refused, so that a typo is not silently ignored."""
+    def dependency(request: Request, format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
+                   bg_color: BgColorQuery = None, crop: CropQuery = False, crop_margin: CropMarginQuery = None,
+                   size: SizeQuery = "full", max_size: MaxSizeQuery = None,
+                   refine: RefineQuery = False) -> OutputOptions:
+        reject_unknown(request.query_params.keys(), OPTION_NAMES + extra_names)
+        return parse_options(format=format, only_mask=only_mask, bg_color=bg_color, crop=crop,
+                             crop_margin=crop_margin, size=size, max_size=max_size, refine=refine)
+    return dependency
+
+
+NativeOptions = Annotated[OutputOptions, Depends(native_options())]
+NativeUrlOptions = Annotated[OutputOptions, Depends(native_options("url"))]
+IMAGE_RESPONSES = {200: {"content": {media: {} for media in ("image/png", "image/webp", "image/jpeg")},
+                         "description": "The cut-out; X-Width, X-Height and X-Foreground-Top/Left/Width/Height "
+                                        "give its size and the subject's box in it."}}
 
 
 def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any) -> Any:
@@ -132,6 +180,9 @@ def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any
     with timer.stage(stage):
         return function(*args, **kwargs)
 
+
+# What follows the model for one image, on a codec thread: composite and encode.
+Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
 # (serve_app/allocator.py): its RSS falls after a burst, and no request pays for fresh pages.
@@ -172,35 +223,27 @@ class Ingress:
 
     # --- routes -------------------------------------------------------------------------------------
 
-    @api.post("/v1/remove-background", response_class=Response,
-              responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
-    async def remove_from_upload(self, request: Request, format: FormatQuery = "png",
-                                 only_mask: OnlyMaskQuery = False, bg_color: BgColorQuery = None) -> Response:
+    @api.post("/v1/remove-background", response_class=Response, responses=IMAGE_RESPONSES)
+    async def remove_from_upload(self, request: Request, options: NativeOptions) -> Response:
         """The image as the raw body (Content-Type image/*) or as multipart field `file`."""
-        options = _options(request, (), format, only_mask, bg_color)
         timer = StageTimer()
         with timer.stage("read"):
             data = await self._read_upload(request)
-        return self._image_response(await self._cut_out(data, options, timer), options, timer)
+        return self._image_response(await self._cut_out(data, options, timer), timer)
 
-    @api.get("/v1/remove-background", response_class=Response,
-             responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
-    async def remove_from_url(self, request: Request, url: Annotated[str, Query(description="http(s) URL.")],
-                              format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
-                              bg_color: BgColorQuery = None) -> Response:
+    @api.get("/v1/remove-background", response_class=Response, responses=IMAGE_RESPONSES)
+    async def remove_from_url(self, url: Annotated[str, Query(description="http(s) URL.")],
+                              options: NativeUrlOptions) -> Response:
         """Fetch the image at `url`, then the same as the POST route."""
-        options = _options(request, ("url",), format, only_mask, bg_color)
         timer = StageTimer()
         with timer.stage("fetch"):
             data = await self.fetcher.fetch(url)
-        return self._image_response(await self._cut_out(data, options, timer), options, timer)
+        return self._image_response(await self._cut_out(data, options, timer), timer)
 
     @api.post("/v1/remove-background/batch", response_class=StreamingResponse,
               responses={200: {"content": {"application/x-ndjson": {}}}})
-    async def remove_batch(self, request: Request, format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
-                           bg_color: BgColorQuery = None) -> StreamingResponse:
+    async def remove_batch(self, request: Request, options: NativeOptions) -> StreamingResponse:
         """A JSON list of URLs (or {"urls": [...]}); streams one NDJSON line per URL as each finishes."""
-        options = _options(request, (), format, only_mask, bg_color)
         urls = self._parse_url_list(await self._read_capped_body(request))
         self._maybe_clean_results()
         return StreamingResponse(self._stream_batch(urls, options), media_type="application/x-ndjson")
@@ -208,7 +251,7 @@ class Ingress:
     @api.get("/v1/results/{name}", response_class=FileResponse)
     async def get_result(self, name: str) -> FileResponse:
         path = self.results.path(name)
-        return FileResponse(path, media_type=imaging.MEDIA_TYPES[path.suffix[1:]])
+        return FileResponse(path, media_type=compose.MEDIA_TYPES[path.suffix[1:]])
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -229,21 +272,159 @@ class Ingress:
         return {"model": model, "ingress": self.settings.model_dump(mode="json"),
                 "ingress_versions": component_versions()}
 
+    # --- rembg's server API ----------------------------------------------------------------------
+
+    @api.get("/api/remove", tags=["rembg"], summary="rembg: remove from URL", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def rembg_from_url(
+            self, request: Request, url: Annotated[str, Query(description="URL of the image.")],
+            model: Annotated[str | None, Query(pattern=rembg.PATTERN, description=rembg.MODEL_HELP)] = None,
+            a: Annotated[bool, Query(description=rembg.REFINE_HELP)] = False,
+            af: Annotated[int, Query(ge=0, le=255, description=rembg.AF_HELP)] = 240,
+            ab: Annotated[int, Query(ge=0, le=255, description=rembg.AB_HELP)] = 10,
+            ae: Annotated[int, Query(ge=0, description=rembg.AE_HELP)] = 10,
+            om: Annotated[bool, Query(description="Only the mask (grayscale PNG).")] = False,
+            ppm: Annotated[bool, Query(description=rembg.PPM_HELP)] = False,
+            bgc: Annotated[str | None, Query(description=rembg.BGC_HELP)] = None,
+            extras: Annotated[str | None, Query(description=rembg.EXTRAS_HELP)] = None) -> Response:
+        """rembg's `GET /api/remove?url=...`: the image at `url` through the URL policy, always a PNG."""
+        params = rembg.parse(dict(request.query_params), dict(request.query_params), where="query",
+                             served=self.settings.model_names)
+        data = await self.fetcher.fetch(url)
+        return await self._rembg_answer(data, params)
+
+    @api.post("/api/remove", tags=["rembg"], summary="rembg: remove from an upload", response_class=Response,
+              responses={200: {"content": {"image/png": {}}}}, openapi_extra=rembg.POST_OPENAPI)
+    async def rembg_from_upload(self, request: Request) -> Response:
+        """rembg's `POST /api/remove`: multipart field `file` with the form fields model, a, af, ab, ae, om and
+        ppm; `bgc` and `extras` in the query."""
+        fields, files = await self._read_form(request, max_files=1, error=rembg.form_error)
+        if "file" not in files:
+            raise rembg.missing_field("body", "file")
+        params = rembg.parse(fields, dict(request.query_params), where="body", served=self.settings.model_names)
+        return await self._rembg_answer(files["file"], params)
+
+    async def _rembg_answer(self, data: bytes, params: rembg.RembgRequest) -> Response:
+        def mask_step(mask: np.ndarray) -> np.ndarray:
+            if params.refine:
+                mask = compose.snap_to_trimap(mask, params.foreground_threshold, params.background_threshold,
+                                              params.erode_size)
+            return compose.post_process_mask(mask) if params.post_process_mask else mask
+        timer = StageTimer()
+        rendered = await self._process(data, self._layout_finish(params.layout, mask_step), timer, refine=params.refine)
+        return self._image_response(rendered, timer)
+
+    # --- remove.bg's API ---------------------------------------------------------------------------
+
+    @api.post("/v1.0/removebg", tags=["remove.bg"], summary="remove.bg: remove the background",
+              response_class=Response, openapi_extra=removebg.OPENAPI,
+              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {},
+                                           "application/zip": {}, "application/json": {}}}})
+    async def removebg_route(self, request: Request) -> Response:
+        """remove.bg's `POST /v1.0/removebg`, as multipart, URL-encoded form or JSON; X-Api-Key when keys are
+        configured. Options it does not implement are refused with a 400 that names them."""
+        fields, files = await self._read_removebg_body(request)
+        params = removebg.parse(fields, files, accept=request.headers.get("accept", ""),
+                                webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
+        data = params.image_file if params.image_file is not None else await self.fetcher.fetch(params.image_url)
+        layout = params.layout
+        if params.bg_image_file is not None or params.bg_image_url:
+            picture = params.bg_image_file or await self.fetcher.fetch(params.bg_image_url)
+            background = await self._in_pool(imaging.decode_image, picture, max_pixels=self.settings.max_image_pixels)
+            layout = dataclasses.replace(layout, bg_image=background.rgb)
+        timer = StageTimer()
+        rendered = await self._process(data, self._layout_finish(layout), timer)
+        headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}
+        if params.json_answer:
+            return JSONResponse(removebg.json_answer(rendered), headers=headers)
+        return Response(rendered.data, media_type=rendered.media_type, headers=headers)
+
+    async def _read_removebg_body(self, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return await self._read_form(request, max_files=2, error=removebg.invalid)
+        if content_type == "application/json":
+            try:
+                fields = json.loads(await self._read_capped_body(request, self._form_limit()))
+            except (ValueError, UnicodeDecodeError):
+                raise removebg.invalid("the body is not valid JSON") from None
+            if not isinstance(fields, dict):
+                raise removebg.invalid("the JSON body must be an object of parameters")
+            return fields, {}
+        raise removebg.invalid("send the parameters as multipart/form-data, application/x-www-form-urlencoded or "
+                               f"application/json, not {content_type or 'no Content-Type'}")
+
+    def _form_limit(self) -> int:
+        """A form may carry two images (the photo and a background), base64 adding a third."""
+        return 3 * self.settings.max_upload_bytes
+
+    async def _read_form(self, request: Request, *, max_files: int,
+                         error: Callable[[str], ApiError]) -> tuple[dict[str, str], dict[str, bytes]]:
+        """A multipart or URL-encoded form's text fields and files, within the upload limits."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._form_limit() + 64 * 1024:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self._form_limit()}")
+        try:
+            form = await request.form(max_files=max_files, max_fields=32)
+        except Exception as failure:  # starlette raises several types for malformed bodies
+            raise error(f"malformed form body: {failure}") from None
+        fields: dict[str, str] = {}
+        files: dict[str, bytes] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields[name] = value
+                continue
+            if value.size is not None and value.size > self.settings.max_upload_bytes:
+                raise PayloadTooLarge(f"{name} is {value.size} bytes; the limit is {self.settings.max_upload_bytes}")
+            files[name] = await value.read()
+        return fields, files
+
     # --- steps --------------------------------------------------------------------------------------
 
-    async def _cut_out(self, data: bytes, options: OutputOptions, timer: StageTimer | None = None) -> bytes:
-        """Decode, segment, composite and encode within the request deadline (504 when missed)."""
+    async def _cut_out(self, data: bytes, options: OutputOptions,
+                       timer: StageTimer | None = None) -> compose.Rendered:
+        """The native API's answer for an upload (its options decide the plain or the composing path)."""
+        return await self._process(data, self._native_finish(options), timer or StageTimer(), refine=options.refine)
+
+    def _native_finish(self, options: OutputOptions) -> Finish:
+        if options.composed:
+            return self._layout_finish(options.layout(webp_quality=self.settings.webp_quality,
+                                                      jpeg_quality=self.settings.jpeg_quality))
+
+        def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
+            height, width = result.mask.shape
+            foreground = compose.foreground_box(result.mask)  # before render, which may reuse the pixels
+            data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
+                                  bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
+                                  png_pool=self._png_pool, png_threads=self.settings.png_threads)
+            return compose.Rendered(data, options.media_type, width, height, foreground)
+        return finish
+
+    def _layout_finish(self, layout: compose.Layout, mask_step: Callable[[np.ndarray], np.ndarray] | None = None
+                       ) -> Finish:
+        """Compose as `layout` says, after `mask_step` (rembg's mask options) if given."""
+        def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
+            mask = result.mask if mask_step is None else mask_step(result.mask)
+            return compose.render_cutout(decoded, mask, layout, colours=result.foreground, png_pool=self._png_pool,
+                                         png_threads=self.settings.png_threads)
+        return finish
+
+    async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *,
+                       refine: bool = False) -> compose.Rendered:
+        """Decode, segment, then `finish` (composite and encode) within the request deadline (504 when missed).
+        With `refine`, the model replica also estimates the subject's colours (clean edges)."""
         deadline_s = self.settings.request_timeout_s
         try:
             async with asyncio.timeout(deadline_s):  # cancels the model call too: no GPU time for a lost cause
-                return await self._cut_out_steps(data, options, timer or StageTimer())
+                return await self._process_steps(data, finish, timer, refine)
         except TimeoutError:
             raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
 
-    async def _cut_out_steps(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
+    async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer,
+                             refine: bool) -> compose.Rendered:
         self._cutting_out += 1
         try:
-            return await self._decode_segment_encode(data, options, timer)
+            return await self._decode_segment_finish(data, finish, timer, refine)
         finally:
             self._cutting_out -= 1
             if not self._cutting_out:
@@ -255,23 +436,21 @@ class Ingress:
             with contextlib.suppress(RuntimeError):  # the pool is shut down: the replica is stopping
                 self._codec_pool.submit(release_free_memory)
 
-    async def _decode_segment_encode(self, data: bytes, options: OutputOptions, timer: StageTimer) -> bytes:
-        encoded = self._to_decode_on_device(data)
+    async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer,
+                                     refine: bool) -> compose.Rendered:
+        encoded = None if refine else self._to_decode_on_device(data)
         if encoded is None:
             with timer.stage("decode"):
                 decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
             with timer.stage("model"):
-                result = await self._segment(decoded.model_input, timer)
+                result = await self._segment(decoded.model_input, timer, refine)
         else:
             with timer.stage("model"):
                 decoded, result = await self._segment_beside_decode(encoded, timer)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
-            return await self._in_pool(
-                _in_stage, timer, "encode_on_thread", imaging.render, decoded, result.mask, options.format,
-                only_mask=options.only_mask, bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                png_pool=self._png_pool, png_threads=self.settings.png_threads)
+            return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
 
     def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
@@ -299,12 +478,15 @@ class Ingress:
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 
-    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg, timer: StageTimer) -> MaskResult:
+    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg, timer: StageTimer,
+                       refine: bool = False) -> MaskResult:
         """The model's answer for one image, noting whether the device was idle for the next decision, and the
         time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,
         also split into model_to_replica and model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
-        result = await self._call_remover("remove_background", image)
+        result = await self._call_remover("remove_background", image, refine)
+        if refine:
+            timer.record("model_refine", result.refine_ms)
         timer.record("model_transport", (time.perf_counter() - called - (result.left_at - result.arrived_at)) * 1000)
         if result.replica_node == self._node_id:
             timer.record("model_to_replica", (result.arrived_at - called_at) * 1000)
@@ -313,8 +495,9 @@ class Ingress:
         return result
 
     @staticmethod
-    def _image_response(body: bytes, options: OutputOptions, timer: StageTimer) -> Response:
-        return Response(body, media_type=options.media_type, headers={"Server-Timing": timer.header()})
+    def _image_response(rendered: compose.Rendered, timer: StageTimer) -> Response:
+        return Response(rendered.data, media_type=rendered.media_type,
+                        headers={"Server-Timing": timer.header(), **rendered.headers()})
 
     async def _call_remover(self, method: str, *args: Any) -> Any:
         """Call the model deployment, retrying once if its replica died (every call is idempotent)."""
@@ -352,8 +535,8 @@ class Ingress:
             f"not {content_type or 'no Content-Type'}"
         )
 
-    async def _read_capped_body(self, request: Request) -> bytes:
-        return await read_capped(request.stream(), limit=self.settings.max_upload_bytes,
+    async def _read_capped_body(self, request: Request, limit: int | None = None) -> bytes:
+        return await read_capped(request.stream(), limit=limit or self.settings.max_upload_bytes,
                                  declared_length=request.headers.get("content-length"), what="the body")
 
     async def _read_multipart(self, request: Request) -> bytes:
@@ -396,8 +579,8 @@ class Ingress:
     async def _batch_item(self, index: int, url: str, options: OutputOptions, limiter: asyncio.Semaphore) -> dict:
         async with limiter:
             try:
-                encoded = await self._cut_out(await self.fetcher.fetch(url), options)
-                name = await self._in_pool(self.results.save, encoded, options.format)
+                rendered = await self._cut_out(await self.fetcher.fetch(url), options)
+                name = await self._in_pool(self.results.save, rendered.data, options.format)
                 return {"index": index, "url": url, "status": "ok", "result": f"/v1/results/{name}",
                         "media_type": options.media_type}
             except ApiError as error:

@@ -27,3 +27,5 @@ class MaskResult:
     arrived_at: float = 0.0
     left_at: float = 0.0
     replica_node: str = ""
+    foreground: np.ndarray | None = None  # (H, W, 3) uint8: the subject's own colours, when refining was asked
+    refine_ms: float = 0.0  # estimating them on the device

@@ -129,9 +129,10 @@ class BackgroundRemover:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
-    async def remove_background(self, image: np.ndarray | EncodedJpeg) -> MaskResult:
+    async def remove_background(self, image: np.ndarray | EncodedJpeg, refine: bool = False) -> MaskResult:
         """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, or for a JPEG file to decode on the
-        device (raises DeviceDecodeFailed if it cannot be); concurrent calls share forward passes."""
+        device (raises DeviceDecodeFailed if it cannot be); concurrent calls share forward passes. With `refine`
+        (pixels only), also the subject's own colours in semi-transparent pixels, estimated on the device."""
         arrived, arrived_at = time.perf_counter(), time.time()
         self._loop = self._loop or asyncio.get_running_loop()
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
@@ -150,11 +151,19 @@ class BackgroundRemover:
                     image = await self._loop.run_in_executor(self._model_thread, decode, image)
                     decode_ms = (time.perf_counter() - arrived) * 1000
                 mask, batch = await self._run_batch(image)
+            foreground, refine_ms = None, 0.0
+            if refine and isinstance(image, np.ndarray):
+                # On the model thread, after the batches queued there: the device does one thing at a time.
+                started = time.perf_counter()
+                foreground = await self._loop.run_in_executor(self._model_thread, self.model.estimate_foreground,
+                                                              image, mask)
+                refine_ms = (time.perf_counter() - started) * 1000
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
         return MaskResult(mask, (batch.started_s - arrived) * 1000 - decode_ms, batch.duration_ms, batch.size,
-                          decode_ms, self._device.backlog(), arrived_at, time.time(), self._node_id)
+                          decode_ms, self._device.backlog(), arrived_at, time.time(), self._node_id, foreground,
+                          refine_ms)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).

@@ -23,6 +23,7 @@ from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_atte
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
+from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
@@ -254,6 +255,15 @@ class BackgroundRemovalModel:
         behind a busy stream), so callers use it when the device is idle. Raises DeviceDecodeFailed.
         """
         return decode_on_device(encoded, self.device)
+
+    @torch.inference_mode()
+    def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Clean edges: the subject's own colours where `mask` (H, W) uint8 is semi-transparent, estimated on the
+        device from `image` (H, W, 3) RGB or (H, W, 4) RGBX uint8 (serve_app/model/foreground.py), as (H, W, 3)
+        uint8; opaque pixels keep their colour."""
+        pixels = self._upload(image)[..., :3]
+        alpha = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
+        return refine_foreground_uint8(pixels, alpha).cpu().numpy()
 
     def submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks | SplitPending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.

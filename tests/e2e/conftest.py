@@ -31,7 +31,8 @@ def service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """Base URL of `serve run` on a copy of configs/tiny.yaml pointing at the tiny model."""
     workdir = tmp_path_factory.mktemp("serve")
     config = derive_config(CONFIG, model={"model_id": str(tiny_model_dir)},
-                           ingress={"result_dir": str(workdir / "results")}, port=free_port())
+                           ingress={"result_dir": str(workdir / "results"), "model_names": ["birefnet-general"]},
+                           port=free_port())
     process = ServeProcess(config, workdir, workdir / "serve.log")
     try:
         process.wait_ready(timeout_s=300)

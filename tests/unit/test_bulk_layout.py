@@ -24,6 +24,12 @@ def test_inputs_are_found_recursively_and_mapped_to_the_output_format(tmp_path: 
         == ["a.png", "sub/b.png", "sub/deeper/c.png"]
 
 
+def test_phone_photo_formats_are_inputs(tmp_path: Path) -> None:
+    for name in ["a.HEIC", "b.heif", "c.avif"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert Layout(str(tmp_path), str(tmp_path / "out"), "png").inputs() == ["a.HEIC", "b.heif", "c.avif"]
+
+
 def test_existing_outputs_are_skipped_and_stale_temporaries_removed(tmp_path: Path) -> None:
     make_tree(tmp_path)
     layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "webp")
