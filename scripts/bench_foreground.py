@@ -1,6 +1,7 @@
 """Time foreground colour estimation per image size on one device (serve_app/bench/foreground_cost.py).
 
     python scripts/bench_foreground.py --device cuda --out foreground.json
+    python scripts/bench_foreground.py --device cuda --max-levels 8 --out foreground_8_levels.json
     python scripts/bench_foreground.py --device cpu --sizes 1000x1000
 """
 
@@ -25,11 +26,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--sizes", default=SIZES_1_3_6_12_MP, help="WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-levels", type=int, help="only the finest N levels (default: all)")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
-    for row in time_foreground(device, parse_sizes(args.sizes), repeats=args.repeats):
+    for row in time_foreground(device, parse_sizes(args.sizes), repeats=args.repeats,
+                               max_levels=args.max_levels):
         print(json.dumps(row), flush=True)
         rows.append(row)
     record = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join([Path(sys.executable).name, *sys.argv]),

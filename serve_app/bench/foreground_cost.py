@@ -12,7 +12,7 @@ from serve_app.model.foreground import refine_foreground_uint8
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """"1000x1000,3000x2000" -> [(1000, 1000), (3000, 2000)], as (width, height)."""
+    """Sizes from the command line, "1000x1000,3000x2000", as [(width, height), ...]."""
     sizes = []
     for item in text.split(","):
         width, _, height = item.strip().partition("x")
@@ -38,7 +38,7 @@ def synthetic_cutout(width: int, height: int, device: torch.device) -> tuple[tor
 
 
 def time_foreground(device: torch.device | str, sizes: Sequence[tuple[int, int]], repeats: int = 5,
-                    warmup: int = 1) -> list[dict]:
+                    warmup: int = 1, max_levels: int | None = None) -> list[dict]:
     """One row per (width, height): milliseconds per `refine_foreground_uint8` call, median and fastest of
     `repeats` after `warmup` unmeasured calls, with the device's work finished before each clock reading."""
     device = torch.device(device)
@@ -49,14 +49,14 @@ def time_foreground(device: torch.device | str, sizes: Sequence[tuple[int, int]]
         for run in range(warmup + repeats):
             _synchronize(device)
             started = time.perf_counter()
-            refine_foreground_uint8(image, alpha)
+            refine_foreground_uint8(image, alpha, max_levels=max_levels)
             _synchronize(device)
             if run >= warmup:
                 timings_ms.append((time.perf_counter() - started) * 1000)
         median_ms = statistics.median(timings_ms)
         rows.append({"size": f"{width}x{height}", "megapixels": round(width * height / 1e6, 2),
-                     "device": str(device), "repeats": repeats, "ms_median": round(median_ms, 2),
-                     "ms_min": round(min(timings_ms), 2)})
+                     "device": str(device), "max_levels": max_levels, "repeats": repeats,
+                     "ms_median": round(median_ms, 2), "ms_min": round(min(timings_ms), 2)})
     return rows
 
 

@@ -14,13 +14,16 @@ once, the 2x2 system for (F, B) of the cost
     w_n = regularization + gradient_weight * |alpha - alpha_n|,
 
 with the neighbours' values from the previous iteration, in closed form. The matrix depends on alpha alone, so
-its inverse is computed once per level; an iteration is a weighted sum of shifted copies and a few
-multiply-adds, about twenty tensor operations whatever the image size. The levels grow by about 2x per side,
-so all the coarser levels together cost about a third of the finest one, plus ~20 operations per iteration of
-launch overhead on a GPU (the levels up to `small_size` run `iterations_small` iterations each).
+its inverse is computed once per level (about 25 tensor operations); an iteration is 9 operations whatever the
+size: four multiply-adds of shifted views for the right-hand side, four for the solve, a clamp. The levels grow
+by about 2x per side, so the coarser levels together add about a third to the arithmetic of the finest one.
+On a GPU the small levels cost kernel launches instead: a 6 MP photo has 13 levels, the 6 up to `small_size`
+at 10 iterations each, and ~1,000 kernel launches in all; `max_levels=8` skips the 5 coarsest (~520 launches).
 
-All tensor work stays on the inputs' device. Cost of `refine_foreground_uint8` on this project's 2-core CPU
-(torch 2.14, 2 threads, default settings): about 0.55 s for a 1 MP image (1000x1000; scripts/bench_foreground.py).
+All tensor work stays on the inputs' device. Cost of `refine_foreground_uint8` on a 2-core CPU (torch 2.14,
+2 threads, default settings, a 1000x1000 image; scripts/bench_foreground.py): 130-180 ms median, 95-150 ms at
+best, with other work on the machine; `max_levels=8` changes little there, the arithmetic of the finest levels
+dominates on a CPU.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor, *, iterations_
         F, (3, H, W) float32 in [0, 1]. Where alpha is 0, F is an extrapolation of the nearby foreground.
     """
     image, alpha = _checked(image, alpha)
+    if max_levels is not None and max_levels < 1:
+        raise ValueError(f"max_levels must be at least 1 (or None for all levels), got {max_levels}")
     height, width = alpha.shape[-2:]
     # Image and alpha travel together through each level's resize: one operation instead of two.
     full = torch.cat([image, alpha]).unsqueeze(0)

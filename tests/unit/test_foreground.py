@@ -35,10 +35,11 @@ def _colour_error(estimate: torch.Tensor, truth: torch.Tensor, alpha: torch.Tens
     return float((estimate - truth).abs()[:, soft].mean())
 
 
-def test_soft_edges_and_hair_lose_the_old_background_colour():
+@pytest.mark.parametrize("max_levels", [None, 4])
+def test_soft_edges_and_hair_lose_the_old_background_colour(max_levels):
     image, alpha, truth, strands = _composite()
     naive_error = _colour_error(image, truth, alpha)  # the cut-out that keeps the photo's colours
-    estimated = estimate_foreground(image, alpha)
+    estimated = estimate_foreground(image, alpha, max_levels=max_levels)
     assert estimated.shape == image.shape and estimated.dtype == torch.float32
     assert naive_error > 0.2
     assert _colour_error(estimated, truth, alpha) <= naive_error / 3
@@ -106,6 +107,11 @@ def test_half_precision_inputs_give_nearly_the_same_foreground():
 def test_mismatched_shapes_are_refused_with_the_shapes_named(image_shape, alpha_shape):
     with pytest.raises(ValueError, match="expected"):
         estimate_foreground(torch.zeros(image_shape), torch.zeros(alpha_shape))
+
+
+def test_max_levels_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_levels"):
+        estimate_foreground(torch.zeros(3, 4, 4), torch.zeros(4, 4), max_levels=0)
 
 
 def test_the_benchmark_times_each_size():
