@@ -143,6 +143,9 @@ def erode(binary: np.ndarray, size: int) -> np.ndarray:
     """Binary erosion by a `size` x `size` square (rows, then columns)."""
     if size <= 1:
         return binary
+    # A window wider than twice the image reaches past both edges from every pixel: all False, as from any
+    # larger one; capped, so that the work follows the image and not a client's number.
+    size = min(size, 2 * max(binary.shape) + 2)
     return _erode_1d(_erode_1d(binary, size, 0), size, 1)
 
 
@@ -322,5 +325,7 @@ def render_cutout(image: imaging.DecodedImage, mask: np.ndarray, layout: Layout,
     if layout.format == "zip":
         return Rendered(_zip(rgba, layout, png_pool, png_threads), MEDIA_TYPES["zip"], width, height, foreground)
     pixels = _with_background(rgba, layout)
+    if layout.format == "jpg" and pixels.shape[2] == 4:  # a see-through colour: what shows through is white
+        pixels = _over(pixels, np.full((height, width, 3), 255, np.uint8))
     data = _encode(pixels, layout.format, layout, png_pool, png_threads)
     return Rendered(data, MEDIA_TYPES[layout.format], width, height, foreground)
