@@ -95,7 +95,7 @@ class RembgRequest:
 
 
 def _flag(where: str, name: str, value: str | None) -> bool:
-    if value is None:
+    if value is None or value == "":  # an empty form field is a field left out, as FastAPI reads it
         return False
     lowered = value.strip().lower()
     if lowered in ("1", "true", "t", "yes", "y", "on"):
@@ -107,7 +107,7 @@ def _flag(where: str, name: str, value: str | None) -> bool:
 
 
 def _integer(where: str, name: str, value: str | None, default: int, high: int | None) -> int:
-    if value is None:
+    if value is None or value == "":
         return default
     try:
         number = int(value)
@@ -122,7 +122,7 @@ def _integer(where: str, name: str, value: str | None, default: int, high: int |
 
 
 def _model(where: str, value: str | None, served: tuple[str, ...]) -> str | None:
-    if value is None:
+    if value is None or value == "":
         return None
     if value not in MODEL_NAMES:
         raise RembgError(422, [{"type": "string_pattern_mismatch", "loc": [where, "model"],

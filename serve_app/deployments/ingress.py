@@ -96,10 +96,10 @@ class RequireApiKey:
             request = Request(scope)
             keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
             path = request.url.path
-            presented = request.headers.get("authorization")
+            presented = [request.headers.get("authorization")]
             if path.startswith(REMOVEBG_PREFIX) and request.headers.get("x-api-key"):
-                presented = f"Bearer {request.headers['x-api-key']}"  # remove.bg's clients send X-Api-Key
-            if keys and path not in OPEN_PATHS and not key_matches(presented, keys):
+                presented.append(f"Bearer {request.headers['x-api-key']}")  # remove.bg's clients send X-Api-Key
+            if keys and path not in OPEN_PATHS and not any([key_matches(header, keys) for header in presented]):
                 how = "X-Api-Key: <key>" if path.startswith(REMOVEBG_PREFIX) else "Authorization: Bearer <key>"
                 error = _in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
                                                        code="unauthorized",
