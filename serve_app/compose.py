@@ -78,7 +78,8 @@ class Layout:
     bg_color: tuple[int, int, int, int] | None = None  # RGBA; alpha 255 is an opaque background
     bg_image: np.ndarray | None = field(default=None, compare=False)  # (H, W, 3) uint8, scaled to cover
     crop: bool = False
-    crop_margin: Length = Length(0, False)
+    crop_margin: Length | tuple[Length, Length, Length, Length] = Length(0, False)  # all sides, or top right
+                                                                                   # bottom left
     roi: tuple[Length, Length, Length, Length] | None = None  # x1 y1 x2 y2: the subject is looked for inside
     placement: Placement = Placement()
     max_pixels: int | None = None  # output width x height at most this, scaled down keeping the aspect ratio
@@ -180,12 +181,14 @@ def _roi_mask(alpha: np.ndarray, roi: tuple[Length, Length, Length, Length]) -> 
     return kept
 
 
-def _crop_with_margin(rgba: np.ndarray, box: tuple[int, int, int, int], margin: Length) -> np.ndarray:
-    """The subject's box grown by `margin` (a share of the subject's longer side when a percentage), padded with
-    transparency where it leaves the image."""
+def _crop_with_margin(rgba: np.ndarray, box: tuple[int, int, int, int],
+                      margin: Length | tuple[Length, Length, Length, Length]) -> np.ndarray:
+    """The subject's box grown by `margin` on every side, or by (top, right, bottom, left) (percentages are shares
+    of the subject's longer side), padded with transparency where it leaves the image."""
     top, left, height, width = box
-    pad = min(margin.pixels(max(height, width)), MAX_MARGIN_PX)
-    y0, x0, y1, x1 = top - pad, left - pad, top + height + pad, left + width + pad
+    sides = margin if isinstance(margin, tuple) else (margin,) * 4
+    above, right, below, before = (min(side.pixels(max(height, width)), MAX_MARGIN_PX) for side in sides)
+    y0, x0, y1, x1 = top - above, left - before, top + height + below, left + width + right
     out = np.zeros((y1 - y0, x1 - x0, 4), dtype=np.uint8)
     sy0, sx0 = max(y0, 0), max(x0, 0)
     sy1, sx1 = min(y1, rgba.shape[0]), min(x1, rgba.shape[1])

@@ -57,7 +57,8 @@ OPENAPI = {"requestBody": {"required": True, "content": {
         "roi": {**_TEXT, "description": "x1 y1 x2 y2 (px or %): the subject is looked for inside."},
         "crop": {"type": "boolean", "description": "Crop to the subject."},
         "crop_margin": {**_TEXT, "description": "Margin around the cropped subject: 30px or 10% (at most 500px or "
-                                                "50%)."},
+                                                "50%); one value, or two (top/bottom left/right), or four (top right "
+                                                "bottom left)."},
         "scale": {**_TEXT, "description": "original, or 10% to 100%: the subject's longest side on the canvas."},
         "position": {**_TEXT, "description": "original, center, or one or two percentages (horizontal vertical)."},
         "channels": {**_TEXT, "enum": ["rgba", "alpha"], "description": "alpha: the mask only."},
@@ -197,11 +198,20 @@ def _roi(value: Any):
 
 
 def _margin(value: Any):
+    """One value (every side), two (top and bottom, left and right) or four (top, right, bottom, left)."""
+    parts = str(value).split() if value not in (None, "") else ["0"]
+    if len(parts) not in (1, 2, 4):
+        raise invalid(f"crop_margin takes one, two or four values (px or %), got {value!r}")
     try:
-        return parse_length("crop_margin", "0" if value in (None, "") else str(value), max_px=MAX_MARGIN_PX,
-                            max_percent=MAX_MARGIN_PERCENT)
+        sides = [parse_length("crop_margin", part, max_px=MAX_MARGIN_PX, max_percent=MAX_MARGIN_PERCENT)
+                 for part in parts]
     except ApiError as error:
         raise invalid(error.message) from None
+    if len(sides) == 1:
+        return sides[0]
+    if len(sides) == 2:
+        return (sides[0], sides[1], sides[0], sides[1])
+    return tuple(sides)
 
 
 def _unsupported(fields: dict[str, Any]) -> None:
@@ -228,7 +238,8 @@ def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_
     image = files.get("image_file")
     if fields.get("image_file_b64"):
         try:
-            image = base64.b64decode(str(fields["image_file_b64"]), validate=True)
+            # Whitespace is dropped first: `base64` and many encoders wrap their output in lines.
+            image = base64.b64decode("".join(str(fields["image_file_b64"]).split()), validate=True)
         except (binascii.Error, ValueError):
             raise invalid("image_file_b64 is not valid base64") from None
     if fields.get("bg_image_url") and "bg_image_file" in files:

@@ -185,6 +185,22 @@ def test_removebg_margins_up_to_the_limit_are_taken(margin: str, pixels: int | N
         assert layout.crop_margin == Length(50, True)
 
 
+def test_removebg_margins_per_side() -> None:
+    two = parse_removebg({**URL, "crop": "true", "crop_margin": "10px 5%"}).layout.crop_margin
+    assert two == (Length(10, False), Length(5, True), Length(10, False), Length(5, True))  # top right bottom left
+    four = parse_removebg({**URL, "crop": "true", "crop_margin": "1px 2px 3px 4px"}).layout.crop_margin
+    assert [side.pixels(100) for side in four] == [1, 2, 3, 4]
+    error = removebg_error({**URL, "crop_margin": "1px 2px 3px"}, {})
+    assert error.status == 400 and "one, two or four" in error.message
+
+
+def test_removebg_base64_may_be_wrapped_in_lines() -> None:
+    data = bytes(range(256)) * 3
+    wrapped = base64.encodebytes(data).decode()  # 76-character lines, as the base64 command writes them
+    assert "\n" in wrapped
+    assert parse_removebg({"image_file_b64": wrapped}).image_file == data
+
+
 # --- remove.bg: the service's own errors and the JSON answer -------------------------------------------
 
 

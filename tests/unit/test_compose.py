@@ -415,3 +415,11 @@ def test_headers_give_size_and_foreground_box() -> None:
                                   "X-Foreground-Left": "40", "X-Foreground-Width": "100",
                                   "X-Foreground-Height": "80"}
     assert Rendered(b"", "image/png", 320, 200, None).headers() == {"X-Width": "320", "X-Height": "200"}
+
+
+def test_crop_margin_per_side_top_right_bottom_left() -> None:
+    image, mask = picture(40, 60, (10, 20, 10, 20))  # top, left, height, width
+    sides = (Length(1, False), Length(2, False), Length(3, False), Length(4, False))
+    rendered = compose.render_cutout(image, mask, compose.Layout(crop=True, crop_margin=sides))
+    assert (rendered.width, rendered.height) == (20 + 2 + 4, 10 + 1 + 3)
+    assert rendered.foreground == (1, 4, 20, 10)

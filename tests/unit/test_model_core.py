@@ -82,3 +82,22 @@ def test_import_path_models_must_be_modules() -> None:
 def test_describe_reports_what_runs(model: BackgroundRemovalModel, tiny_model_dir: Path) -> None:
     info = model.describe()
     assert info["model_id"] == str(tiny_model_dir) and info["input_size"] == [160, 96]
+
+
+def test_clean_edges_take_the_background_colour_out_of_soft_pixels(model: BackgroundRemovalModel) -> None:
+    """A red subject over green with a soft edge: the cut-out's colours there are mixed with green, the estimate
+    takes the green out, and opaque pixels keep their colour exactly."""
+    height, width = 40, 60
+    alpha = np.zeros((height, width), np.float32)
+    alpha[:, :20] = 1.0
+    alpha[:, 20:40] = np.linspace(1.0, 0.0, 20)  # a 20-pixel soft edge
+    red, green = np.array([200, 30, 30], np.float32), np.array([20, 220, 20], np.float32)
+    photo = np.rint(alpha[..., None] * red + (1 - alpha[..., None]) * green).astype(np.uint8)
+    mask = np.rint(alpha * 255).astype(np.uint8)
+    colours = model.estimate_foreground(photo, mask)
+    assert colours.shape == photo.shape and colours.dtype == np.uint8
+    assert (colours[mask == 255] == photo[mask == 255]).all()
+    soft = (mask > 25) & (mask < 230)
+    naive_green = np.abs(photo[soft][:, 1].astype(float) - red[1]).mean()
+    estimated_green = np.abs(colours[soft][:, 1].astype(float) - red[1]).mean()
+    assert estimated_green < naive_green / 3, (estimated_green, naive_green)
