@@ -21,4 +21,4 @@ def build_app(args: dict | None = None) -> Application:
     ingress = settings.ingress
     if not ingress.model_names:
         ingress = ingress.model_copy(update={"model_names": rembg.names_for_model(settings.model.model_id)})
-    return Ingress.bind(remover, ingress.model_dump(mode="json"))
+    return Ingress.bind(remover, ingress.model_dump(mode="json"), tuple(settings.model.input_size))

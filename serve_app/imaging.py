@@ -136,6 +136,45 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
 
 
 @dataclass(frozen=True)
+class ReducedImage:
+    """The model's copy of a large JPEG, decoded by libjpeg at a fraction of its size (DCT scaling, in steps of
+    1/8) but never below the model's input size, which the model resizes it to anyway. It decodes faster than the
+    whole photo and moves a fraction of the bytes to the model replica, so the model call starts while the full
+    decode for the cut-out runs beside it. The mask comes back at `size`."""
+
+    pixels: np.ndarray  # (h, w, 3) uint8 RGB, upright
+    size: tuple[int, int]  # (height, width) of the whole image, upright: the mask's size
+
+
+def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> ReducedImage | None:
+    """The model's copy of a colour or grey JPEG at least twice `min_size` ((width, height), upright) in both
+    directions, or None (anything else, or a JPEG libjpeg warns about: decode_image decides those)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Exception:  # not an image, or a broken header: decode_image reports it
+            return None
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return None
+        width, height = image.size
+        orientation = _orientation(image)
+    if not 0 < width * height <= max_pixels:
+        return None
+    min_width, min_height = min_size
+    if orientation in _TRANSPOSING:  # the stored image is turned: its width becomes the upright height
+        min_width, min_height = min_height, min_width
+    if width < 2 * min_width or height < 2 * min_height:
+        return None
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width, min_height=min_height)
+    except ValueError:
+        return None
+    upright = (width, height) if orientation not in _TRANSPOSING else (height, width)
+    return ReducedImage(_upright(pixels, orientation), (upright[1], upright[0]))
+
+
+@dataclass(frozen=True)
 class EncodedJpeg:
     """A JPEG for the model replica to decode on its own device, beside the ingress's CPU decode of the same bytes.
 

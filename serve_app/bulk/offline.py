@@ -36,22 +36,37 @@ def connect(address: str | None) -> None:
         ray.init()
 
 
-def decode_row(row: dict, *, max_pixels: int) -> dict:
-    """CPU task: read the file and decode it like the ingress does (EXIF, modes, limits)."""
+def decode_row(row: dict, *, max_pixels: int, model_input_size: tuple[int, int] | None = None) -> dict:
+    """CPU task: read the file and decode it like the ingress does (EXIF, modes, limits), with the model's copy
+    of a large JPEG reduced as the ingress reduces it (imaging.reduced_jpeg), so that both give the same masks."""
     failure = {"code": "", "reason": ""}
     # Ray Data columns need an array in every row: opaque or failed images carry 1x1 stand-ins for the
     # transparency and for the model's view of it.
     image, alpha, has_alpha, model_image = _PLACEHOLDER, np.zeros((1, 1), np.uint8), False, _PLACEHOLDER
+    reduced = False
     try:
-        decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
+        data = read_bytes(row["source"])
+        decoded = imaging.decode_image(data, max_pixels=max_pixels)
         image = decoded.pixels
         if decoded.alpha is not None:
             alpha, has_alpha, model_image = decoded.alpha, True, decoded.model_input
+        elif model_input_size is not None:
+            copy = imaging.reduced_jpeg(data, min_size=model_input_size, max_pixels=max_pixels)
+            if copy is not None:
+                model_image, reduced = copy.pixels, True
     except ApiError as error:
         failure = {"code": error.code, "reason": error.message}
     except OSError as error:
         failure = {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
-    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": has_alpha, "model_image": model_image}
+    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": has_alpha, "model_image": model_image,
+            "reduced": reduced}
+
+
+def model_view(batch: dict[str, np.ndarray], i: int) -> np.ndarray | imaging.ReducedImage:
+    """What the model gets for row `i`: the photo, its copy over white (transparency), or its reduced copy."""
+    if batch["reduced"][i]:
+        return imaging.ReducedImage(batch["model_image"][i], tuple(batch["image"][i].shape[:2]))
+    return batch["model_image" if batch["has_alpha"][i] else "image"][i]
 
 
 # Batches each model actor works on at once: one on the device, the next one uploading and queued behind it,
@@ -73,7 +88,7 @@ class SegmentBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["source"])
         usable = [i for i in range(count) if not batch["code"][i]]
-        images = [batch["model_image" if batch["has_alpha"][i] else "image"][i] for i in usable]
+        images = [model_view(batch, i) for i in usable]
         with self._submit_lock:
             pending = self.model.submit(images)
         masks = pending.result()
@@ -117,7 +132,8 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
             ray.data.from_items(rows)
             # Half a CPU per codec task: unlike the model stage's (1 CPU, or 1 GPU), so that Ray Data does not
             # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
-            .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
+            .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,
+                                        "model_input_size": tuple(model.input_size)}, num_cpus=CODEC_TASK_CPUS)
             .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
                          batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=1,
                          compute=ray.data.ActorPoolStrategy(size=gpus or cpu_actors,

@@ -204,8 +204,11 @@ IDLE_TRIM_S = 2.0
 class Ingress:
     """HTTP front door: validates, decodes, calls the model deployment, composites and encodes."""
 
-    def __init__(self, remover: DeploymentHandle, ingress_settings: dict):
+    def __init__(self, remover: DeploymentHandle, ingress_settings: dict,
+                 model_input_size: tuple[int, int] | None = None):
         self.settings = IngressSettings.model_validate(ingress_settings)
+        # (width, height) the model resizes every image to: large JPEGs go to it as a reduced copy (ReducedImage).
+        self._model_input_size = tuple(model_input_size) if model_input_size else None
         api.state.api_keys = load_api_keys(self.settings)
         self.remover = remover
         self.fetcher = ImageFetcher(self.settings)
@@ -439,7 +442,15 @@ class Ingress:
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer,
                                      refine: bool) -> compose.Rendered:
         encoded = None if refine else self._to_decode_on_device(data)
-        if encoded is None:
+        reduced = None
+        if encoded is None and not refine and self._model_input_size is not None:
+            with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
+                reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._model_input_size,
+                                              max_pixels=self.settings.max_image_pixels)
+        if reduced is not None:
+            with timer.stage("model"):
+                decoded, result = await self._segment_reduced(reduced, data, timer)
+        elif encoded is None:
             with timer.stage("decode"):
                 decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
             with timer.stage("model"):
@@ -451,6 +462,18 @@ class Ingress:
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
             return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
+
+    async def _segment_reduced(self, reduced: imaging.ReducedImage, data: bytes,
+                               timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
+        """The model works on the reduced copy while this replica decodes the whole photo for the cut-out."""
+        full = asyncio.ensure_future(self._in_pool(_in_stage, timer, "decode_beside_model", imaging.decode_image,
+                                                   data, max_pixels=self.settings.max_image_pixels))
+        try:
+            result = await self._segment(reduced, timer)
+        except BaseException:
+            full.cancel()
+            raise
+        return await full, result
 
     def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
@@ -478,7 +501,7 @@ class Ingress:
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 
-    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg, timer: StageTimer,
+    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg | imaging.ReducedImage, timer: StageTimer,
                        refine: bool = False) -> MaskResult:
         """The model's answer for one image, noting whether the device was idle for the next decision, and the
         time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serve_app.imaging import EncodedJpeg
+from serve_app.imaging import EncodedJpeg, ReducedImage
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
@@ -244,7 +244,8 @@ class BackgroundRemovalModel:
 
     def predict(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
-        sizes, in order, as (H, W) uint8. Images may also be `decode_jpeg()`'s tensors, already on the device."""
+        sizes, in order, as (H, W) uint8. Images may also be `decode_jpeg()`'s tensors, already on the device, or
+        ReducedImages, whose masks have their `size`."""
         return self.submit(images).result()
 
     @torch.inference_mode()
@@ -306,7 +307,7 @@ class BackgroundRemovalModel:
 
     @torch.inference_mode()
     def _submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks:
-        sizes = [tuple(image.shape[:2]) for image in images]
+        sizes = [image.size if isinstance(image, ReducedImage) else tuple(image.shape[:2]) for image in images]
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
         if self.device.type != "cuda":
@@ -359,8 +360,10 @@ class BackgroundRemovalModel:
         batch = torch.cat(resized).sub_(self._mean).div_(self._std)
         return batch.to(dtype=self.dtype, memory_format=self.memory_format)
 
-    def _upload(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _upload(self, image: np.ndarray | torch.Tensor | ReducedImage) -> torch.Tensor:
         """One (H, W, 3) or (H, W, 4) uint8 image on the device, from pinned memory on CUDA (an asynchronous copy)."""
+        if isinstance(image, ReducedImage):  # its mask has the whole image's size (_submit)
+            image = image.pixels
         if isinstance(image, torch.Tensor):  # decode_jpeg()'s, on the device already
             if image.device.type != self.device.type or tuple(image.shape[2:]) != (3,) or image.dtype != torch.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 tensor on {self.device}, got {tuple(image.shape)} "

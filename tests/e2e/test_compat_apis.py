@@ -243,3 +243,14 @@ def test_openapi_documents_the_compatible_routes(service: str) -> None:
     native_params = {p["name"] for p in schema["paths"]["/v1/remove-background"]["post"]["parameters"]}
     assert {"format", "crop", "crop_margin", "size", "max_size", "refine"} <= native_params
     json.dumps(schema)  # serialisable as served
+
+
+def test_a_large_jpeg_goes_to_the_model_reduced_and_its_mask_is_full_size(service: str) -> None:
+    """Twice the model's input (256) and more: the model gets a reduced copy while the ingress decodes the whole
+    photo beside the model call; the cut-out is the whole photo's, its mask where the object is."""
+    size, box = (1280, 800), (160, 120, 560, 440)
+    response = native(service, "", encode(red_square(size, box), "JPEG", quality=95))
+    assert "decode_beside_model" in response.headers["server-timing"]
+    image = image_of(response)
+    assert image.size == size
+    assert_mask_matches(np.asarray(image)[..., 3], expected_alpha(size, box), EDGE_MARGIN * 4)

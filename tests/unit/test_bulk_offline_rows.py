@@ -45,3 +45,22 @@ def test_opaque_and_broken_inputs(tmp_path: Path) -> None:
     assert encode_write_row({**bad, "mask": np.zeros((1, 1), np.uint8)}, options=OutputOptions(),
                             webp_quality=90)["code"] == "invalid_image"
     assert not (tmp_path / "b.png").exists()
+
+
+def test_large_jpegs_go_to_the_model_as_the_ingress_sends_them(tmp_path: Path) -> None:
+    """The reduced copy the ingress sends (imaging.reduced_jpeg), so that offline masks match the service's."""
+    from serve_app.bulk.offline import model_view
+    from serve_app.imaging import ReducedImage
+
+    source = tmp_path / "big.jpg"
+    source.write_bytes(encode(Image.new("RGB", (1200, 800), (200, 10, 10)), "JPEG"))
+    row = decode_row(row_for(source, tmp_path / "big.png"), max_pixels=10**8, model_input_size=(256, 256))
+    assert row["reduced"] and row["image"].shape[:2] == (800, 1200) and row["model_image"].shape[0] < 800
+    batch = {key: np.array([value] if not isinstance(value, np.ndarray) else [None], dtype=object)
+             for key, value in row.items()}
+    for key in ("image", "model_image"):
+        batch[key][0] = row[key]
+    view = model_view(batch, 0)
+    assert isinstance(view, ReducedImage) and view.size == (800, 1200)
+    small = decode_row(row_for(source, tmp_path / "big.png"), max_pixels=10**8, model_input_size=(1024, 1024))
+    assert not small["reduced"]  # under twice the model's input: the photo itself

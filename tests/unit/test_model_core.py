@@ -101,3 +101,16 @@ def test_clean_edges_take_the_background_colour_out_of_soft_pixels(model: Backgr
     naive_green = np.abs(photo[soft][:, 1].astype(float) - red[1]).mean()
     estimated_green = np.abs(colours[soft][:, 1].astype(float) - red[1]).mean()
     assert estimated_green < naive_green / 3, (estimated_green, naive_green)
+
+
+def test_a_reduced_copy_gives_the_mask_at_the_whole_photos_size(model: BackgroundRemovalModel) -> None:
+    from serve_app.imaging import ReducedImage, decode_image, reduced_jpeg
+    from tests.images import encode as encode_picture
+    from tests.images import red_square as picture
+
+    data = encode_picture(picture((1280, 800), (160, 120, 560, 440)), "JPEG", quality=95)
+    copy = reduced_jpeg(data, min_size=INPUT_SIZE, max_pixels=10**8)
+    assert isinstance(copy, ReducedImage) and copy.pixels.shape[0] < 800
+    reduced_mask, full_mask = model.predict([copy, decode_image(data, max_pixels=10**8).model_input])
+    assert reduced_mask.shape == full_mask.shape == (800, 1280)
+    assert np.abs(reduced_mask.astype(int) - full_mask.astype(int)).mean() < 2
