@@ -27,7 +27,7 @@ import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.imaging import decode_image, device_decodable_jpeg
+from serve_app.imaging import ReducedImage, decode_image, device_decodable_jpeg, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import IngressSettings, ModelSettings, parse_app_args
@@ -102,11 +102,12 @@ def config_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def decoded_photos(jpegs: list[bytes]) -> list[np.ndarray]:
-    """The benchmark photos bench_service.py sends, decoded as the ingress decodes them: what the ingress hands the
-    model deployment."""
+def decoded_photos(jpegs: list[bytes], input_size: int) -> list[np.ndarray | ReducedImage]:
+    """The benchmark photos bench_service.py sends, as the ingress hands them to the model deployment: a large
+    JPEG's reduced copy, any other photo decoded whole."""
     limit = IngressSettings().max_image_pixels
-    return [decode_image(jpeg, max_pixels=limit).model_input for jpeg in jpegs]
+    return [reduced_jpeg(jpeg, min_size=(input_size, input_size), max_pixels=limit)
+            or decode_image(jpeg, max_pixels=limit).model_input for jpeg in jpegs]
 
 
 def input_batch(model: BackgroundRemovalModel, batch_size: int,
@@ -338,7 +339,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
         raise SystemExit("--serving-path times the benchmark photos: add photos to --inputs")
     # Decoded once for every variant; twice the largest batch: the serving path alternates two different batches.
     jpegs = sample_photo_jpegs(2 * max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
-    photos = decoded_photos(jpegs) if jpegs is not None else None
+    photos = decoded_photos(jpegs, args.input_size) if jpegs is not None else None
     for precision in args.precisions.split(","):
         eager_logits = None
         for mode in args.modes.split(","):
