@@ -146,21 +146,31 @@ class ReducedImage:
     size: tuple[int, int]  # (height, width) of the whole image, upright: the mask's size
 
 
-def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> ReducedImage | None:
-    """The model's copy of a colour or grey JPEG at least twice `min_size` ((width, height), upright) in both
-    directions, or None (anything else, or a JPEG libjpeg warns about: decode_image decides those)."""
+def _jpeg_header(data: bytes, max_pixels: int) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) as stored, of a colour or grey JPEG within `max_pixels`; else None.
+
+    Header only (Pillow reads no pixel data here). Everything else, and any JPEG that turns out broken, takes
+    decode_image's path, which also gives the error the client sees.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
         except Exception:  # not an image, or a broken header: decode_image reports it
             return None
-        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-            return None
         width, height = image.size
-        orientation = _orientation(image)
-    if not 0 < width * height <= max_pixels:
+        if image.format != "JPEG" or image.mode not in ("RGB", "L") or not 0 < width * height <= max_pixels:
+            return None
+        return width, height, _orientation(image)
+
+
+def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> ReducedImage | None:
+    """The model's copy of a colour or grey JPEG at least twice `min_size` ((width, height), upright) in both
+    directions, or None (anything else, or a JPEG libjpeg warns about: decode_image decides those)."""
+    header = _jpeg_header(data, max_pixels)
+    if header is None:
         return None
+    width, height, orientation = header
     min_width, min_height = min_size
     if orientation in _TRANSPOSING:  # the stored image is turned: its width becomes the upright height
         min_width, min_height = min_height, min_width
@@ -193,21 +203,11 @@ class DeviceDecodeFailed(ValueError):
 
 
 def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None:
-    """The upload as an EncodedJpeg if it is a colour or grey JPEG within `max_pixels`; else None.
-
-    Header only (Pillow reads no pixel data here). Everything else, and any JPEG that turns out broken, takes
-    decode_image's path, which also gives the error the client sees.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except Exception:  # not an image, or a broken header: decode_image reports it
-            return None
-    width, height = image.size
-    if image.format != "JPEG" or image.mode not in ("RGB", "L") or not 0 < width * height <= max_pixels:
+    """The upload as an EncodedJpeg if it is a colour or grey JPEG within `max_pixels`; else None (_jpeg_header)."""
+    header = _jpeg_header(data, max_pixels)
+    if header is None:
         return None
-    orientation = _orientation(image)
+    width, height, orientation = header
     if orientation in _TRANSPOSING:
         width, height = height, width
     return EncodedJpeg(data, orientation, (width, height))

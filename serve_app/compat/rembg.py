@@ -13,7 +13,7 @@ from typing import Any
 from serve_app.compose import Layout
 from serve_app.errors import ApiError
 
-# rembg's model names (its session names). A name that maps to the model this service runs selects it; any
+# rembg's model names. A name that maps to the model this service runs selects it; any
 # other is refused as rembg refuses a name it does not know (422).
 MODEL_NAMES = (
     "u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "u2net_custom", "silueta", "isnet-general-use",
@@ -42,7 +42,7 @@ AE_HELP = ("With a=true: the opaque and transparent regions shrink by this many 
            "soft band where the model's own alpha is kept.")
 PPM_HELP = "Smooth the mask: opening (3x3), Gaussian blur (sigma 2), threshold at 127: a hard, clean outline."
 BGC_HELP = "Background colour R,G,B,A (0-255 each) under the cut-out."
-EXTRAS_HELP = "rembg's extra session parameters as JSON; none apply to the models served here, only {} is taken."
+EXTRAS_HELP = "rembg's extra model parameters as JSON; none apply to the models served here, only {} is taken."
 _FORM_FIELDS = {"model": ("string", MODEL_HELP), "a": ("boolean", REFINE_HELP), "af": ("integer", AF_HELP),
                 "ab": ("integer", AB_HELP), "ae": ("integer", AE_HELP), "om": ("boolean", "Only the mask."),
                 "ppm": ("boolean", PPM_HELP)}
@@ -150,7 +150,7 @@ def _background(value: str | None) -> tuple[int, int, int, int] | None:
 
 
 def _extras(value: str | None) -> None:
-    """rembg passes `extras` to its model sessions (SAM prompts, custom model paths); none of those apply to the
+    """rembg passes `extras` to its model loaders (SAM prompts, custom model paths); none of those apply to the
     models served here, so a non-empty one is refused rather than silently ignored."""
     if value is None or value.strip() in ("", "{}"):
         return
@@ -164,7 +164,7 @@ def _extras(value: str | None) -> None:
     if parsed:
         raise field_error("query", "extras", "value_error",
                           f"Value error, extras {sorted(parsed)} are not supported here (they configure rembg's "
-                          "own model sessions)", value)
+                          "own model loaders)", value)
 
 
 def parse(params: dict[str, str], query: dict[str, str], *, where: str, served: tuple[str, ...]) -> RembgRequest:
