@@ -51,6 +51,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     return SharedRayScheduling(config, log)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # once per test package: each tier writes its own copy
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny_model"))

@@ -15,7 +15,7 @@ from tests.images import encode, red_square
 CONFIG = TINY_CONFIG
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """http://127.0.0.1:PORT serving red.png, red.jpg and not_an_image.png."""
     root = tmp_path_factory.mktemp("images")

@@ -9,6 +9,6 @@ import pytest
 from tests.hub_layout import write_cutout_net
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cutout_net_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cutout_net(tmp_path_factory.mktemp("cutout_net"))
