@@ -308,7 +308,7 @@ def render_cutout(image: imaging.DecodedImage, mask: np.ndarray, layout: Layout,
     """The answer for `image` and its `mask` as `layout` says: subject (within the ROI), crop with margin,
     placement, size limit, background, channels and format. `colours` replaces the photo's colours (the
     foreground estimate of refined edges)."""
-    alpha = imaging._cutout_alpha(image, mask)
+    alpha = imaging.cutout_alpha(image, mask)
     if layout.roi is not None:
         alpha = _roi_mask(alpha, layout.roi)
     colour = image.rgb if colours is None else colours

@@ -25,6 +25,7 @@ from serve_app.compose import (
     parse_length,
 )
 from serve_app.errors import ApiError
+from serve_app.options import parse_flag
 
 # remove.bg's 'full' keeps the original resolution up to 25 MP (10 MP for PNG, whose files get large); '50MP'
 # allows that much.
@@ -133,16 +134,10 @@ def _choice(name: str, value: Any, choices: tuple[str, ...], default: str) -> st
 
 
 def _flag(name: str, value: Any) -> bool:
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise invalid(f"{name} must be true or false, got {value!r}")
+    try:
+        return parse_flag(name, value if isinstance(value, bool) else "" if value is None else str(value))
+    except ApiError as error:
+        raise invalid(error.message) from None
 
 
 def _color(value: Any) -> tuple[int, int, int, int] | None:

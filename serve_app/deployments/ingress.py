@@ -301,7 +301,8 @@ class Ingress:
     async def rembg_from_upload(self, request: Request) -> Response:
         """rembg's `POST /api/remove`: multipart field `file` with the form fields model, a, af, ab, ae, om and
         ppm; `bgc` and `extras` in the query."""
-        fields, files = await self._read_form(request, max_files=1, error=rembg.form_error)
+        fields, files = await self._read_form(request, max_files=1, body_limit=self.settings.max_upload_bytes,
+                                              error=rembg.form_error)
         if "file" not in files:
             raise rembg.missing_field("body", "file")
         params = rembg.parse(fields, dict(request.query_params), where="body", served=self.settings.model_names)
@@ -345,7 +346,7 @@ class Ingress:
     async def _read_removebg_body(self, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            return await self._read_form(request, max_files=2, error=removebg.invalid)
+            return await self._read_form(request, max_files=2, body_limit=self._form_limit(), error=removebg.invalid)
         if content_type == "application/json":
             try:
                 fields = json.loads(await self._read_capped_body(request, self._form_limit()))
@@ -361,14 +362,15 @@ class Ingress:
         """A form may carry two images (the photo and a background), base64 adding a third."""
         return 3 * self.settings.max_upload_bytes
 
-    async def _read_form(self, request: Request, *, max_files: int,
-                         error: Callable[[str], ApiError]) -> tuple[dict[str, str], dict[str, bytes]]:
-        """A multipart or URL-encoded form's text fields and files, within the upload limits."""
+    async def _read_form(self, request: Request, *, max_files: int, body_limit: int, error: Callable[[str], ApiError],
+                         max_fields: int = 32) -> tuple[dict[str, str], dict[str, bytes]]:
+        """A multipart or URL-encoded form's text fields and files, within the upload limits: the body checked
+        against `body_limit` from its declared length before it is parsed, each file against max_upload_bytes."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._form_limit() + 64 * 1024:
-            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self._form_limit()}")
+        if declared.isdigit() and int(declared) > body_limit + 64 * 1024:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {body_limit}")
         try:
-            form = await request.form(max_files=max_files, max_fields=32)
+            form = await request.form(max_files=max_files, max_fields=max_fields)
         except Exception as failure:  # starlette raises several types for malformed bodies
             raise error(f"malformed form body: {failure}") from None
         fields: dict[str, str] = {}
@@ -563,19 +565,11 @@ class Ingress:
                                  declared_length=request.headers.get("content-length"), what="the body")
 
     async def _read_multipart(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.settings.max_upload_bytes + 64 * 1024:
-            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self.settings.max_upload_bytes}")
-        try:
-            form = await request.form(max_files=1, max_fields=8)
-        except Exception as error:  # starlette raises several types for malformed multipart bodies
-            raise BadRequest(f"malformed multipart body: {error}") from None
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
+        _, files = await self._read_form(request, max_files=1, max_fields=8, body_limit=self.settings.max_upload_bytes,
+                                         error=BadRequest)
+        if "file" not in files:
             raise BadRequest("the multipart body has no file field named 'file'")
-        if upload.size is not None and upload.size > self.settings.max_upload_bytes:
-            raise PayloadTooLarge(f"the file is {upload.size} bytes; the limit is {self.settings.max_upload_bytes}")
-        return await upload.read()
+        return files["file"]
 
     def _parse_url_list(self, body: bytes) -> list[str]:
         try:
