@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/prod.yaml
-# 1: HAProxy takes the HTTP port and forwards straight to the ingress replicas (README, "Lower latency").
-HAPROXY ?= 0
 LOCK := constraints.txt
 
 .PHONY: setup test test-unit lint serve prebuild serve-tiny tiny-model lock clean
@@ -35,7 +33,7 @@ lint: setup
 
 serve: setup  ## serve run $(CONFIG) after a check of GPUs and model packages; CONFIG=configs/local.yaml on a CPU
 	$(RUN) $(BIN)/python -m serve_app.preflight $(CONFIG)
-	$(RUN) RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run $(CONFIG)
+	$(RUN) $(BIN)/serve run $(CONFIG)
 
 prebuild: setup  ## compile $(CONFIG)'s batch buckets into the compile cache, all at once, before `make serve`
 	$(RUN) $(BIN)/python -m serve_app.prebuild --config $(CONFIG)
@@ -44,7 +42,7 @@ tiny-model: setup
 	$(BIN)/python scripts/make_tiny_model.py .tiny
 
 serve-tiny: tiny-model  ## try every route with no weights to download (dark objects on white only)
-	$(RUN) RAY_SERVE_ENABLE_HA_PROXY=$(HAPROXY) $(BIN)/serve run configs/tiny.yaml
+	$(RUN) $(BIN)/serve run configs/tiny.yaml
 
 lock:  ## resolve pyproject.toml's ranges afresh in a scratch environment and pin the result in constraints.txt
 	rm -rf .lock-venv

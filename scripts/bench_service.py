@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.http_load import closed_loop
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.bench.service_process import ServeProcess, model_info
-from serve_app.serve_config import INGRESS_PROXIES, derive_config, ingress_proxy_env, parse_overrides
+from serve_app.serve_config import INGRESS_PROXIES, derive_config, haproxy_enabled, parse_overrides, with_ingress_proxy
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,8 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-wait-s", type=float)
     parser.add_argument("--ingress-replicas", type=int, help="fixed ingress replicas instead of autoscaling")
     parser.add_argument("--remover-replicas", type=int, help="fixed model replicas instead of autoscaling")
-    parser.add_argument("--ingress-proxy", choices=INGRESS_PROXIES, default="serve",
-                        help="what takes the HTTP port: Serve's proxy actor, or HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)")
+    parser.add_argument("--ingress-proxy", choices=INGRESS_PROXIES,
+                        help="what takes the HTTP port: Serve's proxy actor or HAProxy (default: as the config says)")
     parser.add_argument("--levels", default="1,32",
                         help="comma-separated levels run in order, each CLIENTS or CLIENTS:QUERY "
                              "(e.g. 32:only_mask=true)")
@@ -131,10 +132,11 @@ def main() -> None:
                 if args.remover_replicas else None,
                 ingress_replicas=args.ingress_replicas,
             )
+            if args.ingress_proxy:
+                with_ingress_proxy(config, args.ingress_proxy)
             record["config"] = config
-            record["ingress_proxy"] = args.ingress_proxy
-            server = ServeProcess(config, workdir, workdir / "serve.log",
-                                  env=ingress_proxy_env(args.ingress_proxy))
+            record["ingress_proxy"] = "haproxy" if haproxy_enabled(config, os.environ) else "serve"
+            server = ServeProcess(config, workdir, workdir / "serve.log")
             record["ready_after_s"] = round(server.wait_ready(args.ready_timeout), 1)
             print(f"service ready after {record['ready_after_s']} s", flush=True)
             base_url = server.base_url

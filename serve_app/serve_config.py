@@ -9,22 +9,33 @@ from typing import Any
 import yaml
 
 # Serve's HAProxy ingress: HAProxy takes the HTTP port and forwards each request straight to an ingress replica's
-# own HTTP server, instead of through the Python proxy actor and a Ray call. Read by Ray when Serve starts, so it is
-# an environment variable of `serve run`, not a config key (README, "Lower latency: the HAProxy ingress").
+# own HTTP server, instead of through the Python proxy actor and a Ray call. Ray reads the switch from the Serve
+# controller's environment, which a config sets under controller_options.runtime_env.env_vars (prod.yaml does).
 INGRESS_PROXIES = ("serve", "haproxy")
 HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
-def haproxy_enabled(env: Mapping[str, str]) -> bool:
-    """Whether `serve run` started with this environment puts HAProxy on the HTTP port."""
-    return env.get(HAPROXY_SWITCH) == "1"
+def controller_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment variables a Serve config gives its controller (and, through it, every Serve actor)."""
+    runtime_env = (config.get("controller_options") or {}).get("runtime_env") or {}
+    return dict(runtime_env.get("env_vars") or {})
 
 
-def ingress_proxy_env(proxy: str) -> dict[str, str]:
-    """The environment for `serve run` that puts Serve's proxy actor ("serve") or HAProxy on the HTTP port."""
+def haproxy_enabled(config: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether `serve run` of `config`, started with the environment `env`, puts HAProxy on the HTTP port (the
+    config's controller environment wins over the inherited one)."""
+    return controller_env(config).get(HAPROXY_SWITCH, env.get(HAPROXY_SWITCH)) == "1"
+
+
+def with_ingress_proxy(config: dict, proxy: str) -> dict:
+    """`config` with Serve's proxy actor ("serve") or HAProxy on the HTTP port, whatever the environment says."""
     if proxy not in INGRESS_PROXIES:
         raise ValueError(f"ingress proxy must be one of {INGRESS_PROXIES}, got {proxy!r}")
-    return {HAPROXY_SWITCH: "1" if proxy == "haproxy" else "0"}
+    options = config.get("controller_options") or {}
+    runtime_env = options.get("runtime_env") or {}
+    env_vars = {**(runtime_env.get("env_vars") or {}), HAPROXY_SWITCH: "1" if proxy == "haproxy" else "0"}
+    config["controller_options"] = {**options, "runtime_env": {**runtime_env, "env_vars": env_vars}}
+    return config
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -54,15 +54,18 @@ def serve_directory(root: Path) -> Iterator[str]:
 
 
 async def post_images_concurrently(url: str, bodies: list[bytes], content_type: str = "image/png",
-                                   timeout_s: float = 120) -> list[httpx.Response]:
+                                   timeout_s: float = 120, headers: dict[str, str] | None = None,
+                                   ) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=timeout_s, trust_env=False,
                                  limits=httpx.Limits(max_connections=len(bodies))) as client:
         return await asyncio.gather(
-            *(client.post(url, content=body, headers={"Content-Type": content_type}) for body in bodies))
+            *(client.post(url, content=body, headers={"Content-Type": content_type, **(headers or {})})
+              for body in bodies))
 
 
-def post_all(url: str, bodies: list[bytes], content_type: str = "image/png") -> list[httpx.Response]:
-    return asyncio.run(post_images_concurrently(url, bodies, content_type))
+def post_all(url: str, bodies: list[bytes], content_type: str = "image/png",
+             headers: dict[str, str] | None = None) -> list[httpx.Response]:
+    return asyncio.run(post_images_concurrently(url, bodies, content_type, headers=headers))
 
 
 def alpha_of(response: httpx.Response) -> np.ndarray:

@@ -100,7 +100,7 @@ class ServeProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-        if haproxy_enabled(full_env):
+        if haproxy_enabled(config, full_env):
             full_env = {**haproxy_ports(), **full_env}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.time()  # wall clock, to set the replicas' own start-up marks against

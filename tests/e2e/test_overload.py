@@ -11,11 +11,13 @@ import json
 import os
 
 import pytest
+import yaml
 
 from serve_app.bench.answers import OK, SHED
 from serve_app.bench.fault import wait_healthy
 from serve_app.bench.overload import OverloadPlan, run_overload
 from serve_app.serve_config import haproxy_enabled
+from tests.helpers import TINY_CONFIG
 from tests.images import distinct_pngs
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
@@ -32,7 +34,7 @@ LATER_RUN_MAX_GROWTH_MIB = 32
 # The processes of the service: Serve's proxy and one replica each; HAProxy and its manager actor as well when
 # the tier runs behind the HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 .venv/bin/python -m pytest tests/e2e).
 SERVICE_PROCESSES = {"BackgroundRemover": 1, "Ingress": 1, "ProxyActor": 1} | (
-    {"HAProxyManager": 1, "HAProxy": 1} if haproxy_enabled(os.environ) else {})
+    {"HAProxyManager": 1, "HAProxy": 1} if haproxy_enabled(yaml.safe_load(TINY_CONFIG.read_text()), os.environ) else {})
 
 
 @pytest.fixture(scope="module")

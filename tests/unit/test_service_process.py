@@ -1,12 +1,19 @@
-"""The benchmark harness refuses to start `serve run` on a port that something already listens on."""
+"""The benchmark harness refuses to start `serve run` on a port that something already listens on, and reads
+which proxy a config puts on the HTTP port as Ray does."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
 
 from serve_app.bench.service_process import ServeProcess, ensure_port_free, free_port
+from serve_app.serve_config import HAPROXY_SWITCH, haproxy_enabled, with_ingress_proxy
+
+PROD = Path(__file__).resolve().parents[2] / "configs" / "prod.yaml"
 
 
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path) -> None:
@@ -42,3 +49,20 @@ def test_connections_an_earlier_service_left_in_time_wait_do_not_count() -> None
             accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
             client.recv(1)
     ensure_port_free("127.0.0.1", port)
+
+
+def test_prod_puts_haproxy_on_the_port_through_its_own_config_whatever_the_shell_says() -> None:
+    prod = yaml.safe_load(PROD.read_text())
+    assert haproxy_enabled(prod, {})
+    assert haproxy_enabled(prod, {HAPROXY_SWITCH: "0"})  # the controller's environment wins over the inherited one
+    ServeDeploySchema.model_validate(prod)  # a key Serve itself accepts, not one of the project's
+
+
+def test_the_proxy_can_be_chosen_over_the_config() -> None:
+    prod = yaml.safe_load(PROD.read_text())
+    assert not haproxy_enabled(with_ingress_proxy(prod, "serve"), {HAPROXY_SWITCH: "1"})
+    assert haproxy_enabled(with_ingress_proxy({"applications": []}, "haproxy"), {})
+    assert not haproxy_enabled({"applications": []}, {})
+    assert haproxy_enabled({"applications": []}, {HAPROXY_SWITCH: "1"})
+    with pytest.raises(ValueError, match="ingress proxy must be one of"):
+        with_ingress_proxy(prod, "nginx")
