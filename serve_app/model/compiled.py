@@ -99,6 +99,8 @@ class CompiledForward:
                                                batch_sizes=self.batch_sizes, memory_format=memory_format)
         logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", self.batch_sizes, self.warmup,
                     cache_dir, ", each captured in a CUDA graph" if capture else "")
+        # Where a start's seconds went (tracing, cache lookups, loading kernels), per compiler phase.
+        logger.info("%s", torch._dynamo.utils.compile_times(repr="str", aggregate=True))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if threading.current_thread() is self._owner:
