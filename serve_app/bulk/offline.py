@@ -1,7 +1,8 @@
 """Bulk offline mode: the same job as client mode with no HTTP service, as a Ray Data pipeline.
 
-read + decode (CPU tasks) -> model core (one actor per GPU, or CPU actors) -> composite + encode + write (CPU
-tasks). It runs unchanged on a multi-node cluster when INPUT and OUTPUT are shared paths (s3://, gs://, NFS).
+read + decode the model's copy (CPU tasks) -> model core (one actor per GPU, or CPU actors) -> read + decode whole,
+composite, encode, write (CPU tasks). It runs unchanged on a multi-node cluster when INPUT and OUTPUT are shared paths
+(s3://, gs://, NFS).
 """
 
 from __future__ import annotations
@@ -37,41 +38,42 @@ def connect(address: str | None) -> None:
 
 
 def decode_row(row: dict, *, max_pixels: int, model_input_size: tuple[int, int] | None = None) -> dict:
-    """CPU task: read the file and decode it like the ingress does (EXIF, modes, limits), with the model's copy
-    of a large JPEG reduced as the ingress reduces it (imaging.reduced_jpeg), so that both give the same masks."""
+    """CPU task: read the file and decode what the model gets, as the ingress would send it (EXIF, modes, limits;
+    a large JPEG's reduced copy, imaging.reduced_jpeg; a transparent image over white), so that both give the same
+    masks. The row carries that copy and the mask's size only: the cut-out is made from the file again after the
+    model (encode_write_row), so whole photos never pass through the model actor and back out of it."""
     failure = {"code": "", "reason": ""}
-    # Ray Data columns need an array in every row: opaque or failed images carry 1x1 stand-ins for the
-    # transparency and for the model's view of it.
-    image, alpha, has_alpha, model_image = _PLACEHOLDER, np.zeros((1, 1), np.uint8), False, _PLACEHOLDER
-    reduced = False
+    # Ray Data columns need an array in every row: failed images carry a 1x1 stand-in.
+    model_image, height, width, reduced = _PLACEHOLDER, 1, 1, False
     try:
         data = read_bytes(row["source"])
-        decoded = imaging.decode_image(data, max_pixels=max_pixels)
-        image = decoded.pixels
-        if decoded.alpha is not None:
-            alpha, has_alpha, model_image = decoded.alpha, True, decoded.model_input
-        elif model_input_size is not None:
+        copy = None
+        if model_input_size is not None:
             copy = imaging.reduced_jpeg(data, min_size=model_input_size, max_pixels=max_pixels)
-            if copy is not None:
-                model_image, reduced = copy.pixels, True
+        if copy is not None:
+            model_image, (height, width), reduced = copy.pixels, copy.size, True
+        else:
+            decoded = imaging.decode_image(data, max_pixels=max_pixels)
+            model_image, (width, height) = decoded.model_input, decoded.size
     except ApiError as error:
         failure = {"code": error.code, "reason": error.message}
     except OSError as error:
         failure = {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
-    return {**row, **failure, "image": image, "alpha": alpha, "has_alpha": has_alpha, "model_image": model_image,
-            "reduced": reduced}
+    return {**row, **failure, "model_image": model_image, "height": height, "width": width, "reduced": reduced}
 
 
 def model_view(batch: dict[str, np.ndarray], i: int) -> np.ndarray | imaging.ReducedImage:
-    """What the model gets for row `i`: the photo, its copy over white (transparency), or its reduced copy."""
+    """What the model gets for row `i`: the photo (over white where transparent), or its reduced copy."""
     if batch["reduced"][i]:
-        return imaging.ReducedImage(batch["model_image"][i], tuple(batch["image"][i].shape[:2]))
-    return batch["model_image" if batch["has_alpha"][i] else "image"][i]
+        return imaging.ReducedImage(batch["model_image"][i], (int(batch["height"][i]), int(batch["width"][i])))
+    return batch["model_image"][i]
 
 
 # Batches each model actor works on at once: one on the device, the next one uploading and queued behind it,
 # so the GPU never waits while Ray Data hands a batch in or takes masks out.
 BATCHES_PER_ACTOR = 2
+# What leaves the model actor: the row's identity, its outcome so far and its mask (never the pixels).
+MODEL_OUTPUT_COLUMNS = ("source", "relative", "target", "code", "reason")
 
 
 class SegmentBatch:
@@ -97,20 +99,24 @@ class SegmentBatch:
             column[i] = np.zeros((1, 1), np.uint8)
         for i, mask in zip(usable, masks, strict=True):
             column[i] = mask
-        batch["mask"] = column
-        return batch
+        return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "mask": column}
 
 
-def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int) -> dict:
-    """CPU task: composite, encode and write the output atomically; returns the row's outcome only."""
+def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, max_pixels: int) -> dict:
+    """CPU task: decode the file whole, composite it with its mask, encode and write the output atomically;
+    returns the row's outcome only."""
     outcome = {"relative": row["relative"], "code": row["code"], "reason": row["reason"]}
     if row["code"]:
         return outcome
-    decoded = imaging.DecodedImage(row["image"], row["alpha"] if row["has_alpha"] else None)
     try:
+        decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
+        if decoded.pixels.shape[:2] != row["mask"].shape:  # the file changed since it was decoded for the model
+            return outcome | {"code": "io_error", "reason": "the input changed while it was being processed"}
         encoded = imaging.render(decoded, row["mask"], options.format, only_mask=options.only_mask,
                                  bg_color=options.bg_color, webp_quality=webp_quality)
         write_atomically(row["target"], encoded)
+    except ApiError as error:  # the file changed since, into something that no longer decodes
+        outcome |= {"code": error.code, "reason": error.message}
     except OSError as error:
         outcome |= {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
     return outcome
@@ -142,8 +148,8 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
                          compute=ray.data.ActorPoolStrategy(size=gpus or cpu_actors,
                                                             max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
                                                             enable_true_multi_threading=True))
-            .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality},
-                 num_cpus=CODEC_TASK_CPUS)
+            .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality,
+                                              "max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
         )
         by_relative = {item.relative: item for item in pending}
         for outcome in outcomes.iter_rows():
