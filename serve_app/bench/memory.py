@@ -23,21 +23,31 @@ REPLICA_MARKER, PROXY_MARKER, HAPROXY_MANAGER_MARKER = "ServeReplica:", "ray::Pr
 
 
 def listening_process(port: int) -> psutil.Process:
-    """The process that accepts TCP connections on `port` (the Serve HTTP proxy)."""
+    """The process that accepts TCP connections on `port` (the Serve HTTP proxy, or HAProxy)."""
     for connection in psutil.net_connections(kind="tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
             return psutil.Process(connection.pid)
     raise LookupError(f"no process of this user listens on port {port}; is the service running here?")
 
 
-def serving_raylet(port: int) -> psutil.Process:
+def serving_raylet(port: int, attempts: int = 50) -> psutil.Process:
     """The raylet of the Ray instance whose Serve proxy listens on `port` here (it starts every worker of its node):
-    the listening process's parent, or with the HAProxy ingress its grandparent (raylet > HAProxyManager > haproxy)."""
-    listener = listening_process(port)
-    for ancestor in listener.parents():
-        if "--session_dir=" in " ".join(ancestor.cmdline()):
-            return ancestor
-    raise LookupError(f"no raylet above the process on port {port} ({listener.name()}); is it a Ray Serve proxy?")
+    the listening process's parent, or with the HAProxy ingress its grandparent (raylet > HAProxyManager > haproxy).
+
+    HAProxy hands its socket to a new process whenever its backends change, and the old one exits: a listener
+    found by the scan can be gone a moment later, so the scan is repeated."""
+    for _ in range(attempts):
+        try:
+            listener = listening_process(port)
+            for ancestor in listener.parents():
+                if "--session_dir=" in " ".join(ancestor.cmdline()):
+                    return ancestor
+        except psutil.NoSuchProcess:
+            time.sleep(0.1)
+            continue
+        raise LookupError(f"no raylet above the process on port {port} ({listener.name()}); is it a Ray Serve "
+                          f"proxy?")
+    raise LookupError(f"the listener on port {port} kept exiting before its raylet was found")
 
 
 def process_role(process: psutil.Process) -> str | None:
