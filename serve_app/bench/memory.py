@@ -38,16 +38,17 @@ def serving_raylet(port: int, attempts: int = 50) -> psutil.Process:
     found by the scan can be gone a moment later, so the scan is repeated."""
     for _ in range(attempts):
         try:
-            listener = listening_process(port)
-            for ancestor in listener.parents():
-                if "--session_dir=" in " ".join(ancestor.cmdline()):
-                    return ancestor
+            return _raylet_above(listening_process(port))
         except psutil.NoSuchProcess:
             time.sleep(0.1)
-            continue
-        raise LookupError(f"no raylet above the process on port {port} ({listener.name()}); is it a Ray Serve "
-                          f"proxy?")
     raise LookupError(f"the listener on port {port} kept exiting before its raylet was found")
+
+
+def _raylet_above(process: psutil.Process) -> psutil.Process:
+    for ancestor in process.parents():
+        if "--session_dir=" in " ".join(ancestor.cmdline()):
+            return ancestor
+    raise LookupError(f"no raylet above the process {process.pid} ({process.name()}); is it a Ray Serve proxy?")
 
 
 def process_role(process: psutil.Process) -> str | None:
