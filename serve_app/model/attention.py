@@ -60,6 +60,9 @@ def fuse_window_attention(module: torch.nn.Module) -> int:
     for layer in module.modules():
         if all(hasattr(layer, part) for part in _WINDOW_ATTENTION_PARTS):
             layer.forward = types.MethodType(_fused_window_attention, layer)
+            # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
+            # getattr(layer, "_fused_window_attention"): the name must resolve on the layer's class.
+            type(layer)._fused_window_attention = _fused_window_attention
             fused += 1
     return fused
 

@@ -1,20 +1,25 @@
 """Compiled forward passes: `torch.compile` with static shapes, one graph per batch bucket, built before traffic.
 
-Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a restart must not pay it again:
-inductor's on-disk caches (FX graphs, Triton kernels, AOTAutograd) are kept under `compile_cache_dir`, and a
-warm start traces the model and loads the compiled kernels instead (21.3 s per bucket, same GPU).
+Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a restart must not pay it again.
+Each bucket is compiled ahead of time (`aot_compile`) and saved whole, Dynamo's trace and guards included, under
+`compile_cache_dir/precompiled/`; a later start loads it instead of tracing the model again. Inductor's on-disk
+caches (FX graphs, Triton kernels, AOTAutograd) sit beside it, so an artifact that cannot be used (another torch,
+GPU or model code) is rebuilt from them: Dynamo then traces the model again (~10 s per bucket on an H200).
 
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
-the compiling process and in a fresh one alike (H100, 2026-11-22).
+the compiling process and in a fresh one alike (H100).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +36,11 @@ from serve_app.model.cuda_graphs import GraphedForward
 logger = logging.getLogger(__name__)
 
 
+# (module, batch) -> logits: the module is an argument, not a closure, so that a saved bucket holds the traced code
+# and guards but no weights, and loads into any process that has a module of the same architecture.
+ModuleForward = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
 def use_compile_cache(cache_dir: Path) -> None:
     """Point inductor's caches at `cache_dir` for this process (inductor reads the variable at each lookup)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +54,7 @@ class CompiledForward:
     bucket, so serving never meets a new shape and never recompiles.
     """
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, sample_shape: tuple[int, int, int],
+    def __init__(self, forward: ModuleForward, module: torch.nn.Module, *, sample_shape: tuple[int, int, int],
                  dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device,
                  batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None, capture: bool = False):
         """With `capture` (CUDA only, and not with inductor's own `triton.cudagraphs`), each compiled bucket is then
@@ -54,7 +64,8 @@ class CompiledForward:
         before a lone batch-1 pass reached the GPU, which sat idle meanwhile (H200);
         queued passes hide it, a lone request pays it."""
         self.batch_sizes = sorted(set(batch_sizes))
-        self.warmup: dict[int, dict] = {}  # per bucket: seconds to be ready, and whether the cache served it
+        # per bucket: seconds to be ready, whether inductor's cache served it, and whether a saved bucket did
+        self.warmup: dict[int, dict] = {}
         # Every compile and every call runs on this one thread. With inductor's CUDA graphs
         # (compile_options {"triton.cudagraphs": true}) the recorded graphs and their memory pool are kept per
         # thread, and multithreaded use is a known failure (pytorch/pytorch#123177). Callers on other threads
@@ -64,38 +75,53 @@ class CompiledForward:
         self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
         if capture and (self._cuda_graphs or device.type != "cuda"):
             raise ValueError("capturing compiled buckets needs CUDA and no triton.cudagraphs in the options")
+        self._module = module
         self._owner: threading.Thread | None = None
         self._graphed: GraphedForward | None = None
+        self._buckets: dict[int, Callable[..., torch.Tensor]] = {}
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
                              options, capture).result()
 
-    def _build(self, forward: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[int, int, int],
-               dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device, cache_dir: Path,
-               options: dict | None, capture: bool) -> None:
+    def _build(self, forward: ModuleForward, sample_shape: tuple[int, int, int], dtype: torch.dtype,
+               memory_format: torch.memory_format, device: torch.device, cache_dir: Path, options: dict | None,
+               capture: bool) -> None:
         self._owner = threading.current_thread()
         use_compile_cache(cache_dir)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
-        self._compiled = torch.compile(forward, dynamic=False, options=options or None)
+        self._memory_format = memory_format
+        self._traced = torch.compile(forward, dynamic=False, options=options or None)
+        # Inductor's CUDA graph trees keep per-call state that a saved function does not carry.
+        saved = None if self._cuda_graphs else SavedBuckets(cache_dir, forward, self._module, sample_shape, dtype,
+                                                            memory_format, device, options)
         for index, size in enumerate(self.batch_sizes, 1):
-            # Said before, not only after: a first start is silent for minutes here (BiRefNet: 2-3 min per bucket).
-            logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier start or "
-                        "`python -m serve_app.prebuild`", size, index, len(self.batch_sizes), cache_dir)
-            misses = counters["inductor"]["fxgraph_cache_miss"]
+            misses = _cache_misses()
             started = time.perf_counter()
             # Made and run as the serving path does (an inference tensor, under inference mode): the graph is
             # guarded on both, and a mismatch costs a second compile at the first real batch.
             with torch.inference_mode():
-                example = torch.zeros((size, *sample_shape), dtype=dtype, device=device)
-                for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
-                    self._run(example.contiguous(memory_format=memory_format))
+                example = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
+                    memory_format=memory_format)
+                loaded = saved.load(size, example) if saved is not None else None
+                if loaded is None:
+                    # Said before, not only after: a first start is silent for minutes here (BiRefNet: 2-3 min per
+                    # bucket).
+                    logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier "
+                                "start or `python -m serve_app.prebuild`", size, index, len(self.batch_sizes),
+                                cache_dir)
+                    self._buckets[size] = (saved.compile(size, example) if saved is not None else None) or self._traced
+                    for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
+                        self._run(example)
+                else:
+                    self._buckets[size] = loaded
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1),
-                                 "from_cache": counters["inductor"]["fxgraph_cache_miss"] == misses}
+                                 "from_cache": _cache_misses() == misses,
+                                 "precompiled": loaded is not None}
         if capture:
             with torch.inference_mode():
-                self._graphed = GraphedForward(self._compiled, sample_shape=sample_shape, dtype=dtype, device=device,
+                self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
                                                batch_sizes=self.batch_sizes, memory_format=memory_format)
         logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", self.batch_sizes, self.warmup,
                     cache_dir, ", each captured in a CUDA graph" if capture else "")
@@ -120,10 +146,108 @@ class CompiledForward:
         return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        compiled = self._buckets[batch.shape[0]]
+        if compiled is not self._traced:
+            # A saved bucket answers only the inputs it was compiled for (it raises where torch.compile would
+            # compile again): an inference tensor of the bucket's layout, under inference mode.
+            with torch.inference_mode():
+                if not batch.is_inference() or not batch.is_contiguous(memory_format=self._memory_format):
+                    batch = batch.contiguous(memory_format=self._memory_format).clone(
+                        memory_format=torch.preserve_format)
+                guard_check = getattr(compiled, "guard_check", None)
+                if guard_check is None or guard_check(self._module, batch):
+                    return compiled(self._module, batch)
+            logger.warning("a batch of shape %s does not match its saved bucket; running it through torch.compile",
+                           tuple(batch.shape))
+            compiled = self._traced
         if not self._cuda_graphs:
-            return self._compiled(batch)
+            return compiled(self._module, batch)
         # A new step each call: the previous call's outputs are no longer read through the graph's memory. The
         # clone is that guarantee: a replay overwrites its outputs in place, and a batch above the largest bucket
         # runs the same graph again before its pieces are joined.
         torch.compiler.cudagraph_mark_step_begin()
-        return self._compiled(batch).clone()
+        return compiled(self._module, batch).clone()
+
+
+def _cache_misses() -> tuple[int, int]:
+    # A saved bucket is compiled through AOTAutograd's cache, a traced one through inductor's FX graph cache.
+    return counters["inductor"]["fxgraph_cache_miss"], counters["aot_autograd"]["autograd_cache_miss"]
+
+
+class SavedBuckets:
+    """Compiled buckets saved whole and loaded back, one file per bucket, keyed by all that shapes the compile.
+
+    The key covers torch, the device, the forward's and the module's code (this package and every source file the
+    module's classes come from), the parameters' names, shapes and dtypes, the input and the compile options;
+    torch checks its own system information again on load. Any failure to save or load is logged and the bucket
+    compiles as before.
+    """
+
+    def __init__(self, cache_dir: Path, forward: ModuleForward, module: torch.nn.Module,
+                 sample_shape: tuple[int, int, int], dtype: torch.dtype, memory_format: torch.memory_format,
+                 device: torch.device, options: dict | None):
+        self.directory = cache_dir / "precompiled"
+        self._forward = forward
+        self._module = module
+        self._options = options or None
+        self._key = _artifact_key(forward, module, sample_shape, dtype, memory_format, device, options)
+        self._available = hasattr(torch.compiler, "load_compiled_function")
+
+    def path(self, size: int) -> Path:
+        return self.directory / f"{self._key}-batch{size}.bin"
+
+    def load(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+        """The saved bucket for `size`, run once on `example` (which checks its guards), or None."""
+        path = self.path(size)
+        if not self._available or not path.is_file():
+            return None
+        started = time.perf_counter()
+        try:
+            with path.open("rb") as file:
+                compiled = torch.compiler.load_compiled_function(file)
+            compiled(self._module, example)
+        except Exception:
+            logger.warning("saved bucket %s could not be used; compiling it again", path, exc_info=True)
+            return None
+        logger.info("loaded compiled batch size %d from %s in %.1f s", size, path, time.perf_counter() - started)
+        return compiled
+
+    def compile(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+        """`size`'s bucket compiled whole and saved for the next start, or None if the forward cannot be compiled
+        as one graph (the caller then compiles it as before, graph breaks and all)."""
+        if not self._available:
+            return None
+        try:
+            compiled = torch.compile(self._forward, fullgraph=True, dynamic=False, options=self._options).aot_compile(
+                ((self._module, example), {}))
+        except Exception:
+            logger.info("batch size %d does not compile as one graph; compiling it without saving", size,
+                        exc_info=True)
+            return None
+        path = self.path(size)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            compiled.save_compiled_function(str(partial))
+            os.replace(partial, path)  # whole or absent: several processes may save the same bucket
+        except Exception:
+            logger.warning("could not save compiled batch size %d to %s", size, path, exc_info=True)
+        return compiled
+
+
+def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape: tuple[int, int, int],
+                  dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device,
+                  options: dict | None) -> str:
+    digest = hashlib.sha256()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    digest.update(json.dumps([torch.__version__, torch.version.cuda, device_name, list(sample_shape), str(dtype),
+                              str(memory_format), options or {}], sort_keys=True, default=str).encode())
+    # This package's own code is traced too (the forward, fused attention, the deformable convolution).
+    sources = {str(path) for path in Path(__file__).parent.glob("*.py")}
+    sources |= {sys.modules[forward.__module__].__file__}
+    sources |= {sys.modules[type(part).__module__].__file__ for part in module.modules()}
+    for source in sorted(path for path in sources if path):
+        digest.update(Path(source).read_bytes())
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+    return digest.hexdigest()[:20]

@@ -5,7 +5,6 @@ No Ray here. The Serve deployment, the bulk tool and the benchmarks all call `Ba
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import warnings
@@ -66,6 +65,17 @@ def final_logits(outputs: object) -> torch.Tensor:
     if isinstance(outputs, (list, tuple)):
         outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
     return outputs.float()
+
+
+def segment_logits(module: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The forward pass every execution runs: logits, with attention masks the fused kernels can read."""
+    with ContiguousAttentionMasks():
+        return final_logits(module(batch))
+
+
+def segment_logits_published_masks(module: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """`segment_logits` with the attention masks as the model's code makes them."""
+    return final_logits(module(batch))
 
 
 def split_masks(flat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -201,7 +211,8 @@ class BackgroundRemovalModel:
         width, height = self.input_size
 
         def compile_buckets() -> CompiledForward:
-            compiled = CompiledForward(self._eager_forward, sample_shape=(3, height, width), dtype=self.dtype,
+            forward = segment_logits if self.contiguous_attention_masks else segment_logits_published_masks
+            compiled = CompiledForward(forward, self.module, sample_shape=(3, height, width), dtype=self.dtype,
                                        memory_format=self.memory_format, device=self.device,
                                        batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options,
                                        capture=capture)
@@ -412,9 +423,9 @@ class BackgroundRemovalModel:
 
     def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
         # Also what CUDA graphs capture and torch.compile traces, so every execution gets the same attention.
-        masks = ContiguousAttentionMasks() if self.contiguous_attention_masks else contextlib.nullcontext()
-        with masks:
-            return final_logits(self.module(batch))
+        if self.contiguous_attention_masks:
+            return segment_logits(self.module, batch)
+        return segment_logits_published_masks(self.module, batch)
 
     def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Sigmoid, resize each mask to its image's (H, W), uint8, all masks flattened into one tensor.

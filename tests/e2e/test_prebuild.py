@@ -1,4 +1,5 @@
-"""`python -m serve_app.prebuild` fills the compile cache so that the service's replica compiles nothing.
+"""`python -m serve_app.prebuild` fills the compile cache so that the service's replica compiles nothing: it loads
+every bucket saved whole.
 
 On the tiny model on CPU: the prebuild compiles both buckets into a fresh cache directory, then `serve run` with the
 same settings must find every bucket there, and so must `scripts/bench_model.py --in-ray-task`. A prebuild in a
@@ -42,7 +43,7 @@ def test_a_prebuilt_cache_serves_every_bucket_of_the_service(tiny_model_dir: Pat
     finally:
         service.stop()
     assert sorted(int(size) for size in warmup) == BUCKETS
-    assert all(bucket["from_cache"] for bucket in warmup.values()), warmup
+    assert all(bucket["from_cache"] and bucket["precompiled"] for bucket in warmup.values()), warmup
 
     # The model-only benchmark finds the same entries when it measures in a replica-like Ray task.
     record = tmp_path / "bench_model.json"
@@ -54,4 +55,5 @@ def test_a_prebuilt_cache_serves_every_bucket_of_the_service(tiny_model_dir: Pat
     assert bench.returncode == 0, bench.stderr[-3000:]
     rows = json.loads(record.read_text())["results"]
     assert [row["batch_size"] for row in rows] == BUCKETS and rows[0]["execution"] == "compiled"
-    assert all(bucket["from_cache"] for bucket in rows[0]["compile_warmup"].values()), rows[0]["compile_warmup"]
+    assert all(bucket["from_cache"] and bucket["precompiled"] for bucket in rows[0]["compile_warmup"].values()), \
+        rows[0]["compile_warmup"]
