@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -218,8 +218,9 @@ class SavedBuckets:
         if not self._available:
             return None
         try:
-            compiled = torch.compile(self._forward, fullgraph=True, dynamic=False, options=self._options).aot_compile(
-                ((self._module, example), {}))
+            with _aot_compile_enabled():
+                compiled = torch.compile(self._forward, fullgraph=True, dynamic=False,
+                                         options=self._options).aot_compile(((self._module, example), {}))
         except Exception:
             logger.info("batch size %d does not compile as one graph; compiling it without saving", size,
                         exc_info=True)
@@ -233,6 +234,13 @@ class SavedBuckets:
         except Exception:
             logger.warning("could not save compiled batch size %d to %s", size, path, exc_info=True)
         return compiled
+
+
+def _aot_compile_enabled() -> AbstractContextManager:
+    """torch.compile's `aot_compile`, which torch 2.11 offers only behind a config flag (on by default later)."""
+    if hasattr(torch._dynamo.config, "enable_aot_compile"):
+        return torch._dynamo.config.patch(enable_aot_compile=True)
+    return nullcontext()
 
 
 def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape: tuple[int, int, int],
