@@ -154,9 +154,11 @@ class CompiledForward:
                 if not batch.is_inference() or not batch.is_contiguous(memory_format=self._memory_format):
                     batch = batch.contiguous(memory_format=self._memory_format).clone(
                         memory_format=torch.preserve_format)
-                guard_check = getattr(compiled, "guard_check", None)
-                if guard_check is None or guard_check(self._module, batch):
+                try:
                     return compiled(self._module, batch)
+                except RuntimeError as error:  # raised by the guards, before anything runs
+                    if not str(error).startswith(_GUARD_FAILURE):
+                        raise
             logger.warning("a batch of shape %s does not match its saved bucket; running it through torch.compile",
                            tuple(batch.shape))
             compiled = self._traced
@@ -167,6 +169,9 @@ class CompiledForward:
         # runs the same graph again before its pieces are joined.
         torch.compiler.cudagraph_mark_step_begin()
         return compiled(self._module, batch).clone()
+
+
+_GUARD_FAILURE = "GuardManager check failed"
 
 
 def _cache_misses() -> tuple[int, int]:
