@@ -26,8 +26,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch._dynamo.guards import CheckFunctionManager
 from torch._dynamo.utils import counters
 
 from serve_app.model.buckets import pad_to, run_in_buckets
@@ -224,8 +226,9 @@ class SavedBuckets:
             return None
         try:
             with _aot_compile_enabled():
+                options = {**(self._options or {}), "guard_filter_fn": _saved_guards}
                 compiled = torch.compile(self._forward, fullgraph=True, dynamic=False,
-                                         options=self._options).aot_compile(((self._module, example), {}))
+                                         options=options).aot_compile(((self._module, example), {}))
         except Exception:
             logger.info("batch size %d does not compile as one graph; compiling it without saving", size,
                         exc_info=True)
@@ -239,6 +242,17 @@ class SavedBuckets:
         except Exception:
             logger.warning("could not save compiled batch size %d to %s", size, path, exc_info=True)
         return compiled
+
+
+def _saved_guards(entries: Sequence[Any]) -> list[bool]:
+    """Which of Dynamo's guards a saved bucket keeps: torch's own choice for saved functions (no guards on globals,
+    none it cannot serialise), less the process-wide state guard. That one also pins the number of CPU threads,
+    which Ray sets from each task's CPUs: a bucket saved by the prebuild (a replica's 2 CPUs) would never load in
+    the bulk tool's model actor (1 CPU). The compiled code is the same for any thread count, and every call runs
+    under inference mode (CompiledForward._run), the state the other parts of that guard check."""
+    unsupported = getattr(CheckFunctionManager, "UNSUPPORTED_SERIALIZATION_GUARD_TYPES", ())
+    return [not (entry.is_global or entry.guard_type in unsupported or entry.guard_type == "GLOBAL_STATE")
+            for entry in entries]
 
 
 def _aot_compile_enabled() -> AbstractContextManager:

@@ -104,8 +104,11 @@ def test_work_run_on_the_forwards_own_thread_calls_it_inline(compiled: Backgroun
 RESTART = """
 import json, sys
 from pathlib import Path
+import torch
 from tests.unit.test_compiled_execution import build
 from tests.images import distinct_pictures
+# Another thread count than the process that saved the buckets: Ray gives a bulk model actor 1 CPU, a replica 2.
+torch.set_num_threads(torch.get_num_threads() + 1)
 model = build(Path(sys.argv[1]), "compiled", Path(sys.argv[2]))
 masks = model.predict(distinct_pictures(2))
 print(json.dumps({"execution": model.execution, "warmup": model.compile_warmup,
