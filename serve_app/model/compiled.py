@@ -4,7 +4,7 @@ Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a
 Each bucket is compiled ahead of time (`aot_compile`) and saved whole, Dynamo's trace and guards included, under
 `compile_cache_dir/precompiled/`; a later start loads it instead of tracing the model again. Inductor's on-disk
 caches (FX graphs, Triton kernels, AOTAutograd) sit beside it, so an artifact that cannot be used (another torch,
-GPU or model code) is rebuilt from them: Dynamo then traces the model again (~10 s per bucket on an H200).
+GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s per bucket for BiRefNet on an H200).
 
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
@@ -220,8 +220,8 @@ class SavedBuckets:
         return compiled
 
     def compile(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
-        """`size`'s bucket compiled whole and saved for the next start, or None if the forward cannot be compiled
-        as one graph (the caller then compiles it as before, graph breaks and all)."""
+        """`size`'s bucket compiled whole and saved for the next start, or None if it cannot be (a forward with graph
+        breaks): the caller then compiles it as before, without saving."""
         if not self._available:
             return None
         try:
@@ -229,8 +229,8 @@ class SavedBuckets:
                 options = {**(self._options or {}), "guard_filter_fn": _saved_guards}
                 compiled = torch.compile(self._forward, fullgraph=True, dynamic=False,
                                          options=options).aot_compile(((self._module, example), {}))
-        except Exception:
-            logger.info("batch size %d does not compile as one graph; compiling it without saving", size,
+        except Exception:  # graph breaks, or a torch without aot_compile
+            logger.info("batch size %d cannot be compiled ahead of time; compiling it without saving", size,
                         exc_info=True)
             return None
         path = self.path(size)
