@@ -132,7 +132,7 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
         logger.warning("removed %d temporary files left by an earlier run", removed)
     if pending:
         # Every batch but the last is full: one bucket of `batch_size` serves them all, and the model actor starts
-        # sooner without compiling or loading the others (a compiled bucket costs ~20 s to load).
+        # sooner without compiling or loading the others.
         model = model.model_copy(update={"graph_batch_sizes": (batch_size,)})
         connect(address)
         gpus = int(ray.cluster_resources().get("GPU", 0))

@@ -145,6 +145,8 @@ class BackgroundRemovalModel:
         # fp16 to fp32 and multiplies on CUDA cores; the rest of the network already runs in fp16.
         torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(attention_precision == "model")
         self.contiguous_attention_masks = contiguous_attention_masks
+        # The forward pass every execution runs (eager, captured, compiled), so all get the same attention.
+        self._segment = segment_logits if contiguous_attention_masks else segment_logits_published_masks
         # Before any compile or capture, which trace whichever forward the layers have.
         self.fused_window_attention_layers = fuse_window_attention(self.module) if fused_window_attention else 0
         if device.type == "cuda":
@@ -211,8 +213,7 @@ class BackgroundRemovalModel:
         width, height = self.input_size
 
         def compile_buckets() -> CompiledForward:
-            forward = segment_logits if self.contiguous_attention_masks else segment_logits_published_masks
-            compiled = CompiledForward(forward, self.module, sample_shape=(3, height, width), dtype=self.dtype,
+            compiled = CompiledForward(self._segment, self.module, sample_shape=(3, height, width), dtype=self.dtype,
                                        memory_format=self.memory_format, device=self.device,
                                        batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options,
                                        capture=capture)
@@ -422,10 +423,7 @@ class BackgroundRemovalModel:
         return self._forward.executor if isinstance(self._forward, CompiledForward) else None
 
     def _eager_forward(self, batch: torch.Tensor) -> torch.Tensor:
-        # Also what CUDA graphs capture and torch.compile traces, so every execution gets the same attention.
-        if self.contiguous_attention_masks:
-            return segment_logits(self.module, batch)
-        return segment_logits_published_masks(self.module, batch)
+        return self._segment(self.module, batch)
 
     def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Sigmoid, resize each mask to its image's (H, W), uint8, all masks flattened into one tensor.
