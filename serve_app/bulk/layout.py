@@ -108,6 +108,7 @@ class Ledger:
     done: int = 0
     failures: dict[str, dict] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    batch_size_histogram: dict[int, int] | None = None  # offline mode: forward passes per batch size
 
     def succeeded(self, item: WorkItem) -> None:
         self.done += 1
@@ -127,6 +128,8 @@ class Ledger:
             "elapsed_s": round(elapsed, 2),
             "images_per_s": round(self.done / elapsed, 3) if elapsed > 0 else None,
         }
+        if self.batch_size_histogram is not None:
+            summary["batch_size_histogram"] = {str(size): count for size, count in self.batch_size_histogram.items()}
         root = self.layout.output_root
         failures = "".join(json.dumps(entry) + "\n" for entry in self.failures.values())
         write_atomically(self._url(f"{root}/{FAILURES_NAME}"), failures.encode())

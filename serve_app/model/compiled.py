@@ -9,6 +9,10 @@ GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s p
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
+When every bucket is saved, only the largest is loaded before the constructor returns; the others load behind it
+while it serves (loading one takes 6-7 s for BiRefNet on an H200), and until each is in, its batches are padded
+up to a larger one.
+
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100).
 """
@@ -52,8 +56,9 @@ def use_compile_cache(cache_dir: Path) -> None:
 class CompiledForward:
     """Callable like the eager forward: (B, 3, H, W) in the model dtype -> (B, 1, h, w) float32 logits.
 
-    Every bucket is compiled (or loaded from the cache) in the constructor; later batches are padded up to a
-    bucket, so serving never meets a new shape and never recompiles.
+    Every bucket is compiled (or loaded from the cache) in the constructor, or, when all are saved, the largest
+    there and the others right after (`wait_for_buckets`); batches are padded up to a bucket that is in, so
+    serving never meets a new shape and never recompiles.
     """
 
     def __init__(self, forward: ModuleForward, module: torch.nn.Module, *, sample_shape: tuple[int, int, int],
@@ -81,6 +86,8 @@ class CompiledForward:
         self._owner: threading.Thread | None = None
         self._graphed: GraphedForward | None = None
         self._buckets: dict[int, Callable[..., torch.Tensor]] = {}
+        self._ready_sizes: list[int] = []  # the buckets that run now: replaced whole, never changed in place
+        self._all_in = threading.Event()
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
                              options, capture).result()
 
@@ -96,7 +103,10 @@ class CompiledForward:
         # Inductor's CUDA graph trees keep per-call state that a saved function does not carry.
         saved = None if self._cuda_graphs else SavedBuckets(cache_dir, forward, self._module, sample_shape, dtype,
                                                             memory_format, device, options)
-        for index, size in enumerate(self.batch_sizes, 1):
+        now, later = self.batch_sizes, []
+        if saved is not None and saved.available and len(now) > 1 and all(saved.path(size).is_file() for size in now):
+            now, later = now[-1:], now[:-1]  # every size fits in the largest, padded
+        for index, size in enumerate(now, 1):
             misses = _cache_misses()
             started = time.perf_counter()
             # Made and run as the serving path does (an inference tensor, under inference mode): the graph is
@@ -124,11 +134,66 @@ class CompiledForward:
         if capture:
             with torch.inference_mode():
                 self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
-                                               batch_sizes=self.batch_sizes, memory_format=memory_format)
-        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", self.batch_sizes, self.warmup,
+                                               batch_sizes=now, memory_format=memory_format)
+        self._ready_sizes = list(now)
+        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", now, self.warmup,
                     cache_dir, ", each captured in a CUDA graph" if capture else "")
         # Where a start's seconds went (tracing, cache lookups, loading kernels), per compiler phase.
         logger.info("%s", torch._dynamo.utils.compile_times(repr="str", aggregate=True))
+        if later:
+            threading.Thread(target=self._load_later, args=(saved, later, sample_shape, dtype, memory_format, device),
+                             name="saved-buckets", daemon=True).start()
+        else:
+            self._all_in.set()
+
+    def _load_later(self, saved: SavedBuckets, sizes: Sequence[int], sample_shape: tuple[int, int, int],
+                    dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device) -> None:
+        """Each of `sizes`' saved buckets, read here (most of the time, none of it on the device) and then put in
+        service on the forward's thread, between batches; one that cannot be read is compiled and saved again here,
+        as at start-up. A bucket that still fails stays out: its batches keep running padded."""
+        try:
+            for size in reversed(sizes):
+                started = time.perf_counter()
+                compiled, precompiled = saved.read(size), True
+                with torch.inference_mode():
+                    example = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
+                        memory_format=memory_format)
+                    if compiled is None:
+                        logger.info("compiling batch size %d while the larger buckets serve", size)
+                        compiled, precompiled = saved.compile(size, example), False
+                if compiled is not None and not self.executor.submit(
+                        self._put_in_service, size, compiled, example, saved, started, precompiled).result() \
+                        and precompiled:
+                    logger.info("compiling batch size %d while the larger buckets serve", size)
+                    compiled = saved.compile(size, example)
+                    if compiled is not None:
+                        self.executor.submit(self._put_in_service, size, compiled, example, saved, started,
+                                             False).result()
+        except Exception:
+            logger.exception("loading the saved buckets %s failed; their batches run padded to %s", sizes,
+                             self._ready_sizes)
+        finally:
+            self._all_in.set()
+
+    def _put_in_service(self, size: int, compiled: Callable[..., torch.Tensor], example: torch.Tensor,
+                        saved: SavedBuckets, started: float, precompiled: bool) -> bool:
+        with torch.inference_mode():
+            if saved.check(size, compiled, example) is None:
+                return False
+            self._buckets[size] = compiled
+            if self._graphed is not None:
+                self._graphed.add(size)
+        if example.is_cuda:
+            torch.cuda.synchronize(example.device)
+        self._ready_sizes = sorted({*self._ready_sizes, size})
+        self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1), "from_cache": True,
+                             "precompiled": precompiled, "after_start": True}
+        logger.info("batch size %d in service %.1f s after it began loading", size, time.perf_counter() - started)
+        return True
+
+    def wait_for_buckets(self, timeout: float | None = None) -> bool:
+        """Block until every bucket is in service (or has failed to load); False on timeout."""
+        return self._all_in.wait(timeout)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if threading.current_thread() is self._owner:
@@ -145,7 +210,7 @@ class CompiledForward:
     def _run_in_buckets(self, batch: torch.Tensor) -> torch.Tensor:
         if self._graphed is not None:
             return self._graphed(batch)
-        return run_in_buckets(batch, self.batch_sizes, lambda size, images: self._run(pad_to(images, size)))
+        return run_in_buckets(batch, self._ready_sizes, lambda size, images: self._run(pad_to(images, size)))
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         compiled = self._buckets[batch.shape[0]]
@@ -198,31 +263,47 @@ class SavedBuckets:
         self._module = module
         self._options = options or None
         self._key = _artifact_key(forward, module, sample_shape, dtype, memory_format, device, options)
-        self._available = hasattr(torch.compiler, "load_compiled_function")
+        self.available = hasattr(torch.compiler, "load_compiled_function")
 
     def path(self, size: int) -> Path:
         return self.directory / f"{self._key}-batch{size}.bin"
 
     def load(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
         """The saved bucket for `size`, run once on `example` (which checks its guards), or None."""
-        path = self.path(size)
-        if not self._available or not path.is_file():
-            return None
         started = time.perf_counter()
+        compiled = self.read(size)
+        if compiled is None or self.check(size, compiled, example) is None:
+            return None
+        logger.info("loaded compiled batch size %d from %s in %.1f s", size, self.path(size),
+                    time.perf_counter() - started)
+        return compiled
+
+    def read(self, size: int) -> Callable[..., torch.Tensor] | None:
+        """The saved bucket for `size` as read from disk, not yet run, or None."""
+        path = self.path(size)
+        if not self.available or not path.is_file():
+            return None
         try:
             with path.open("rb") as file:
-                compiled = torch.compiler.load_compiled_function(file)
+                return torch.compiler.load_compiled_function(file)
+        except Exception:
+            logger.warning("saved bucket %s could not be read; compiling it again", path, exc_info=True)
+            return None
+
+    def check(self, size: int, compiled: Callable[..., torch.Tensor],
+              example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+        """`compiled` once it ran on `example` (which checks its guards), or None if it could not."""
+        try:
             compiled(self._module, example)
         except Exception:
-            logger.warning("saved bucket %s could not be used; compiling it again", path, exc_info=True)
+            logger.warning("saved bucket %s could not be used; compiling it again", self.path(size), exc_info=True)
             return None
-        logger.info("loaded compiled batch size %d from %s in %.1f s", size, path, time.perf_counter() - started)
         return compiled
 
     def compile(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
         """`size`'s bucket compiled whole and saved for the next start, or None if it cannot be (a forward with graph
         breaks): the caller then compiles it as before, without saving."""
-        if not self._available:
+        if not self.available:
             return None
         try:
             with _aot_compile_enabled():

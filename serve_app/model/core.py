@@ -416,6 +416,11 @@ class BackgroundRemovalModel:
         self._largest_batch_run = max(self._largest_batch_run, size)
         return logits
 
+    def wait_for_buckets(self, timeout: float | None = None) -> bool:
+        """Block until every batch bucket is in service (compiled execution loads all but the largest after start-up,
+        padding their batches up meanwhile); False on timeout."""
+        return self._forward.wait_for_buckets(timeout) if isinstance(self._forward, CompiledForward) else True
+
     @property
     def forward_executor(self) -> Executor | None:
         """The one thread the forward must run on, if it has one (compiled execution): a caller that runs its

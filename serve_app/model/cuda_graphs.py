@@ -24,28 +24,37 @@ class GraphedForward:
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, sample_shape: tuple[int, int, int],
                  dtype: torch.dtype, device: torch.device, batch_sizes: Sequence[int],
                  memory_format: torch.memory_format = torch.contiguous_format):
-        self.batch_sizes = sorted(set(batch_sizes))
+        self._forward = forward
+        self._sample_shape, self._dtype, self._device, self._memory_format = sample_shape, dtype, device, memory_format
+        self.batch_sizes: list[int] = []  # replaced whole as buckets are added: callers on other threads read it
         self._inputs: dict[int, torch.Tensor] = {}
         self._outputs: dict[int, torch.Tensor] = {}
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        pool = torch.cuda.graph_pool_handle()
+        # One memory pool for all: the graphs never run at the same time (one replays after the other on one stream,
+        # and a bucket added later is captured between replays, on the thread that replays).
+        self._pool = torch.cuda.graph_pool_handle()
         started = time.perf_counter()
-        # Largest first, sharing one memory pool: the graphs never run at the same time.
-        for size in reversed(self.batch_sizes):
-            static_input = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
-                memory_format=memory_format)  # as the batches come: a compiled forward is guarded on it
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):  # warm-up outside the graph: cudnn picks its algorithms here
-                for _ in range(2):
-                    forward(static_input)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._outputs[size] = forward(static_input)
-            self._inputs[size], self._graphs[size] = static_input, graph
+        for size in sorted(set(batch_sizes), reverse=True):  # largest first: the smaller fit in what it freed
+            self.add(size, "global")
         logger.info("captured CUDA graphs for batch sizes %s in %.1f s", self.batch_sizes,
                     time.perf_counter() - started)
+
+    def add(self, size: int, capture_error_mode: str = "thread_local") -> None:
+        """Capture the bucket of `size` and serve it from now on. Later additions check only this thread's CUDA
+        calls: others (reading earlier batches' masks) keep running meanwhile."""
+        static_input = torch.zeros((size, *self._sample_shape), dtype=self._dtype, device=self._device).contiguous(
+            memory_format=self._memory_format)  # as the batches come: a compiled forward is guarded on it
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side):  # warm-up outside the graph: cudnn picks its algorithms here
+            for _ in range(2):
+                self._forward(static_input)
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=capture_error_mode):
+            self._outputs[size] = self._forward(static_input)
+        self._inputs[size], self._graphs[size] = static_input, graph
+        self.batch_sizes = sorted({*self.batch_sizes, size})
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return run_in_buckets(batch, self.batch_sizes, self._replay)

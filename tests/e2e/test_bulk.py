@@ -115,6 +115,10 @@ def offline_output(tiny_model_dir: Path, photo_folder: Path, tmp_path_factory: p
     done_before, summary = run_killed_then_complete(command, out, kill_after_outputs=20)
     assert summary["skipped_already_done"] == done_before
     assert summary["processed_this_run"] == TOTAL - CORRUPT - done_before
+    # Every forward pass is a full batch of 4, but the last and those with a corrupt photo among their rows.
+    histogram = {int(size): count for size, count in summary["batch_size_histogram"].items()}
+    assert sum(size * count for size, count in histogram.items()) == summary["processed_this_run"]
+    assert sum(count for size, count in histogram.items() if size < 4) <= 1 + CORRUPT, histogram
     return out
 
 

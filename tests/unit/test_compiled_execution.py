@@ -110,9 +110,11 @@ from tests.images import distinct_pictures
 # Another thread count than the process that saved the buckets: Ray gives a bulk model actor 1 CPU, a replica 2.
 torch.set_num_threads(torch.get_num_threads() + 1)
 model = build(Path(sys.argv[1]), "compiled", Path(sys.argv[2]))
-masks = model.predict(distinct_pictures(2))
-print(json.dumps({"execution": model.execution, "warmup": model.compile_warmup,
-                  "masks": [mask.tolist() for mask in masks]}))
+ready = {str(size): dict(warmup) for size, warmup in model.compile_warmup.items()}
+masks = model.predict(distinct_pictures(2))  # at once: the batch of 2 runs in the largest bucket
+assert model.wait_for_buckets(timeout=300)
+print(json.dumps({"execution": model.execution, "warmup": model.compile_warmup, "ready": ready,
+                  "masks": [mask.tolist() for mask in masks], "one": model.predict(distinct_pictures(1))[0].tolist()}))
 """
 
 
@@ -122,9 +124,14 @@ def test_a_restarted_process_is_served_from_the_cache(compiled: BackgroundRemova
                             capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2]).stdout
     restarted = json.loads(output.splitlines()[-1])
     assert restarted["execution"] == "compiled"
+    # Ready with the largest bucket alone; the smaller one joined after start-up, loaded too.
+    assert list(restarted["ready"]) == [str(max(BUCKETS))] and restarted["ready"][str(max(BUCKETS))]["precompiled"]
+    assert sorted(int(size) for size in restarted["warmup"]) == list(BUCKETS)
     assert all(warmup["precompiled"] for warmup in restarted["warmup"].values())
+    assert restarted["warmup"]["1"]["after_start"]
     for mask, reference in zip(restarted["masks"], compiled.predict(photos(2)), strict=True):
         np.testing.assert_array_equal(np.array(mask, dtype=np.uint8), reference)
+    np.testing.assert_array_equal(np.array(restarted["one"], dtype=np.uint8), compiled.predict(photos(1))[0])
 
 
 def test_a_saved_bucket_that_cannot_load_is_compiled_again(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
@@ -134,12 +141,14 @@ def test_a_saved_bucket_that_cannot_load_is_compiled_again(compiled: BackgroundR
     for saved in damaged.glob("precompiled/*-batch1.bin"):
         saved.write_bytes(saved.read_bytes()[:100])  # as a disk that filled up mid-write would leave it
     model = build(tiny_model_dir, "compiled", damaged)
-    assert model.execution == "compiled"
+    assert model.execution == "compiled" and model.wait_for_buckets(timeout=300)
     assert [model.compile_warmup[size]["precompiled"] for size in BUCKETS] == [False, True]
-    for mask, reference in zip(model.predict(photos(2)), compiled.predict(photos(2)), strict=True):
-        np.testing.assert_array_equal(mask, reference)
+    for count in (1, 2):
+        for mask, reference in zip(model.predict(photos(count)), compiled.predict(photos(count)), strict=True):
+            np.testing.assert_array_equal(mask, reference)
     # Saved again whole: the next start loads it.
     restarted = build(tiny_model_dir, "compiled", damaged)
+    assert restarted.wait_for_buckets(timeout=300)
     assert all(warmup["precompiled"] for warmup in restarted.compile_warmup.values())
 
 
@@ -159,6 +168,7 @@ def test_compiled_graphs_runs_as_compiled_without_cuda(compiled: BackgroundRemov
     # No CUDA graphs to capture on a CPU: the compiled buckets serve as they are, from the same cache entries.
     model = build(tiny_model_dir, "compiled_graphs", cache_dir)
     assert model.execution == "compiled" and model.describe()["execution"] == "compiled"
+    assert model.wait_for_buckets(timeout=300)
     assert all(warmup["precompiled"] for warmup in model.compile_warmup.values())
     for mask, reference in zip(model.predict(photos(3)), compiled.predict(photos(3)), strict=True):
         np.testing.assert_array_equal(mask, reference)
