@@ -149,36 +149,42 @@ class CompiledForward:
     def _load_later(self, saved: SavedBuckets, sizes: Sequence[int], sample_shape: tuple[int, int, int],
                     dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device) -> None:
         """Each of `sizes`' saved buckets, read here (most of the time, none of it on the device) and then put in
-        service on the forward's thread, between batches; one that cannot be read is compiled and saved again here,
-        as at start-up. A bucket that still fails stays out: its batches keep running padded."""
+        service on the forward's thread, between batches. Where torch does not take a bucket read on another thread
+        (its guards then fail), the forward's thread reads it as at start-up, serving waiting meanwhile; one that
+        cannot be read at all is compiled and saved again here first. A bucket that still fails stays out: its
+        batches keep running padded."""
+        shape = (sample_shape, dtype, memory_format, device)
         try:
             for size in reversed(sizes):
                 started = time.perf_counter()
-                compiled, precompiled = saved.read(size), True
                 with torch.inference_mode():
-                    example = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
-                        memory_format=memory_format)
-                    if compiled is None:
+                    compiled = saved.read(size)
+                if compiled is not None and self._in_service(size, compiled, saved, shape, started, True):
+                    continue
+                if compiled is None:
+                    with torch.inference_mode():
                         logger.info("compiling batch size %d while the larger buckets serve", size)
-                        compiled, precompiled = saved.compile(size, example), False
-                if compiled is not None and not self.executor.submit(
-                        self._put_in_service, size, compiled, example, saved, started, precompiled).result() \
-                        and precompiled:
-                    logger.info("compiling batch size %d while the larger buckets serve", size)
-                    compiled = saved.compile(size, example)
-                    if compiled is not None:
-                        self.executor.submit(self._put_in_service, size, compiled, example, saved, started,
-                                             False).result()
+                        if saved.compile(size, _example(size, *shape)) is None:
+                            continue
+                self._in_service(size, None, saved, shape, started, compiled is not None)
         except Exception:
             logger.exception("loading the saved buckets %s failed; their batches run padded to %s", sizes,
                              self._ready_sizes)
         finally:
             self._all_in.set()
 
-    def _put_in_service(self, size: int, compiled: Callable[..., torch.Tensor], example: torch.Tensor,
-                        saved: SavedBuckets, started: float, precompiled: bool) -> bool:
+    def _in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
+                    shape: tuple, started: float, precompiled: bool) -> bool:
+        return self.executor.submit(self._put_in_service, size, compiled, saved, shape, started, precompiled).result()
+
+    def _put_in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
+                        shape: tuple, started: float, precompiled: bool) -> bool:
+        """On the forward's thread: check `compiled` (None: read it here), capture it if serving captures, and let
+        batches use it."""
         with torch.inference_mode():
-            if saved.check(size, compiled, example) is None:
+            example = _example(size, *shape)
+            compiled = saved.load(size, example) if compiled is None else saved.check(size, compiled, example)
+            if compiled is None:
                 return False
             self._buckets[size] = compiled
             if self._graphed is not None:
@@ -241,6 +247,12 @@ class CompiledForward:
 _GUARD_FAILURE = "GuardManager check failed"
 
 
+def _example(size: int, sample_shape: tuple[int, int, int], dtype: torch.dtype, memory_format: torch.memory_format,
+             device: torch.device) -> torch.Tensor:
+    """A batch of `size` as serving makes them (under inference mode: an inference tensor), which the guards check."""
+    return torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(memory_format=memory_format)
+
+
 def _cache_misses() -> tuple[int, int]:
     # A saved bucket is compiled through AOTAutograd's cache, a traced one through inductor's FX graph cache.
     return counters["inductor"]["fxgraph_cache_miss"], counters["aot_autograd"]["autograd_cache_miss"]
@@ -296,7 +308,7 @@ class SavedBuckets:
         try:
             compiled(self._module, example)
         except Exception:
-            logger.warning("saved bucket %s could not be used; compiling it again", self.path(size), exc_info=True)
+            logger.warning("saved bucket %s did not run", self.path(size), exc_info=True)
             return None
         return compiled
 
