@@ -17,7 +17,7 @@ timeout 100 python3 scripts/bench_service.py --url http://127.0.0.1:8000 --photo
 grep -E "images/s" /tmp/r/service_12mp.log | cut -c1-300 | head -3
 timeout $((575-SECONDS)) python3 scripts/bench_bulk.py --mode client --url http://127.0.0.1:8000 --work-dir /tmp/bulk --photos 3000 \
   --photo-dir .photos --compare-url http://127.0.0.1:8000 --out /tmp/r/bulk_client.json > /tmp/r/bulk_client.log 2>&1; ph "bulk client exit $?"
-python3 .gpurun/replicas.py > /tmp/r/replicas_after.json 2>/dev/null
+python3 .gpurun/replicas.py > /tmp/r/replicas_after.json 2>/dev/null; curl -s http://127.0.0.1:8000/v1/info > /tmp/r/info_after.json
 kill %1; sleep 2; ray stop --force > /dev/null 2>&1; pkill -x haproxy
 cp $OUT/phases.txt /tmp/r/; head -c 100000 /tmp/r/serve.log > /tmp/r/serve_head.log; grep -v "^\s*$" /tmp/r/serve.log | tail -c 100000 > /tmp/r/serve_tail.log; rm /tmp/r/serve.log
 tar -C /tmp -czf $OUT/callB.tgz r; ph done
