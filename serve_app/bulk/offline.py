@@ -144,9 +144,8 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
         model = model.model_copy(update={"graph_batch_sizes": (batch_size,)})
         connect(address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        # The model actors load (imports, weights, the compiled bucket) before any photo is decoded. Decoding
-        # alongside took every CPU while the actor imported and loaded (H200, 16 cores: 47.6 s to the first output,
-        # the actor ~34 s of it, against 22 s for a Serve replica's constructor on the same host).
+        # The model actors load (imports, weights, the compiled bucket) before any photo is decoded: decoding
+        # alongside takes every CPU while they import and load, and delays the first output (docs/benchmarks).
         ray.data.DataContext.get_current().wait_for_min_actors_s = MODEL_ACTOR_START_TIMEOUT_S
         logger.info("loading the model in %d actor(s) before decoding starts", gpus or cpu_actors)
         rows = [{"source": item.source, "relative": item.relative, "target": item.target} for item in pending]
