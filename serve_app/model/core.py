@@ -471,7 +471,8 @@ class BackgroundRemovalModel:
             "out_of_memory_splits": self.out_of_memory_splits,
             "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,
-            "compile_warmup": {str(size): warmup for size, warmup in self.compile_warmup.items()},
+            # A copy first: the compiled forward adds the buckets it loads after start-up from another thread.
+            "compile_warmup": {str(size): warmup for size, warmup in dict(self.compile_warmup).items()},
             "load_phases": self.load_phases,
             "device_name": device_name(self.device),
         }
