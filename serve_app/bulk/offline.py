@@ -22,6 +22,7 @@ from serve_app.settings import IngressSettings, ModelSettings
 
 logger = logging.getLogger(__name__)
 CODEC_TASK_CPUS = 0.5
+ACTOR_CPUS = 1  # per model actor, beside its GPU
 # How long the pipeline waits for its model actors to load before it gives up (a first run on a GPU kind compiles
 # the model's bucket: minutes).
 MODEL_ACTOR_START_TIMEOUT_S = 3600
@@ -103,9 +104,10 @@ class SegmentBatch:
             column[i] = np.zeros((1, 1), np.uint8)
         for i, mask in zip(usable, masks, strict=True):
             column[i] = mask
-        # Each image's forward pass size (0: not run), from which the run's batch-size histogram is counted.
+        # The forward pass's size, on its first row (0 on the others): the run's batch-size histogram counts them.
         batch_images = np.zeros(count, dtype=np.int64)
-        batch_images[usable] = len(usable)
+        if usable:
+            batch_images[usable[0]] = len(usable)
         return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "mask": column, "batch_images": batch_images}
 
 
@@ -130,6 +132,29 @@ def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, ma
     return outcome
 
 
+def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSettings, limits: IngressSettings, *,
+              batch_size: int, gpus: int, actors: int) -> ray.data.Dataset:
+    """decode -> blocks of one batch -> model actors -> encode and write, as a lazy dataset of row outcomes."""
+    rows = [{"source": item.source, "relative": item.relative, "target": item.target} for item in pending]
+    return (
+        ray.data.from_items(rows)
+        # Half a CPU per codec task: unlike the model stage's (1 CPU, or 1 GPU), so that Ray Data does not
+        # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
+        .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,
+                                    "model_input_size": tuple(model.input_size)}, num_cpus=CODEC_TASK_CPUS)
+        # Blocks of exactly one batch. Ray Data hands the model stage whole blocks, at least batch_size rows per
+        # call, and cuts each call's rows into batches: blocks of 15 rows (from_items' default for 3,000 photos)
+        # ran as a batch of 8 and one of 7, padded to 8 on the device.
+        .repartition(target_num_rows_per_block=batch_size, strict=True)
+        .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
+                     batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=ACTOR_CPUS,
+                     compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
+                                                        enable_true_multi_threading=True))
+        .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality,
+                                          "max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
+    )
+
+
 def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *, address: str | None = None,
                 batch_size: int = 8, cpu_actors: int = 1, limits: IngressSettings | None = None) -> dict:
     limits = limits or IngressSettings()
@@ -144,39 +169,29 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
         model = model.model_copy(update={"graph_batch_sizes": (batch_size,)})
         connect(address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
+        actors = gpus or cpu_actors
         # The model actors load (imports, weights, the compiled bucket) before any photo is decoded: decoding
         # alongside takes every CPU while they import and load, and delays the first output (docs/benchmarks).
-        ray.data.DataContext.get_current().wait_for_min_actors_s = MODEL_ACTOR_START_TIMEOUT_S
-        logger.info("loading the model in %d actor(s) before decoding starts", gpus or cpu_actors)
-        rows = [{"source": item.source, "relative": item.relative, "target": item.target} for item in pending]
-        outcomes = (
-            ray.data.from_items(rows)
-            # Half a CPU per codec task: unlike the model stage's (1 CPU, or 1 GPU), so that Ray Data does not
-            # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
-            .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,
-                                        "model_input_size": tuple(model.input_size)}, num_cpus=CODEC_TASK_CPUS)
-            # Blocks of exactly one batch. Ray Data hands the model stage whole blocks, at least batch_size rows per
-            # call, and cuts each call's rows into batches: blocks of 15 rows (from_items' default for 3,000 photos)
-            # ran as a batch of 8 and one of 7, padded to 8 on the device.
-            .repartition(target_num_rows_per_block=batch_size, strict=True)
-            .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
-                         batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=1,
-                         compute=ray.data.ActorPoolStrategy(size=gpus or cpu_actors,
-                                                            max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
-                                                            enable_true_multi_threading=True))
-            .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality,
-                                              "max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
-        )
+        # Only when they all fit now: on a cluster where some GPUs are taken (a service), the run starts with the
+        # actors that can be placed, as Ray Data does by default.
+        free = ray.available_resources().get("GPU" if gpus else "CPU", 0)
+        wait_s = MODEL_ACTOR_START_TIMEOUT_S if free >= actors * (1 if gpus else ACTOR_CPUS) else -1
+        if wait_s > 0:
+            logger.info("loading the model in %d actor(s) before decoding starts", actors)
+        context = ray.data.DataContext.get_current()
+        previous_wait_s, context.wait_for_min_actors_s = context.wait_for_min_actors_s, wait_s
+        try:
+            outcomes = _pipeline(pending, options, model, limits, batch_size=batch_size, gpus=gpus, actors=actors)
+        finally:
+            context.wait_for_min_actors_s = previous_wait_s  # the dataset keeps its own copy
         by_relative = {item.relative: item for item in pending}
-        images_by_batch_size: Counter[int] = Counter()
+        passes: Counter[int] = Counter()
         for outcome in outcomes.iter_rows():
             item: WorkItem = by_relative[outcome["relative"]]
-            images_by_batch_size[int(outcome["batch_images"])] += 1
+            passes[int(outcome["batch_images"])] += 1
             if outcome["code"]:
                 ledger.failed(item, outcome["code"], outcome["reason"])
             else:
                 ledger.succeeded(item)
-        # A batch of n images gave n rows that say n.
-        ledger.batch_size_histogram = {size: rows // size for size, rows in sorted(images_by_batch_size.items())
-                                       if size}
+        ledger.batch_size_histogram = {size: count for size, count in sorted(passes.items()) if size}
     return ledger.write(pending=len(pending))

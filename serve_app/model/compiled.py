@@ -11,7 +11,8 @@ project's own (serve_app/model/cuda_graphs.py), which a pass replays without goi
 
 When every bucket is saved, only the largest is loaded before the constructor returns; the others load behind it
 while it serves (loading one takes 6-7 s for BiRefNet on an H200), and until each is in, its batches are padded
-up to a larger one.
+up to a larger one. A bucket that fails to load then is not compiled behind serving: its file is removed, and the
+next start compiles it.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100).
@@ -148,53 +149,55 @@ class CompiledForward:
 
     def _load_later(self, saved: SavedBuckets, sizes: Sequence[int], sample_shape: tuple[int, int, int],
                     dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device) -> None:
-        """Each of `sizes`' saved buckets, read here (most of the time, none of it on the device) and then put in
-        service on the forward's thread, between batches. Where torch does not take a bucket read on another thread
-        (its guards then fail), the forward's thread reads it as at start-up, serving waiting meanwhile; one that
-        cannot be read at all is compiled and saved again here first. A bucket that still fails stays out: its
-        batches keep running padded."""
+        """Each of `sizes`' saved buckets, smallest first (a lone request's), read here and then put in service on
+        the forward's thread, between batches. Where torch does not take a bucket read on another thread (its guards
+        then fail), the forward's thread reads it as at start-up, serving waiting meanwhile. Nothing is compiled
+        behind serving: a bucket that cannot be read or run stays out, its batches padded up, and its file is
+        removed so that the next start (or `python -m serve_app.prebuild`) compiles it again."""
         shape = (sample_shape, dtype, memory_format, device)
         try:
-            for size in reversed(sizes):
+            for size in sizes:
                 started = time.perf_counter()
                 with torch.inference_mode():
                     compiled = saved.read(size)
-                if compiled is not None and self._in_service(size, compiled, saved, shape, started, True):
+                if compiled is not None and self._in_service(size, compiled, saved, shape, started):
                     continue
-                if compiled is None:
-                    with torch.inference_mode():
-                        logger.info("compiling batch size %d while the larger buckets serve", size)
-                        if saved.compile(size, _example(size, *shape)) is None:
-                            continue
-                self._in_service(size, None, saved, shape, started, compiled is not None)
-        except Exception:
-            logger.exception("loading the saved buckets %s failed; their batches run padded to %s", sizes,
-                             self._ready_sizes)
+                if compiled is None or not self._in_service(size, None, saved, shape, started):
+                    saved.discard(size)
+                    logger.warning("batch size %d stays out of service; its batches run padded to %s", size,
+                                   self._ready_sizes)
         finally:
             self._all_in.set()
 
     def _in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
-                    shape: tuple, started: float, precompiled: bool) -> bool:
-        return self.executor.submit(self._put_in_service, size, compiled, saved, shape, started, precompiled).result()
+                    shape: tuple, started: float) -> bool:
+        return self.executor.submit(self._put_in_service, size, compiled, saved, shape, started).result()
 
     def _put_in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
-                        shape: tuple, started: float, precompiled: bool) -> bool:
+                        shape: tuple, started: float) -> bool:
         """On the forward's thread: check `compiled` (None: read it here), capture it if serving captures, and let
-        batches use it."""
-        with torch.inference_mode():
-            example = _example(size, *shape)
-            compiled = saved.load(size, example) if compiled is None else saved.check(size, compiled, example)
-            if compiled is None:
-                return False
-            self._buckets[size] = compiled
-            if self._graphed is not None:
-                self._graphed.add(size)
-        if example.is_cuda:
-            torch.cuda.synchronize(example.device)
+        batches use it; False, with nothing of it left in use, if any step fails."""
+        waiting = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                example = _example(size, *shape)
+                compiled = saved.load(size, example) if compiled is None else saved.check(size, compiled, example)
+                if compiled is None:
+                    return False
+                self._buckets[size] = compiled  # the capture runs it through _run
+                if self._graphed is not None:
+                    self._graphed.add(size)
+            if example.is_cuda:
+                torch.cuda.synchronize(example.device)
+        except Exception:
+            self._buckets.pop(size, None)
+            logger.exception("batch size %d could not be put in service", size)
+            return False
         self._ready_sizes = sorted({*self._ready_sizes, size})
         self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1), "from_cache": True,
-                             "precompiled": precompiled, "after_start": True}
-        logger.info("batch size %d in service %.1f s after it began loading", size, time.perf_counter() - started)
+                             "precompiled": True, "after_start": True}
+        logger.info("batch size %d in service %.1f s after it began loading (serving waited %.2f s)", size,
+                    time.perf_counter() - started, time.perf_counter() - waiting)
         return True
 
     def wait_for_buckets(self, timeout: float | None = None) -> bool:
@@ -311,6 +314,13 @@ class SavedBuckets:
             logger.warning("saved bucket %s did not run", self.path(size), exc_info=True)
             return None
         return compiled
+
+    def discard(self, size: int) -> None:
+        """Remove `size`'s saved bucket (one that cannot be used), so that the next start compiles it again."""
+        try:
+            self.path(size).unlink(missing_ok=True)
+        except OSError:
+            logger.warning("could not remove %s", self.path(size), exc_info=True)
 
     def compile(self, size: int, example: torch.Tensor) -> Callable[..., torch.Tensor] | None:
         """`size`'s bucket compiled whole and saved for the next start, or None if it cannot be (a forward with graph

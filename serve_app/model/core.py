@@ -304,7 +304,7 @@ class BackgroundRemovalModel:
 
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int:
         """The largest batch (a power of two, or `ceiling`) whose whole pass fits in free device memory."""
-        buckets = getattr(self._forward, "batch_sizes", None)  # captured or compiled: they ran at start-up
+        buckets = getattr(self._forward, "batch_sizes", None)  # captured or compiled: the largest ran at start-up
         if buckets and ceiling <= max(buckets):
             # Every batch up to the ceiling runs in a bucket that already ran before this (7-17 s of probing
             # saved at each start of a compiled replica on an H100).

@@ -51,9 +51,11 @@ class GraphedForward:
                 self._forward(static_input)
         torch.cuda.current_stream(self._device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode=capture_error_mode):
-            self._outputs[size] = self._forward(static_input)
-        self._inputs[size], self._graphs[size] = static_input, graph
+        # The outer stream context puts this thread's stream back even if ending the capture raises.
+        with torch.cuda.stream(torch.cuda.current_stream(self._device)), \
+                torch.cuda.graph(graph, pool=self._pool, capture_error_mode=capture_error_mode):
+            output = self._forward(static_input)
+        self._inputs[size], self._outputs[size], self._graphs[size] = static_input, output, graph
         self.batch_sizes = sorted({*self.batch_sizes, size})
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
