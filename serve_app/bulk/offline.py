@@ -143,8 +143,8 @@ def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSetti
         .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,
                                     "model_input_size": tuple(model.input_size)}, num_cpus=CODEC_TASK_CPUS)
         # Blocks of exactly one batch. Ray Data hands the model stage whole blocks, at least batch_size rows per
-        # call, and cuts each call's rows into batches: blocks of 15 rows (from_items' default for 3,000 photos)
-        # ran as a batch of 8 and one of 7, padded to 8 on the device.
+        # call, and cuts each call's rows into batches: from_items' own blocks (15 rows for 3,000 photos) would
+        # run as a batch of 8 and one of 7, padded to 8 on the device.
         .repartition(target_num_rows_per_block=batch_size, strict=True)
         .map_batches(SegmentBatch, fn_constructor_kwargs={"model_settings": model.model_dump(mode="json")},
                      batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=ACTOR_CPUS,
