@@ -100,6 +100,7 @@ class CompiledForward:
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
         self._memory_format = memory_format
+        self._example_spec = (sample_shape, dtype, memory_format, device)
         self._traced = torch.compile(forward, dynamic=False, options=options or None)
         # Inductor's CUDA graph trees keep per-call state that a saved function does not carry.
         saved = None if self._cuda_graphs else SavedBuckets(cache_dir, forward, self._module, sample_shape, dtype,
@@ -113,8 +114,7 @@ class CompiledForward:
             # Made and run as the serving path does (an inference tensor, under inference mode): the graph is
             # guarded on both, and a mismatch costs a second compile at the first real batch.
             with torch.inference_mode():
-                example = torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(
-                    memory_format=memory_format)
+                example = self._example(size)
                 loaded = saved.load(size, example) if saved is not None else None
                 if loaded is None:
                     # Said before, not only after: a first start is silent for minutes here (BiRefNet: 2-3 min per
@@ -142,27 +142,24 @@ class CompiledForward:
         # Where a start's seconds went (tracing, cache lookups, loading kernels), per compiler phase.
         logger.info("%s", torch._dynamo.utils.compile_times(repr="str", aggregate=True))
         if later:
-            threading.Thread(target=self._load_later, args=(saved, later, sample_shape, dtype, memory_format, device),
-                             name="saved-buckets", daemon=True).start()
+            threading.Thread(target=self._load_later, args=(saved, later), name="saved-buckets", daemon=True).start()
         else:
             self._all_in.set()
 
-    def _load_later(self, saved: SavedBuckets, sizes: Sequence[int], sample_shape: tuple[int, int, int],
-                    dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device) -> None:
+    def _load_later(self, saved: SavedBuckets, sizes: Sequence[int]) -> None:
         """Each of `sizes`' saved buckets, smallest first (a lone request's), read here and then put in service on
         the forward's thread, between batches. Where torch does not take a bucket read on another thread (its guards
         then fail), the forward's thread reads it as at start-up, serving waiting meanwhile. Nothing is compiled
         behind serving: a bucket that cannot be read or run stays out, its batches padded up, and its file is
         removed so that the next start (or `python -m serve_app.prebuild`) compiles it again."""
-        shape = (sample_shape, dtype, memory_format, device)
         try:
             for size in sizes:
                 started = time.perf_counter()
                 with torch.inference_mode():
                     compiled = saved.read(size)
-                if compiled is not None and self._in_service(size, compiled, saved, shape, started):
+                if compiled is not None and self._in_service(size, compiled, saved, started):
                     continue
-                if compiled is None or not self._in_service(size, None, saved, shape, started):
+                if compiled is None or not self._in_service(size, None, saved, started):
                     saved.discard(size)
                     logger.warning("batch size %d stays out of service; its batches run padded to %s", size,
                                    self._ready_sizes)
@@ -170,17 +167,17 @@ class CompiledForward:
             self._all_in.set()
 
     def _in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
-                    shape: tuple, started: float) -> bool:
-        return self.executor.submit(self._put_in_service, size, compiled, saved, shape, started).result()
+                    started: float) -> bool:
+        return self.executor.submit(self._put_in_service, size, compiled, saved, started).result()
 
     def _put_in_service(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
-                        shape: tuple, started: float) -> bool:
+                        started: float) -> bool:
         """On the forward's thread: check `compiled` (None: read it here), capture it if serving captures, and let
         batches use it; False, with nothing of it left in use, if any step fails."""
         waiting = time.perf_counter()
         try:
             with torch.inference_mode():
-                example = _example(size, *shape)
+                example = self._example(size)
                 compiled = saved.load(size, example) if compiled is None else saved.check(size, compiled, example)
                 if compiled is None:
                     return False
@@ -199,6 +196,12 @@ class CompiledForward:
         logger.info("batch size %d in service %.1f s after it began loading (serving waited %.2f s)", size,
                     time.perf_counter() - started, time.perf_counter() - waiting)
         return True
+
+    def _example(self, size: int) -> torch.Tensor:
+        """A batch of `size` as serving makes them (under inference mode: an inference tensor), which the guards
+        check."""
+        sample_shape, dtype, memory_format, device = self._example_spec
+        return torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(memory_format=memory_format)
 
     def wait_for_buckets(self, timeout: float | None = None) -> bool:
         """Block until every bucket is in service (or has failed to load); False on timeout."""
@@ -248,12 +251,6 @@ class CompiledForward:
 
 
 _GUARD_FAILURE = "GuardManager check failed"
-
-
-def _example(size: int, sample_shape: tuple[int, int, int], dtype: torch.dtype, memory_format: torch.memory_format,
-             device: torch.device) -> torch.Tensor:
-    """A batch of `size` as serving makes them (under inference mode: an inference tensor), which the guards check."""
-    return torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(memory_format=memory_format)
 
 
 def _cache_misses() -> tuple[int, int]:
