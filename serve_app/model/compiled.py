@@ -9,10 +9,11 @@ GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s p
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
-When every bucket is saved, only the largest is loaded before the constructor returns; the others load behind it
-while it serves (loading one takes 6-7 s for BiRefNet on an H200), and until each is in, its batches are padded
-up to a larger one. A bucket that fails to load then is not compiled behind serving: its file is removed, and the
-next start compiles it.
+When every bucket is saved, none is loaded before the constructor returns (loading one takes 5-7 s for BiRefNet
+on an H200, where capturing the eager forward takes about a second): every bucket first runs the eager forward, in
+CUDA graphs where serving captures, and each is replaced by its compiled form behind serving, largest first. A
+bucket that fails to load then is not compiled behind serving: it keeps the eager forward, its file is removed,
+and the next start compiles it.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100).
@@ -57,9 +58,9 @@ def use_compile_cache(cache_dir: Path) -> None:
 class CompiledForward:
     """Callable like the eager forward: (B, 3, H, W) in the model dtype -> (B, 1, h, w) float32 logits.
 
-    Every bucket is compiled (or loaded from the cache) in the constructor, or, when all are saved, the largest
-    there and the others right after (`wait_for_buckets`); batches are padded up to a bucket that is in, so
-    serving never meets a new shape and never recompiles.
+    Every bucket is compiled (or loaded from the cache) in the constructor, or, when all are saved, served by the
+    eager forward until each loads right after (`wait_for_buckets`); batches are padded up to a bucket, so serving
+    never meets a new shape and never recompiles.
     """
 
     def __init__(self, forward: ModuleForward, module: torch.nn.Module, *, sample_shape: tuple[int, int, int],
@@ -87,6 +88,8 @@ class CompiledForward:
         self._owner: threading.Thread | None = None
         self._graphed: GraphedForward | None = None
         self._buckets: dict[int, Callable[..., torch.Tensor]] = {}
+        self._eager = forward  # what a bucket runs until its saved form loads (in `eager_sizes`)
+        self.eager_sizes: list[int] = []  # replaced whole as buckets load: /v1/info reads it from another thread
         self._ready_sizes: list[int] = []  # the buckets that run now: replaced whole, never changed in place
         self._all_in = threading.Event()
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
@@ -101,13 +104,17 @@ class CompiledForward:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
         self._memory_format = memory_format
         self._example_spec = (sample_shape, dtype, memory_format, device)
-        self._traced = torch.compile(forward, dynamic=False, options=options or None)
+        self._compile_spec = (forward, options)
+        self._traced: Callable[..., torch.Tensor] | None = None  # made when first needed (_torch_compiled)
         # Inductor's CUDA graph trees keep per-call state that a saved function does not carry.
         saved = None if self._cuda_graphs else SavedBuckets(cache_dir, forward, self._module, sample_shape, dtype,
                                                             memory_format, device, options)
         now, later = self.batch_sizes, []
-        if saved is not None and saved.available and len(now) > 1 and all(saved.path(size).is_file() for size in now):
-            now, later = now[-1:], now[:-1]  # every size fits in the largest, padded
+        if saved is not None and saved.available and all(saved.path(size).is_file() for size in now):
+            # Each saved bucket loads behind serving, the largest (the load's) first; the eager forward runs meanwhile.
+            now, later = [], self.batch_sizes[::-1]
+            self._buckets = dict.fromkeys(later, forward)
+            self.eager_sizes = list(self.batch_sizes)
         for index, size in enumerate(now, 1):
             misses = _cache_misses()
             started = time.perf_counter()
@@ -122,7 +129,7 @@ class CompiledForward:
                     logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier "
                                 "start or `python -m serve_app.prebuild`", size, index, len(self.batch_sizes),
                                 cache_dir)
-                    self._buckets[size] = (saved.compile(size, example) if saved is not None else None) or self._traced
+                    self._buckets[size] = (saved.compile(size, example) if saved is not None else None) or self._torch_compiled()
                     for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
                         self._run(example)
                 else:
@@ -132,13 +139,15 @@ class CompiledForward:
             self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1),
                                  "from_cache": _cache_misses() == misses,
                                  "precompiled": loaded is not None}
+        serving = now or later
         if capture:
             with torch.inference_mode():
                 self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
-                                               batch_sizes=now, memory_format=memory_format)
-        self._ready_sizes = list(now)
-        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s", now, self.warmup,
-                    cache_dir, ", each captured in a CUDA graph" if capture else "")
+                                               batch_sizes=serving, memory_format=memory_format)
+        self._ready_sizes = sorted(serving)
+        logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s%s", now, self.warmup,
+                    cache_dir, ", each captured in a CUDA graph" if capture else "",
+                    f"; batch sizes {later} run the eager forward until their saved buckets load" if not now else "")
         # Where a start's seconds went (tracing, cache lookups, loading kernels), per compiler phase.
         logger.info("%s", torch._dynamo.utils.compile_times(repr="str", aggregate=True))
         if later:
@@ -147,11 +156,11 @@ class CompiledForward:
             self._all_in.set()
 
     def _load_later(self, saved: SavedBuckets, sizes: Sequence[int]) -> None:
-        """Each of `sizes`' saved buckets, smallest first (a lone request's), read here and then put in service on
-        the forward's thread, between batches. Where torch does not take a bucket read on another thread (its guards
-        then fail), the forward's thread reads it as at start-up, serving waiting meanwhile. Nothing is compiled
-        behind serving: a bucket that cannot be read or run stays out, its batches padded up, and its file is
-        removed so that the next start (or `python -m serve_app.prebuild`) compiles it again."""
+        """Each of `sizes`' saved buckets, in that order, read here and then put in service on the forward's thread,
+        between batches. Where torch does not take a bucket read on another thread (its guards then fail), the
+        forward's thread reads it as at start-up, serving waiting meanwhile. Nothing is compiled behind serving: a
+        bucket that cannot be read or run keeps the eager forward, and its file is removed so that the next start
+        (or `python -m serve_app.prebuild`) compiles it again."""
         try:
             for size in sizes:
                 started = time.perf_counter()
@@ -161,8 +170,7 @@ class CompiledForward:
                     continue
                 if compiled is None or not self._in_service(size, None, saved, started):
                     saved.discard(size)
-                    logger.warning("batch size %d stays out of service; its batches run padded to %s", size,
-                                   self._ready_sizes)
+                    logger.warning("batch size %d keeps running the eager forward", size)
         finally:
             self._all_in.set()
 
@@ -175,6 +183,7 @@ class CompiledForward:
         """On the forward's thread: check `compiled` (None: read it here), capture it if serving captures, and let
         batches use it; False, with nothing of it left in use, if any step fails."""
         waiting = time.perf_counter()
+        running = self._buckets[size]
         try:
             with torch.inference_mode():
                 example = self._example(size)
@@ -187,15 +196,23 @@ class CompiledForward:
             if example.is_cuda:
                 torch.cuda.synchronize(example.device)
         except Exception:
-            self._buckets.pop(size, None)
+            self._buckets[size] = running  # its graph, if captured, was replaced only once captured
             logger.exception("batch size %d could not be put in service", size)
             return False
-        self._ready_sizes = sorted({*self._ready_sizes, size})
+        self.eager_sizes = [other for other in self.eager_sizes if other != size]
         self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1), "from_cache": True,
                              "precompiled": True, "after_start": True}
         logger.info("batch size %d in service %.1f s after it began loading (serving waited %.2f s)", size,
                     time.perf_counter() - started, time.perf_counter() - waiting)
         return True
+
+    def _torch_compiled(self) -> Callable[..., torch.Tensor]:
+        """The forward through `torch.compile`, which compiles each new shape on its first call. Made on first use:
+        making it imports inductor (~1 s), which a start served from saved buckets does after turning ready."""
+        if self._traced is None:
+            forward, options = self._compile_spec
+            self._traced = torch.compile(forward, dynamic=False, options=options or None)
+        return self._traced
 
     def _example(self, size: int) -> torch.Tensor:
         """A batch of `size` as serving makes them (under inference mode: an inference tensor), which the guards
@@ -226,6 +243,8 @@ class CompiledForward:
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         compiled = self._buckets[batch.shape[0]]
+        if compiled is self._eager:
+            return compiled(self._module, batch)
         if compiled is not self._traced:
             # A saved bucket answers only the inputs it was compiled for (it raises where torch.compile would
             # compile again): an inference tensor of the bucket's layout, under inference mode.
@@ -240,7 +259,7 @@ class CompiledForward:
                         raise
             logger.warning("a batch of shape %s does not match its saved bucket; running it through torch.compile",
                            tuple(batch.shape))
-            compiled = self._traced
+            compiled = self._torch_compiled()
         if not self._cuda_graphs:
             return compiled(self._module, batch)
         # A new step each call: the previous call's outputs are no longer read through the graph's memory. The

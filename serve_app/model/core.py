@@ -473,6 +473,8 @@ class BackgroundRemovalModel:
             "compile_options": self.compile_options,
             # A copy first: the compiled forward adds the buckets it loads after start-up from another thread.
             "compile_warmup": {str(size): warmup for size, warmup in dict(self.compile_warmup).items()},
+            # Buckets still running the eager forward while their saved compiled form loads.
+            "eager_batch_sizes": list(getattr(self._forward, "eager_sizes", [])),
             "load_phases": self.load_phases,
             "device_name": device_name(self.device),
         }
