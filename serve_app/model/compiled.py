@@ -141,9 +141,16 @@ class CompiledForward:
                                  "precompiled": loaded is not None}
         serving = now or later
         if capture:
-            with torch.inference_mode():
-                self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
-                                               batch_sizes=serving, memory_format=memory_format)
+            # The eager graphs serve for seconds: cudnn's algorithm search (cudnn.benchmark) is left to the compiled
+            # buckets' capture, which replaces them.
+            benchmark = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = benchmark and bool(now)
+            try:
+                with torch.inference_mode():
+                    self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
+                                                   batch_sizes=serving, memory_format=memory_format)
+            finally:
+                torch.backends.cudnn.benchmark = benchmark
         self._ready_sizes = sorted(serving)
         logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s%s", now, self.warmup,
                     cache_dir, ", each captured in a CUDA graph" if capture else "",
