@@ -9,10 +9,11 @@ GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s p
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
-When every bucket is saved, none is loaded before the constructor returns (loading and capturing one takes 5-10 s
-for BiRefNet on an H200): every bucket first runs the eager forward, uncaptured, and each is replaced by its
-compiled form behind serving, largest first. A bucket that fails to load then is not compiled behind serving: it
-keeps the eager forward, its file is removed, and the next start compiles it.
+When every bucket is saved, none is loaded before the constructor returns (loading one takes 5-7 s for BiRefNet
+on an H200, where capturing the eager forward takes about a second): every bucket first runs the eager forward, in
+CUDA graphs where serving captures, and each is replaced by its compiled form behind serving, largest first. A
+bucket that fails to load then is not compiled behind serving: it keeps the eager forward, its file is removed,
+and the next start compiles it.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100).
@@ -27,9 +28,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,6 @@ class CompiledForward:
         self._module = module
         self._owner: threading.Thread | None = None
         self._graphed: GraphedForward | None = None
-        self._cudnn_benchmark = torch.backends.cudnn.benchmark  # as the caller set it, for the compiled buckets
         self._buckets: dict[int, Callable[..., torch.Tensor]] = {}
         self._eager = forward  # what a bucket runs until its saved form loads (in `eager_sizes`)
         self.eager_sizes: list[int] = []  # replaced whole as buckets load: /v1/info reads it from another thread
@@ -129,8 +129,7 @@ class CompiledForward:
                     logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier "
                                 "start or `python -m serve_app.prebuild`", size, index, len(self.batch_sizes),
                                 cache_dir)
-                    compiled = saved.compile(size, example) if saved is not None else None
-                    self._buckets[size] = compiled or self._torch_compiled()
+                    self._buckets[size] = (saved.compile(size, example) if saved is not None else None) or self._torch_compiled()
                     for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
                         self._run(example)
                 else:
@@ -141,14 +140,17 @@ class CompiledForward:
                                  "from_cache": _cache_misses() == misses,
                                  "precompiled": loaded is not None}
         serving = now or later
-        if later:
-            # The eager forward serves for seconds, uncaptured (capturing it would cost seconds before ready) and
-            # without cudnn's algorithm search, which the compiled buckets' capture runs (_put_in_service).
-            torch.backends.cudnn.benchmark = False
         if capture:
-            with torch.inference_mode():
-                self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
-                                               batch_sizes=now, memory_format=memory_format)
+            # The eager graphs serve for seconds: cudnn's algorithm search (cudnn.benchmark) is left to the compiled
+            # buckets' capture, which replaces them.
+            benchmark = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = benchmark and bool(now)
+            try:
+                with torch.inference_mode():
+                    self._graphed = GraphedForward(self._run, sample_shape=sample_shape, dtype=dtype, device=device,
+                                                   batch_sizes=serving, memory_format=memory_format)
+            finally:
+                torch.backends.cudnn.benchmark = benchmark
         self._ready_sizes = sorted(serving)
         logger.info("compiled forward ready for batch sizes %s: %s (cache %s)%s%s", now, self.warmup,
                     cache_dir, ", each captured in a CUDA graph" if capture else "",
@@ -190,7 +192,7 @@ class CompiledForward:
         waiting = time.perf_counter()
         running = self._buckets[size]
         try:
-            with torch.inference_mode(), _cudnn_benchmark(self._cudnn_benchmark):
+            with torch.inference_mode():
                 example = self._example(size)
                 compiled = saved.load(size, example) if compiled is None else saved.check(size, compiled, example)
                 if compiled is None:
@@ -205,8 +207,6 @@ class CompiledForward:
             logger.exception("batch size %d could not be put in service", size)
             return False
         self.eager_sizes = [other for other in self.eager_sizes if other != size]
-        if not self.eager_sizes:
-            torch.backends.cudnn.benchmark = self._cudnn_benchmark
         self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1), "from_cache": True,
                              "precompiled": True, "after_start": True}
         logger.info("batch size %d in service %.1f s after it began loading (serving waited %.2f s)", size,
@@ -244,12 +244,9 @@ class CompiledForward:
             return self._run_in_buckets(batch)
 
     def _run_in_buckets(self, batch: torch.Tensor) -> torch.Tensor:
-        graphed = self._graphed
-        captured = graphed.batch_sizes if graphed is not None else []
-        if graphed is not None and captured == self._ready_sizes:
-            return graphed(batch)
-        return run_in_buckets(batch, self._ready_sizes, lambda size, images: graphed.replay(size, images)
-                              if size in captured else self._run(pad_to(images, size)))
+        if self._graphed is not None:
+            return self._graphed(batch)
+        return run_in_buckets(batch, self._ready_sizes, lambda size, images: self._run(pad_to(images, size)))
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         compiled = self._buckets[batch.shape[0]]
@@ -280,16 +277,6 @@ class CompiledForward:
 
 
 _GUARD_FAILURE = "GuardManager check failed"
-
-
-@contextmanager
-def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
 
 
 def _cache_misses() -> tuple[int, int]:

@@ -36,9 +36,8 @@ class GraphedForward:
         started = time.perf_counter()
         for size in sorted(set(batch_sizes), reverse=True):  # largest first: the smaller fit in what it freed
             self.add(size, "global")
-        if self.batch_sizes:
-            logger.info("captured CUDA graphs for batch sizes %s in %.1f s", self.batch_sizes,
-                        time.perf_counter() - started)
+        logger.info("captured CUDA graphs for batch sizes %s in %.1f s", self.batch_sizes,
+                    time.perf_counter() - started)
 
     def add(self, size: int, capture_error_mode: str = "thread_local") -> None:
         """Capture the bucket of `size` and serve it from now on. Later additions check only this thread's CUDA
@@ -60,10 +59,9 @@ class GraphedForward:
         self.batch_sizes = sorted({*self.batch_sizes, size})
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return run_in_buckets(batch, self.batch_sizes, self.replay)
+        return run_in_buckets(batch, self.batch_sizes, self._replay)
 
-    def replay(self, size: int, images: torch.Tensor) -> torch.Tensor:
-        """The graph of `size` run on `images` (at most `size` of them): outputs for the whole bucket."""
+    def _replay(self, size: int, images: torch.Tensor) -> torch.Tensor:
         self._inputs[size][: images.shape[0]].copy_(images)
         self._graphs[size].replay()
         # The output buffer is overwritten by the next replay: hand out a copy.
