@@ -206,9 +206,10 @@ class CompiledForward:
             self._buckets[size] = running  # its graph, if captured, was replaced only once captured
             logger.exception("batch size %d could not be put in service", size)
             return False
-        self.eager_sizes = [other for other in self.eager_sizes if other != size]
+        # In this order: a reader of eager_sizes, then warmup, finds the size in one of them.
         self.warmup[size] = {"seconds": round(time.perf_counter() - started, 1), "from_cache": True,
                              "precompiled": True, "after_start": True}
+        self.eager_sizes = [other for other in self.eager_sizes if other != size]
         logger.info("batch size %d in service %.1f s after it began loading (serving waited %.2f s)", size,
                     time.perf_counter() - started, time.perf_counter() - waiting)
         return True

@@ -457,6 +457,8 @@ class BackgroundRemovalModel:
             raise RuntimeError(f"{self.device} computed 1 + 1 = {two}")
 
     def describe(self) -> dict:
+        # Read before compile_warmup, which a loading bucket enters first: each bucket is in one or the other.
+        eager_batch_sizes = list(getattr(self._forward, "eager_sizes", []))
         return {
             "model_id": self.model_id,
             "input_size": list(self.input_size),
@@ -473,8 +475,7 @@ class BackgroundRemovalModel:
             "compile_options": self.compile_options,
             # A copy first: the compiled forward adds the buckets it loads after start-up from another thread.
             "compile_warmup": {str(size): warmup for size, warmup in dict(self.compile_warmup).items()},
-            # Buckets still running the eager forward while their saved compiled form loads.
-            "eager_batch_sizes": list(getattr(self._forward, "eager_sizes", [])),
+            "eager_batch_sizes": eager_batch_sizes,  # buckets on the eager forward while their saved form loads
             "load_phases": self.load_phases,
             "device_name": device_name(self.device),
         }
