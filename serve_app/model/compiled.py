@@ -129,7 +129,8 @@ class CompiledForward:
                     logger.info("compiling batch size %d (bucket %d of %d): minutes unless %s has it from an earlier "
                                 "start or `python -m serve_app.prebuild`", size, index, len(self.batch_sizes),
                                 cache_dir)
-                    self._buckets[size] = (saved.compile(size, example) if saved is not None else None) or self._torch_compiled()
+                    compiled = saved.compile(size, example) if saved is not None else None
+                    self._buckets[size] = compiled or self._torch_compiled()
                     for _ in range(3 if self._cuda_graphs else 1):  # CUDA graph trees warm up, record, then replay
                         self._run(example)
                 else:
