@@ -58,8 +58,9 @@ class ModelSettings(StrictModel):
         "eager",
         description="cuda_graphs: capture one CUDA graph per graph_batch_sizes bucket at start-up and replay it "
         "(batches are padded up to a bucket); falls back to eager on CPU. compiled: torch.compile with static "
-        "shapes, one graph per bucket, built before /readyz (about 160 s per bucket for BiRefNet the first time, "
-        "about 20 s from the cache in compile_cache_dir afterwards); falls back to eager if compiling fails. "
+        "shapes, one graph per bucket, compiled before /readyz on the first start (minutes per bucket for "
+        "BiRefNet) and saved in compile_cache_dir; a later start serves the eager forward while the saved buckets "
+        "load; falls back to eager if compiling fails. "
         "compiled_graphs: compiled, then each bucket captured whole in one CUDA graph (a pass is one copy and one "
         "launch, without Dynamo's guards: a lone image's pass starts ~2 ms sooner than with compile_options "
         "{triton.cudagraphs: true}, which it excludes); compiled without CUDA graphs on CPU.",

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The settings tables of docs/configuration.md, rendered from serve_app/settings.py and configs/prod.yaml.
+
+usage: python scripts/config_reference.py [--write]
+
+Prints the tables, or with --write replaces them in docs/configuration.md (between its `settings` markers).
+tests/unit/test_configuration_docs.py fails when the page and the settings module disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serve_app.settings import BatchSettings, IngressSettings, ModelSettings  # noqa: E402
+
+PAGE = ROOT / "docs" / "configuration.md"
+PROD = ROOT / "configs" / "prod.yaml"
+BEGIN = "<!-- settings: written by scripts/config_reference.py --write -->"
+END = "<!-- end of settings -->"
+
+
+def _value(value: object) -> str:
+    """A default or a config value as YAML flow style writes it (null, true, [1, 8], {})."""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)
+
+
+def _prod_sections(prod: dict) -> list[tuple[str, type[BaseModel], dict]]:
+    app = prod["applications"][0]
+    remover = next(d for d in app["deployments"] if d["name"] == "BackgroundRemover")
+    return [("args.model", ModelSettings, app["args"].get("model", {})),
+            ("args.ingress", IngressSettings, app["args"].get("ingress", {})),
+            ("deployments[BackgroundRemover].user_config", BatchSettings, remover.get("user_config", {}))]
+
+
+def render(prod: dict | None = None) -> str:
+    """Markdown: per section, each key's default, its value in prod.yaml where it sets one, and its description."""
+    prod = prod if prod is not None else yaml.safe_load(PROD.read_text())
+    parts = []
+    for title, model, configured in _prod_sections(prod):
+        parts += [f"### `{title}`", "", "| key | default | `prod.yaml` | what it does |", "| --- | --- | --- | --- |"]
+        for name, field in model.model_fields.items():
+            default = field.default_factory() if field.default_factory is not None else field.default
+            shipped = f"`{_value(configured[name])}`" if name in configured else ""
+            description = (field.description or "").replace("|", "\\|")
+            parts.append(f"| `{name}` | `{_value(default)}` | {shipped} | {description} |")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def page_tables(text: str) -> str:
+    """The part of the page between the markers."""
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    return text[start:end].strip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite the tables in {PAGE.relative_to(ROOT)}")
+    args = parser.parse_args()
+    tables = render()
+    if not args.write:
+        print(tables, end="")
+        return
+    text = PAGE.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    PAGE.write_text(f"{text[:start]}\n\n{tables}\n{text[end:]}")
+
+
+if __name__ == "__main__":
+    main()
