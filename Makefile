@@ -28,8 +28,9 @@ test: setup  ## every tier: unit, models (real remote code), integration (in-pro
 test-unit: setup
 	$(RUN) $(BIN)/python -m pytest -q tests/unit
 
-lint: setup
+lint: setup  ## ruff on everything, mypy on the runtime package
 	$(BIN)/ruff check serve_app scripts tests
+	$(BIN)/mypy serve_app
 
 serve: setup  ## serve run $(CONFIG) after a check of GPUs and model packages; CONFIG=configs/local.yaml on a CPU
 	$(RUN) $(BIN)/python -m serve_app.preflight $(CONFIG)

@@ -17,8 +17,9 @@ def build_app(args: dict | None = None) -> Application:
     Batch settings come from the BackgroundRemover's `user_config` in the config file, not from `args`.
     """
     settings = parse_app_args(args)
-    remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))
+    remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))  # type: ignore[attr-defined]
     ingress = settings.ingress
     if not ingress.model_names:
         ingress = ingress.model_copy(update={"model_names": rembg.names_for_model(settings.model.model_id)})
-    return Ingress.bind(remover, ingress.model_dump(mode="json"), tuple(settings.model.input_size))
+    return Ingress.bind(remover,  # type: ignore[attr-defined]
+                        ingress.model_dump(mode="json"), tuple(settings.model.input_size))

@@ -12,7 +12,7 @@ import re
 import zipfile
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -200,7 +200,7 @@ def _resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
     if (width, height) == (rgba.shape[1], rgba.shape[0]):
         return rgba
     # Pillow resizes RGBA premultiplied: no dark or coloured fringe from the invisible pixels' colours.
-    return np.asarray(Image.fromarray(rgba, "RGBA").resize((max(width, 1), max(height, 1)), Image.LANCZOS))
+    return np.asarray(Image.fromarray(rgba, "RGBA").resize((max(width, 1), max(height, 1)), Image.Resampling.LANCZOS))
 
 
 def _place(rgba: np.ndarray, placement: Placement) -> np.ndarray:
@@ -246,7 +246,8 @@ def _cover(picture: np.ndarray, width: int, height: int) -> np.ndarray:
     source_h, source_w = picture.shape[:2]
     factor = max(width / source_w, height / source_h)
     scaled_w, scaled_h = max(width, round(source_w * factor)), max(height, round(source_h * factor))
-    scaled = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize((scaled_w, scaled_h), Image.LANCZOS)
+    scaled = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize((scaled_w, scaled_h),
+                                                                            Image.Resampling.LANCZOS)
     left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
     return np.asarray(scaled.crop((left, top, left + width, top + height)))
 
@@ -281,7 +282,8 @@ def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray:
 
 def _encode(pixels: np.ndarray, fmt: str, layout: Layout, png_pool: Executor | None, png_threads: int) -> bytes:
     if fmt in ("png", "webp"):
-        return imaging.encode_image(pixels, fmt, webp_quality=layout.webp_quality, png_pool=png_pool,
+        return imaging.encode_image(pixels, cast(imaging.OutputFormat, fmt), webp_quality=layout.webp_quality,
+                                    png_pool=png_pool,
                                     png_threads=png_threads)
     buffer = io.BytesIO()
     image = Image.fromarray(pixels)

@@ -262,8 +262,8 @@ def _to_rgb(image: Image.Image) -> DecodedImage:
         if alpha.min() == 255:
             return DecodedImage(rgb, None)
         return DecodedImage(rgb, alpha, _composite_on_color(rgb, alpha, (255, 255, 255)))
-    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() to the same mode would copy
-    return DecodedImage(np.ascontiguousarray(np.asarray(rgb)), None)
+    converted = image if image.mode == "RGB" else image.convert("RGB")  # convert() to the same mode would copy
+    return DecodedImage(np.ascontiguousarray(np.asarray(converted)), None)
 
 
 def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:

@@ -46,7 +46,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def remover_actor_options(config: dict) -> dict:
     """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
     deployments = config["applications"][0].get("deployments", [])
-    remover = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
+    remover: dict = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
     return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
 
 

@@ -154,7 +154,8 @@ async def steady_load_with_kill(base_url: str, bodies: list[bytes], plan: FaultP
                 kill_s = elapsed()
                 while elapsed() < plan.max_s:
                     recovered = [_first_ok(answers, kill_s), _first_ready(readyz, kill_s)]
-                    if all(t is not None for t in recovered) and elapsed() - max(recovered) >= plan.settle_s:
+                    times = [t for t in recovered if t is not None]
+                    if len(times) == len(recovered) and elapsed() - max(times) >= plan.settle_s:
                         break
                     await asyncio.sleep(0.1)
             finally:

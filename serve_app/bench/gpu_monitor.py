@@ -10,10 +10,10 @@ from collections.abc import Iterable
 _FIELDS = ("utilization.gpu", "clocks.sm", "power.draw")
 
 
-def parse_samples(stdout: str) -> list[tuple[float | None, float | None, float | None]]:
+def parse_samples(stdout: str) -> list[tuple[float | None, ...]]:
     """(utilisation %, SM clock MHz, power W) per GPU from nvidia-smi's csv,noheader,nounits lines; a field it
     could not read ([N/A]) is None, and a line that is no sample at all is left out."""
-    rows = []
+    rows: list[tuple[float | None, ...]] = []
     for line in stdout.splitlines():
         fields = [field.strip() for field in line.split(",")]
         if len(fields) != len(_FIELDS):

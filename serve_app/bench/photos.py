@@ -21,7 +21,7 @@ SIZE_RANGE = ((800, 800), (3000, 2000))  # (min width, min height), (max width, 
 def synthetic_photo(width: int, height: int, rng: np.random.Generator) -> Image.Image:
     """A smooth background with a few blurred coloured shapes and sensor-like noise: JPEG-realistic entropy."""
     small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(2, 6))):
         x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
@@ -72,9 +72,9 @@ def _render_sample_photo(original: Image.Image, rng: np.random.Generator, qualit
     crop_w, crop_h = int(width * scale), int(height * scale)
     left = int(rng.integers(0, original.width - crop_w + 1))
     top = int(rng.integers(0, original.height - crop_h + 1))
-    photo = original.resize((width, height), Image.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
+    photo = original.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
     if rng.random() < 0.5:
-        photo = photo.transpose(Image.FLIP_LEFT_RIGHT)
+        photo = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     grain = rng.normal(0, 3, size=(height, width, 3))
     pixels = np.clip(np.asarray(photo, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def offline_settings(args: argparse.Namespace):
-    raw = {}
+    raw: dict = {}
     if args.config:
         raw = yaml.safe_load(args.config.read_text())["applications"][0].get("args") or {}
     app = parse_app_args(raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from typing import cast
 
 import numpy as np
 import ray
@@ -122,8 +123,8 @@ def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, ma
         decoded = imaging.decode_image(read_bytes(row["source"]), max_pixels=max_pixels)
         if decoded.pixels.shape[:2] != row["mask"].shape:  # the file changed since it was decoded for the model
             return outcome | {"code": "io_error", "reason": "the input changed while it was being processed"}
-        encoded = imaging.render(decoded, row["mask"], options.format, only_mask=options.only_mask,
-                                 bg_color=options.bg_color, webp_quality=webp_quality)
+        encoded = imaging.render(decoded, row["mask"], cast(imaging.OutputFormat, options.format),
+                                 only_mask=options.only_mask, bg_color=options.bg_color, webp_quality=webp_quality)
         write_atomically(row["target"], encoded)
     except ApiError as error:  # the file changed since, into something that no longer decodes
         outcome |= {"code": error.code, "reason": error.message}
@@ -140,7 +141,7 @@ def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSetti
         ray.data.from_items(rows)
         # Half a CPU per codec task: unlike the model stage's (1 CPU, or 1 GPU), so that Ray Data does not
         # fuse decoding into the model actors, and decode/encode run as many parallel tasks.
-        .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,
+        .map(decode_row, fn_kwargs={"max_pixels": limits.max_image_pixels,  # type: ignore[arg-type]
                                     "model_input_size": tuple(model.input_size)}, num_cpus=CODEC_TASK_CPUS)
         # Blocks of exactly one batch. Ray Data hands the model stage whole blocks, at least batch_size rows per
         # call, and cuts each call's rows into batches: from_items' own blocks (15 rows for 3,000 photos) would
@@ -150,7 +151,8 @@ def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSetti
                      batch_size=batch_size, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=ACTOR_CPUS,
                      compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=BATCHES_PER_ACTOR,
                                                         enable_true_multi_threading=True))
-        .map(encode_write_row, fn_kwargs={"options": options, "webp_quality": limits.webp_quality,
+        .map(encode_write_row, fn_kwargs={"options": options,  # type: ignore[arg-type]
+                                          "webp_quality": limits.webp_quality,
                                           "max_pixels": limits.max_image_pixels}, num_cpus=CODEC_TASK_CPUS)
     )
 

@@ -152,7 +152,7 @@ def _color(value: Any) -> tuple[int, int, int, int] | None:
     except ValueError:
         raise invalid(f"bg_color must be a hex colour (81d4fa, fff, 81d4fa77) or a colour name, got {value!r}") \
             from None
-    return tuple(rgba)  # type: ignore[return-value]
+    return tuple(rgba)  # type: ignore[arg-type, return-value]
 
 
 def _percent(name: str, text: str, low: float, high: float) -> float:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import ray
@@ -169,9 +169,10 @@ def native_options(*extra_names: str):
 
 NativeOptions = Annotated[OutputOptions, Depends(native_options())]
 NativeUrlOptions = Annotated[OutputOptions, Depends(native_options("url"))]
-IMAGE_RESPONSES = {200: {"content": {media: {} for media in ("image/png", "image/webp", "image/jpeg")},
-                         "description": "The cut-out; X-Width, X-Height and X-Foreground-Top/Left/Width/Height "
-                                        "give its size and the subject's box in it."}}
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {media: {} for media in ("image/png", "image/webp", "image/jpeg")},
+          "description": "The cut-out; X-Width, X-Height and X-Foreground-Top/Left/Width/Height "
+                         "give its size and the subject's box in it."}}
 
 
 def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any) -> Any:
@@ -330,10 +331,11 @@ class Ingress:
         fields, files = await self._read_removebg_body(request)
         params = removebg.parse(fields, files, accept=request.headers.get("accept", ""),
                                 webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
-        data = params.image_file if params.image_file is not None else await self.fetcher.fetch(params.image_url)
+        data = params.image_file if params.image_file is not None else \
+            await self.fetcher.fetch(cast(str, params.image_url))
         layout = params.layout
         if params.bg_image_file is not None or params.bg_image_url:
-            picture = params.bg_image_file or await self.fetcher.fetch(params.bg_image_url)
+            picture = params.bg_image_file or await self.fetcher.fetch(cast(str, params.bg_image_url))
             background = await self._in_pool(imaging.decode_image, picture, max_pixels=self.settings.max_image_pixels)
             layout = dataclasses.replace(layout, bg_image=background.rgb)
         timer = StageTimer()

@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import ray
@@ -27,7 +28,7 @@ logger = logging.getLogger("ray.serve")
 # When this replica's process took up the deployment (Ray gives an actor a worker it may have started long before).
 MODULE_IMPORTED_AT = time.time()
 
-BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 # The model thread launches thousands of small kernels with the GIL held. A shorter switch interval than
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.
@@ -103,7 +104,8 @@ class BackgroundRemover:
         if self._probe:
             self._probe = False  # once, before traffic: a probe during traffic would measure other batches too
             self._probe_batch_limit(self._settings.max_batch_size)
-        self._run_batch.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
+        batched: Any = self._run_batch  # @serve.batch's wrapper, which the type checker does not know
+        batched.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
         self._apply_batch_limit()
         self._startup.setdefault("configured_at", round(time.time(), 3))  # the last step before Serve routes here
         logger.info("batch settings now %s (live batch limit %d)", self._settings.model_dump(),
@@ -119,7 +121,8 @@ class BackgroundRemover:
 
     def _apply_batch_limit(self) -> None:
         limit = min(self._settings.max_batch_size, self._fitting_batch or self._settings.max_batch_size)
-        self._run_batch.set_max_batch_size(limit)
+        batched: Any = self._run_batch  # @serve.batch's wrapper, which the type checker does not know
+        batched.set_max_batch_size(limit)
         self._device.max_batch_size = limit
 
     def _lower_batch_limit(self, failed_size: int) -> None:
@@ -148,7 +151,7 @@ class BackgroundRemover:
             else:
                 if decode is not None:
                     # On the model thread, between batches: the decoder waits for the device's queued work anyway.
-                    image = await self._loop.run_in_executor(self._model_thread, decode, image)
+                    image = await self._loop.run_in_executor(self._model_thread, decode, image)  # type: ignore[arg-type]
                     decode_ms = (time.perf_counter() - arrived) * 1000
                 mask, batch = await self._run_batch(image)
             foreground, refine_ms = None, 0.0

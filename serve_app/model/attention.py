@@ -62,7 +62,7 @@ def fuse_window_attention(module: torch.nn.Module) -> int:
             layer.forward = types.MethodType(_fused_window_attention, layer)
             # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
             # getattr(layer, "_fused_window_attention"): the name must resolve on the layer's class.
-            type(layer)._fused_window_attention = _fused_window_attention
+            type(layer)._fused_window_attention = _fused_window_attention  # type: ignore[attr-defined]
             fused += 1
     return fused
 

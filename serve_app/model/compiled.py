@@ -356,7 +356,8 @@ class SavedBuckets:
             with _aot_compile_enabled():
                 options = {**(self._options or {}), "guard_filter_fn": _saved_guards}
                 compiled = torch.compile(self._forward, fullgraph=True, dynamic=False,
-                                         options=options).aot_compile(((self._module, example), {}))
+                                         options=options).aot_compile(  # type: ignore[attr-defined]
+                                             ((self._module, example), {}))
         except Exception:  # graph breaks, or a torch without aot_compile
             logger.info("batch size %d cannot be compiled ahead of time; compiling it without saving", size,
                         exc_info=True)
@@ -398,7 +399,7 @@ def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape:
     digest.update(json.dumps([torch.__version__, torch.version.cuda, device_name, list(sample_shape), str(dtype),
                               str(memory_format), options or {}], sort_keys=True, default=str).encode())
     # This package's own code is traced too (the forward, fused attention, the deformable convolution).
-    sources = {str(path) for path in Path(__file__).parent.glob("*.py")}
+    sources: set[str | None] = {str(path) for path in Path(__file__).parent.glob("*.py")}
     sources |= {sys.modules[forward.__module__].__file__}
     sources |= {sys.modules[type(part).__module__].__file__ for part in module.modules()}
     for source in sorted(path for path in sources if path):

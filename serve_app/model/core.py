@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def final_logits(outputs: object) -> torch.Tensor:
         outputs = outputs.logits
     if isinstance(outputs, (list, tuple)):
         outputs = outputs[-1]  # BiRefNet returns its multi-scale predictions, finest last
-    return outputs.float()
+    return cast(torch.Tensor, outputs).float()
 
 
 def segment_logits(module: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,8 @@ class BackgroundRemovalModel:
         self.dtype = _DTYPES[precision]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         started = time.perf_counter()
-        self.module = module.to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
+        self.module = module.to(device=device, dtype=self.dtype,  # type: ignore[call-overload]
+                                memory_format=self.memory_format).eval()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         to_device_s = time.perf_counter() - started
@@ -278,7 +280,7 @@ class BackgroundRemovalModel:
         alpha = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
         return refine_foreground_uint8(pixels, alpha).cpu().numpy()
 
-    def submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks | SplitPending:
+    def submit(self, images: Sequence[np.ndarray | torch.Tensor | ReducedImage]) -> PendingMasks | SplitPending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.
 
         On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
@@ -318,7 +320,7 @@ class BackgroundRemovalModel:
         return probe_batch_limit(run_batch, self.device, ceiling=ceiling, headroom_fraction=headroom_fraction)
 
     @torch.inference_mode()
-    def _submit(self, images: Sequence[np.ndarray | torch.Tensor]) -> PendingMasks:
+    def _submit(self, images: Sequence[np.ndarray | torch.Tensor | ReducedImage]) -> PendingMasks:
         sizes = [image.size if isinstance(image, ReducedImage) else tuple(image.shape[:2]) for image in images]
         if not images:
             return PendingMasks(torch.empty(0, dtype=torch.uint8), sizes, None)
@@ -358,7 +360,7 @@ class BackgroundRemovalModel:
             done.record()
         return PendingMasks(host, sizes, done, PassTiming(forward_start, forward_end, behind), self.pass_timeline)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[np.ndarray | torch.Tensor | ReducedImage]) -> torch.Tensor:
         """Upload, resize to the input size and normalise on the device: (B, 3, H_in, W_in) in the model dtype."""
         return self._resize_and_normalise([self._upload(image) for image in images])
 
