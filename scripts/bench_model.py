@@ -23,13 +23,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import yaml
 
 from serve_app.bench.gpu_monitor import GpuBusySampler
 from serve_app.bench.photos import sample_photo_jpegs
 from serve_app.imaging import ReducedImage, decode_image, device_decodable_jpeg, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
-from serve_app.serve_config import parse_overrides
+from serve_app.serve_config import app_args, parse_overrides, read_config
 from serve_app.settings import IngressSettings, ModelSettings, parse_app_args
 from serve_app.versions import component_versions
 
@@ -91,8 +90,7 @@ def parse_args() -> argparse.Namespace:
 def config_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """`args` with what the command line left out taken from the config's model settings."""
     config = args.in_ray_task or args.config
-    raw = yaml.safe_load(config.read_text())["applications"][0].get("args") or {}
-    model = parse_app_args(raw).model
+    model = parse_app_args(app_args(read_config(config))).model
     args.base_settings = model.model_dump(mode="json")
     args.model_id = args.model_id or model.model_id
     args.input_size = args.input_size or model.input_size[0]

@@ -14,12 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from serve_app.serve_config import app_args, deployment, read_config  # noqa: E402
 from serve_app.settings import BatchSettings, IngressSettings, ModelSettings  # noqa: E402
 
 PAGE = ROOT / "docs" / "configuration.md"
@@ -38,16 +38,16 @@ def _value(value: object) -> str:
 
 
 def _prod_sections(prod: dict) -> list[tuple[str, type[BaseModel], dict]]:
-    app = prod["applications"][0]
-    remover = next(d for d in app["deployments"] if d["name"] == "BackgroundRemover")
-    return [("args.model", ModelSettings, app["args"].get("model", {})),
-            ("args.ingress", IngressSettings, app["args"].get("ingress", {})),
-            ("deployments[BackgroundRemover].user_config", BatchSettings, remover.get("user_config", {}))]
+    args = app_args(prod)
+    return [("args.model", ModelSettings, args.get("model", {})),
+            ("args.ingress", IngressSettings, args.get("ingress", {})),
+            ("deployments[BackgroundRemover].user_config", BatchSettings,
+             deployment(prod, "BackgroundRemover").get("user_config", {}))]
 
 
 def render(prod: dict | None = None) -> str:
     """Markdown: per section, each key's default, its value in prod.yaml where it sets one, and its description."""
-    prod = prod if prod is not None else yaml.safe_load(PROD.read_text())
+    prod = prod if prod is not None else read_config(PROD)
     parts = []
     for title, model, configured in _prod_sections(prod):
         parts += [f"### `{title}`", "", "| key | default | `prod.yaml` | what it does |", "| --- | --- | --- | --- |"]

@@ -15,11 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from serve_app.model.loading import IMPORT_PREFIX
 from serve_app.model.remote_code import ModelCodeError, check_model_code
-from serve_app.serve_config import remover_actor_options
+from serve_app.serve_config import app_args, read_config, remover_actor_options
 from serve_app.settings import parse_app_args
 
 CPU_CONFIG = "configs/local.yaml"
@@ -51,9 +49,9 @@ def gpu_problem(config_path: Path, config: dict, model_device: str, env: dict[st
 
 def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
     """(exit status, the one line to print) for the config at `config_path`."""
-    config = yaml.safe_load(config_path.read_text())
+    config = read_config(config_path)
     try:
-        settings = parse_app_args(config["applications"][0].get("args")).model
+        settings = parse_app_args(app_args(config)).model
     except ValueError as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     problem = gpu_problem(config_path, config, settings.device, env)

@@ -1,4 +1,5 @@
-"""Serve config files (configs/*.yaml): copies with some settings replaced, for prebuild, benchmarks and tests."""
+"""Serve config files (configs/*.yaml): read in one place, and copied with some settings replaced (prebuild,
+benchmarks, tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,21 @@ import yaml
 # controller's environment, which a config sets under controller_options.runtime_env.env_vars (prod.yaml does).
 INGRESS_PROXIES = ("serve", "haproxy")
 HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def read_config(path: Path) -> dict:
+    """A Serve config file as written (YAML)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def app_args(config: Mapping[str, Any]) -> dict:
+    """The `args:` of the config's application (the first; this project's configs have one)."""
+    return dict(config["applications"][0].get("args") or {})
+
+
+def deployment(config: Mapping[str, Any], name: str) -> dict:
+    """The config's options for deployment `name`, or {} when it sets none."""
+    return next((d for d in config["applications"][0].get("deployments", []) if d.get("name") == name), {})
 
 
 def controller_env(config: Mapping[str, Any]) -> dict[str, str]:
@@ -45,16 +61,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def remover_actor_options(config: dict) -> dict:
     """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
-    deployments = config["applications"][0].get("deployments", [])
-    remover: dict = next((d for d in deployments if d.get("name") == "BackgroundRemover"), {})
-    return dict(remover.get("ray_actor_options") or {"num_gpus": 1})
+    return dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {"num_gpus": 1})
 
 
 def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
                   batching: dict[str, Any] | None = None, remover: dict[str, Any] | None = None,
                   ingress_replicas: int | None = None, port: int | None = None) -> dict:
     """A copy of a Serve config with some settings replaced (the first application is the one changed)."""
-    config = yaml.safe_load(base.read_text())
+    config = read_config(base)
     if port is not None:
         config.setdefault("http_options", {})["port"] = port
     app = config["applications"][0]

@@ -13,12 +13,11 @@ import asyncio
 import json
 from pathlib import Path
 
-import yaml
-
 from serve_app.bulk.client import ClientSettings, run_client
 from serve_app.bulk.layout import Layout
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
+from serve_app.serve_config import app_args, read_config
 from serve_app.settings import EXECUTIONS, ModelSettings, parse_app_args
 
 
@@ -54,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def offline_settings(args: argparse.Namespace):
     raw: dict = {}
     if args.config:
-        raw = yaml.safe_load(args.config.read_text())["applications"][0].get("args") or {}
+        raw = app_args(read_config(args.config))
     app = parse_app_args(raw)
     overrides = {k: v for k, v in (("model_id", args.model_id), ("device", args.device),
                                    ("execution", args.execution)) if v}

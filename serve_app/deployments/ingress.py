@@ -28,6 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import serve_app
 from serve_app import compose, imaging
 from serve_app.allocator import release_free_memory
 from serve_app.auth import OPEN_PATHS, key_matches
@@ -58,7 +59,7 @@ logger = logging.getLogger("ray.serve")
 api = FastAPI(
     title="Background removal",
     description="Cut the subject out of photos. Errors are JSON: {\"error\": {\"code\": ..., \"message\": ...}}.",
-    version="0.1.0",
+    version=serve_app.__version__,
 )
 
 _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
