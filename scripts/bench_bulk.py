@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_app.bench.bulk_compare import compare_with_folder, compare_with_service, pick_evenly
-from serve_app.bench.bulk_timing import output_completion_times, steady_state
-from serve_app.bench.cpu_monitor import CpuBusySampler
-from serve_app.bench.gpu_monitor import GpuBusySampler
-from serve_app.bench.photos import sample_photo_folder_paths, write_sample_photo_folder
+from harness.bulk_compare import compare_with_folder, compare_with_service, pick_evenly
+from harness.bulk_timing import output_completion_times, steady_state
+from harness.cpu_monitor import CpuBusySampler
+from harness.gpu_monitor import GpuBusySampler
+from harness.photos import sample_photo_folder_paths, write_sample_photo_folder
 from serve_app.bulk.layout import SUMMARY_NAME
 
 OUTPUT_SUFFIX = ".png"  # the bulk tool's default format, which the benchmark keeps

@@ -1,4 +1,4 @@
-"""Time foreground colour estimation per image size on one device (serve_app/bench/foreground_cost.py).
+"""Time foreground colour estimation per image size on one device (scripts/harness/foreground_cost.py).
 
     python scripts/bench_foreground.py --device cuda --out foreground.json
     python scripts/bench_foreground.py --device cuda --max-levels 8 --out foreground_8_levels.json
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from serve_app.bench.foreground_cost import parse_sizes, time_foreground
+from harness.foreground_cost import parse_sizes, time_foreground
 from serve_app.model.core import device_name, resolve_device
 from serve_app.versions import component_versions
 

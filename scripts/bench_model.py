@@ -24,8 +24,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from serve_app.bench.gpu_monitor import GpuBusySampler
-from serve_app.bench.photos import sample_photo_jpegs
+from harness.gpu_monitor import GpuBusySampler
+from harness.photos import sample_photo_jpegs
 from serve_app.imaging import ReducedImage, decode_image, device_decodable_jpeg, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.serve_config import app_args, parse_overrides, read_config

@@ -1,4 +1,4 @@
-"""The naive baseline: one image at a time, CPU preprocessing, fp32, Pillow PNG level 6 (serve_app/bench/naive.py).
+"""The naive baseline: one image at a time, CPU preprocessing, fp32, Pillow PNG level 6 (scripts/harness/naive.py).
 
     python scripts/bench_naive.py --model-id /path/to/hub-layout-dir --photos 20 --out naive.json
 """
@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from serve_app.bench.naive import run_naive
-from serve_app.bench.photos import sample_photo_jpegs
+from harness.naive import run_naive
+from harness.photos import sample_photo_jpegs
 from serve_app.model.core import device_name, resolve_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.versions import component_versions

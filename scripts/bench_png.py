@@ -1,4 +1,4 @@
-"""Time the PNG encoder candidates on RGBA cut-outs of synthetic photos (see serve_app/bench/png_encoders.py).
+"""Time the PNG encoder candidates on RGBA cut-outs of synthetic photos (see scripts/harness/png_encoders.py).
 
     python scripts/bench_png.py --sizes 1500x1500,3000x2000 --out docs/benchmarks/png.json
 """
@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from serve_app.bench.photos import synthetic_photo
-from serve_app.bench.png_encoders import candidates, measure
+from harness.photos import synthetic_photo
+from harness.png_encoders import candidates, measure
 
 
 def cutout(width: int, height: int) -> np.ndarray:

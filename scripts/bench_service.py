@@ -25,10 +25,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from serve_app.bench.gpu_monitor import GpuBusySampler
-from serve_app.bench.http_load import closed_loop
-from serve_app.bench.photos import sample_photo_jpegs
-from serve_app.bench.service_process import ServeProcess, model_info
+from harness.gpu_monitor import GpuBusySampler
+from harness.http_load import closed_loop
+from harness.photos import sample_photo_jpegs
+from harness.service_process import ServeProcess, model_info
 from serve_app.serve_config import INGRESS_PROXIES, derive_config, haproxy_enabled, parse_overrides, with_ingress_proxy
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serve_app.bench.accuracy import (
+from harness.accuracy import (
     MAX_ABS_LOGIT_DIFF,
     MAX_MEAN_ALPHA_DIFF,
     MIN_IOU,
@@ -28,7 +28,7 @@ from serve_app.bench.accuracy import (
     mask_agreement,
     verdict,
 )
-from serve_app.bench.photos import sample_photo_jpegs
+from harness.photos import sample_photo_jpegs
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.settings import ModelSettings

@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from serve_app.bench.answers import OK, image_size, judge_png
-from serve_app.bench.fault import model_replica_pid
-from serve_app.bench.overload import CONTENT_TYPE, ROUTE
-from serve_app.bench.photos import mixed_size_jpegs
-from serve_app.bench.service_process import ServeProcess
+from harness.answers import OK, image_size, judge_png
+from harness.fault import model_replica_pid
+from harness.overload import CONTENT_TYPE, ROUTE
+from harness.photos import mixed_size_jpegs
+from harness.service_process import ServeProcess
 from serve_app.serve_config import derive_config
 
 

@@ -16,9 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from serve_app.bench.fault import FaultPlan, bulk_with_kill, steady_load_with_kill, wait_healthy
-from serve_app.bench.overload import photo_bodies
-from serve_app.bench.photos import write_photo_folder
+from harness.fault import FaultPlan, bulk_with_kill, steady_load_with_kill, wait_healthy
+from harness.overload import photo_bodies
+from harness.photos import write_photo_folder
 
 
 def parse_args() -> argparse.Namespace:

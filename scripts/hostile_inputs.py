@@ -1,4 +1,4 @@
-"""POST the hostile-input corpus (serve_app/bench/hostile_corpus.py) to a running service and count outcomes.
+"""POST the hostile-input corpus (scripts/harness/hostile_corpus.py) to a running service and count outcomes.
 
     python scripts/hostile_inputs.py --url http://127.0.0.1:8000 [--out report.json]
 """
@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from serve_app.bench.hostile_corpus import build_corpus, post_corpus, summarize
+from harness.hostile_corpus import build_corpus, post_corpus, summarize
 
 
 def main() -> None:

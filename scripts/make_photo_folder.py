@@ -7,7 +7,7 @@ import argparse
 import os
 import time
 
-from serve_app.bench.photos import write_photo_folder
+from harness.photos import write_photo_folder
 
 
 def main() -> None:

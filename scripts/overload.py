@@ -14,8 +14,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from serve_app.bench.answers import FAILED
-from serve_app.bench.overload import OverloadPlan, photo_bodies, run_overload
+from harness.answers import FAILED
+from harness.overload import OverloadPlan, photo_bodies, run_overload
 
 
 def parse_args() -> argparse.Namespace:

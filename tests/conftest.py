@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.bench import service_process
+from harness import service_process
 from serve_app.tiny_model import write_tiny_model
 
 # The e2e and integration packages each share one Ray between their modules (the `service` and `base_url`

@@ -189,7 +189,6 @@ class BackgroundRemover:
                          "fitting_batch_size": self._fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
             "startup": self._startup,
-            "replica_pid": os.getpid(),
             "versions": component_versions(),
         }
 

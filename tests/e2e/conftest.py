@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.bench.service_process import ServeProcess, free_port
+from harness.service_process import ServeProcess, free_port
 from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG, serve_directory
 from tests.images import encode, red_square

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.bench.fault import FaultPlan, bulk_with_kill, steady_load_with_kill, wait_healthy
+from harness.fault import FaultPlan, bulk_with_kill, steady_load_with_kill, wait_healthy
 from tests.images import distinct_pngs, encode, red_square
 
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.

@@ -4,7 +4,7 @@ The shared service's running config is deployed again with fewer CPUs for both d
 replace the model replica and the ingress replica, while clients keep single-image requests and /batch streams
 in flight; then the original config is deployed again, replacing both a second time. Beforehand, slow batching
 is set live (no new replicas), so that the replicas being replaced hold calls when they are told to stop. Serve's
-logs (serve_app/bench/redeploy.py) show the old replicas answering after they were stopped and exiting by
+logs (scripts/harness/redeploy.py) show the old replicas answering after they were stopped and exiting by
 themselves, not killed; the original config, batching included, runs again afterwards.
 """
 
@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from serve_app.bench.answers import FAILED, OK, Answer, image_size, judge
-from serve_app.bench.fault import MODEL_DEPLOYMENT, wait_healthy
-from serve_app.bench.memory import service_processes
-from serve_app.bench.overload import ROUTE, send_and_judge
-from serve_app.bench.redeploy import (
+from harness.answers import FAILED, OK, Answer, image_size, judge
+from harness.fault import MODEL_DEPLOYMENT, wait_healthy
+from harness.memory import service_processes
+from harness.overload import ROUTE, send_and_judge
+from harness.redeploy import (
     ReplicaStop,
     ServeLogs,
     deploy,

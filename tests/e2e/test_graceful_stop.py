@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_app.bench.answers import OK, image_size, judge
-from serve_app.bench.redeploy import ray_instance
-from serve_app.bench.service_process import ServeProcess, free_port
+from harness.answers import OK, image_size, judge
+from harness.redeploy import ray_instance
+from harness.service_process import ServeProcess, free_port
 from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG, send_png
 from tests.images import distinct_pngs

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_app.bench.service_process import ServeProcess, free_port
+from harness.service_process import ServeProcess, free_port
 from serve_app.serve_config import derive_config, with_ingress_proxy
 from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, post_all
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_app.bench.hostile_corpus import build_corpus, post_corpus, summarize
+from harness.hostile_corpus import build_corpus, post_corpus, summarize
 
 
 def test_hostile_corpus_gets_no_server_errors(service: str) -> None:

@@ -13,9 +13,9 @@ import os
 import pytest
 import yaml
 
-from serve_app.bench.answers import OK, SHED
-from serve_app.bench.fault import wait_healthy
-from serve_app.bench.overload import OverloadPlan, run_overload
+from harness.answers import OK, SHED
+from harness.fault import wait_healthy
+from harness.overload import OverloadPlan, run_overload
 from serve_app.serve_config import haproxy_enabled
 from tests.helpers import TINY_CONFIG
 from tests.images import distinct_pngs

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from serve_app.bench.service_process import ServeProcess, free_port, model_info
+from harness.service_process import ServeProcess, free_port, model_info
 from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG
 

@@ -14,7 +14,7 @@ from ray import serve
 from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.bench.service_process import free_port
+from harness.service_process import free_port
 from serve_app.serve_config import derive_config
 from serve_app.settings import IngressSettings, load_api_keys
 

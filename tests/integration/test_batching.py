@@ -38,7 +38,7 @@ def test_reconfigure_changes_max_batch_size_without_restart(base_url: str, tiny_
     first = info(base_url)
     deploy(tiny_model_dir, {"max_batch_size": 2, "batch_wait_timeout_s": 0.25})
     second = info(base_url)
-    assert second["replica_pid"] == first["replica_pid"], "the replica was restarted, not reconfigured"
+    assert second["startup"] == first["startup"], "the replica was restarted, not reconfigured"
     assert second["batching"] == {"max_batch_size": 2, "batch_wait_timeout_s": 0.25, "live_max_batch_size": 2,
                                   "fitting_batch_size": None}  # no limit from memory on CPU
 

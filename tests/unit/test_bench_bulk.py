@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.bench.bulk_compare import (
+from harness.bulk_compare import (
     alpha_difference,
     compare_with_folder,
     pick_evenly,
     png_alpha,
     worst_difference,
 )
-from serve_app.bench.bulk_timing import output_completion_times, steady_state
-from serve_app.bench.cpu_monitor import busy_cpus, parse_proc_stat
-from serve_app.bench.photos import write_sample_photo_folder
+from harness.bulk_timing import output_completion_times, steady_state
+from harness.cpu_monitor import busy_cpus, parse_proc_stat
+from harness.photos import write_sample_photo_folder
 
 
 def test_steady_rate_leaves_out_the_slow_start_and_the_tail() -> None:

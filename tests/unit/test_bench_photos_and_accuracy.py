@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from serve_app.bench.accuracy import MAX_MEAN_ALPHA_DIFF, logit_agreement, mask_agreement, verdict
-from serve_app.bench.photos import SAMPLE_PHOTOS, SIZE_RANGE, sample_photo_dir, sample_photo_jpegs
+from harness.accuracy import MAX_MEAN_ALPHA_DIFF, logit_agreement, mask_agreement, verdict
+from harness.photos import SAMPLE_PHOTOS, SIZE_RANGE, sample_photo_dir, sample_photo_jpegs
 
 
 def test_sample_photos_are_jpegs_of_mixed_sizes_within_the_range_and_repeatable() -> None:

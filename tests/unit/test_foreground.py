@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from serve_app.bench.foreground_cost import parse_sizes, time_foreground
+from harness.foreground_cost import parse_sizes, time_foreground
 from serve_app.model.foreground import estimate_foreground, level_sizes, refine_foreground_uint8
 
 GREEN_SCREEN = (0.0, 1.0, 0.0)

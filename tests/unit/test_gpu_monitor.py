@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_app.bench.gpu_monitor import GpuBusySampler, parse_samples
+from harness.gpu_monitor import GpuBusySampler, parse_samples
 
 
 def test_each_gpu_line_gives_its_utilisation_clock_and_power() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_app.bench.http_load import LoadResult, Sample
+from harness.http_load import LoadResult, Sample
 
 
 def test_errors_are_counted_per_status_and_source_with_the_span_they_were_sent_in() -> None:

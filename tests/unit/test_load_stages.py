@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.bench.http_load import LoadResult, Sample
+from harness.http_load import LoadResult, Sample
 
 
 def test_the_wait_outside_the_ingress_splits_at_the_response_headers() -> None:

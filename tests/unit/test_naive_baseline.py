@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from serve_app.bench.naive import naive_cutout
+from harness.naive import naive_cutout
 from serve_app.model.loading import load_segmentation_module
 from tests.images import SIZE, assert_mask_matches, encode, expected_alpha, red_square
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from serve_app.bench.photos import synthetic_photo
+from harness.photos import synthetic_photo
 from serve_app.png import adler32_combine, encode_png, rows_per_stripe
 
 

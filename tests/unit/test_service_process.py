@@ -10,7 +10,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.bench.service_process import ServeProcess, ensure_port_free, free_port
+from harness.service_process import ServeProcess, ensure_port_free, free_port
 from serve_app.serve_config import HAPROXY_SWITCH, haproxy_enabled, with_ingress_proxy
 
 PROD = Path(__file__).resolve().parents[2] / "configs" / "prod.yaml"

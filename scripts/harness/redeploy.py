@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from serve_app.bench.memory import serving_raylet
-from serve_app.bench.overload import require_loopback
-from serve_app.bench.service_process import SERVE_CLI
+from harness.memory import serving_raylet
+from harness.overload import require_loopback
+from harness.service_process import SERVE_CLI
 
 # Serve's own log lines (ray/serve/_private/deployment_state.py and replica.py, Ray 2.60), each starting with
 # "LEVEL YYYY-MM-DD HH:MM:SS,mmm", a format in which text order is time order.

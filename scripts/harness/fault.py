@@ -2,8 +2,8 @@
 
 Two ways to watch it: a steady closed loop of N clients (every answer judged, see answers.py), and the bulk
 client (`python -m serve_app.bulk client`) over a folder, which must finish with nothing lost. The replica is
-found through GET /v1/info (`replica_pid`) and killed only if that process is a Serve replica of the
-deployment, started by the Ray instance that serves the URL's port on this machine.
+found among the processes of the Ray instance that serves the URL's port on this machine, by its process title,
+and checked again just before it is killed.
 """
 
 from __future__ import annotations
@@ -22,30 +22,23 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from serve_app.bench.answers import OK, Answer, image_size, judge_png, tally
-from serve_app.bench.memory import process_role, psutil, service_processes
-from serve_app.bench.overload import CONTENT_TYPE, ROUTE, require_loopback, send_and_judge
-from serve_app.bench.service_process import model_info
+from harness.answers import OK, Answer, image_size, judge_png, tally
+from harness.memory import process_role, psutil, service_processes
+from harness.overload import CONTENT_TYPE, ROUTE, require_loopback, send_and_judge
 from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, TEMP_MARK, Layout
 
 MODEL_DEPLOYMENT = "BackgroundRemover"
 
 
-def model_replica_pid(base_url: str) -> int:
-    """The pid of the model replica that answered GET /v1/info."""
-    return int(model_info(base_url)["replica_pid"])
-
-
-def model_replica_to_kill(base_url: str, deployment: str = MODEL_DEPLOYMENT) -> int:
-    """The model replica's pid, checked to be a `deployment` replica of the Ray instance serving the URL here."""
+def model_replica_pid(base_url: str, deployment: str = MODEL_DEPLOYMENT) -> int:
+    """The pid of a `deployment` replica of the Ray instance serving the URL's port on this machine (the lowest
+    pid where several run)."""
     require_loopback(base_url)
-    pid = model_replica_pid(base_url)
     port = urlsplit(base_url).port or 80
-    role = service_processes(port).get(pid)
-    if role != deployment:
-        raise RuntimeError(f"refusing to kill pid {pid}: it is not a {deployment} replica of the Ray instance "
-                           f"serving port {port} (found {role!r})")
-    return pid
+    pids = sorted(pid for pid, role in service_processes(port).items() if role == deployment)
+    if not pids:
+        raise RuntimeError(f"no {deployment} replica of the Ray instance serving port {port} runs on this machine")
+    return pids[0]
 
 
 def kill_replica(pid: int, deployment: str = MODEL_DEPLOYMENT) -> None:
@@ -102,7 +95,7 @@ async def steady_load_with_kill(base_url: str, bodies: list[bytes], plan: FaultP
     answers: list[Answer] = []
     readyz: list[tuple[float, float, int]] = []  # (started_s, latency_s, status), status 0 for no answer
     kill_s: float | None = None
-    killed_pid = model_replica_to_kill(base_url)
+    killed_pid = model_replica_pid(base_url)
     stop = asyncio.Event()
     start = time.perf_counter()
 
@@ -224,7 +217,7 @@ def bulk_with_kill(base_url: str, input_dir: Path, output_dir: Path, *, kill_aft
     inputs = layout.inputs()
     command = [sys.executable, "-m", "serve_app.bulk", "client", str(input_dir), str(output_dir),
                "--url", base_url, "--concurrency", str(concurrency)]
-    pid = model_replica_to_kill(base_url)
+    pid = model_replica_pid(base_url)
     killed_pid, kill_s = None, None
     started = time.monotonic()
     with tempfile.TemporaryFile() as log:  # the progress bar; a pipe nobody reads could fill up

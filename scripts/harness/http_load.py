@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
-from serve_app.bench.answers import refusal_source
+from harness.answers import refusal_source
 from serve_app.timing import parse_server_timing
 
 

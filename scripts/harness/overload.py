@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from serve_app.bench.answers import OK, SHED, Answer, image_size, judge, judge_error, tally
-from serve_app.bench.http_load import closed_loop
-from serve_app.bench.memory import ServiceMemorySampler
-from serve_app.bench.photos import mixed_size_jpegs
+from harness.answers import OK, SHED, Answer, image_size, judge, judge_error, tally
+from harness.http_load import closed_loop
+from harness.memory import ServiceMemorySampler
+from harness.photos import mixed_size_jpegs
 from serve_app.bulk.layout import IMAGE_SUFFIXES
 
 ROUTE = "/v1/remove-background"
