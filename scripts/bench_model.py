@@ -26,8 +26,9 @@ import torch
 
 from harness.gpu_monitor import GpuBusySampler
 from harness.photos import sample_photo_jpegs
-from serve_app.imaging import ReducedImage, decode_image, device_decodable_jpeg, reduced_jpeg
+from serve_app.imaging import decode_image, device_decodable_jpeg, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
+from serve_app.protocol import ReducedImage
 from serve_app.serve_config import app_args, parse_overrides, read_config
 from serve_app.settings import IngressSettings, ModelSettings, parse_app_args
 from serve_app.versions import component_versions

@@ -19,6 +19,7 @@ from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError  # noqa
 
 from serve_app import png
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
+from serve_app.protocol import EncodedJpeg, ReducedImage
 
 OutputFormat = Literal["png", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
@@ -135,17 +136,6 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             raise UnsupportedMediaType(f"cannot decode the pixels of this {image.format} file: {error}") from None
 
 
-@dataclass(frozen=True)
-class ReducedImage:
-    """The model's copy of a large JPEG, decoded by libjpeg at a fraction of its size (DCT scaling, in steps of
-    1/8) but never below the model's input size, which the model resizes it to anyway. It decodes faster than the
-    whole photo and moves a fraction of the bytes to the model replica, so the model call starts while the full
-    decode for the cut-out runs beside it. The mask comes back at `size`."""
-
-    pixels: np.ndarray  # (h, w, 3) uint8 RGB, upright
-    size: tuple[int, int]  # (height, width) of the whole image, upright: the mask's size
-
-
 def _jpeg_header(data: bytes, max_pixels: int) -> tuple[int, int, int] | None:
     """(width, height, EXIF orientation) as stored, of a colour or grey JPEG within `max_pixels`; else None.
 
@@ -182,24 +172,6 @@ def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> 
         return None
     upright = (width, height) if orientation not in _TRANSPOSING else (height, width)
     return ReducedImage(_upright(pixels, orientation), (upright[1], upright[0]))
-
-
-@dataclass(frozen=True)
-class EncodedJpeg:
-    """A JPEG for the model replica to decode on its own device, beside the ingress's CPU decode of the same bytes.
-
-    The ingress needs the full-size pixels for the cut-out, the model only a 1024x1024 copy: sent as the file
-    (~0.4 MB) instead of decoded RGBX (~10 MB), and decoded by nvJPEG on an idle GPU in ~1.6 ms, the model's copy
-    no longer waits for the CPU decode (~10-15 ms for 3 MP) nor crosses the object store in full.
-    """
-
-    data: bytes
-    orientation: int  # EXIF orientation (1 = upright) to apply after decoding, as decode_image does
-    size: tuple[int, int]  # (width, height) once upright: the mask's size
-
-
-class DeviceDecodeFailed(ValueError):
-    """The model replica could not decode an EncodedJpeg; the ingress sends its decoded pixels instead."""
 
 
 def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None:

@@ -19,6 +19,7 @@ from serve_app import imaging
 from serve_app.bulk.layout import Layout, Ledger, WorkItem, read_bytes, write_atomically
 from serve_app.errors import ApiError
 from serve_app.options import OutputOptions
+from serve_app.protocol import ReducedImage
 from serve_app.settings import IngressSettings, ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,10 @@ def decode_row(row: dict, *, max_pixels: int, model_input_size: tuple[int, int] 
     return {**row, **failure, "model_image": model_image, "height": height, "width": width, "reduced": reduced}
 
 
-def model_view(batch: dict[str, np.ndarray], i: int) -> np.ndarray | imaging.ReducedImage:
+def model_view(batch: dict[str, np.ndarray], i: int) -> np.ndarray | ReducedImage:
     """What the model gets for row `i`: the photo (over white where transparent), or its reduced copy."""
     if batch["reduced"][i]:
-        return imaging.ReducedImage(batch["model_image"][i], (int(batch["height"][i]), int(batch["width"][i])))
+        return ReducedImage(batch["model_image"][i], (int(batch["height"][i]), int(batch["width"][i])))
     return batch["model_image"][i]
 
 

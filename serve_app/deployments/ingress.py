@@ -34,7 +34,6 @@ from serve_app.allocator import release_free_memory
 from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.compat import rembg, removebg
 from serve_app.deployments.device_guard import DeviceFailed
-from serve_app.deployments.mask_result import MaskResult
 from serve_app.errors import (
     ApiError,
     BadRequest,
@@ -45,8 +44,8 @@ from serve_app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from serve_app.imaging import DeviceDecodeFailed
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
+from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ReducedImage
 from serve_app.results import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
 from serve_app.streams import read_capped
@@ -468,7 +467,7 @@ class Ingress:
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
             return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
 
-    async def _segment_reduced(self, reduced: imaging.ReducedImage, data: bytes,
+    async def _segment_reduced(self, reduced: ReducedImage, data: bytes,
                                timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model works on the reduced copy while this replica decodes the whole photo for the cut-out."""
         full = asyncio.ensure_future(self._in_pool(_in_stage, timer, "decode_beside_model", imaging.decode_image,
@@ -480,14 +479,14 @@ class Ingress:
             raise
         return await full, result
 
-    def _to_decode_on_device(self, data: bytes) -> imaging.EncodedJpeg | None:
+    def _to_decode_on_device(self, data: bytes) -> EncodedJpeg | None:
         """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
         replica is working on, and the device was idle at the last answer."""
         if self.settings.device_jpeg_decode == "never" or self._cutting_out > 1 or not self._device_idle:
             return None
         return imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
 
-    async def _segment_beside_decode(self, encoded: imaging.EncodedJpeg,
+    async def _segment_beside_decode(self, encoded: EncodedJpeg,
                                      timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model decodes its copy of the JPEG on the GPU while this replica decodes its own for the cut-out."""
         model_call = asyncio.ensure_future(self._segment(encoded, timer))
@@ -506,7 +505,7 @@ class Ingress:
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 
-    async def _segment(self, image: np.ndarray | imaging.EncodedJpeg | imaging.ReducedImage, timer: StageTimer,
+    async def _segment(self, image: np.ndarray | EncodedJpeg | ReducedImage, timer: StageTimer,
                        refine: bool = False) -> MaskResult:
         """The model's answer for one image, noting whether the device was idle for the next decision, and the
         time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,

@@ -19,8 +19,7 @@ from ray.serve.metrics import Histogram
 
 from serve_app.deployments.device_guard import DeviceGuard
 from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
-from serve_app.deployments.mask_result import MaskResult
-from serve_app.imaging import EncodedJpeg
+from serve_app.protocol import EncodedJpeg, MaskResult
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
 
@@ -164,9 +163,10 @@ class BackgroundRemover:
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
-        return MaskResult(mask, (batch.started_s - arrived) * 1000 - decode_ms, batch.duration_ms, batch.size,
-                          decode_ms, self._device.backlog(), arrived_at, time.time(), self._node_id, foreground,
-                          refine_ms)
+        return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000 - decode_ms,
+                          batch_ms=batch.duration_ms, batch_size=batch.size, device_decode_ms=decode_ms,
+                          device_backlog=self._device.backlog(), arrived_at=arrived_at, left_at=time.time(),
+                          replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms)
 
     # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
     # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).

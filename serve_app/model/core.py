@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serve_app.imaging import EncodedJpeg, ReducedImage
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
@@ -28,6 +27,7 @@ from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.memory import probe_batch_limit, release_cached_memory
 from serve_app.model.timeline import PassTimeline, PassTiming
+from serve_app.protocol import EncodedJpeg, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """JPEG decoding on the model's device: nvJPEG (through torchvision) on CUDA, libjpeg-turbo on the CPU.
 
-Only for the model's copy of an image (serve_app.imaging.EncodedJpeg): the ingress decodes its own copy for the
+Only for the model's copy of an image (serve_app.protocol.EncodedJpeg): the ingress decodes its own copy for the
 cut-out, so that the colours a client gets back come from one decoder whatever the model saw. nvJPEG's pixels
 differ a little from libjpeg-turbo's (chroma upsampling: mean 0.6 levels, 6% of pixels by more than 2, on the
 benchmark photos, H200); the masks were checked against the CPU decode's.
@@ -13,7 +13,7 @@ import logging
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from serve_app.imaging import DeviceDecodeFailed, EncodedJpeg
+from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg
 
 logger = logging.getLogger(__name__)
 

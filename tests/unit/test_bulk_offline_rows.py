@@ -54,7 +54,7 @@ def test_opaque_and_broken_inputs(tmp_path: Path) -> None:
 def test_large_jpegs_go_to_the_model_as_the_ingress_sends_them(tmp_path: Path) -> None:
     """The reduced copy the ingress sends (imaging.reduced_jpeg), so that offline masks match the service's."""
     from serve_app.bulk.offline import model_view
-    from serve_app.imaging import ReducedImage
+    from serve_app.protocol import ReducedImage
 
     source = tmp_path / "big.jpg"
     source.write_bytes(encode(Image.new("RGB", (1200, 800), (200, 10, 10)), "JPEG"))

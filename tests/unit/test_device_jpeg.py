@@ -12,9 +12,10 @@ from PIL import Image
 
 from serve_app import imaging
 from serve_app.errors import InvalidImage, PayloadTooLarge
-from serve_app.imaging import DeviceDecodeFailed, EncodedJpeg, device_decodable_jpeg
+from serve_app.imaging import device_decodable_jpeg
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.jpeg import decode_on_device, upright
+from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg
 from serve_app.settings import ModelSettings
 from tests.images import SIZE, encode, red_square
 

@@ -104,7 +104,8 @@ def test_clean_edges_take_the_background_colour_out_of_soft_pixels(model: Backgr
 
 
 def test_a_reduced_copy_gives_the_mask_at_the_whole_photos_size(model: BackgroundRemovalModel) -> None:
-    from serve_app.imaging import ReducedImage, decode_image, reduced_jpeg
+    from serve_app.imaging import decode_image, reduced_jpeg
+    from serve_app.protocol import ReducedImage
     from tests.images import encode as encode_picture
     from tests.images import red_square as picture
 

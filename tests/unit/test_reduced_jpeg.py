@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.imaging import ReducedImage, decode_image, reduced_jpeg
+from serve_app.imaging import decode_image, reduced_jpeg
+from serve_app.protocol import ReducedImage
 from tests.images import encode, red_square
 
 MODEL_INPUT = (256, 256)
