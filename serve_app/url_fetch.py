@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from serve_app.capped_read import read_capped
 from serve_app.errors import UpstreamError, UpstreamTimeout, UrlRefused
 from serve_app.settings import IngressSettings
-from serve_app.streams import read_capped
 
 # Labels of letters, digits, hyphens and underscores, dot-separated, with an optional final dot.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")

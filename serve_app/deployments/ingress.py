@@ -30,8 +30,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import serve_app
 from serve_app import compose, imaging
-from serve_app.allocator import release_free_memory
 from serve_app.auth import OPEN_PATHS, key_matches
+from serve_app.capped_read import read_capped
 from serve_app.compat import rembg, removebg
 from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.errors import (
@@ -44,11 +44,11 @@ from serve_app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ReducedImage
-from serve_app.results import ResultStore
+from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
-from serve_app.streams import read_capped
 from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
 from serve_app.versions import component_versions
@@ -186,7 +186,7 @@ def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any
 Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
-# (serve_app/allocator.py): its RSS falls after a burst, and no request pays for fresh pages.
+# (serve_app/heap_trim.py): its RSS falls after a burst, and no request pays for fresh pages.
 IDLE_TRIM_S = 2.0
 
 

@@ -19,13 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
+from serve_app.model.batch_memory import (
+    Pending,
+    probe_batch_limit,
+    submit_split_on_out_of_memory,
+)
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
 from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.jpeg import decode_on_device
 from serve_app.model.loading import load_segmentation_module
-from serve_app.model.memory import probe_batch_limit, release_cached_memory
 from serve_app.model.timeline import PassTimeline, PassTiming
 from serve_app.protocol import EncodedJpeg, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
@@ -106,16 +110,6 @@ class PendingMasks:
         if self.timing is not None and self.timeline is not None:
             self.timeline.record(self.timing)
         return split_masks(self.host, self.sizes)
-
-
-@dataclass
-class SplitPending:
-    """A batch that ran as smaller parts after an out-of-memory error: their masks, in order."""
-
-    parts: list[PendingMasks | SplitPending]
-
-    def result(self) -> list[np.ndarray]:
-        return [mask for part in self.parts for mask in part.result()]
 
 
 class BackgroundRemovalModel:
@@ -280,7 +274,7 @@ class BackgroundRemovalModel:
         alpha = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
         return refine_foreground_uint8(pixels, alpha).cpu().numpy()
 
-    def submit(self, images: Sequence[np.ndarray | torch.Tensor | ReducedImage]) -> PendingMasks | SplitPending:
+    def submit(self, images: Sequence[np.ndarray | torch.Tensor | ReducedImage]) -> Pending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.
 
         On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
@@ -288,21 +282,12 @@ class BackgroundRemovalModel:
         (recursively), so no image fails because its batch-mates made the batch too big; `on_out_of_memory`
         hears the size that failed, so the caller can lower its batch limit.
         """
-        started = time.perf_counter()
-        try:
-            return self._submit(images)
-        except torch.cuda.OutOfMemoryError:
-            if len(images) < 2:
-                raise
-        failed = time.perf_counter()
+        return submit_split_on_out_of_memory(self._submit, images, self.device, self._count_split)
+
+    def _count_split(self, failed_size: int) -> None:
         self.out_of_memory_splits += 1
-        release_cached_memory(self.device)  # waits for the part of the pass already queued on the device
-        logger.warning("out of device memory on a batch of %d (%.1f s to fail, %.1f s to drain the device and free "
-                       "memory); retrying it in halves", len(images), failed - started, time.perf_counter() - failed)
         if self.on_out_of_memory is not None:
-            self.on_out_of_memory(len(images))
-        half = len(images) // 2
-        return SplitPending([self.submit(images[:half]), self.submit(images[half:])])
+            self.on_out_of_memory(failed_size)
 
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int:
         """The largest batch (a power of two, or `ceiling`) whose whole pass fits in free device memory."""

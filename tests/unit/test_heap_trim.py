@@ -1,4 +1,4 @@
-"""Freed image buffers go back to the system when the ingress trims its heaps (serve_app/allocator.py)."""
+"""Freed image buffers go back to the system when the ingress trims its heaps (serve_app/heap_trim.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 BURST = """
 import json, os
 import numpy as np
-from serve_app.allocator import release_free_memory
+from serve_app.heap_trim import release_free_memory
 
 MiB = 1 << 20
 def resident_mib():

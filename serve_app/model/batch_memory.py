@@ -1,17 +1,57 @@
-"""Device memory: the largest batch that fits, probed at start-up, and recognising out-of-memory errors.
+"""Batches against device memory: the largest batch that fits, probed at start-up, and a batch that runs out of
+memory split in halves.
 
 A configured `max_batch_size` is a wish; what fits depends on the GPU, the model, its input size and what else
-holds memory. The probe measures it once; the model core's OOM split (core.py) covers what the probe missed.
+holds memory. The probe measures it once; the split covers what the probe missed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+
+class Pending(Protocol):
+    def result(self) -> list[np.ndarray]: ...
+
+
+@dataclass
+class SplitPending:
+    """A batch that ran as smaller parts after an out-of-memory error: their masks, in order."""
+
+    parts: list[Pending]
+
+    def result(self) -> list[np.ndarray]:
+        return [mask for part in self.parts for mask in part.result()]
+
+
+def submit_split_on_out_of_memory(submit: Callable[[Sequence[Any]], Pending], images: Sequence[Any],
+                                  device: torch.device, on_split: Callable[[int], None]) -> Pending:
+    """`submit(images)`, or, where the device runs out of memory on it, the batch submitted again in halves
+    (recursively), so that no image fails because its batch-mates made the batch too big. `on_split` hears each
+    size that failed; a batch of one that fails raises."""
+    started = time.perf_counter()
+    try:
+        return submit(images)
+    except torch.cuda.OutOfMemoryError:
+        if len(images) < 2:
+            raise
+    failed = time.perf_counter()
+    release_cached_memory(device)  # waits for the part of the pass already queued on the device
+    logger.warning("out of device memory on a batch of %d (%.1f s to fail, %.1f s to drain the device and free "
+                   "memory); retrying it in halves", len(images), failed - started, time.perf_counter() - failed)
+    on_split(len(images))
+    half = len(images) // 2
+    return SplitPending([submit_split_on_out_of_memory(submit, part, device, on_split)
+                         for part in (images[:half], images[half:])])
 
 
 def release_cached_memory(device: torch.device) -> None:

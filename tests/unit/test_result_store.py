@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import NotFound
-from serve_app.results import ResultStore
+from serve_app.result_store import ResultStore
 
 
 def test_saved_result_is_found_by_its_name(tmp_path: Path) -> None:
