@@ -21,20 +21,31 @@ class Done:
 
 
 class GatedPredict:
-    """A fake device whose first submission waits for `release`, so that work can pile up behind it."""
+    """A fake device whose first submission waits for `release`, so that work can pile up behind it; `blocked` is
+    set once that submission waits."""
 
     def __init__(self, fail_on_size: int | None = None):
         self.release = threading.Event()
+        self.blocked = threading.Event()
         self.sizes: list[int] = []
         self.fail_on_size = fail_on_size
 
     def __call__(self, images):
         if not self.sizes:
+            self.blocked.set()
             self.release.wait(timeout=10)
         self.sizes.append(len(images))
         if len(images) == self.fail_on_size:
             raise RuntimeError("device failure")
         return Done([image[..., 0] for image in images])
+
+
+async def until(condition, timeout_s: float = 10.0) -> None:
+    """Return once `condition()` holds (checked between the event loop's turns); fail after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
 
 
 def images_tagged(*tags: int) -> list[np.ndarray]:
@@ -43,9 +54,9 @@ def images_tagged(*tags: int) -> list[np.ndarray]:
 
 async def run_groups(queue: DeviceQueue, predict: GatedPredict, groups: list[list[int]]):
     first = asyncio.create_task(queue.run(images_tagged(*groups[0])))
-    await asyncio.sleep(0.05)  # the first pass is now running and blocked
+    await until(predict.blocked.is_set)  # the first pass is running and blocked
     rest = [asyncio.create_task(queue.run(images_tagged(*tags))) for tags in groups[1:]]
-    await asyncio.sleep(0.05)
+    await until(lambda: queue.backlog() == sum(map(len, groups)))  # every group is waiting behind it
     predict.release.set()
     return await asyncio.gather(first, *rest, return_exceptions=True)
 
@@ -83,10 +94,10 @@ def test_a_failed_pass_fails_only_its_callers() -> None:
 def test_cancelled_callers_cost_no_device_time() -> None:
     async def scenario(queue: DeviceQueue, predict: GatedPredict) -> None:
         first = asyncio.create_task(queue.run(images_tagged(1)))
-        await asyncio.sleep(0.05)
+        await until(predict.blocked.is_set)
         gone = asyncio.create_task(queue.run(images_tagged(2, 3)))
         kept = asyncio.create_task(queue.run(images_tagged(4)))
-        await asyncio.sleep(0.05)
+        await until(lambda: queue.backlog() == 4)
         gone.cancel()
         predict.release.set()
         await first
@@ -128,9 +139,9 @@ def test_backlog_counts_the_images_running_and_waiting_until_their_masks_are_bac
     async def scenario() -> list[int]:
         seen = [queue.backlog()]
         first = asyncio.create_task(queue.run(images_tagged(1, 2)))
-        await asyncio.sleep(0.05)  # the first pass is running, blocked
+        await until(predict.blocked.is_set)  # the first pass is running, blocked
         rest = asyncio.create_task(queue.run(images_tagged(3, 4, 5)))
-        await asyncio.sleep(0.05)
+        await until(lambda: queue.backlog() == 5)  # the second group counts as soon as it waits
         seen.append(queue.backlog())
         predict.release.set()
         await asyncio.gather(first, rest)
@@ -176,11 +187,10 @@ def test_images_arriving_during_a_lone_pass_queue_behind_it_and_get_their_own_ma
 
     async def scenario():
         alone = asyncio.create_task(queue.run_alone(images_tagged(1)[0]))
-        await asyncio.sleep(0.05)  # the lone pass is running, blocked
+        await until(predict.blocked.is_set)  # the lone pass is running, blocked
         assert not queue.idle() and queue.backlog() == 1
         rest = asyncio.create_task(queue.run(images_tagged(2, 3)))
-        await asyncio.sleep(0.05)
-        assert queue.backlog() == 3
+        await until(lambda: queue.backlog() == 3)  # queued behind the lone pass
         predict.release.set()
         return await alone, await rest
 
@@ -195,15 +205,12 @@ def test_a_lone_pass_stays_in_the_backlog_until_the_device_is_done_even_if_its_c
 
     async def scenario() -> list[int]:
         alone = asyncio.create_task(queue.run_alone(images_tagged(1)[0]))
-        await asyncio.sleep(0.05)
+        await until(predict.blocked.is_set)
         alone.cancel()
-        await asyncio.sleep(0.05)
+        await until(alone.done)
         seen = [queue.backlog()]  # the caller is gone, the pass is not
         predict.release.set()
-        for _ in range(100):
-            if queue.idle():
-                break
-            await asyncio.sleep(0.01)
+        await until(queue.idle)
         seen.append(queue.backlog())
         return seen
 
@@ -220,7 +227,7 @@ def test_a_lone_image_whose_preparation_fails_counts_no_pass_and_leaves_the_devi
     async def scenario() -> None:
         with pytest.raises(ValueError, match="cannot decode"):
             await queue.run_alone(b"not a jpeg", undecodable)
-        await asyncio.sleep(0.01)
+        await until(queue.idle)
 
     asyncio.run(scenario())
     assert counted == [] and queue.idle()
