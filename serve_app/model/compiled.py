@@ -9,11 +9,11 @@ GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s p
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
-When every bucket is saved, none is loaded before the constructor returns (loading one takes 5-7 s for BiRefNet
-on an H200, where capturing the eager forward takes about a second): every bucket first runs the eager forward, in
-CUDA graphs where serving captures, and each is replaced by its compiled form behind serving, largest first. A
-bucket that fails to load then is not compiled behind serving: it keeps the eager forward, its file is removed,
-and the next start compiles it.
+When every bucket is saved, none is loaded before the constructor returns (for BiRefNet on an H200, loading and
+capturing the batch-8 bucket took 8-10 s, capturing the eager forward of both buckets 3.5-4.3 s): every bucket
+first runs the eager forward, in CUDA graphs where serving captures, and each is replaced by its compiled form
+behind serving, largest first. A bucket that fails to load then is not compiled behind serving: it keeps the eager
+forward, its file is removed, and the next start compiles it.
 
 Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
 the compiling process and in a fresh one alike (H100).
