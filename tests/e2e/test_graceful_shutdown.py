@@ -83,8 +83,8 @@ class Replacement:
     replaced_s: float | None  # when the old replicas were gone and /v1/info came from the new model replica
     old_pids: dict[str, set[int]]
     new_pids: dict[str, set[int]]
-    old_info_pid: int | None
-    new_info_pid: int | None
+    old_info_start: float | None  # when the model replica that answered /v1/info began its start-up
+    new_info_start: float | None
 
 
 def replica_pids(port: int) -> dict[str, set[int]]:
@@ -95,10 +95,11 @@ def replica_pids(port: int) -> dict[str, set[int]]:
     return pids
 
 
-async def info_pid(http: httpx.AsyncClient, base_url: str) -> int | None:
+async def info_start(http: httpx.AsyncClient, base_url: str) -> float | None:
+    """When the model replica that answers /v1/info began its start-up: a new replica's differs."""
     try:
         response = await http.get(f"{base_url}/v1/info", timeout=30)
-        return int(response.json()["model"]["replica_pid"]) if response.status_code == 200 else None
+        return float(response.json()["model"]["startup"]["init_started_at"]) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, KeyError):
         return None
 
@@ -176,15 +177,16 @@ async def load_through_redeploys(base_url: str, photo_urls: list[str], configs: 
 
         async def replace(config: str) -> Replacement:
             old_pids = await asyncio.to_thread(replica_pids, port)
-            old_info_pid = await info_pid(http, base_url)
+            old_info_start = await info_start(http, base_url)
             await asyncio.to_thread(deploy_config, config)
-            replacement = Replacement(elapsed(), None, old_pids, {}, old_info_pid, None)
+            replacement = Replacement(elapsed(), None, old_pids, {}, old_info_start, None)
             while elapsed() - replacement.accepted_s < REPLACE_BOUND_S:
                 pids = await asyncio.to_thread(replica_pids, port)
                 if all(pids[role] and not pids[role] & old_pids[role] for role in pids):
-                    pid = await info_pid(http, base_url)
-                    if pid in pids[MODEL_DEPLOYMENT]:
-                        replacement.replaced_s, replacement.new_pids, replacement.new_info_pid = elapsed(), pids, pid
+                    started = await info_start(http, base_url)
+                    if started is not None and started != old_info_start:
+                        replacement.replaced_s, replacement.new_pids, replacement.new_info_start = \
+                            elapsed(), pids, started
                         break
                 await asyncio.sleep(0.25)
             return replacement
@@ -281,8 +283,8 @@ def test_both_deployments_got_new_replicas_twice(redeploy_record: dict) -> None:
     replacements = redeploy_record["replacements"]
     assert len(replacements) == 2 and all(r.replaced_s is not None for r in replacements), replacements
     for replacement in replacements:
-        assert replacement.old_info_pid in replacement.old_pids[MODEL_DEPLOYMENT], replacement
-        assert replacement.new_info_pid not in (None, replacement.old_info_pid), replacement
+        assert replacement.old_info_start is not None, replacement
+        assert replacement.new_info_start not in (None, replacement.old_info_start), replacement
         assert not replacement.new_pids[INGRESS] & replacement.old_pids[INGRESS], replacement
 
 
