@@ -331,8 +331,9 @@ class Ingress:
         fields, files = await self._read_removebg_body(request)
         params = removebg.parse(fields, files, accept=request.headers.get("accept", ""),
                                 webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
-        data = params.image_file if params.image_file is not None else \
-            await self.fetcher.fetch(cast(str, params.image_url))
+        data = params.image_file
+        if data is None:  # removebg.parse accepts a request only with a file or a URL
+            data = await self.fetcher.fetch(cast(str, params.image_url))
         layout = params.layout
         if params.bg_image_file is not None or params.bg_image_url:
             picture = params.bg_image_file or await self.fetcher.fetch(cast(str, params.bg_image_url))

@@ -19,11 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
-from serve_app.model.batch_memory import (
-    Pending,
-    probe_batch_limit,
-    submit_split_on_out_of_memory,
-)
+from serve_app.model.batch_memory import Pending, probe_batch_limit, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
