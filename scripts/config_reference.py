@@ -60,9 +60,13 @@ def render(prod: dict | None = None) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _between_markers(text: str) -> tuple[int, int]:
+    return text.index(BEGIN) + len(BEGIN), text.index(END)
+
+
 def page_tables(text: str) -> str:
     """The part of the page between the markers."""
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = _between_markers(text)
     return text[start:end].strip() + "\n"
 
 
@@ -75,7 +79,7 @@ def main() -> None:
         print(tables, end="")
         return
     text = PAGE.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = _between_markers(text)
     PAGE.write_text(f"{text[:start]}\n\n{tables}\n{text[end:]}")
 
 

@@ -28,8 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import serve_app
-from serve_app import compose, imaging
+from serve_app import __version__, compose, imaging
 from serve_app.auth import OPEN_PATHS, key_matches
 from serve_app.capped_read import read_capped
 from serve_app.compat import rembg, removebg
@@ -58,7 +57,7 @@ logger = logging.getLogger("ray.serve")
 api = FastAPI(
     title="Background removal",
     description="Cut the subject out of photos. Errors are JSON: {\"error\": {\"code\": ..., \"message\": ...}}.",
-    version=serve_app.__version__,
+    version=__version__,
 )
 
 _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
