@@ -26,7 +26,7 @@ import torch
 
 from harness.gpu_monitor import GpuBusySampler
 from harness.photos import sample_photo_jpegs
-from serve_app.imaging import decode_image, device_decodable_jpeg, reduced_jpeg
+from serve_app.imaging import decode_image, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.protocol import ReducedImage
 from serve_app.serve_config import app_args, parse_overrides, read_config
@@ -74,8 +74,8 @@ def parse_args() -> argparse.Namespace:
                              "cost beyond it without Ray or HTTP")
     parser.add_argument("--lone-trace", type=Path, metavar="FILE",
                         help="with --serving-path, also write a profiler trace (Chrome JSON) of three lone requests "
-                             "at batch 1: device JPEG decode, pass and masks, as the deployment runs an image that "
-                             "finds the device idle")
+                             "at batch 1: pass and masks, as the deployment runs an image that finds the device "
+                             "idle")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the largest batch size of each variant: the top kernels by device time "
                              "go into the record and to stdout (where the time goes, for the next optimisation)")
@@ -178,7 +178,7 @@ def on_forward_thread(model: BackgroundRemovalModel, run: Callable[[], T]) -> T:
 
 def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations: int,
                       photos: list[np.ndarray]) -> dict:
-    """Batches of decoded photos through submit() and result() as the model deployment's DeviceQueue runs them:
+    """Batches of decoded photos through submit() and result() as the model deployment runs them under load:
     the next batch submitted (uploaded, resized, its forward queued) before the current one's masks are read, all
     on one thread: the compiled forward's own where it has one, as in the deployment."""
     # alternating between two batches (at least 2 x batch_size photos), as consecutive batches differ
@@ -210,43 +210,37 @@ def time_serving_path(model: BackgroundRemovalModel, batch_size: int, iterations
 
 def time_lone_requests(model: BackgroundRemovalModel, jpegs: list[bytes], iterations: int,
                        trace: Path | None = None) -> dict:
-    """One image at a time as the model deployment runs a request that finds the device idle (DeviceQueue.run_alone):
-    its JPEG decoded on the device, a pass of its own, its mask read, on the deployment's thread. Set beside the batch-1
-    forward, this is what the device side adds to a lone request's latency, without Ray or HTTP."""
+    """One decoded photo at a time, as the model deployment runs a request that finds the device idle: a pass of
+    its own and its mask read, on the deployment's thread. Set beside the batch-1 forward, this is what the device
+    side adds to a lone request's latency, without Ray or HTTP."""
     limit = IngressSettings().max_image_pixels
-    files = [device_decodable_jpeg(jpeg, max_pixels=limit) for jpeg in jpegs]
-    files = [file for file in files if file is not None]
+    images = [decode_image(jpeg, max_pixels=limit).model_input for jpeg in jpegs]
 
-    def one(file) -> tuple[float, float]:
+    def one(image: np.ndarray) -> float:
         began = time.perf_counter()
-        image = model.decode_jpeg(file)
-        decoded = time.perf_counter()
         model.submit([image]).result()
-        return decoded - began, time.perf_counter() - decoded
+        return time.perf_counter() - began
 
-    def run() -> list[tuple[float, float]]:
-        for file in files[:2]:  # warm-up
-            one(file)
+    def run() -> list[float]:
+        for image in images[:2]:  # warm-up
+            one(image)
         model.pass_timeline.clear()
-        times = [one(files[index % len(files)]) for index in range(max(iterations, len(files)))]
+        times = [one(images[index % len(images)]) for index in range(max(iterations, len(images)))]
         if trace is not None:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if model.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             with torch.profiler.profile(activities=activities) as profiler:
-                for file in files[:3]:
-                    one(file)
+                for image in images[:3]:
+                    one(image)
             trace.parent.mkdir(parents=True, exist_ok=True)
             profiler.export_chrome_trace(str(trace))
         return times
 
-    times = on_forward_thread(model, run)
-    decode_ms = [decode * 1000 for decode, _ in times]
-    pass_ms = [passed * 1000 for _, passed in times]
-    return {"lone_requests": len(times), "lone_decode_ms_mean": round(float(np.mean(decode_ms)), 2),
-            "lone_pass_ms_mean": round(float(np.mean(pass_ms)), 2),
+    pass_ms = [seconds * 1000 for seconds in on_forward_thread(model, run)]
+    return {"lone_requests": len(pass_ms), "lone_pass_ms_mean": round(float(np.mean(pass_ms)), 2),
             "lone_pass_ms_p50": round(float(np.median(pass_ms)), 2),
-            "lone_mean_megapixels": round(float(np.mean([f.size[0] * f.size[1] for f in files])) / 1e6, 2),
+            "lone_mean_megapixels": round(float(np.mean([i.shape[0] * i.shape[1] for i in images])) / 1e6, 2),
             **({"lone_device_passes": model.pass_timeline.summary()} if model.device.type == "cuda" else {})}
 
 

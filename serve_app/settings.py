@@ -143,9 +143,9 @@ class BatchSettings(StrictModel):
     # fits. 1024 leaves room for a cap 4x what fits on an H200 (~105 images at 1024x1024 in fp16, eager).
     max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one forward pass.")
     batch_wait_timeout_s: float = Field(
-        0.0, ge=0.0, le=5.0, description="How long the first queued image waits for batch-mates. 0: none; the "
-        "device queue still merges the calls that arrive while a batch runs, so batches fill under load "
-        "(measured: the same throughput at 64 clients as with 0.01 s, and 10 ms less at one client)."
+        0.0, ge=0.0, le=5.0, description="How long the first call of a pass waits for batch-mates on an idle "
+        "device. 0: none. While the device is busy, a pass waits until the device is about to free up whatever "
+        "this says, so batches fill under load (serve_app/deployments/batching.py)."
     )
 
 
@@ -178,15 +178,6 @@ class IngressSettings(StrictModel):
         8, ge=1, le=256,
         description="Threads per ingress replica that compress the row stripes of one PNG at once: an idle host "
         "answers a single request sooner; under load they share the cores with everything else.",
-    )
-    device_jpeg_decode: Literal["never", "when_idle"] = Field(
-        "never",
-        description="when_idle: while this ingress replica has no other image in hand and the model's last answer "
-        "showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy on the "
-        "GPU (nvJPEG) while the ingress decodes its own for the cut-out: 11 ms less per lone request on an H200. "
-        "nvJPEG upsamples chroma differently from libjpeg-turbo, so the same photo's mask can differ slightly with "
-        "the load (random-weight BiRefNet, 50 photos: mean alpha difference <= 0.0002, IoU down to 0.93 on "
-        "near-degenerate masks). never: always decoded pixels, the same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

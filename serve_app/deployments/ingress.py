@@ -45,7 +45,7 @@ from serve_app.errors import (
 )
 from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
-from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ReducedImage
+from serve_app.protocol import MaskResult, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
 from serve_app.timing import StageTimer
@@ -189,17 +189,8 @@ Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 IDLE_TRIM_S = 2.0
 
 
-@serve.deployment(
-    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
-    # Admit a few seconds of GPU work, no more: each request in flight holds its decoded image (up to ~80 MB for a
-    # 6 MP photo on its way through), so deeper queues only add memory and waiting (docs/reliability.md).
-    max_ongoing_requests=8,
-    # Ray's router counts requests arriving at once as queued until each is assigned a replica, so a burst of
-    # clients larger than this is partly refused even with free replicas (96 at once: 10-18 refused with 64).
-    max_queued_requests=128,
-    backpressure_config={"retry_after_s": 1},  # the Serve proxy's own 503 for a full queue gets Retry-After
-    ray_actor_options={"num_cpus": 1},
-)
+# Resources, admission and scaling come from the Serve config (configs/prod.yaml), and only from there.
+@serve.deployment
 @serve.ingress(api)
 class Ingress:
     """HTTP front door: validates, decodes, calls the model deployment, composites and encodes."""
@@ -217,10 +208,7 @@ class Ingress:
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
-        # For device_jpeg_decode=when_idle: the images this replica is cutting out now, and whether the model's
-        # last answer to it came from a pass of one image with nothing else queued behind it on the device.
-        self._cutting_out = 0
-        self._device_idle = True
+        self._cutting_out = 0  # images this replica is working on now: memory is trimmed once none are left
         self._idle_since = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -445,23 +433,19 @@ class Ingress:
 
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer,
                                      refine: bool) -> compose.Rendered:
-        encoded = None if refine else self._to_decode_on_device(data)
         reduced = None
-        if encoded is None and not refine and self._model_input_size is not None:
+        if not refine and self._model_input_size is not None:
             with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
                 reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._model_input_size,
                                               max_pixels=self.settings.max_image_pixels)
         if reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer)
-        elif encoded is None:
+        else:
             with timer.stage("decode"):
                 decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
             with timer.stage("model"):
                 result = await self._segment(decoded.model_input, timer, refine)
-        else:
-            with timer.stage("model"):
-                decoded, result = await self._segment_beside_decode(encoded, timer)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
@@ -479,37 +463,11 @@ class Ingress:
             raise
         return await full, result
 
-    def _to_decode_on_device(self, data: bytes) -> EncodedJpeg | None:
-        """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
-        replica is working on, and the device was idle at the last answer."""
-        if self.settings.device_jpeg_decode == "never" or self._cutting_out > 1 or not self._device_idle:
-            return None
-        return imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
-
-    async def _segment_beside_decode(self, encoded: EncodedJpeg,
-                                     timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
-        """The model decodes its copy of the JPEG on the GPU while this replica decodes its own for the cut-out."""
-        model_call = asyncio.ensure_future(self._segment(encoded, timer))
-        try:
-            with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
-                decoded = await self._in_pool(imaging.decode_image, encoded.data,
-                                              max_pixels=self.settings.max_image_pixels)
-        except BaseException:
-            model_call.cancel()  # the upload is broken after all: no GPU time for it
-            raise
-        try:
-            result = await model_call
-        except DeviceDecodeFailed as error:
-            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", error)
-            result = await self._segment(decoded.model_input, timer)
-        timer.record("model_device_decode", result.device_decode_ms)
-        return decoded, result
-
-    async def _segment(self, image: np.ndarray | EncodedJpeg | ReducedImage, timer: StageTimer,
+    async def _segment(self, image: np.ndarray | ReducedImage, timer: StageTimer,
                        refine: bool = False) -> MaskResult:
-        """The model's answer for one image, noting whether the device was idle for the next decision, and the
-        time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,
-        also split into model_to_replica and model_from_replica by the shared wall clock)."""
+        """The model's answer for one image, and the time the call spent outside the model replica
+        (Server-Timing model_transport; with a replica on this node, also split into model_to_replica and
+        model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
         result = await self._call_remover("remove_background", image, refine)
         if refine:
@@ -518,7 +476,6 @@ class Ingress:
         if result.replica_node == self._node_id:
             timer.record("model_to_replica", (result.arrived_at - called_at) * 1000)
             timer.record("model_from_replica", (time.time() - result.left_at) * 1000)
-        self._device_idle = result.batch_size == 1 and result.device_backlog == 0
         return result
 
     @staticmethod

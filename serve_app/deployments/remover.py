@@ -17,9 +17,9 @@ from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
 
+from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DevicePasses
 from serve_app.deployments.device_guard import DeviceGuard
-from serve_app.deployments.device_queue import DeviceBatch, DeviceQueue
-from serve_app.protocol import EncodedJpeg, MaskResult
+from serve_app.protocol import MaskResult, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
 
@@ -32,25 +32,10 @@ BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.
 GIL_SWITCH_INTERVAL_S = 0.0005
-# Ray 2.60's @serve.batch forms a group every `batch_wait_timeout_s` and only then waits for one of
-# `max_concurrent_batches` permits, which a group holds until its masks are back. With 8 permits, measured on
-# an H200, the running and the next submitted batch held most of them with groups of one or
-# two, so the device queue never saw more than ~4 waiting images and batches stayed near 4. With enough permits
-# every formed group reaches the device queue at once and batches fill to max_batch_size under load.
-GROUPS_IN_FLIGHT = 32
-# Ray warns unless max_ongoing_requests >= max_batch_size * max_concurrent_batches.
-MAX_ONGOING_REQUESTS = BatchSettings().max_batch_size * GROUPS_IN_FLIGHT
 
 
-@serve.deployment(
-    ray_actor_options={"num_gpus": 1},
-    # See MAX_ONGOING_REQUESTS (and ray-project/ray#43288); requests above it wait in the caller's queue, which
-    # max_queued_requests bounds.
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    max_queued_requests=512,
-    user_config=BatchSettings().model_dump(),
-    health_check_period_s=10,
-)
+# Resources, admission and batch settings come from the Serve config (configs/prod.yaml), and only from there.
+@serve.deployment(health_check_period_s=10)
 class BackgroundRemover:
     """Holds the model on one device and answers `remove_background(image) -> MaskResult` in batches."""
 
@@ -72,14 +57,14 @@ class BackgroundRemover:
         self._split_metric = MetricCounter(
             "bg_removal_out_of_memory_splits", description="Batches retried in halves after running out of memory.")
         self._settings = BatchSettings()
+        self._live_max_batch_size = self._settings.max_batch_size
         self._node_id = ray.get_runtime_context().get_node_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One worker thread: the device runs one batch at a time, and the event loop stays free to queue requests.
         # The compiled forward's own thread where it has one: no second hop per batch.
         self._model_thread = self.model.forward_executor or ThreadPoolExecutor(max_workers=1,
                                                                                 thread_name_prefix="model")
-        self._device = DeviceQueue(self.model.submit, self._model_thread, self._settings.max_batch_size,
-                                   on_batch=self._count_batch)
+        self._passes = DevicePasses(self.model.submit, self._model_thread, on_batch=self._count_batch)
         self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)
         loaded_s = time.time() - init_started_at
         started = time.perf_counter()
@@ -89,26 +74,30 @@ class BackgroundRemover:
         self._startup = {"module_imported_at": round(MODULE_IMPORTED_AT, 3),
                          "init_started_at": round(init_started_at, 3), "imports_s": round(imports_s, 1),
                          "model_load_s": round(loaded_s, 1), "warm_up_s": round(time.perf_counter() - started, 1)}
-        # The largest batch known to fit on the device (None: no limit found). Probed by the first reconfigure()
-        # (Serve calls it before the replica takes traffic) up to the configured max_batch_size; lowered by every
-        # out-of-memory split. The live limit is the smaller of it and the configured max_batch_size.
+        # The largest batch known to fit on the device (None: no limit found). Probed before the replica takes
+        # traffic, up to the configured max_batch_size; lowered by every out-of-memory split. The live limit is
+        # the smaller of it and the configured max_batch_size.
         self._probe = settings.probe_batch_limit
+        self._probed_up_to = 0
+        self._serving = False
         self._headroom_fraction = settings.memory_headroom_fraction
         self._fitting_batch: int | None = None
         self.model.on_out_of_memory = self._lower_batch_limit
+        # Serve calls reconfigure() only for a config with a user_config: until then the defaults apply.
+        self.reconfigure(BatchSettings().model_dump())
 
     def reconfigure(self, user_config: dict) -> None:
         """Apply new batch settings live: Serve calls this on start and on every config change."""
         self._settings = parse_batch_settings(user_config)
-        if self._probe:
-            self._probe = False  # once, before traffic: a probe during traffic would measure other batches too
+        # Before traffic only: a probe during traffic would measure other batches too.
+        if self._probe and not self._serving and self._settings.max_batch_size > self._probed_up_to:
+            self._probed_up_to = self._settings.max_batch_size
             self._probe_batch_limit(self._settings.max_batch_size)
-        batched: Any = self._run_batch  # @serve.batch's wrapper, which the type checker does not know
-        batched.set_batch_wait_timeout_s(self._settings.batch_wait_timeout_s)
         self._apply_batch_limit()
-        self._startup.setdefault("configured_at", round(time.time(), 3))  # the last step before Serve routes here
+        if not self._serving:
+            self._startup["configured_at"] = round(time.time(), 3)  # the last step before Serve routes here
         logger.info("batch settings now %s (live batch limit %d)", self._settings.model_dump(),
-                    self._device.max_batch_size)
+                    self._live_max_batch_size)
 
     def _probe_batch_limit(self, ceiling: int) -> None:
         started = time.perf_counter()
@@ -122,7 +111,7 @@ class BackgroundRemover:
         limit = min(self._settings.max_batch_size, self._fitting_batch or self._settings.max_batch_size)
         batched: Any = self._run_batch  # @serve.batch's wrapper, which the type checker does not know
         batched.set_max_batch_size(limit)
-        self._device.max_batch_size = limit
+        self._live_max_batch_size = limit
 
     def _lower_batch_limit(self, failed_size: int) -> None:
         """Called from the model thread when a batch of `failed_size` ran out of memory (and is being split)."""
@@ -131,28 +120,20 @@ class BackgroundRemover:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
-    async def remove_background(self, image: np.ndarray | EncodedJpeg, refine: bool = False) -> MaskResult:
-        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, or for a JPEG file to decode on the
-        device (raises DeviceDecodeFailed if it cannot be); concurrent calls share forward passes. With `refine`
-        (pixels only), also the subject's own colours in semi-transparent pixels, estimated on the device."""
+    async def remove_background(self, image: np.ndarray | ReducedImage, refine: bool = False) -> MaskResult:
+        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image or ReducedImage; concurrent calls
+        share forward passes (serve_app/deployments/batching.py). With `refine` (pixels only), also the subject's
+        own colours in semi-transparent pixels, estimated on the device."""
         arrived, arrived_at = time.perf_counter(), time.time()
         self._loop = self._loop or asyncio.get_running_loop()
+        self._serving = True
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
             await self._guard.hold_until_exit()
-        decode_ms = 0.0
-        decode = self.model.decode_jpeg if isinstance(image, EncodedJpeg) else None
         try:
-            if self._settings.batch_wait_timeout_s == 0 and self._device.idle():
-                # Nothing to wait for or merge with: straight to the device, in one trip to the model thread
-                # (decode, pass and masks) instead of three and @serve.batch's queue.
-                mask, batch, decode_s = await self._device.run_alone(image, decode)
-                decode_ms = decode_s * 1000 if decode is not None else 0.0
-            else:
-                if decode is not None:
-                    # On the model thread, between batches: the decoder waits for the device's queued work anyway.
-                    image = await self._loop.run_in_executor(self._model_thread, decode, image)  # type: ignore[arg-type]
-                    decode_ms = (time.perf_counter() - arrived) * 1000
-                mask, batch = await self._run_batch(image)
+            # Set before joining: the pass this call starts gathers the calls arriving until the device frees.
+            batched: Any = self._run_batch  # @serve.batch's wrapper, which the type checker does not know
+            batched.set_batch_wait_timeout_s(self._passes.wait_s(self._settings.batch_wait_timeout_s))
+            mask, batch = await self._run_batch(image)
             foreground, refine_ms = None, 0.0
             if refine and isinstance(image, np.ndarray):
                 # On the model thread, after the batches queued there: the device does one thing at a time.
@@ -163,17 +144,14 @@ class BackgroundRemover:
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
-        return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000 - decode_ms,
-                          batch_ms=batch.duration_ms, batch_size=batch.size, device_decode_ms=decode_ms,
-                          device_backlog=self._device.backlog(), arrived_at=arrived_at, left_at=time.time(),
+        return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000, batch_ms=batch.duration_ms,
+                          batch_size=batch.size, arrived_at=arrived_at, left_at=time.time(),
                           replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms)
 
-    # Serve coalesces concurrent calls for up to batch_wait_timeout_s; the formed batches then wait in the
-    # DeviceQueue, which merges them up to max_batch_size whenever the device frees up (see device_queue.py).
     @serve.batch(max_batch_size=BatchSettings().max_batch_size,
-                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=GROUPS_IN_FLIGHT)
-    async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:  # arrays or device tensors
-        masks, batch = await self._device.run(images)
+                 batch_wait_timeout_s=BatchSettings().batch_wait_timeout_s, max_concurrent_batches=PASSES_IN_FLIGHT)
+    async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:
+        masks, batch = await self._passes.run(images)
         return [(mask, batch) for mask in masks]
 
     def _count_batch(self, size: int) -> None:
@@ -185,7 +163,7 @@ class BackgroundRemover:
         """What /v1/info reports: the model, live batch settings and this replica's batch-size histogram."""
         return {
             **self.model.describe(),
-            "batching": {**self._settings.model_dump(), "live_max_batch_size": self._device.max_batch_size,
+            "batching": {**self._settings.model_dump(), "live_max_batch_size": self._live_max_batch_size,
                          "fitting_batch_size": self._fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self._batch_sizes.items())},
             "startup": self._startup,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from serve_app.app import build_app
-from serve_app.deployments.remover import GROUPS_IN_FLIGHT, MAX_ONGOING_REQUESTS
+from serve_app.deployments.batching import PASSES_IN_FLIGHT
 from serve_app.errors import InvalidOption
 from serve_app.options import OutputOptions, parse_options, reject_unknown
 from serve_app.settings import AppArgs, BatchSettings, parse_app_args, parse_batch_settings
@@ -91,9 +91,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
         if deployment["name"] == "BackgroundRemover":
             batching = parse_batch_settings(deployment.get("user_config"))
             assert isinstance(batching, BatchSettings)
-            # Ray's own condition for batches to fill (it warns otherwise), see remover.py
-            max_ongoing = deployment.get("max_ongoing_requests", MAX_ONGOING_REQUESTS)
-            assert max_ongoing >= batching.max_batch_size * GROUPS_IN_FLIGHT
+            # Ray's own condition for batches to fill (it warns otherwise), see batching.py
+            assert deployment["max_ongoing_requests"] >= batching.max_batch_size * PASSES_IN_FLIGHT
 
 
 def test_compiled_graphs_refuses_inductors_own_cuda_graphs() -> None:
