@@ -60,8 +60,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def remover_actor_options(config: dict) -> dict:
-    """The model deployment's ray_actor_options in this config (a GPU, as its decorator, when it sets none)."""
-    return dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {"num_gpus": 1})
+    """The model deployment's ray_actor_options in this config (none: Ray's defaults, no GPU)."""
+    return dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {})
 
 
 def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
@@ -85,8 +85,7 @@ def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: d
     remover_config.setdefault("user_config", {}).update(batching or {})
     if ingress_replicas is not None:
         ingress_config = deployments.setdefault("Ingress", {"name": "Ingress"})
-        # null, not absent: an absent key keeps the decorator's autoscaling_config, which then wins over
-        # num_replicas (the 2026-11-22 benchmarks asked for 12 replicas and got the decorator's 1 to 4)
+        # A fixed count: the config's autoscaling_config would win over num_replicas.
         ingress_config["autoscaling_config"] = None
         ingress_config["num_replicas"] = ingress_replicas
     app["deployments"] = list(deployments.values())
