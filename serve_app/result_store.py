@@ -1,58 +1,54 @@
-"""Where /batch results live until the client downloads them: files under one directory, expiring by age."""
+"""Where /batch results live until the client downloads them: objects under one folder or object-store prefix (any
+path fsspec understands: a local or shared folder, s3://bucket/prefix), expiring by age. Every ingress replica
+that reaches the same folder serves every result."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
+from fsspec.core import url_to_fs
+
+from serve_app.bulk.layout import write_atomically
 from serve_app.errors import NotFound
 
 _RESULT_NAME = re.compile(r"^[0-9a-f]{32}\.(png|webp|jpg)$")
 
 
 class ResultStore:
-    def __init__(self, directory: Path, ttl_s: float):
-        self.directory = directory
+    def __init__(self, location: str, ttl_s: float):
+        self.location = location.rstrip("/")
         self.ttl_s = ttl_s
-        directory.mkdir(parents=True, exist_ok=True)
+        self._fs, self._root = url_to_fs(self.location)
+        self._fs.makedirs(self._root, exist_ok=True)
 
     def save(self, data: bytes, extension: str) -> str:
-        """Write atomically (temporary file, then rename) so a reader never sees half a result."""
+        """Store atomically (bulk.layout.write_atomically), so that a reader never sees half a result."""
         name = f"{uuid.uuid4().hex}.{extension}"
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(temporary, self.directory / name)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(f"{self.location}/{name}", data)
         return name
 
-    def path(self, name: str) -> Path:
-        """The file for a result name; NotFound for names we never issue, expired or missing results."""
+    def load(self, name: str) -> bytes:
+        """The bytes of a result; NotFound for names we never issue, expired or missing results."""
         if not _RESULT_NAME.match(name):
             raise NotFound(f"no result named {name!r}")
-        path = self.directory / name
+        path = f"{self._root}/{name}"
         try:
-            age_s = time.time() - path.stat().st_mtime
+            age_s = time.time() - self._fs.modified(path).timestamp()
+            if age_s > self.ttl_s:
+                raise NotFound(f"result {name!r} has expired")
+            return self._fs.cat_file(path)
         except FileNotFoundError:
             raise NotFound(f"no result named {name!r} (results are kept {self.ttl_s:g} s)") from None
-        if age_s > self.ttl_s:
-            raise NotFound(f"result {name!r} has expired")
-        return path
 
     def delete_expired(self) -> int:
         """Remove results (and stray temporary files) older than the TTL; returns how many went."""
         cutoff, removed = time.time() - self.ttl_s, 0
-        for entry in os.scandir(self.directory):
+        for path in self._fs.find(self._root):
             try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
+                if self._fs.modified(path).timestamp() < cutoff:
+                    self._fs.rm_file(path)
                     removed += 1
             except FileNotFoundError:
                 continue  # another replica removed it first

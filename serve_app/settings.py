@@ -167,10 +167,12 @@ class IngressSettings(StrictModel):
     )
     max_batch_urls: int = Field(100, ge=1, le=10_000, description="Most URLs in one /batch request.")
     batch_url_concurrency: int = Field(16, ge=1, le=1024, description="URLs of one /batch request in flight at once.")
-    result_dir: Path | None = Field(
+    result_dir: str | None = Field(
         None,
-        description=f"Where /batch writes results (shared storage on a multi-node cluster). Default: "
-        f"${RESULT_DIR_ENV}, else <tmp>/serve_app_results.",
+        description=f"Where /batch writes results: a folder, or any location fsspec understands (s3://bucket/prefix, "
+        f"with the s3 extra). On a multi-node cluster, storage every node reaches. Default: ${RESULT_DIR_ENV}, "
+        f"else <tmp>/serve_app_results. Credentials for object storage come from its standard environment and "
+        f"config files (AWS_PROFILE, AWS_ACCESS_KEY_ID...), never from here.",
     )
     result_ttl_s: float = Field(3600.0, gt=0, description="Batch results older than this are deleted.")
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
@@ -205,13 +207,13 @@ class IngressSettings(StrictModel):
             ipaddress.ip_network(network, strict=False)  # raises ValueError naming the bad entry
         return value
 
-    def resolved_result_dir(self) -> Path:
+    def resolved_result_dir(self) -> str:
         if self.result_dir is not None:
             return self.result_dir
         from_env = os.environ.get(RESULT_DIR_ENV)
         if from_env:
-            return Path(from_env)
-        return Path(tempfile.gettempdir()) / "serve_app_results"
+            return from_env
+        return str(Path(tempfile.gettempdir()) / "serve_app_results")
 
 
 def load_api_keys(settings: IngressSettings) -> tuple[str, ...]:

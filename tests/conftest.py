@@ -5,6 +5,7 @@ start-ups, shutdowns and timed load, which two workers overlap."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,31 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 @pytest.fixture(scope="package")  # once per test package: each tier writes its own copy
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> Iterator[str]:
+    """s3://BUCKET on an S3-compatible server (moto's) on loopback, reached the way a user's deployment reaches S3:
+    the endpoint and the credentials in the standard AWS environment variables, nothing in any config."""
+    from moto.server import ThreadedMotoServer
+
+    port = service_process.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        from fsspec.core import url_to_fs
+
+        fs, _ = url_to_fs("s3://serve-app-tests", skip_instance_cache=True)
+        fs.mkdir("serve-app-tests")
+        yield "s3://serve-app-tests"
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,9 +1,10 @@
 """What both bulk modes share: which inputs exist, where each output goes, atomic writes, and the job ledger.
 
 INPUT and OUTPUT are any path fsspec understands (a local folder, s3://..., gs://...). OUTPUT mirrors INPUT's
-relative paths with the output format's extension. An output that exists is complete, because every output is
-written under a temporary name first and renamed; a rerun therefore skips existing outputs, and temporary
-files left by a killed run are removed when the next run starts.
+relative paths with the output format's extension. An output that exists is complete: on a file system every
+output is written under a temporary name first and renamed, and on an object store (which has no atomic rename) in
+one PUT, which makes the object visible whole or not at all. A rerun therefore skips existing outputs, and
+temporary files left by a killed run are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from fsspec.core import url_to_fs
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
                             ".avif"})
 TEMP_MARK = ".tmp-"
+# Stores whose objects appear whole on one PUT, and whose "rename" is a copy: no temporary name there.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"})
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
 
@@ -78,9 +81,18 @@ class Layout:
         return len(stale)
 
 
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return any(protocol in OBJECT_STORES for protocol in protocols)
+
+
 def write_atomically(target: str, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename, so a crash never leaves half a file."""
+    """Write so that a crash never leaves half a file: on an object store in one PUT, elsewhere under a temporary
+    name in the same folder, then renamed."""
     fs, path = url_to_fs(target)
+    if is_object_store(fs):
+        fs.pipe_file(path, data)
+        return
     parent = str(PurePosixPath(path).parent)
     fs.makedirs(parent, exist_ok=True)
     temporary = f"{parent}/{TEMP_MARK}{uuid.uuid4().hex}-{PurePosixPath(path).name}"
@@ -109,6 +121,7 @@ class Ledger:
     failures: dict[str, dict] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     batch_size_histogram: dict[int, int] | None = None  # offline mode: forward passes per batch size
+    images_by_model_node: dict[str, int] | None = None  # offline mode: images each Ray node's model actor segmented
 
     def succeeded(self, item: WorkItem) -> None:
         self.done += 1
@@ -130,6 +143,8 @@ class Ledger:
         }
         if self.batch_size_histogram is not None:
             summary["batch_size_histogram"] = {str(size): count for size, count in self.batch_size_histogram.items()}
+        if self.images_by_model_node is not None:
+            summary["images_by_model_node"] = dict(self.images_by_model_node)
         root = self.layout.output_root
         failures = "".join(json.dumps(entry) + "\n" for entry in self.failures.values())
         write_atomically(self._url(f"{root}/{FAILURES_NAME}"), failures.encode())

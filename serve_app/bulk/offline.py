@@ -90,6 +90,7 @@ class SegmentBatch:
         from serve_app.model.core import BackgroundRemovalModel
 
         self.model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
+        self._node_id = ray.get_runtime_context().get_node_id()
         # Ray calls this actor from BATCHES_PER_ACTOR threads. Queuing work on the device is serialised (CUDA
         # graphs reuse fixed input buffers); waiting for the masks is not, which is what overlaps the batches.
         self._submit_lock = threading.Lock()
@@ -110,14 +111,15 @@ class SegmentBatch:
         batch_images = np.zeros(count, dtype=np.int64)
         if usable:
             batch_images[usable[0]] = len(usable)
-        return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "mask": column, "batch_images": batch_images}
+        return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "mask": column, "batch_images": batch_images,
+                "model_node": np.full(count, self._node_id, dtype=object)}
 
 
 def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, max_pixels: int) -> dict:
     """CPU task: decode the file whole, composite it with its mask, encode and write the output atomically;
     returns the row's outcome only."""
     outcome = {"relative": row["relative"], "code": row["code"], "reason": row["reason"],
-               "batch_images": row.get("batch_images", 0)}
+               "batch_images": row.get("batch_images", 0), "model_node": row.get("model_node", "")}
     if row["code"]:
         return outcome
     try:
@@ -189,12 +191,16 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
             context.wait_for_min_actors_s = previous_wait_s  # the dataset keeps its own copy
         by_relative = {item.relative: item for item in pending}
         passes: Counter[int] = Counter()
+        nodes: Counter[str] = Counter()
         for outcome in outcomes.iter_rows():
             item: WorkItem = by_relative[outcome["relative"]]
             passes[int(outcome["batch_images"])] += 1
+            if outcome["model_node"] and not outcome["code"]:
+                nodes[outcome["model_node"]] += 1
             if outcome["code"]:
                 ledger.failed(item, outcome["code"], outcome["reason"])
             else:
                 ledger.succeeded(item)
         ledger.batch_size_histogram = {size: count for size, count in sorted(passes.items()) if size}
+        ledger.images_by_model_node = dict(nodes)
     return ledger.write(pending=len(pending))

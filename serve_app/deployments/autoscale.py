@@ -1,11 +1,13 @@
 """Autoscaling policies sized by the cluster's GPUs and CPUs, on top of Serve's own queue-length policy.
 
-Model deployment (`OneReplicaPerGpu`): Serve's default policy asks for replicas by queue length alone, up to
-`max_replicas`. On a fixed cluster a replica beyond its GPUs can never be placed: it stays pending, Serve warns every
-30 s that it "has taken more than 30s to be scheduled", and the batches it was meant to take wait for nothing. This
-policy never asks for more model replicas than the cluster's GPUs can hold (at least one). A cluster that adds GPU
-nodes on demand (KubeRay with its autoscaler) grows only when replicas are pending: there, leave the policy out of
-the config, and Serve's default one asks up to `max_replicas`, each pending replica bringing up a GPU node.
+Model deployment (`OneReplicaPerGpu`): one replica per GPU the cluster has (at least one), whatever the load.
+Serve's default policy asks for replicas by queue length alone, up to `max_replicas`: on a fixed cluster a replica
+beyond its GPUs can never be placed (it stays pending, and Serve warns every 30 s that it "has taken more than 30s to
+be scheduled"), and a GPU the cluster has sits idle until a queue builds and `upscale_delay_s` passes. A node that
+joins brings its GPU into service within `refresh_s`; a node that dies takes its replica with it, and no replacement
+is asked for that could not be placed. A cluster that adds GPU nodes on demand (KubeRay with its autoscaler) grows
+only when replicas are pending: there, leave the policy out of the config, and Serve's default one asks up to
+`max_replicas`, each pending replica bringing up a GPU node.
 
 Ingress (`IngressForGpus`): what the GPUs need from the ingress is CPU (decode, composite, PNG encode), not a queue
 length. Scaled by queue length alone, the ingress settles below what a busy GPU needs and takes minutes to get
@@ -46,7 +48,8 @@ class _ClusterReading:
 
 
 class OneReplicaPerGpu:
-    """Serve's queue-length policy, with the replicas it asks for capped at the GPUs the cluster has now.
+    """As many replicas as the cluster's GPUs hold now (at least one); `min_replicas` and `max_replicas` still
+    bound the result.
 
     Serve builds one instance per deployment from the config's `policy_kwargs` and calls it every control loop.
     """
@@ -62,8 +65,7 @@ class OneReplicaPerGpu:
         return max(1, int(self.cluster.get("GPU") // self.gpus_per_replica))
 
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
-        desired, state = replica_queue_length_autoscaling_policy(ctx)
-        return min(desired, self.placeable_replicas()), state
+        return self.placeable_replicas(), dict(ctx.policy_state or {})
 
 
 class IngressForGpus:

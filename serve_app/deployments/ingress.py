@@ -20,7 +20,7 @@ import ray
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -239,10 +239,10 @@ class Ingress:
         self._maybe_clean_results()
         return StreamingResponse(self._stream_batch(urls, options), media_type="application/x-ndjson")
 
-    @api.get("/v1/results/{name}", response_class=FileResponse)
-    async def get_result(self, name: str) -> FileResponse:
-        path = self.results.path(name)
-        return FileResponse(path, media_type=compose.MEDIA_TYPES[path.suffix[1:]])
+    @api.get("/v1/results/{name}", response_class=Response)
+    async def get_result(self, name: str) -> Response:
+        data = await self._in_pool(self.results.load, name)
+        return Response(data, media_type=compose.MEDIA_TYPES[name.rpartition(".")[2]])
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -119,6 +119,8 @@ def offline_output(tiny_model_dir: Path, photo_folder: Path, tmp_path_factory: p
     histogram = {int(size): count for size, count in summary["batch_size_histogram"].items()}
     assert sum(size * count for size, count in histogram.items()) == summary["processed_this_run"]
     assert sum(count for size, count in histogram.items() if size < 4) <= 1 + CORRUPT, histogram
+    # One node, one model actor: every image this run segmented is counted there.
+    assert list(summary["images_by_model_node"].values()) == [summary["processed_this_run"]]
     return out
 
 

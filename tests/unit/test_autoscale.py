@@ -20,27 +20,24 @@ def context(running: int, ongoing: float, target_ongoing: float = 16) -> Autosca
         policy_state={}, last_scale_up_time=None, last_scale_down_time=None, current_time=None, config=config)
 
 
-@pytest.mark.parametrize(("gpus", "gpus_per_replica", "expected"), [(1, 1, 1), (2, 1, 2), (8, 1, 5), (4, 0.5, 5),
+@pytest.mark.parametrize(("gpus", "gpus_per_replica", "expected"), [(1, 1, 1), (2, 1, 2), (8, 1, 8), (4, 0.5, 8),
                                                                    (0, 1, 1), (3, 2, 1)])
-def test_a_load_for_five_replicas_asks_for_no_more_than_the_gpus_hold(gpus: float, gpus_per_replica: float,
-                                                                      expected: int) -> None:
+def test_one_replica_per_gpu_the_cluster_has_whatever_the_load(gpus: float, gpus_per_replica: float,
+                                                                expected: int) -> None:
     policy = OneReplicaPerGpu(gpus_per_replica=gpus_per_replica, resources=lambda: {"GPU": gpus})
-    desired, _ = policy(context(running=1, ongoing=80))  # 80 ongoing at 16 per replica: Serve's policy wants 5
-    assert desired == expected
-
-
-def test_a_light_load_scales_down_as_serve_would() -> None:
-    policy = OneReplicaPerGpu(resources=lambda: {"GPU": 8})
-    desired, _ = policy(context(running=4, ongoing=16))
-    assert desired == 1
+    for running, ongoing in ((1, 80), (4, 0), (expected, 16)):  # a queue for five replicas; none; one replica's
+        desired, _ = policy(context(running=running, ongoing=ongoing))
+        assert desired == expected
 
 
 def test_gpus_added_to_the_cluster_count_after_the_refresh_interval() -> None:
     gpus = [1.0]
     policy = OneReplicaPerGpu(refresh_s=0.0, resources=lambda: {"GPU": gpus[0]})
-    assert policy(context(running=1, ongoing=80))[0] == 1
+    assert policy(context(running=1, ongoing=0))[0] == 1
     gpus[0] = 3.0
-    assert policy(context(running=1, ongoing=80))[0] == 3
+    assert policy(context(running=1, ongoing=0))[0] == 3
+    gpus[0] = 2.0  # a node died
+    assert policy(context(running=3, ongoing=0))[0] == 2
 
 
 def test_the_policy_is_accepted_by_serve_config_validation() -> None:

@@ -1,36 +1,62 @@
-"""The batch result store: atomic writes, safe names, expiry."""
+"""The batch result store, in a folder and on S3: whole results only, safe names, expiry."""
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from fsspec.core import url_to_fs
 
 from serve_app.errors import NotFound
 from serve_app.result_store import ResultStore
 
 
-def test_saved_result_is_found_by_its_name(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path, ttl_s=60)
+@pytest.fixture(params=["folder", "s3"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "folder":
+        return str(tmp_path / "results")
+    return f"{request.getfixturevalue('s3_bucket')}/results-{uuid.uuid4().hex[:8]}"
+
+
+def listing(location: str) -> list[str]:
+    fs, root = url_to_fs(location)
+    fs.invalidate_cache()
+    return sorted(path.rpartition("/")[2] for path in fs.find(root))
+
+
+def test_saved_result_is_found_by_its_name_and_nothing_else_is_left(location: str) -> None:
+    store = ResultStore(location, ttl_s=60)
     name = store.save(b"png-bytes", "png")
-    assert store.path(name).read_bytes() == b"png-bytes"
-    assert [p.name for p in tmp_path.iterdir()] == [name], "no temporary file is left behind"
+    assert store.load(name) == b"png-bytes"
+    assert listing(location) == [name], "no temporary object is left behind"
+    # Another replica reaching the same location serves it too.
+    assert ResultStore(location, ttl_s=60).load(name) == b"png-bytes"
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "x.png", "0" * 32 + ".exe", "", "0" * 32 + ".png/.."])
 def test_names_we_never_issue_are_not_found(tmp_path: Path, name: str) -> None:
     with pytest.raises(NotFound):
-        ResultStore(tmp_path, ttl_s=60).path(name)
+        ResultStore(str(tmp_path), ttl_s=60).load(name)
 
 
-def test_expired_results_are_gone(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path, ttl_s=60)
-    old, fresh = store.save(b"old", "png"), store.save(b"new", "webp")
-    past = time.time() - 120
-    os.utime(tmp_path / old, (past, past))
+def test_a_missing_result_is_not_found(location: str) -> None:
+    with pytest.raises(NotFound, match="kept 60 s"):
+        ResultStore(location, ttl_s=60).load("0" * 32 + ".png")
+
+
+def test_expired_results_are_gone(location: str) -> None:
+    store = ResultStore(location, ttl_s=2)
+    old = store.save(b"old", "png")
+    if location.startswith("s3://"):
+        time.sleep(2.5)  # an object's time is the server's, set when it was stored
+    else:
+        past = time.time() - 120
+        os.utime(Path(location) / old, (past, past))
+    fresh = store.save(b"new", "webp")
     with pytest.raises(NotFound, match="expired"):
-        store.path(old)
+        store.load(old)
     assert store.delete_expired() == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh]
+    assert listing(location) == [fresh]

@@ -1,0 +1,312 @@
+"""The application on a Ray cluster of three nodes on this machine, deployed from a config of configs/prod.yaml's
+shape: a head that runs Ray's control plane only, and two worker nodes that each advertise one GPU as a Ray resource
+and room for one model replica and one ingress replica. The machine has no GPU: the model replicas run the tiny
+model on the CPU.
+
+Every node runs Serve's proxy (`proxy_location: EveryNode`), the workers on ports of their own
+(RAY_SERVE_WORKER_PROXY_HTTP_PORT in their environment): nodes that share one address cannot all bind the config's
+port, which is also why HAProxy, bound to that port on every node, is off here. A proxy sends a request to its own
+node's ingress replica when it has one, so what is sent to a worker's port is cut out on that worker.
+
+Every node has the loopback address 127.0.0.2. The cluster keeps its address file in a folder of its own
+(RAY_TMPDIR): a Ray started elsewhere on this machine (the other tiers, `serve run`) never joins it. The tests
+share the cluster and run in order: the last ones kill a worker node under load, add another, and run the offline
+bulk mode across the nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+import yaml
+from ray import serve
+from ray.cluster_utils import Cluster
+from ray.serve._private.api import serve_start
+from ray.serve.schema import ServeDeploySchema
+from ray.util.state import list_actors
+
+from harness.service_process import free_port
+from serve_app.serve_config import derive_config
+from tests.helpers import alpha_of, distinct_boxes, serve_directory
+from tests.images import assert_mask_matches, encode, expected_alpha, red_square
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD = ROOT / "configs" / "prod.yaml"
+APP = "background-removal"
+ROUTE = "/v1/remove-background"
+EDGE_MARGIN = 5  # 320x200 pictures through the tiny model's 256x256 input
+SETTLE_S = 180.0  # a deployment on a busy 2-core machine, or the cluster settling after a node died
+REQUEST_TIMEOUT_S = 90.0  # a request still open after this counts as hung
+WORKER_CPUS = 2  # one model replica (1 CPU) and one ingress replica (1 CPU)
+# Every node's address: loopback, and not 127.0.0.1, which Ray's drivers rewrite to the machine's own address.
+NODE_IP = "127.0.0.2"
+
+
+@dataclass
+class Worker:
+    node: object  # ray._private.node.Node
+    port: int  # its proxy's HTTP port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id  # type: ignore[attr-defined]
+
+
+@dataclass
+class RunningCluster:
+    cluster: Cluster
+    head_url: str
+    workers: list[Worker]
+    env: dict[str, str]  # what a process joining this cluster needs in its environment
+
+
+def add_worker(cluster: Cluster) -> Worker:
+    """A worker node with one GPU (a Ray resource only), its proxy on a port of its own."""
+    port = free_port()
+    os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(port)  # the node's processes inherit it
+    try:
+        node = cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=1, node_ip_address=NODE_IP)
+    finally:
+        del os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"]
+    return Worker(node, port)
+
+
+def cluster_config(tiny_model_dir: Path, results: Path, port: int) -> dict:
+    """configs/prod.yaml with the tiny model on the CPU, replicas sized to the worker nodes, loopback addresses."""
+    config = derive_config(PROD, port=port,
+                           model={"model_id": str(tiny_model_dir), "input_size": [256, 256], "execution": "eager"},
+                           ingress={"result_dir": str(results), "url_allow_networks": ["127.0.0.0/8"]})
+    config.pop("controller_options")  # Serve's proxy, see the module's docstring
+    config["http_options"]["host"] = "127.0.0.1"
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    remover, ingress = deployments["BackgroundRemover"], deployments["Ingress"]
+    remover["ray_actor_options"] = {"num_gpus": 1, "num_cpus": 1}
+    ingress["ray_actor_options"] = {"num_cpus": 1}
+    ingress["autoscaling_config"]["min_replicas"] = 1
+    ingress["autoscaling_config"]["policy"]["policy_kwargs"] = {"model_replica_cpus": 1, "cpus_per_replica": 1,
+                                                                "reserved_cpus": 0}
+    return config
+
+
+@pytest.fixture(scope="module")
+def running(tiny_model_dir: Path) -> Iterator[RunningCluster]:
+    ray_tmp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {"RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    head_port = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "num_gpus": 0, "node_ip_address": NODE_IP, "include_dashboard": True,
+        "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
+    try:
+        workers = [add_worker(cluster), add_worker(cluster)]
+        ray.init(address=cluster.address, _node_ip_address=NODE_IP, namespace="serve")
+        config = cluster_config(tiny_model_dir, Path(ray_tmp) / "results", head_port)
+        client = serve_start(http_options=config["http_options"], proxy_location=config["proxy_location"])
+        client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=False)
+        running = RunningCluster(cluster, f"http://127.0.0.1:{head_port}", workers, {**os.environ, **env})
+        wait_until(lambda: replica_states() == {"BackgroundRemover": {"RUNNING": 2}, "Ingress": {"RUNNING": 2}},
+                   "both deployments running two replicas")
+        for url in [running.head_url] + [worker.url for worker in workers]:
+            wait_until(lambda url=url: ready(url), f"{url}/readyz answering 200")
+        yield running
+    finally:
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+        cluster.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def wait_until(condition, what: str, timeout_s: float = SETTLE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}; Serve: {serve.status()}")
+        time.sleep(0.5)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def replica_states() -> dict[str, dict[str, int]]:
+    application = serve.status().applications.get(APP)
+    if application is None:
+        return {}
+    return {name: dict(deployment.replica_states) for name, deployment in application.deployments.items()}
+
+
+def replica_nodes(deployment: str) -> list[str]:
+    """The node of every live replica of `deployment`."""
+    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+    return sorted(actor.node_id for actor in actors if actor.class_name == f"ServeReplica:{APP}:{deployment}")
+
+
+def cut_out(url: str, box: tuple[int, int, int, int], timeout_s: float = REQUEST_TIMEOUT_S) -> httpx.Response:
+    return httpx.post(f"{url}{ROUTE}", content=encode(red_square(box=box)), headers={"Content-Type": "image/png"},
+                      timeout=timeout_s, trust_env=False)
+
+
+def assert_cut_out(response: httpx.Response, box: tuple[int, int, int, int]) -> None:
+    assert response.status_code == 200, response.text
+    assert_mask_matches(alpha_of(response), expected_alpha(box=box), EDGE_MARGIN)
+
+
+def test_one_model_replica_per_gpu_each_on_its_own_node(running: RunningCluster) -> None:
+    assert replica_nodes("BackgroundRemover") == sorted(worker.node_id for worker in running.workers)
+
+
+def test_ingress_replicas_run_on_both_worker_nodes(running: RunningCluster) -> None:
+    assert replica_nodes("Ingress") == sorted(worker.node_id for worker in running.workers)
+
+
+def test_requests_are_answered_through_every_node(running: RunningCluster) -> None:
+    boxes = distinct_boxes(6)
+    urls = [running.head_url] + [worker.url for worker in running.workers]
+    for index, box in enumerate(boxes):
+        assert_cut_out(cut_out(urls[index % len(urls)], box), box)
+
+
+def test_a_batch_streams_results_that_every_ingress_replica_serves(running: RunningCluster, tmp_path: Path) -> None:
+    (tmp_path / "red.png").write_bytes(encode(red_square()))
+    first, second = running.workers
+    with serve_directory(tmp_path) as images:
+        with httpx.stream("POST", f"{first.url}{ROUTE}/batch", json=[f"{images}/red.png"] * 3, timeout=120,
+                          trust_env=False) as response:
+            assert response.status_code == 200
+            lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert [line["status"] for line in lines] == ["ok"] * 3, lines
+    for line in lines:
+        # Written by the first worker's ingress; read through each worker's own.
+        answers = [httpx.get(f"{worker.url}{line['result']}", timeout=30, trust_env=False) for worker in (first,
+                                                                                                            second)]
+        assert [answer.status_code for answer in answers] == [200, 200]
+        assert answers[0].content == answers[1].content
+        assert_mask_matches(alpha_of(answers[0]), expected_alpha(), EDGE_MARGIN)
+
+
+@dataclass
+class Outcome:
+    via: str  # "survivor" or "killed": which worker's proxy the request went to
+    sent_after_kill: bool
+    box: tuple[int, int, int, int]
+    status: int | None = None
+    retry_after: str | None = None
+    error: str | None = None  # the connection's failure, when there was no answer
+    response: httpx.Response | None = None
+
+
+def send_until(stop: threading.Event, killed: threading.Event, via: str, url: str, boxes: list,
+               outcomes: list[Outcome]) -> None:
+    """Requests one after another until `stop`, at most one per box."""
+    for box in boxes:
+        if stop.is_set():
+            return
+        outcome = Outcome(via, killed.is_set(), box)
+        try:
+            response = cut_out(url, box)
+            outcome.status, outcome.response = response.status_code, response
+            outcome.retry_after = response.headers.get("Retry-After")
+        except httpx.TimeoutException as error:
+            outcome.error = f"hung: {type(error).__name__}"
+        except httpx.HTTPError as error:
+            outcome.error = type(error).__name__
+        outcomes.append(outcome)
+
+
+def test_a_worker_node_killed_under_load_loses_no_request_and_the_survivor_serves(running: RunningCluster) -> None:
+    survivor, doomed = running.workers
+    boxes = distinct_boxes(16)
+    outcomes: list[Outcome] = []
+    stop, killed = threading.Event(), threading.Event()
+    senders = [threading.Thread(target=send_until, args=(stop, killed, via, worker.url, boxes[offset::2], outcomes))
+               for via, worker in (("survivor", survivor), ("killed", doomed)) for offset in (0, 1)]
+    for sender in senders:
+        sender.start()
+    wait_until(lambda: len(outcomes) >= 4, "four answers before the kill", timeout_s=120)
+    running.cluster.remove_node(doomed.node, allow_graceful=False)
+    killed.set()
+    time.sleep(10)  # load on the survivor while the cluster notices the loss
+    stop.set()
+    for sender in senders:
+        sender.join(timeout=REQUEST_TIMEOUT_S + 30)
+    assert not any(sender.is_alive() for sender in senders), "a request never returned"
+
+    assert not [o for o in outcomes if o.error and o.error.startswith("hung")], "requests hung"
+    answered = [o for o in outcomes if o.status is not None]
+    assert all(o.status in (200, 503) for o in answered), [(o.via, o.status) for o in answered]
+    assert all(o.retry_after for o in answered if o.status == 503)
+    for outcome in answered:
+        if outcome.status == 200:
+            assert_cut_out(outcome.response, outcome.box)
+    # Through the surviving node every request got an answer; through the killed one, only the connection was lost.
+    assert not [o for o in outcomes if o.via == "survivor" and o.error], "the survivor's proxy lost a request"
+    assert any(o.via == "survivor" and o.sent_after_kill and o.status == 200 for o in outcomes), outcomes
+
+    # The survivor keeps serving. (Serve 2.60 keeps a replacement for each lost replica waiting for a node, although
+    # the policies ask for one replica fewer once the cluster's resources shrink: docs/operations.md.)
+    assert replica_nodes("BackgroundRemover") == [survivor.node_id]
+    for box in boxes[:3]:
+        assert_cut_out(cut_out(survivor.url, box), box)
+    running.workers = [survivor]
+
+
+def test_a_gpu_node_that_joins_gets_a_model_replica_and_serves(running: RunningCluster) -> None:
+    joined = add_worker(running.cluster)
+    running.workers.append(joined)
+    wait_until(lambda: replica_states() == {"BackgroundRemover": {"RUNNING": 2}, "Ingress": {"RUNNING": 2}},
+               "a replica of each deployment on the new node, none waiting")
+    assert replica_nodes("BackgroundRemover") == sorted(worker.node_id for worker in running.workers)
+    wait_until(lambda: ready(joined.url), "the new node's proxy serving")
+    box = distinct_boxes(1)[0]
+    assert_cut_out(cut_out(joined.url, box), box)
+
+
+def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluster, tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    serve.delete(APP)  # the service's model replicas hold the GPUs
+    wait_until(lambda: not replica_nodes("BackgroundRemover"), "the model replicas gone")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for index, box in enumerate(distinct_boxes(24)):
+        (photos / f"photo_{index:02d}.png").write_bytes(encode(red_square(box=box)))
+    config = tmp_path / "bulk.yaml"
+    config.write_text(yaml.safe_dump(cluster_config(tiny_model_dir, tmp_path / "results", free_port())))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "serve_app.bulk", "offline", str(photos), str(out), "--config",
+                           str(config), "--address", running.cluster.address, "--batch-size", "2"],
+                          env=running.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["processed_this_run"] == 24 and summary["failed"] == 0
+    nodes = summary["images_by_model_node"]
+    assert sorted(nodes) == sorted(worker.node_id for worker in running.workers), nodes
+    assert all(count > 0 for count in nodes.values()) and sum(nodes.values()) == 24
