@@ -12,6 +12,7 @@ import pytest
 
 from harness import service_process
 from serve_app.tiny_model import write_tiny_model
+from tests.helpers import environment
 
 # The e2e and integration packages each share one Ray between their modules (the `service` and `base_url`
 # fixtures, package-scoped): their modules run on one worker, so that it starts once. These e2e modules start
@@ -68,18 +69,12 @@ def s3_bucket() -> Iterator[str]:
     server.start()
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
     try:
-        from fsspec.core import url_to_fs
+        with environment(env):
+            from fsspec.core import url_to_fs
 
-        fs, _ = url_to_fs("s3://serve-app-tests", skip_instance_cache=True)
-        fs.mkdir("serve-app-tests")
-        yield "s3://serve-app-tests"
+            fs, _ = url_to_fs("s3://serve-app-tests", skip_instance_cache=True)
+            fs.mkdir("serve-app-tests")
+            yield "s3://serve-app-tests"
     finally:
         server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

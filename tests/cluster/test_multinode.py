@@ -41,7 +41,7 @@ from ray.util.state import list_actors
 
 from harness.service_process import free_port
 from serve_app.serve_config import derive_config
-from tests.helpers import alpha_of, distinct_boxes, serve_directory
+from tests.helpers import alpha_of, distinct_boxes, environment, serve_directory
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,11 +81,8 @@ class RunningCluster:
 def add_worker(cluster: Cluster) -> Worker:
     """A worker node with one GPU (a Ray resource only), its proxy on a port of its own."""
     port = free_port()
-    os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(port)  # the node's processes inherit it
-    try:
+    with environment({"RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(port)}):  # the node's processes inherit it
         node = cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=1, node_ip_address=NODE_IP)
-    finally:
-        del os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"]
     return Worker(node, port)
 
 
@@ -110,8 +107,14 @@ def cluster_config(tiny_model_dir: Path, results: Path, port: int) -> dict:
 def running(tiny_model_dir: Path) -> Iterator[RunningCluster]:
     ray_tmp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {"RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+    try:
+        with environment(env):
+            yield from _running(tiny_model_dir, ray_tmp, env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _running(tiny_model_dir: Path, ray_tmp: str, env: dict[str, str]) -> Iterator[RunningCluster]:
     head_port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "num_gpus": 0, "node_ip_address": NODE_IP, "include_dashboard": True,
@@ -134,12 +137,6 @@ def running(tiny_model_dir: Path) -> Iterator[RunningCluster]:
                 serve.shutdown()
             ray.shutdown()
         cluster.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def wait_until(condition, what: str, timeout_s: float = SETTLE_S) -> None:
