@@ -108,6 +108,3 @@ class DevicePasses:
     def _learn(self, size: int, seconds: float) -> None:
         known = self._pass_s.get(size)
         self._pass_s[size] = seconds if known is None else known + PASS_TIME_WEIGHT * (seconds - known)
-
-    def shutdown(self) -> None:
-        self._waiter.shutdown(wait=False)
