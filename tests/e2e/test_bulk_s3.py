@@ -19,7 +19,7 @@ from PIL import Image
 from serve_app.bulk.layout import TEMP_MARK
 from tests.images import encode, red_square
 
-TOTAL, CORRUPT = 60, 3
+TOTAL, CORRUPT = 150, 3
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,20 @@ def prefix(s3_bucket: str) -> str:
     return root
 
 
-def objects(url: str) -> dict[str, bytes]:
+def names(url: str) -> list[str]:
     """Every object under `url`, by its path below it."""
     fs, root = url_to_fs(url)
     fs.invalidate_cache()
-    return {path[len(root) + 1:]: fs.cat_file(path) for path in fs.find(root)}
+    return [path[len(root) + 1:] for path in fs.find(root)]
+
+
+def objects(url: str) -> dict[str, bytes]:
+    fs, root = url_to_fs(url)
+    return {name: fs.cat_file(f"{root}/{name}") for name in names(url)}
+
+
+def result_count(url: str) -> int:
+    return sum(not name.rpartition("/")[2].startswith("_") for name in names(url))
 
 
 def results(url: str) -> dict[str, bytes]:
@@ -53,12 +62,12 @@ def test_a_killed_client_run_resumed_on_s3_gives_every_output_once(service: str,
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=env)
     deadline = time.monotonic() + 240
-    while first.poll() is None and time.monotonic() < deadline and len(results(out)) < 15:
+    while first.poll() is None and time.monotonic() < deadline and result_count(out) < 20:
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     time.sleep(1)
-    done_before = len(results(out))
+    done_before = result_count(out)
     assert 0 < done_before < TOTAL - CORRUPT, f"not killed part-way: {done_before} outputs"
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -68,7 +77,7 @@ def test_a_killed_client_run_resumed_on_s3_gives_every_output_once(service: str,
     assert summary["skipped_already_done"] + summary["processed_this_run"] == TOTAL - CORRUPT
 
     produced = results(out)
-    assert not [name for name in objects(out) if TEMP_MARK in name], "temporary objects left behind"
+    assert not [name for name in names(out) if TEMP_MARK in name], "temporary objects left behind"
     expected = {f"shoot{index % 2}/photo{index:03d}.png" for index in range(CORRUPT, TOTAL)}
     assert set(produced) == expected
     for data in produced.values():
