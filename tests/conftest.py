@@ -58,7 +58,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # once per test package, like the tiny model
 def s3_bucket() -> Iterator[str]:
     """s3://BUCKET on an S3-compatible server (moto's) on loopback, reached the way a user's deployment reaches S3:
     the endpoint and the credentials in the standard AWS environment variables, nothing in any config."""
