@@ -34,6 +34,7 @@ class ResultStore:
         if not _RESULT_NAME.match(name):
             raise NotFound(f"no result named {name!r}")
         path = f"{self._root}/{name}"
+        self._fs.invalidate_cache()  # another replica may have stored it since this one last listed the folder
         try:
             age_s = time.time() - self._fs.modified(path).timestamp()
             if age_s > self.ttl_s:
@@ -45,6 +46,7 @@ class ResultStore:
     def delete_expired(self) -> int:
         """Remove results (and stray temporary files) older than the TTL; returns how many went."""
         cutoff, removed = time.time() - self.ttl_s, 0
+        self._fs.invalidate_cache()
         for path in self._fs.find(self._root):
             try:
                 if self._fs.modified(path).timestamp() < cutoff:
