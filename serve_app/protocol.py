@@ -2,14 +2,22 @@
 
 No torch here: the ingress unpickles these, and torch would cost every ingress replica ~500 MB and seconds on its
 first answer. The ingress sends a model replica either decoded pixels ((H, W, 3) RGB or (H, W, 4) RGBX uint8
-arrays) or a ReducedImage (the model's copy of a large JPEG); it gets a MaskResult back.
+arrays) or a ReducedImage (the model's copy of a large JPEG); it gets a MaskResult back. Pending is the model
+core's handle on a batch queued on the device, which the replica's batching waits on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+
+class Pending(Protocol):
+    """A batch queued on the device (the model core's submit()); result() waits for its masks, in order."""
+
+    def result(self) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)

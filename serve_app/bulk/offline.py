@@ -195,12 +195,11 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
         for outcome in outcomes.iter_rows():
             item: WorkItem = by_relative[outcome["relative"]]
             passes[int(outcome["batch_images"])] += 1
-            if outcome["model_node"] and not outcome["code"]:
-                nodes[outcome["model_node"]] += 1
             if outcome["code"]:
                 ledger.failed(item, outcome["code"], outcome["reason"])
             else:
                 ledger.succeeded(item)
+                nodes[outcome["model_node"]] += 1
         ledger.batch_size_histogram = {size: count for size, count in sorted(passes.items()) if size}
         ledger.images_by_model_node = dict(nodes)
     return ledger.write(pending=len(pending))

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from serve_app.protocol import Pending
 
 # One pass on the device and the next queued behind it: more would only form passes earlier, and smaller.
 PASSES_IN_FLIGHT = 2
@@ -31,10 +33,6 @@ PASSES_IN_FLIGHT = 2
 UPLOAD_LEAD_S = 0.005
 # Weight of the newest pass in a batch size's pass time: a few passes adapt it to a new load or clock.
 PASS_TIME_WEIGHT = 0.2
-
-
-class Pending(Protocol):
-    def result(self) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)

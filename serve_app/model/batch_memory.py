@@ -11,16 +11,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from serve_app.protocol import Pending
+
 logger = logging.getLogger(__name__)
-
-
-class Pending(Protocol):
-    def result(self) -> list[np.ndarray]: ...
 
 
 @dataclass

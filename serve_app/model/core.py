@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
-from serve_app.model.batch_memory import Pending, probe_batch_limit, submit_split_on_out_of_memory
+from serve_app.model.batch_memory import probe_batch_limit, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
 from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.timeline import PassTimeline, PassTiming
-from serve_app.protocol import ReducedImage
+from serve_app.protocol import Pending, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)
