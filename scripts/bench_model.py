@@ -91,7 +91,7 @@ def parse_args() -> argparse.Namespace:
 def config_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """`args` with what the command line left out taken from the config's model settings."""
     config = args.in_ray_task or args.config
-    model = parse_app_args(app_args(read_config(config))).model
+    model = parse_app_args(app_args(read_config(config))).default
     args.base_settings = model.model_dump(mode="json")
     args.model_id = args.model_id or model.model_id
     args.input_size = args.input_size or model.input_size[0]

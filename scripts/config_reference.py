@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from serve_app.serve_config import app_args, deployment, read_config  # noqa: E402
-from serve_app.settings import BatchSettings, IngressSettings, ModelSettings  # noqa: E402
+from serve_app.settings import AppArgs, BatchSettings, IngressSettings, ModelSettings  # noqa: E402
 
 PAGE = ROOT / "docs" / "configuration.md"
 PROD = ROOT / "configs" / "prod.yaml"
@@ -39,7 +39,8 @@ def _value(value: object) -> str:
 
 def _prod_sections(prod: dict) -> list[tuple[str, type[BaseModel], dict]]:
     args = app_args(prod)
-    return [("args.model", ModelSettings, args.get("model", {})),
+    return [("args", AppArgs, args),
+            ("args.model (and each of args.models)", ModelSettings, args.get("model", {})),
             ("args.ingress", IngressSettings, args.get("ingress", {})),
             ("deployments[BackgroundRemover].user_config", BatchSettings,
              deployment(prod, "BackgroundRemover").get("user_config", {}))]
@@ -52,8 +53,12 @@ def render(prod: dict | None = None) -> str:
     for title, model, configured in _prod_sections(prod):
         parts += [f"### `{title}`", "", "| key | default | `prod.yaml` | what it does |", "| --- | --- | --- | --- |"]
         for name, field in model.model_fields.items():
+            if model is AppArgs and name == "ingress":
+                continue  # its own table
             default = field.default_factory() if field.default_factory is not None else field.default
-            shipped = f"`{_value(configured[name])}`" if name in configured else ""
+            shipped = ""
+            if name in configured:  # a model's keys have a table of their own
+                shipped = "below" if name in ("model", "models") else f"`{_value(configured[name])}`"
             description = (field.description or "").replace("|", "\\|")
             parts.append(f"| `{name}` | `{_value(default)}` | {shipped} | {description} |")
         parts.append("")

@@ -17,9 +17,15 @@ def build_app(args: dict | None = None) -> Application:
     Batch settings come from the BackgroundRemover's `user_config` in the config file, not from `args`.
     """
     settings = parse_app_args(args)
-    remover = BackgroundRemover.bind(settings.model.model_dump(mode="json"))  # type: ignore[attr-defined]
+    remover = BackgroundRemover.bind(settings.replica_args())  # type: ignore[attr-defined]
     ingress = settings.ingress
+    default = settings.default
     if not ingress.model_names:
-        ingress = ingress.model_copy(update={"model_names": rembg.names_for_model(settings.model.model_id)})
-    return Ingress.bind(remover,  # type: ignore[attr-defined]
-                        ingress.model_dump(mode="json"), tuple(settings.model.input_size))
+        ingress = ingress.model_copy(update={"model_names": rembg.names_for_model(default.model_id)})
+    # rembg's model names each select the served model they stand for; ingress.model_names the default one.
+    aliases = {alias: entry.served_name for entry in settings.served_models
+               for alias in rembg.names_for_model(entry.model_id)}
+    aliases.update(dict.fromkeys(ingress.model_names, default.served_name))
+    served = {"default": default.served_name, "aliases": aliases,
+              "input_sizes": {entry.served_name: list(entry.input_size) for entry in settings.served_models}}
+    return Ingress.bind(remover, ingress.model_dump(mode="json"), served)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from serve_app import compose
 from serve_app.errors import InvalidOption
 from serve_app.imaging import parse_bg_color
 
-OPTION_NAMES = ("format", "only_mask", "bg_color", "crop", "crop_margin", "size", "max_size", "refine")
+OPTION_NAMES = ("format", "only_mask", "bg_color", "crop", "crop_margin", "size", "max_size", "refine", "model")
 FORMATS = ("png", "webp", "jpg")
 SIZES = tuple(name for name in compose.SIZE_PRESETS if name not in ("small", "regular", "4k", "auto"))
 _TRUE = {"1", "true", "yes", "on"}
@@ -27,6 +27,7 @@ class OutputOptions:
     size: str = "full"
     max_size: int | None = None  # the answer's longest side, at most
     refine: bool = False  # clean edges: the foreground's own colours in semi-transparent pixels
+    model: str | None = None  # the served model's name (None: the default model); the ingress checks it
 
     @property
     def media_type(self) -> str:
@@ -59,7 +60,8 @@ def parse_flag(name: str, value: str | bool) -> bool:
 
 def parse_options(format: str = "png", only_mask: str | bool = False, bg_color: str | None = None,
                   crop: str | bool = False, crop_margin: str | None = None, size: str | None = None,
-                  max_size: int | str | None = None, refine: str | bool = False) -> OutputOptions:
+                  max_size: int | str | None = None, refine: str | bool = False,
+                  model: str | None = None) -> OutputOptions:
     """Validate raw option values (query strings or CLI flags) into OutputOptions, or InvalidOption (422)."""
     fmt = format.strip().lower()
     if fmt not in FORMATS:
@@ -82,7 +84,8 @@ def parse_options(format: str = "png", only_mask: str | bool = False, bg_color: 
     margin = compose.parse_length("crop_margin", crop_margin or "0", max_px=compose.MAX_MARGIN_PX,
                                   max_percent=compose.MAX_MARGIN_PERCENT)
     return OutputOptions(format=fmt, only_mask=mask_only, bg_color=color, crop=parse_flag("crop", crop),
-                         crop_margin=margin, size=preset, max_size=side, refine=parse_flag("refine", refine))
+                         crop_margin=margin, size=preset, max_size=side, refine=parse_flag("refine", refine),
+                         model=(model or "").strip() or None)
 
 
 def reject_unknown(names: Iterable[str], allowed: Iterable[str]) -> None:

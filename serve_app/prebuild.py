@@ -24,7 +24,7 @@ from pathlib import Path
 import ray
 
 from serve_app.serve_config import derive_config, parse_overrides, remover_actor_options
-from serve_app.settings import COMPILED_EXECUTIONS, parse_app_args
+from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, parse_app_args
 
 
 def bucket_task_options(options: dict, buckets: int) -> dict:
@@ -37,7 +37,6 @@ def build_model(model_settings: dict) -> dict:
     """What a replica's constructor does to the model; returns what was compiled and whether the cache had it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from serve_app.model.core import BackgroundRemovalModel
-    from serve_app.settings import ModelSettings
 
     started = time.perf_counter()
     model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
@@ -58,27 +57,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = derive_config(args.config, model=parse_overrides(args.overrides))
-    settings = parse_app_args(config["applications"][0].get("args")).model
-    if settings.execution not in COMPILED_EXECUTIONS:
-        print(f"nothing to build: execution is {settings.execution!r} (add --set execution=X, X one of "
+    app = parse_app_args(config["applications"][0].get("args"))
+    compiled = [settings for settings in app.served_models if settings.execution in COMPILED_EXECUTIONS]
+    if not compiled:
+        print(f"nothing to build: no model's execution is compiled (add --set execution=X, X one of "
               f"{', '.join(COMPILED_EXECUTIONS)})", file=sys.stderr)
         return 2
-    buckets = settings.graph_batch_sizes
-    options = bucket_task_options(remover_actor_options(config), len(buckets))
     ray.init(address=args.address, logging_level=logging.WARNING)
-    print(f"building {settings.model_id} for buckets {list(buckets)}, one task each with {options}; "
-          "a cold compile takes minutes per bucket", flush=True)
+    failed = 0
+    for settings in compiled:
+        failed += build_buckets(settings, remover_actor_options(config))
+    return 1 if failed else 0
+
+
+def build_buckets(settings: ModelSettings, actor_options: dict) -> int:
+    """Build one model's buckets, one Ray task each, side by side; 1 if compiling failed, else 0."""
+    buckets = settings.graph_batch_sizes
+    options = bucket_task_options(actor_options, len(buckets))
+    print(f"building {settings.served_name} ({settings.model_id}) for buckets {list(buckets)}, one task each with "
+          f"{options}; a cold compile takes minutes per bucket", flush=True)
     started = time.perf_counter()
     task = ray.remote(build_model).options(**options)
     reports = ray.get([task.remote(settings.model_copy(update={"graph_batch_sizes": (size,)}).model_dump(mode="json"))
                        for size in buckets])
     executions = {r["execution"] for r in reports}  # compiled_graphs runs as compiled where there is no CUDA
-    report = {"execution": executions.pop() if len(executions) == 1 else "eager",
+    report = {"model": settings.served_name, "execution": executions.pop() if len(executions) == 1 else "eager",
               "seconds": round(time.perf_counter() - started, 1),
               "buckets": {size: warmup for r in reports for size, warmup in r["buckets"].items()}}
     print(json.dumps(report), flush=True)
     if report["execution"] == "eager":
-        print("compiling failed and the model fell back to eager; see the log above", file=sys.stderr)
+        print(f"compiling {settings.served_name} failed and it fell back to eager; see the log above", file=sys.stderr)
         return 1
     return 0
 

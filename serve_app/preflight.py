@@ -51,18 +51,19 @@ def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
     """(exit status, the one line to print) for the config at `config_path`."""
     config = read_config(config_path)
     try:
-        settings = parse_app_args(app_args(config)).model
+        app = parse_app_args(app_args(config))
     except ValueError as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
-    problem = gpu_problem(config_path, config, settings.device, env)
+    problem = gpu_problem(config_path, config, app.default.device, env)
     if problem:
         return 2, problem
-    if not settings.model_id.startswith(IMPORT_PREFIX):
-        try:
-            check_model_code(settings.model_id, settings.revision)
-        except ModelCodeError as error:
-            return 1, str(error)
-    return 0, f"{config_path}: ready to serve {settings.model_id}"
+    for settings in app.served_models:
+        if not settings.model_id.startswith(IMPORT_PREFIX):
+            try:
+                check_model_code(settings.model_id, settings.revision)
+            except ModelCodeError as error:
+                return 1, str(error)
+    return 0, f"{config_path}: ready to serve {', '.join(settings.model_id for settings in app.served_models)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 No torch here: the ingress unpickles these, and torch would cost every ingress replica ~500 MB and seconds on its
 first answer. The ingress sends a model replica either decoded pixels ((H, W, 3) RGB or (H, W, 4) RGBX uint8
-arrays) or a ReducedImage (the model's copy of a large JPEG); it gets a MaskResult back. Pending is the model
-core's handle on a batch queued on the device, which the replica's batching waits on.
+arrays) or a ReducedImage (the model's copy of a large JPEG); it gets a MaskResult back, or ModelNotReady. Pending
+is the model core's handle on a batch queued on the device, which the replica's batching waits on.
 """
 
 from __future__ import annotations
@@ -47,3 +47,15 @@ class MaskResult:
     replica_node: str = ""
     foreground: np.ndarray | None = None  # (H, W, 3) uint8: the subject's own colours, when refining was asked
     refine_ms: float = 0.0  # estimating them on the device
+    model: str = ""  # the name of the model that made the mask
+
+
+class ModelNotReady(RuntimeError):
+    """The model a request asked for is not loaded yet (or has no room to load): answered 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:  # Ray pickles it to the ingress with both arguments
+        return (ModelNotReady, (str(self), self.retry_after_s))

@@ -64,6 +64,12 @@ def remover_actor_options(config: dict) -> dict:
     return dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {})
 
 
+def _model_name(entry: Mapping[str, Any]) -> str:
+    from serve_app.settings import ModelSettings
+
+    return ModelSettings.model_validate(entry).served_name
+
+
 def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: dict[str, Any] | None = None,
                   batching: dict[str, Any] | None = None, remover: dict[str, Any] | None = None,
                   ingress_replicas: int | None = None, port: int | None = None) -> dict:
@@ -73,7 +79,13 @@ def derive_config(base: Path, *, model: dict[str, Any] | None = None, ingress: d
         config.setdefault("http_options", {})["port"] = port
     app = config["applications"][0]
     args = app.setdefault("args", {})
-    args.setdefault("model", {}).update(model or {})
+    if "models" in args and "model" not in args:  # several models: the overrides apply to the default one
+        entries = args["models"]
+        default = args.get("default_model")
+        named = [entry for entry in entries if default and _model_name(entry) == default]
+        (named or entries)[0].update(model or {})
+    else:
+        args.setdefault("model", {}).update(model or {})
     args.setdefault("ingress", {}).update(ingress or {})
     deployments = {d["name"]: d for d in app.setdefault("deployments", [])}
     remover_config = deployments.setdefault("BackgroundRemover", {"name": "BackgroundRemover"})

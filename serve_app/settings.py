@@ -37,9 +37,31 @@ def default_compile_cache_dir() -> Path:
     return Path(from_env) if from_env else Path.home() / ".cache" / "serve_app" / "compiled"
 
 
+class BatchSettings(StrictModel):
+    """Request batching on the GPU deployment; changed live through `user_config` and `reconfigure()`."""
+
+    # A sanity ceiling, not a memory limit: the start-up probe and the out-of-memory split keep the live limit at what
+    # fits. 1024 leaves room for a cap 4x what fits on an H200 (~105 images at 1024x1024 in fp16, eager).
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0.0, le=5.0, description="How long the first call of a pass waits for batch-mates on an idle "
+        "device. 0: none. While the device is busy, a pass waits until the device is about to free up whatever "
+        "this says, so batches fill under load (serve_app/deployments/batching.py)."
+    )
+
+
+# A model's name as requests give it (`model=`): letters, digits, dot, dash, underscore.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class ModelSettings(StrictModel):
     """What the GPU deployment loads and how it runs it."""
 
+    name: str | None = Field(
+        None, pattern=MODEL_NAME_PATTERN,
+        description="The name requests choose this model by (`model=` on the native API and the page). Default: "
+        "the last part of model_id, lower-cased (ZhengPeng7/BiRefNet_lite: birefnet_lite).",
+    )
     model_id: str = Field(
         DEFAULT_MODEL_ID,
         description="Hugging Face Hub repo id (e.g. ZhengPeng7/BiRefNet, briaai/RMBG-2.0), a local model "
@@ -108,6 +130,19 @@ class ModelSettings(StrictModel):
     warmup_batch_size: int = Field(
         1, ge=0, le=256, description="Batch size of the warm-up forward run before /readyz turns ready (0 = none)."
     )
+    resident: bool = Field(
+        True, description="Loaded when a model replica starts, before /readyz, and never unloaded. false: loaded on "
+        "its first request, which waits for it up to args.load_wait_s (then 503 + Retry-After), while the other "
+        "models keep serving; unloaded when args.max_loaded_models needs its room and it is the one idle longest.",
+    )
+    batching: BatchSettings | None = Field(
+        None, description="This model's own max_batch_size and batch_wait_timeout_s. Default: the "
+        "BackgroundRemover's user_config, which `serve deploy` changes live.",
+    )
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.model_id.rstrip("/").rsplit("/", 1)[-1].split(":")[-1].lower() or "model"
 
     @field_validator("graph_batch_sizes")
     @classmethod
@@ -134,19 +169,6 @@ class ModelSettings(StrictModel):
         if min(value) < 8 or max(value) > 4096:
             raise ValueError("each side must be between 8 and 4096 pixels")
         return value
-
-
-class BatchSettings(StrictModel):
-    """Request batching on the GPU deployment; changed live through `user_config` and `reconfigure()`."""
-
-    # A sanity ceiling, not a memory limit: the start-up probe and the out-of-memory split keep the live limit at what
-    # fits. 1024 leaves room for a cap 4x what fits on an H200 (~105 images at 1024x1024 in fp16, eager).
-    max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one forward pass.")
-    batch_wait_timeout_s: float = Field(
-        0.0, ge=0.0, le=5.0, description="How long the first call of a pass waits for batch-mates on an idle "
-        "device. 0: none. While the device is busy, a pass waits until the device is about to free up whatever "
-        "this says, so batches fill under load (serve_app/deployments/batching.py)."
-    )
 
 
 class IngressSettings(StrictModel):
@@ -226,10 +248,66 @@ def load_api_keys(settings: IngressSettings) -> tuple[str, ...]:
 
 
 class AppArgs(StrictModel):
-    """The application's `args:` in a Serve config file."""
+    """The application's `args:` in a Serve config file: one model (`model`), or several (`models`, with
+    `default_model`), each on every model replica, and the ingress."""
 
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings | None = Field(
+        None, description="The model to serve; beside `models`, one more of them. Neither: ZhengPeng7/BiRefNet.")
+    models: tuple[ModelSettings, ...] = Field(
+        (), description="Several models on every model replica, each chosen per request by its name; batches "
+        "never mix models. The first is the default unless default_model names another.")
+    default_model: str | None = Field(None, description="The name of the model a request without `model=` gets.")
+    max_loaded_models: int | None = Field(
+        None, ge=1, description="Most models one model replica (one GPU) holds at once; a model loaded on first use "
+        "beyond it unloads the non-resident one idle longest. null: all of them.")
+    load_wait_s: float = Field(
+        30.0, gt=0, description="How long a request waits for its model to load on first use; after that it gets "
+        "503 with Retry-After, and the model keeps loading.")
     ingress: IngressSettings = IngressSettings()
+
+    @property
+    def served_models(self) -> tuple[ModelSettings, ...]:
+        served = ((self.model,) if self.model is not None else ()) + self.models
+        return served or (ModelSettings(),)
+
+    @property
+    def default(self) -> ModelSettings:
+        """The model a request without a model name gets."""
+        return self.named(self.default_model) if self.default_model else self.served_models[0]
+
+    def named(self, name: str) -> ModelSettings:
+        for settings in self.served_models:
+            if settings.served_name == name:
+                return settings
+        raise ValueError(f"no model named {name!r}; served: {', '.join(self.model_names)}")
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(settings.served_name for settings in self.served_models)
+
+    @model_validator(mode="after")
+    def _consistent_models(self) -> AppArgs:
+        names = self.model_names
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"models need distinct names (set `name`): {', '.join(repeated)} repeats")
+        if self.default_model is not None and self.default_model not in names:
+            raise ValueError(f"default_model {self.default_model!r} is not one of the models: {', '.join(names)}")
+        residents = sum(settings.resident for settings in self.served_models)
+        cold = len(names) - residents
+        if self.max_loaded_models is not None and residents + min(cold, 1) > self.max_loaded_models:
+            raise ValueError(f"max_loaded_models={self.max_loaded_models} leaves no room: {residents} resident "
+                             f"models{' and at least one loaded on first use' if cold else ''}")
+        if not self.default.resident:
+            raise ValueError(f"the default model {self.default.served_name!r} must be resident")
+        return self
+
+    def replica_args(self) -> dict:
+        """What the model deployment is built with: every model, the default first, and the residency limits."""
+        default = self.default
+        ordered = (default, *(settings for settings in self.served_models if settings is not default))
+        return {"models": [settings.model_dump(mode="json") for settings in ordered],
+                "max_loaded_models": self.max_loaded_models, "load_wait_s": self.load_wait_s}
 
 
 def describe_validation_error(error: ValidationError, prefix: str) -> str:

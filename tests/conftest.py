@@ -18,7 +18,7 @@ from tests.helpers import environment
 # fixtures, package-scoped): their modules run on one worker, so that it starts once. These e2e modules start
 # Rays of their own instead, and run on either worker, as does every other module, each whole on one worker for
 # its module-scoped fixtures.
-OWN_RAY_MODULES = {"tests/e2e/test_graceful_stop.py", "tests/e2e/test_haproxy_ingress.py",
+OWN_RAY_MODULES = {"tests/e2e/test_graceful_stop.py", "tests/e2e/test_haproxy_ingress.py", "tests/e2e/test_models.py",
                    "tests/e2e/test_prebuild.py"}
 SHARED_RAY_PACKAGES = {"tests/e2e", "tests/integration"}
 

@@ -32,13 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--format", default="png", choices=["png", "webp"])
         sub.add_argument("--only-mask", action="store_true", help="write the grayscale alpha mask only")
         sub.add_argument("--bg-color", help="composite onto #rrggbb instead of transparency")
+        sub.add_argument("--model", help="the served model's name (client: the service's default if left out; "
+                                         "offline: one of the config's models, its default if left out)")
     client.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
     client.add_argument("--concurrency", type=int, default=64,
                         help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
     client.add_argument("--retries", type=int, default=5, help="retries per image on 429/5xx/connection errors")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     offline.add_argument("--config", type=Path,
-                         help="take args.model and limits from this Serve config (e.g. configs/prod.yaml)")
+                         help="take the model (--model's, or the default) and limits from this Serve config "
+                              "(e.g. configs/prod.yaml)")
     offline.add_argument("--model-id", help="override the model (Hub id, directory or import: path)")
     offline.add_argument("--device", choices=["auto", "cuda", "cpu"])
     offline.add_argument("--execution", choices=EXECUTIONS,
@@ -55,15 +58,20 @@ def offline_settings(args: argparse.Namespace):
     if args.config:
         raw = app_args(read_config(args.config))
     app = parse_app_args(raw)
+    try:
+        chosen = app.named(args.model) if args.model else app.default
+    except ValueError as error:
+        raise SystemExit(f"error: --model: {error}") from None
     overrides = {k: v for k, v in (("model_id", args.model_id), ("device", args.device),
                                    ("execution", args.execution)) if v}
-    return ModelSettings.model_validate({**app.model.model_dump(), **overrides}), app.ingress
+    return ModelSettings.model_validate({**chosen.model_dump(), **overrides}), app.ingress
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        options = parse_options(format=args.format, only_mask=args.only_mask, bg_color=args.bg_color)
+        options = parse_options(format=args.format, only_mask=args.only_mask, bg_color=args.bg_color,
+                                model=args.model if args.mode == "client" else None)
     except ApiError as error:
         raise SystemExit(f"error: {error.message}") from None
     layout = Layout(args.input, args.output, options.format)

@@ -38,6 +38,8 @@ def _query(options: OutputOptions) -> dict[str, str]:
         query["only_mask"] = "true"
     if options.bg_color is not None:
         query["bg_color"] = "#{:02x}{:02x}{:02x}".format(*options.bg_color)
+    if options.model:
+        query["model"] = options.model
     return query
 
 

@@ -8,10 +8,11 @@ the timeout to how long the device will stay busy (`DevicePasses.wait_s`): 0 on 
 `batch_wait_timeout_s`, if longer), else until the passes already submitted are expected to end, less a moment
 for the next one's upload. The calls arriving meanwhile join one pass, formed just before the device frees.
 
-`DevicePasses` runs the passes: at most `PASSES_IN_FLIGHT`, one on the device and the next uploaded and queued
-behind it, so the device goes from one pass to the next without an idle gap. It learns each batch size's pass time
-from the passes it runs. A pass submitted to an idle device is prepared, run and read back in one trip to the
-model thread, the shortest path for a lone request.
+`DevicePasses` runs one model's passes: at most `PASSES_IN_FLIGHT` on the device, whatever model they are for
+(`DeviceClock`, one per device), one running and the next uploaded and queued behind it, so the device goes from
+one pass to the next without an idle gap. It learns each batch size's pass time from the passes it runs. A pass
+submitted to an idle device is prepared, run and read back in one trip to the model thread, the shortest path for
+a lone request. Each model has its own `@serve.batch` queue and `DevicePasses`: a pass never mixes models.
 """
 
 from __future__ import annotations
@@ -44,31 +45,48 @@ class DeviceBatch:
     size: int
 
 
+class DeviceClock:
+    """One device's passes in flight, whichever model they are for, and when the device is expected to free up."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.free_at = 0.0  # time.perf_counter() when the passes in flight are expected to have ended
+        self.last_end = 0.0
+        self._gate: asyncio.Semaphore | None = None  # made on the event loop that runs the passes
+
+    @property
+    def gate(self) -> asyncio.Semaphore:
+        """At most PASSES_IN_FLIGHT passes on the device; with one model, its queue's own limit already holds."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(PASSES_IN_FLIGHT)
+        return self._gate
+
+
 class DevicePasses:
-    """Runs the passes `@serve.batch` forms on one device through `submit`, and knows when the device frees up."""
+    """Runs the passes `@serve.batch` forms for one model through `submit`, and knows when the device frees up."""
 
     def __init__(self, submit: Callable[[Sequence[Any]], Pending], executor: Executor,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, clock: DeviceClock | None = None):
         self._submit = submit
         self._executor = executor  # the model thread: uploads and launches, in order
         # Waits for each pass's masks, so that the model thread can submit the next pass meanwhile.
         self._waiter = ThreadPoolExecutor(PASSES_IN_FLIGHT, thread_name_prefix="masks")
         self._on_batch = on_batch or (lambda size: None)
-        self._in_flight = 0
-        self._free_at = 0.0  # time.perf_counter() when the passes in flight are expected to have ended
-        self._last_end = 0.0
+        self._clock = clock or DeviceClock()
         self._pass_s: dict[int, float] = {}
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        """Passes on the device, of any model."""
+        return self._clock.in_flight
 
     def wait_s(self, minimum: float) -> float:
         """How long `@serve.batch` should gather calls for the next pass: until the device can take it, and at
         least `minimum` (the configured batch_wait_timeout_s)."""
-        if self._in_flight == 0:
+        clock = self._clock
+        if clock.in_flight == 0:
             return minimum
-        return max(minimum, self._free_at - time.perf_counter() - UPLOAD_LEAD_S)
+        return max(minimum, clock.free_at - time.perf_counter() - UPLOAD_LEAD_S)
 
     def pass_s(self, size: int) -> float:
         """The expected device time of a pass of `size` images (0 before any pass ran)."""
@@ -80,25 +98,30 @@ class DevicePasses:
     async def run(self, images: list[Any]) -> tuple[list[np.ndarray], DeviceBatch]:
         """Masks for `images`, in order, from one pass on the device."""
         loop = asyncio.get_running_loop()
+        clock = self._clock
         size = len(images)
-        self._on_batch(size)
-        started = time.perf_counter()
-        alone = self._in_flight == 0
-        self._free_at = (started if alone else max(started, self._free_at)) + self.pass_s(size)
-        self._in_flight += 1
-        try:
-            if alone:
-                masks = await loop.run_in_executor(self._executor, self._submit_and_wait, images)
-            else:
-                pending = await loop.run_in_executor(self._executor, self._submit, images)
-                masks = await loop.run_in_executor(self._waiter, pending.result)
-        finally:
-            self._in_flight -= 1
+        async with clock.gate:
+            self._on_batch(size)
+            started = time.perf_counter()
+            alone = clock.in_flight == 0
+            clock.free_at = (started if alone else max(started, clock.free_at)) + self.pass_s(size)
+            clock.in_flight += 1
+            try:
+                if alone:
+                    masks = await loop.run_in_executor(self._executor, self._submit_and_wait, images)
+                else:
+                    pending = await loop.run_in_executor(self._executor, self._submit, images)
+                    masks = await loop.run_in_executor(self._waiter, pending.result)
+            finally:
+                clock.in_flight -= 1
         ended = time.perf_counter()
         # Its device time: from the later of its submission and the previous pass's end (it waited behind that).
-        self._learn(size, ended - max(started, self._last_end))
-        self._last_end = max(self._last_end, ended)
+        self._learn(size, ended - max(started, clock.last_end))
+        clock.last_end = max(clock.last_end, ended)
         return masks, DeviceBatch(started, (ended - started) * 1000, size)
+
+    def close(self) -> None:
+        self._waiter.shutdown(wait=True)
 
     def _submit_and_wait(self, images: list[Any]) -> list[np.ndarray]:
         return self._submit(images).result()

@@ -45,7 +45,7 @@ from serve_app.errors import (
 )
 from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
-from serve_app.protocol import MaskResult, ReducedImage
+from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
 from serve_app.timing import StageTimer
@@ -151,6 +151,8 @@ SizeQuery = Annotated[Literal["preview", "medium", "hd", "full"], Query(
 MaxSizeQuery = Annotated[int | None, Query(ge=1, description="Longest side of the answer, at most (pixels).")]
 RefineQuery = Annotated[bool, Query(description="Clean edges: estimate the subject's own colours in "
                                                 "semi-transparent pixels (hair, soft edges) on the GPU.")]
+ModelQuery = Annotated[str | None, Query(description="The served model to use, by name (/v1/info lists them); "
+                                                     "left out: the default model.")]
 
 
 def native_options(*extra_names: str):
@@ -159,10 +161,10 @@ def native_options(*extra_names: str):
     def dependency(request: Request, format: FormatQuery = "png", only_mask: OnlyMaskQuery = False,
                    bg_color: BgColorQuery = None, crop: CropQuery = False, crop_margin: CropMarginQuery = None,
                    size: SizeQuery = "full", max_size: MaxSizeQuery = None,
-                   refine: RefineQuery = False) -> OutputOptions:
+                   refine: RefineQuery = False, model: ModelQuery = None) -> OutputOptions:
         reject_unknown(request.query_params.keys(), OPTION_NAMES + extra_names)
         return parse_options(format=format, only_mask=only_mask, bg_color=bg_color, crop=crop,
-                             crop_margin=crop_margin, size=size, max_size=max_size, refine=refine)
+                             crop_margin=crop_margin, size=size, max_size=max_size, refine=refine, model=model)
     return dependency
 
 
@@ -195,11 +197,13 @@ IDLE_TRIM_S = 2.0
 class Ingress:
     """HTTP front door: validates, decodes, calls the model deployment, composites and encodes."""
 
-    def __init__(self, remover: DeploymentHandle, ingress_settings: dict,
-                 model_input_size: tuple[int, int] | None = None):
+    def __init__(self, remover: DeploymentHandle, ingress_settings: dict, served: dict):
+        """`served`: the models' names ("default"; "aliases", rembg's names for them) and "input_sizes", the
+        (width, height) each model resizes every image to: large JPEGs go to it as a reduced copy (ReducedImage)."""
         self.settings = IngressSettings.model_validate(ingress_settings)
-        # (width, height) the model resizes every image to: large JPEGs go to it as a reduced copy (ReducedImage).
-        self._model_input_size = tuple(model_input_size) if model_input_size else None
+        self._input_sizes = {name: (int(size[0]), int(size[1])) for name, size in served["input_sizes"].items()}
+        self._default_model: str = served["default"]
+        self._model_aliases: dict[str, str] = dict(served.get("aliases") or {})
         api.state.api_keys = load_api_keys(self.settings)
         self.remover = remover
         self.fetcher = ImageFetcher(self.settings)
@@ -235,6 +239,7 @@ class Ingress:
               responses={200: {"content": {"application/x-ndjson": {}}}})
     async def remove_batch(self, request: Request, options: NativeOptions) -> StreamingResponse:
         """A JSON list of URLs (or {"urls": [...]}); streams one NDJSON line per URL as each finishes."""
+        self._served_model(options.model)  # an unknown model fails the request, not each URL
         urls = self._parse_url_list(await self._read_capped_body(request))
         self._maybe_clean_results()
         return StreamingResponse(self._stream_batch(urls, options), media_type="application/x-ndjson")
@@ -259,9 +264,10 @@ class Ingress:
 
     @api.get("/v1/info")
     async def info(self) -> dict:
+        """The default model in full (`model`), every served model by name (`models`), the ingress's settings."""
         model = await self._call_remover("describe")
-        return {"model": model, "ingress": self.settings.model_dump(mode="json"),
-                "ingress_versions": component_versions()}
+        return {"model": model, "models": model.get("models", {}), "default_model": self._default_model,
+                "ingress": self.settings.model_dump(mode="json"), "ingress_versions": component_versions()}
 
     # --- rembg's server API ----------------------------------------------------------------------
 
@@ -280,7 +286,7 @@ class Ingress:
             extras: Annotated[str | None, Query(description=rembg.EXTRAS_HELP)] = None) -> Response:
         """rembg's `GET /api/remove?url=...`: the image at `url` through the URL policy, always a PNG."""
         params = rembg.parse(dict(request.query_params), dict(request.query_params), where="query",
-                             served=self.settings.model_names)
+                             served=tuple(self._model_aliases))
         data = await self.fetcher.fetch(url)
         return await self._rembg_answer(data, params)
 
@@ -293,7 +299,7 @@ class Ingress:
                                               error=rembg.form_error)
         if "file" not in files:
             raise rembg.missing_field("body", "file")
-        params = rembg.parse(fields, dict(request.query_params), where="body", served=self.settings.model_names)
+        params = rembg.parse(fields, dict(request.query_params), where="body", served=tuple(self._model_aliases))
         return await self._rembg_answer(files["file"], params)
 
     async def _rembg_answer(self, data: bytes, params: rembg.RembgRequest) -> Response:
@@ -303,7 +309,9 @@ class Ingress:
                                               params.erode_size)
             return compose.post_process_mask(mask) if params.post_process_mask else mask
         timer = StageTimer()
-        rendered = await self._process(data, self._layout_finish(params.layout, mask_step), timer, refine=params.refine)
+        model = self._model_aliases[params.model] if params.model else None
+        rendered = await self._process(data, self._layout_finish(params.layout, mask_step), timer, refine=params.refine,
+                                       model=model)
         return self._image_response(rendered, timer)
 
     # --- remove.bg's API ---------------------------------------------------------------------------
@@ -379,7 +387,17 @@ class Ingress:
     async def _cut_out(self, data: bytes, options: OutputOptions,
                        timer: StageTimer | None = None) -> compose.Rendered:
         """The native API's answer for an upload (its options decide the plain or the composing path)."""
-        return await self._process(data, self._native_finish(options), timer or StageTimer(), refine=options.refine)
+        return await self._process(data, self._native_finish(options), timer or StageTimer(), refine=options.refine,
+                                   model=self._served_model(options.model))
+
+    def _served_model(self, name: str | None) -> str:
+        """The served model a request names (None: the default), or 422 listing the served ones."""
+        if name is None:
+            return self._default_model
+        if name not in self._input_sizes:
+            raise InvalidOption(f"model {name!r} is not served here; served: {', '.join(self._input_sizes)} "
+                                f"(default {self._default_model})")
+        return name
 
     def _native_finish(self, options: OutputOptions) -> Finish:
         if options.composed:
@@ -404,22 +422,22 @@ class Ingress:
                                          png_threads=self.settings.png_threads)
         return finish
 
-    async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *,
-                       refine: bool = False) -> compose.Rendered:
-        """Decode, segment, then `finish` (composite and encode) within the request deadline (504 when missed).
-        With `refine`, the model replica also estimates the subject's colours (clean edges)."""
+    async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *, refine: bool = False,
+                       model: str | None = None) -> compose.Rendered:
+        """Decode, segment with `model` (None: the default), then `finish` (composite and encode) within the request
+        deadline (504 when missed). With `refine`, the model replica also estimates the subject's colours."""
         deadline_s = self.settings.request_timeout_s
         try:
             async with asyncio.timeout(deadline_s):  # cancels the model call too: no GPU time for a lost cause
-                return await self._process_steps(data, finish, timer, refine)
+                return await self._process_steps(data, finish, timer, refine, model or self._default_model)
         except TimeoutError:
             raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
 
-    async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer,
-                             refine: bool) -> compose.Rendered:
+    async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
+                             model: str) -> compose.Rendered:
         self._cutting_out += 1
         try:
-            return await self._decode_segment_finish(data, finish, timer, refine)
+            return await self._decode_segment_finish(data, finish, timer, refine, model)
         finally:
             self._cutting_out -= 1
             if not self._cutting_out:
@@ -431,45 +449,45 @@ class Ingress:
             with contextlib.suppress(RuntimeError):  # the pool is shut down: the replica is stopping
                 self._codec_pool.submit(release_free_memory)
 
-    async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer,
-                                     refine: bool) -> compose.Rendered:
+    async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
+                                     model: str) -> compose.Rendered:
         reduced = None
-        if not refine and self._model_input_size is not None:
+        if not refine:
             with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
-                reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._model_input_size,
+                reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._input_sizes[model],
                                               max_pixels=self.settings.max_image_pixels)
         if reduced is not None:
             with timer.stage("model"):
-                decoded, result = await self._segment_reduced(reduced, data, timer)
+                decoded, result = await self._segment_reduced(reduced, data, timer, model)
         else:
             with timer.stage("decode"):
                 decoded = await self._in_pool(imaging.decode_image, data, max_pixels=self.settings.max_image_pixels)
             with timer.stage("model"):
-                result = await self._segment(decoded.model_input, timer, refine)
+                result = await self._segment(decoded.model_input, timer, refine, model)
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
             return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
 
-    async def _segment_reduced(self, reduced: ReducedImage, data: bytes,
-                               timer: StageTimer) -> tuple[imaging.DecodedImage, MaskResult]:
+    async def _segment_reduced(self, reduced: ReducedImage, data: bytes, timer: StageTimer,
+                               model: str) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model works on the reduced copy while this replica decodes the whole photo for the cut-out."""
         full = asyncio.ensure_future(self._in_pool(_in_stage, timer, "decode_beside_model", imaging.decode_image,
                                                    data, max_pixels=self.settings.max_image_pixels))
         try:
-            result = await self._segment(reduced, timer)
+            result = await self._segment(reduced, timer, model=model)
         except BaseException:
             full.cancel()
             raise
         return await full, result
 
-    async def _segment(self, image: np.ndarray | ReducedImage, timer: StageTimer,
-                       refine: bool = False) -> MaskResult:
+    async def _segment(self, image: np.ndarray | ReducedImage, timer: StageTimer, refine: bool = False,
+                       model: str | None = None) -> MaskResult:
         """The model's answer for one image, and the time the call spent outside the model replica
         (Server-Timing model_transport; with a replica on this node, also split into model_to_replica and
         model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
-        result = await self._call_remover("remove_background", image, refine)
+        result = await self._call_remover("remove_background", image, refine, model)
         if refine:
             timer.record("model_refine", result.refine_ms)
         timer.record("model_transport", (time.perf_counter() - called - (result.left_at - result.arrived_at)) * 1000)
@@ -491,6 +509,10 @@ class Ingress:
             except BackPressureError:
                 raise Overloaded("the model queue is full; retry shortly",
                                  headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+            except ModelNotReady as error:  # its model is loading (or has no room to): a retry will find it
+                cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
+                retry_after = getattr(cause, "retry_after_s", self.settings.retry_after_s)
+                raise ModelUnavailable(str(cause), headers={"Retry-After": str(retry_after)}) from None
             except DeviceFailed as error:
                 # Not retried: the image may be what broke the device. Calls merely queued on that replica
                 # fail with an actor error when it exits, and those are retried below.

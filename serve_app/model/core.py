@@ -5,6 +5,7 @@ No Ray here. The Serve deployment, the bulk tool and the benchmarks all call `Ba
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import warnings
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
-from serve_app.model.batch_memory import probe_batch_limit, submit_split_on_out_of_memory
+from serve_app.model.batch_memory import probe_batch_limit, release_cached_memory, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
@@ -404,6 +405,17 @@ class BackgroundRemovalModel:
                                  align_corners=False)
             flat.append(mask.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).flatten())
         return torch.cat(flat)
+
+    def close(self) -> None:
+        """Give the device memory back: weights, captured or compiled buckets and cached blocks. The model cannot
+        run afterwards (a replica unloads a model no request uses)."""
+        executor = self.forward_executor
+        self._forward = self._eager_forward
+        self.module = torch.nn.Module()
+        if executor is not None:
+            executor.shutdown(wait=True)
+        gc.collect()  # graphs and their memory pools go with the last reference
+        release_cached_memory(self.device)
 
     def check_device(self) -> None:
         """Raise if the device cannot compute any more.

@@ -22,18 +22,20 @@ GAIN = 20.0
 THRESHOLD = 0.25
 
 
-def tiny_model_weights() -> dict[str, torch.Tensor]:
+def tiny_model_weights(inverted: bool = False) -> dict[str, torch.Tensor]:
     """Weights of the 1x1 convolution, derived for ImageNet-normalised input x_c = (colour_c - mean_c) / std_c.
 
     sum_c (1 - colour_c) = sum_c (1 - mean_c) - sum_c std_c * x_c, hence weight_c = -GAIN * std_c and
-    bias = GAIN * (sum_c (1 - mean_c) - THRESHOLD).
+    bias = GAIN * (sum_c (1 - mean_c) - THRESHOLD). `inverted` negates the score: the model then keeps the white
+    background and drops the object, so that tests serving two models can tell which one answered.
     """
-    weight = torch.tensor([-GAIN * s for s in IMAGENET_STD]).view(1, 3, 1, 1)
-    bias = torch.tensor([GAIN * (sum(1.0 - m for m in IMAGENET_MEAN) - THRESHOLD)])
+    sign = -1.0 if inverted else 1.0
+    weight = torch.tensor([-sign * GAIN * s for s in IMAGENET_STD]).view(1, 3, 1, 1)
+    bias = torch.tensor([sign * GAIN * (sum(1.0 - m for m in IMAGENET_MEAN) - THRESHOLD)])
     return {"score.weight": weight.contiguous(), "score.bias": bias.contiguous()}
 
 
-def write_tiny_model(out_dir: str | Path) -> Path:
+def write_tiny_model(out_dir: str | Path, inverted: bool = False) -> Path:
     """Create `out_dir` with config.json (auto_map), the modeling code and model.safetensors."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,5 +52,5 @@ def write_tiny_model(out_dir: str | Path) -> Path:
         "torch_dtype": "float32",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file(tiny_model_weights(), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(tiny_model_weights(inverted), str(out / "model.safetensors"), metadata={"format": "pt"})
     return out

@@ -1,0 +1,245 @@
+"""The models one model replica holds: each with its own batching queue and limits, all sharing one device.
+
+A `ModelSlot` is one loaded model: its core, the thread its device work runs on, its `@serve.batch` queue (so a
+pass never mixes models) and its live batch limit. `ModelSlots` is the replica's set of them: the resident models
+load before the replica takes traffic; any other loads on its first request, on a loader thread, while the loaded
+models keep serving. Its requests wait for it up to `load_wait_s`, then get `ModelLoading` (the ingress answers
+503 with Retry-After) while it goes on loading. With `max_loaded_models`, loading one more unloads the
+non-resident model idle longest; if every loaded model is resident or busy, the request gets `NoRoomForModel`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+from ray import serve
+
+from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DeviceClock, DevicePasses
+from serve_app.protocol import ReducedImage
+from serve_app.settings import BatchSettings, ModelSettings
+
+logger = logging.getLogger("ray.serve")
+
+
+class ModelLoading(Exception):
+    """The model is still loading after the request waited `load_wait_s` for it."""
+
+    def __init__(self, name: str, waited_s: float):
+        super().__init__(f"model {name!r} is still loading after {waited_s:g} s; retry shortly")
+        self.name = name
+
+
+class NoRoomForModel(Exception):
+    """Every loaded model is resident or in use: none can be unloaded to make room for another."""
+
+
+class MaskModel(Protocol):
+    """What a slot needs of the model core (serve_app/model/core.py's BackgroundRemovalModel)."""
+
+    on_out_of_memory: Callable[[int], None] | None
+
+    @property
+    def forward_executor(self) -> Any: ...
+
+    def submit(self, images: Sequence[Any]) -> Any: ...
+    def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int: ...
+    def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+    def check_device(self) -> None: ...
+    def describe(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class SlotMetrics(Protocol):
+    """Per-model counters (Ray metrics tagged with the model's name)."""
+
+    def batch(self, model: str, size: int) -> None: ...
+    def split(self, model: str) -> None: ...
+
+
+class ModelSlot:
+    """One loaded model: `remove_background` joins its own `@serve.batch` queue; its passes share the device."""
+
+    def __init__(self, settings: ModelSettings, model: MaskModel, clock: DeviceClock, defaults: BatchSettings,
+                 metrics: SlotMetrics, startup: dict):
+        self.name = settings.served_name
+        self.settings = settings
+        self.model = model
+        self.startup = startup
+        self._metrics = metrics
+        # The model's device work runs on one thread, in order; the compiled forward's own thread where it has one.
+        self.thread = model.forward_executor or ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
+        self.batch_sizes: Counter[int] = Counter()
+        self.batch_settings = settings.batching or defaults
+        self.live_max_batch_size = self.batch_settings.max_batch_size
+        self.fitting_batch: int | None = None  # the largest batch known to fit (None: no limit found)
+        self._probed_up_to = 0
+        self.in_use = 0  # calls between acquire and their masks: a slot in use is never unloaded
+        self.last_used = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batched: Any = serve.batch(max_batch_size=self.live_max_batch_size,
+                                         batch_wait_timeout_s=self.batch_settings.batch_wait_timeout_s,
+                                         max_concurrent_batches=PASSES_IN_FLIGHT)(self._run_batch)
+        model.on_out_of_memory = self._lower_batch_limit
+
+    async def masks(self, image: np.ndarray | ReducedImage) -> tuple[np.ndarray, DeviceBatch]:
+        """The mask of one image, from a pass shared with the calls for this model that arrive meanwhile."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        # Set before joining: the pass this call starts gathers the calls arriving until the device frees.
+        self._batched.set_batch_wait_timeout_s(self.passes.wait_s(self.batch_settings.batch_wait_timeout_s))
+        return await self._batched(image)
+
+    async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:
+        masks, batch = await self.passes.run(images)
+        return [(mask, batch) for mask in masks]
+
+    async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Clean edges, on the model thread after the passes queued there: the device does one thing at a time."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self.model.estimate_foreground,
+                                                                image, mask)
+
+    def configure(self, defaults: BatchSettings, probe: bool) -> None:
+        """Apply the deployment's batch settings (unless the model has its own); with `probe` (before traffic
+        only: a probe during traffic would measure other passes too), find the largest batch that fits in the
+        device memory the loaded models leave."""
+        self.batch_settings = self.settings.batching or defaults
+        ceiling = self.batch_settings.max_batch_size
+        if probe and self.settings.probe_batch_limit and ceiling > self._probed_up_to:
+            self._probed_up_to = ceiling
+            started = time.perf_counter()
+            fits = self.model.probe_batch_limit(ceiling, self.settings.memory_headroom_fraction)
+            # Everything up to the ceiling fitting says nothing about larger batches: no limit then.
+            self.fitting_batch = fits if fits < ceiling else None
+            self.startup["memory_probe_s"] = round(time.perf_counter() - started, 1)
+            logger.info("%s: memory probe up to a batch of %d: %d fits", self.name, ceiling, fits)
+        self._apply_batch_limit()
+
+    def _apply_batch_limit(self) -> None:
+        limit = min(self.batch_settings.max_batch_size, self.fitting_batch or self.batch_settings.max_batch_size)
+        self._batched.set_max_batch_size(limit)
+        self.live_max_batch_size = limit
+
+    def _lower_batch_limit(self, failed_size: int) -> None:
+        """Called from the model thread when a batch of `failed_size` ran out of memory (and is being split)."""
+        self._metrics.split(self.name)
+        self.fitting_batch = max(1, min(self.fitting_batch or failed_size, failed_size // 2))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._apply_batch_limit)
+
+    def _count_batch(self, size: int) -> None:
+        self.batch_sizes[size] += 1
+        self._metrics.batch(self.name, size)
+
+    def close(self) -> None:
+        """Free the model's device memory, after the work already queued on its thread."""
+        if self.model.forward_executor is None:
+            self.thread.shutdown(wait=True)
+        self.model.close()  # shuts the compiled forward's own thread down, after its queue
+        self.passes.close()
+
+    def describe(self) -> dict:
+        return {
+            **self.model.describe(),
+            "name": self.name, "loaded": True, "resident": self.settings.resident,
+            "batching": {**self.batch_settings.model_dump(), "live_max_batch_size": self.live_max_batch_size,
+                         "fitting_batch_size": self.fitting_batch},
+            "batch_size_histogram": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+            "startup": self.startup,
+        }
+
+
+class ModelSlots:
+    """The replica's models by name: the loaded ones, the ones loading, and which to unload for room."""
+
+    def __init__(self, settings: Sequence[ModelSettings], load: Callable[[ModelSettings], ModelSlot], *,
+                 max_loaded: int | None, load_wait_s: float):
+        self.settings = {entry.served_name: entry for entry in settings}
+        self.default_name = settings[0].served_name
+        self._load = load
+        self._max_loaded = max_loaded or len(self.settings)
+        self._load_wait_s = load_wait_s
+        self.loaded: dict[str, ModelSlot] = {}
+        self._loading: dict[str, asyncio.Future[ModelSlot]] = {}
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self.unloads = 0
+
+    def load_residents(self) -> None:
+        """Load every resident model now, in order (the default first): before the replica takes traffic."""
+        for name, entry in self.settings.items():
+            if entry.resident:
+                self.loaded[name] = self._load(entry)
+
+    @property
+    def default(self) -> ModelSlot:
+        return self.loaded[self.default_name]
+
+    async def acquire(self, name: str | None) -> ModelSlot:
+        """The slot of model `name` (None: the default), loading it first if needed. The caller holds it in use
+        (`in_use`) until its masks are back."""
+        name = name or self.default_name
+        slot = self.loaded.get(name)
+        if slot is None:
+            if name not in self.settings:
+                raise KeyError(name)  # the ingress checks names first; a replica of another config may not
+            loading = self._loading.get(name) or self._start_loading(name)
+            try:
+                slot = await asyncio.wait_for(asyncio.shield(loading), self._load_wait_s)
+            except TimeoutError:
+                raise ModelLoading(name, self._load_wait_s) from None
+        slot.last_used = time.monotonic()
+        return slot
+
+    def _start_loading(self, name: str) -> asyncio.Future[ModelSlot]:
+        while len(self.loaded) + len(self._loading) >= self._max_loaded:
+            self._unload_one()
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        logger.info("loading model %r on first use", name)
+        future = loop.run_in_executor(self._loader, self._load, self.settings[name])
+        self._loading[name] = future
+
+        def loaded(done: asyncio.Future[ModelSlot]) -> None:
+            del self._loading[name]
+            if done.cancelled():
+                return
+            if done.exception() is not None:
+                logger.error("loading model %r failed: %r", name, done.exception())
+                return
+            self.loaded[name] = done.result()
+            logger.info("model %r loaded in %.1f s", name, time.monotonic() - started)
+        future.add_done_callback(loaded)
+        return future
+
+    def _unload_one(self) -> None:
+        idle = [slot for slot in self.loaded.values() if not slot.settings.resident and slot.in_use == 0]
+        if not idle:
+            raise NoRoomForModel(f"no room for another model: max_loaded_models={self._max_loaded}, and every "
+                                 "loaded model is resident or in use")
+        slot = min(idle, key=lambda candidate: candidate.last_used)
+        del self.loaded[slot.name]
+        self.unloads += 1
+        logger.info("unloading model %r (idle %.0f s) to make room", slot.name, time.monotonic() - slot.last_used)
+        # On the loader thread, which then loads the model this makes room for.
+        self._loader.submit(slot.close)
+
+    def describe(self) -> dict[str, dict]:
+        """Every configured model: the loaded ones in full, the others with what they are and whether loading."""
+        described = {}
+        for name, entry in self.settings.items():
+            slot = self.loaded.get(name)
+            described[name] = slot.describe() if slot is not None else {
+                "name": name, "model_id": entry.model_id, "loaded": False, "loading": name in self._loading,
+                "resident": entry.resident, "input_size": list(entry.input_size)}
+        return described
+
+    def retry_after_s(self) -> int:
+        """Seconds a request refused while its model loads is told to wait."""
+        return max(1, math.ceil(self._load_wait_s / 2))
