@@ -45,7 +45,8 @@ def parse_args() -> argparse.Namespace:
                         help="what takes the HTTP port: Serve's proxy actor or HAProxy (default: as the config says)")
     parser.add_argument("--levels", default="1,32",
                         help="comma-separated levels run in order, each CLIENTS or CLIENTS:QUERY "
-                             "(e.g. 32:only_mask=true)")
+                             "(e.g. 32:only_mask=true); QUERY|QUERY splits the clients between them "
+                             "(64:model=a|model=b: half for each model)")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
     parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
@@ -87,18 +88,28 @@ def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict, l
     return {name: round(seconds, 1) for name, seconds in parts.items()}
 
 
+def model_histograms(base_url: str) -> dict[str, dict]:
+    """Each loaded model's batch-size histogram (one model replica's)."""
+    models = model_info(base_url).get("models", {})
+    return {name: model.get("batch_size_histogram", {}) for name, model in models.items()}
+
+
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
     levels = []
     for level in args.levels.split(","):
         clients_text, _, query = level.partition(":")
         clients = int(clients_text)
-        url = f"{base_url}/v1/remove-background" + (f"?{query}" if query else "")
+        urls = [f"{base_url}/v1/remove-background" + (f"?{part}" if part else "") for part in query.split("|")]
         before = model_info(base_url)["batch_size_histogram"]
+        before_models = model_histograms(base_url)
         with GpuBusySampler() as sampler:
-            result = asyncio.run(closed_loop(url, photos, clients=clients, duration_s=args.duration,
+            result = asyncio.run(closed_loop(urls, photos, clients=clients, duration_s=args.duration,
                                              warmup_s=args.warmup))
         summary = {"query": query, **result.summary()}
         summary["batch_size_histogram"] = histogram_delta(before, model_info(base_url)["batch_size_histogram"])
+        summary["batch_size_histogram_by_model"] = {
+            name: histogram_delta(before_models.get(name, {}), histogram)
+            for name, histogram in model_histograms(base_url).items()}
         summary |= sampler.summary()  # GPU busy fraction, SM clock, power
         print(json.dumps(summary), flush=True)
         levels.append(summary)

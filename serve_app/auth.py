@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hmac
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PAGE_PREFIX = "/page/"  # the page's own files: the page asks for the key, so it must load without one
+
+
+def is_open(path: str) -> bool:
+    """Whether `path` answers without an API key."""
+    return path in OPEN_PATHS or path.startswith(PAGE_PREFIX)
 
 
 def key_matches(authorization: str | None, keys: tuple[str, ...]) -> bool:

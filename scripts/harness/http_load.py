@@ -94,9 +94,11 @@ class LoadResult:
         return means
 
 
-async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s: float, warmup_s: float,
-                      content_type: str = "image/jpeg", timeout_s: float = 120.0) -> LoadResult:
-    """Drive `url` for warmup_s + duration_s; only requests started after warm-up count in the summary."""
+async def closed_loop(url: str | list[str], bodies: list[bytes], *, clients: int, duration_s: float,
+                      warmup_s: float, content_type: str = "image/jpeg", timeout_s: float = 120.0) -> LoadResult:
+    """Drive `url` for warmup_s + duration_s; only requests started after warm-up count in the summary. Given
+    several URLs, client i sends to URL i modulo their number (a mix of models, say)."""
+    urls = [url] if isinstance(url, str) else url
     result = LoadResult(clients=clients, warmup_s=warmup_s, measured_s=duration_s)
     next_body = itertools.cycle(range(len(bodies)))
     start = time.perf_counter()
@@ -106,7 +108,7 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
 
-        async def client() -> None:
+        async def client(url: str) -> None:
             while time.perf_counter() < stop_at:
                 body = bodies[next(next_body)]
                 sent = time.perf_counter()
@@ -122,5 +124,5 @@ async def closed_loop(url: str, bodies: list[bytes], *, clients: int, duration_s
                 result.samples.append(Sample(sent - start, time.perf_counter() - sent, status, size, stages,
                                              refused_by, headers_s))
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(urls[index % len(urls)]) for index in range(clients)))
     return result

@@ -20,7 +20,7 @@ import ray
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import __version__, compose, imaging
-from serve_app.auth import OPEN_PATHS, key_matches
+from serve_app.auth import PAGE_PREFIX, is_open, key_matches
 from serve_app.capped_read import read_capped
 from serve_app.compat import rembg, removebg
 from serve_app.deployments.device_guard import DeviceFailed
@@ -45,6 +45,7 @@ from serve_app.errors import (
 )
 from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
+from serve_app.page import page_asset
 from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
@@ -98,7 +99,7 @@ class RequireApiKey:
             presented = [request.headers.get("authorization")]
             if path.startswith(REMOVEBG_PREFIX) and request.headers.get("x-api-key"):
                 presented.append(f"Bearer {request.headers['x-api-key']}")  # remove.bg's clients send X-Api-Key
-            if keys and path not in OPEN_PATHS and not any([key_matches(header, keys) for header in presented]):
+            if keys and not is_open(path) and not any([key_matches(header, keys) for header in presented]):
                 how = "X-Api-Key: <key>" if path.startswith(REMOVEBG_PREFIX) else "Authorization: Bearer <key>"
                 error = _in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
                                                        code="unauthorized",
@@ -248,6 +249,16 @@ class Ingress:
     async def get_result(self, name: str) -> Response:
         data = await self._in_pool(self.results.load, name)
         return Response(data, media_type=compose.MEDIA_TYPES[name.rpartition(".")[2]])
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        """The page to try the service in a browser (serve_app/page/)."""
+        return HTMLResponse(page_asset("index.html").data)
+
+    @api.get(PAGE_PREFIX + "{name}", include_in_schema=False)
+    async def page_file(self, name: str) -> Response:
+        asset = page_asset(name)
+        return Response(asset.data, media_type=asset.media_type, headers={"Cache-Control": "no-cache"})
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

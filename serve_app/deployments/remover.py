@@ -75,8 +75,8 @@ class BackgroundRemover:
         self._slots = ModelSlots(models, self._load_slot, max_loaded=served.get("max_loaded_models"),
                                  load_wait_s=served.get("load_wait_s", 30.0))
         self._slots.load_residents()
-        self._startup = {"module_imported_at": round(MODULE_IMPORTED_AT, 3),
-                         "init_started_at": round(init_started_at, 3), **self._slots.default.startup}
+        self._startup: dict = {"module_imported_at": round(MODULE_IMPORTED_AT, 3),
+                         "init_started_at": round(init_started_at, 3)}
         self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)
         # Serve calls reconfigure() only for a config with a user_config: until then the defaults apply.
         self.reconfigure(BatchSettings().model_dump())
@@ -85,7 +85,8 @@ class BackgroundRemover:
         """Load one model and warm it up (at start-up for the resident ones, on the loader thread for the others)."""
         started = time.time()
         model = self._model_class.from_settings(settings)
-        loaded_s = time.time() - started
+        # The first model's load counts the replica's imports too: they are what loading a model needs.
+        loaded_s = time.time() - started + (self._imports_s if not self._slots.loaded else 0.0)
         warm_up_started = time.perf_counter()
         model.warm_up(settings.warmup_batch_size)
         logger.info("%s: warm-up took %.2f s", settings.served_name, time.perf_counter() - warm_up_started)
@@ -148,7 +149,9 @@ class BackgroundRemover:
             "default_model": self._slots.default_name,
             "models": self._slots.describe(),
             "model_unloads": self._slots.unloads,
-            "startup": self._startup,
+            # Calls this replica holds now, queued or on the device, every model's.
+            "requests_in_replica": sum(slot.in_use for slot in self._slots.loaded.values()),
+            "startup": {**self._slots.default.startup, **self._startup},  # the default model's and the replica's
             "versions": component_versions(),
         }
 
