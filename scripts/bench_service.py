@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--levels", default="1,32",
                         help="comma-separated levels run in order, each CLIENTS or CLIENTS:QUERY "
                              "(e.g. 32:only_mask=true); QUERY|QUERY splits the clients between them "
-                             "(64:model=a|model=b: half for each model)")
+                             "(64:model=a|model=b: half for each model; @/lite?QUERY: the application routed at /lite)")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=15.0, help="unmeasured seconds before each level")
     parser.add_argument("--photos", type=int, default=32, help="distinct test photos to cycle through")
@@ -88,6 +88,15 @@ def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict, l
     return {name: round(seconds, 1) for name, seconds in parts.items()}
 
 
+def level_url(base_url: str, part: str) -> str:
+    """The route one share of a level's clients sends to: QUERY, or @PREFIX?QUERY for an application that Serve
+    routes under PREFIX (another application of the same config)."""
+    prefix = ""
+    if part.startswith("@"):
+        prefix, _, part = part[1:].partition("?")
+    return f"{base_url}{prefix}/v1/remove-background" + (f"?{part}" if part else "")
+
+
 def model_histograms(base_url: str) -> dict[str, dict]:
     """Each loaded model's batch-size histogram (one model replica's)."""
     models = model_info(base_url).get("models", {})
@@ -99,7 +108,7 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
     for level in args.levels.split(","):
         clients_text, _, query = level.partition(":")
         clients = int(clients_text)
-        urls = [f"{base_url}/v1/remove-background" + (f"?{part}" if part else "") for part in query.split("|")]
+        urls = [level_url(base_url, part) for part in query.split("|")]
         before = model_info(base_url)["batch_size_histogram"]
         before_models = model_histograms(base_url)
         with GpuBusySampler() as sampler:

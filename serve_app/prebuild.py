@@ -63,32 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing to build: no model's execution is compiled (add --set execution=X, X one of "
               f"{', '.join(COMPILED_EXECUTIONS)})", file=sys.stderr)
         return 2
+    # Every bucket of every model in a task of its own, all side by side on the GPU they share.
+    jobs = [(settings, size) for settings in compiled for size in settings.graph_batch_sizes]
+    options = bucket_task_options(remover_actor_options(config), len(jobs))
     ray.init(address=args.address, logging_level=logging.WARNING)
-    failed = 0
     for settings in compiled:
-        failed += build_buckets(settings, remover_actor_options(config))
-    return 1 if failed else 0
-
-
-def build_buckets(settings: ModelSettings, actor_options: dict) -> int:
-    """Build one model's buckets, one Ray task each, side by side; 1 if compiling failed, else 0."""
-    buckets = settings.graph_batch_sizes
-    options = bucket_task_options(actor_options, len(buckets))
-    print(f"building {settings.served_name} ({settings.model_id}) for buckets {list(buckets)}, one task each with "
-          f"{options}; a cold compile takes minutes per bucket", flush=True)
+        print(f"building {settings.served_name} ({settings.model_id}) for buckets {list(settings.graph_batch_sizes)}",
+              flush=True)
+    print(f"{len(jobs)} tasks, each with {options}; a cold compile takes minutes per bucket", flush=True)
     started = time.perf_counter()
     task = ray.remote(build_model).options(**options)
     reports = ray.get([task.remote(settings.model_copy(update={"graph_batch_sizes": (size,)}).model_dump(mode="json"))
-                       for size in buckets])
-    executions = {r["execution"] for r in reports}  # compiled_graphs runs as compiled where there is no CUDA
-    report = {"model": settings.served_name, "execution": executions.pop() if len(executions) == 1 else "eager",
-              "seconds": round(time.perf_counter() - started, 1),
-              "buckets": {size: warmup for r in reports for size, warmup in r["buckets"].items()}}
-    print(json.dumps(report), flush=True)
-    if report["execution"] == "eager":
-        print(f"compiling {settings.served_name} failed and it fell back to eager; see the log above", file=sys.stderr)
-        return 1
-    return 0
+                       for settings, size in jobs])
+    failed = 0
+    for settings in compiled:
+        mine = [report for (owner, _), report in zip(jobs, reports, strict=True) if owner is settings]
+        executions = {r["execution"] for r in mine}  # compiled_graphs runs as compiled where there is no CUDA
+        report = {"model": settings.served_name,
+                  "execution": executions.pop() if len(executions) == 1 else "eager",
+                  "seconds": round(time.perf_counter() - started, 1),
+                  "buckets": {size: warmup for r in mine for size, warmup in r["buckets"].items()}}
+        print(json.dumps(report), flush=True)
+        if report["execution"] == "eager":
+            print(f"compiling {settings.served_name} failed and it fell back to eager; see the log above",
+                  file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK
 from serve_app.protocol import Pending
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ def submit_split_on_out_of_memory(submit: Callable[[Sequence[Any]], Pending], im
 def release_cached_memory(device: torch.device) -> None:
     """Give blocks cached by PyTorch's allocator back, so that a smaller retry can allocate afresh."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
+        with DEVICE_SETUP_LOCK:  # a whole-device synchronisation must not meet another thread's capture
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
 
 
 def probe_batch_limit(run_batch: Callable[[int], None], device: torch.device, *, ceiling: int,

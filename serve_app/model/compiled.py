@@ -39,7 +39,7 @@ from torch._dynamo.guards import CheckFunctionManager
 from torch._dynamo.utils import counters
 
 from serve_app.model.buckets import pad_to, run_in_buckets
-from serve_app.model.cuda_graphs import GraphedForward
+from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +190,11 @@ class CompiledForward:
                         started: float) -> bool:
         """On the forward's thread: check `compiled` (None: read it here), capture it if serving captures, and let
         batches use it; False, with nothing of it left in use, if any step fails."""
+        with DEVICE_SETUP_LOCK:
+            return self._put_in_service_alone(size, compiled, saved, started)
+
+    def _put_in_service_alone(self, size: int, compiled: Callable[..., torch.Tensor] | None, saved: SavedBuckets,
+                              started: float) -> bool:
         waiting = time.perf_counter()
         running = self._buckets[size]
         try:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
 from serve_app.model.batch_memory import probe_batch_limit, release_cached_memory, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
-from serve_app.model.cuda_graphs import GraphedForward
+from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
 from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
 from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.loading import load_segmentation_module
@@ -220,14 +220,15 @@ class BackgroundRemovalModel:
         started = time.perf_counter()
         module = load_segmentation_module(settings.model_id, settings.revision)
         module_s = time.perf_counter() - started
-        model = cls(module, input_size=settings.input_size, device=device, precision=precision,
-                    model_id=settings.model_id, execution=settings.execution,
-                    graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
-                    compile_cache_dir=settings.compile_cache_dir,
-                    compile_options=settings.compile_options,
-                    attention_precision=settings.attention_precision,
-                    contiguous_attention_masks=settings.contiguous_attention_masks,
-                    fused_window_attention=settings.fused_window_attention)
+        with DEVICE_SETUP_LOCK:  # never beside another model's capture in this process (cuda_graphs.py)
+            model = cls(module, input_size=settings.input_size, device=device, precision=precision,
+                        model_id=settings.model_id, execution=settings.execution,
+                        graph_batch_sizes=settings.graph_batch_sizes, channels_last=settings.channels_last,
+                        compile_cache_dir=settings.compile_cache_dir,
+                        compile_options=settings.compile_options,
+                        attention_precision=settings.attention_precision,
+                        contiguous_attention_masks=settings.contiguous_attention_masks,
+                        fused_window_attention=settings.fused_window_attention)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
@@ -414,8 +415,9 @@ class BackgroundRemovalModel:
         self.module = torch.nn.Module()
         if executor is not None:
             executor.shutdown(wait=True)
-        gc.collect()  # graphs and their memory pools go with the last reference
-        release_cached_memory(self.device)
+        with DEVICE_SETUP_LOCK:
+            gc.collect()  # graphs and their memory pools go with the last reference
+            release_cached_memory(self.device)
 
     def check_device(self) -> None:
         """Raise if the device cannot compute any more.

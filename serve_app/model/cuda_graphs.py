@@ -8,6 +8,7 @@ batch is padded up to the smallest captured bucket that holds it (larger batches
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,14 @@ import torch
 from serve_app.model.buckets import run_in_buckets
 
 logger = logging.getLogger(__name__)
+
+# Held for device work that must not overlap a CUDA graph capture in another thread of the process: a model's load
+# (weights to the device, captures, compiling) and a saved bucket put in service behind serving, whose first run
+# synchronises the whole device (inductor's autotuning). One model per process never contends for it; with several
+# (serve_app/deployments/model_slots.py) one loads while another captures, and the capture fails
+# ("operation not permitted when stream is capturing") or the other model's synchronisation does. Re-entrant: a
+# load holds it and the compiled forward it builds takes it again.
+DEVICE_SETUP_LOCK = threading.RLock()
 
 
 class GraphedForward:
@@ -35,13 +44,13 @@ class GraphedForward:
         self._pool = torch.cuda.graph_pool_handle()
         started = time.perf_counter()
         for size in sorted(set(batch_sizes), reverse=True):  # largest first: the smaller fit in what it freed
-            self.add(size, "global")
+            self.add(size)
         logger.info("captured CUDA graphs for batch sizes %s in %.1f s", self.batch_sizes,
                     time.perf_counter() - started)
 
     def add(self, size: int, capture_error_mode: str = "thread_local") -> None:
-        """Capture the bucket of `size` and serve it from now on. Later additions check only this thread's CUDA
-        calls: others (reading earlier batches' masks) keep running meanwhile."""
+        """Capture the bucket of `size` and serve it from now on. The capture checks only this thread's CUDA calls:
+        other threads (reading earlier batches' masks, other models' passes) keep running meanwhile."""
         static_input = torch.zeros((size, *self._sample_shape), dtype=self._dtype, device=self._device).contiguous(
             memory_format=self._memory_format)  # as the batches come: a compiled forward is guarded on it
         side = torch.cuda.Stream(self._device)
