@@ -76,7 +76,7 @@ class BackgroundRemover:
                                  load_wait_s=served.get("load_wait_s", 30.0))
         self._slots.load_residents()
         self._startup: dict = {"module_imported_at": round(MODULE_IMPORTED_AT, 3),
-                         "init_started_at": round(init_started_at, 3)}
+                               "init_started_at": round(init_started_at, 3)}
         self._guard = DeviceGuard(self._check_device, on_broken=self._exit_soon)
         # Serve calls reconfigure() only for a config with a user_config: until then the defaults apply.
         self.reconfigure(BatchSettings().model_dump())

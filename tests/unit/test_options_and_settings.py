@@ -101,3 +101,29 @@ def test_compiled_graphs_refuses_inductors_own_cuda_graphs() -> None:
         parse_app_args({"model": {"execution": "compiled_graphs", "compile_options": {"triton.cudagraphs": True}}})
     model = parse_app_args({"model": {"execution": "compiled_graphs", "compile_options": {"max_autotune": True}}}).model
     assert model.execution == "compiled_graphs"
+
+
+def test_several_models_the_default_and_their_names() -> None:
+    args = parse_app_args({"models": [{"model_id": "ZhengPeng7/BiRefNet"},
+                                      {"model_id": "ZhengPeng7/BiRefNet_lite", "resident": False}],
+                           "default_model": "birefnet"})
+    assert args.model_names == ("birefnet", "birefnet_lite") and args.default.model_id == "ZhengPeng7/BiRefNet"
+    replica = args.replica_args()
+    assert [entry["model_id"] for entry in replica["models"]] == ["ZhengPeng7/BiRefNet", "ZhengPeng7/BiRefNet_lite"]
+    assert parse_app_args({}).default.model_id == "ZhengPeng7/BiRefNet"  # neither model nor models: the default
+    # The default goes first to the replica, whatever the order in the file.
+    flipped = parse_app_args({"models": [{"model_id": "/m/b"}, {"model_id": "/m/a"}], "default_model": "a"})
+    assert [entry["model_id"] for entry in flipped.replica_args()["models"]] == ["/m/a", "/m/b"]
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"models": [{"model_id": "/m/a"}, {"model_id": "/n/a"}]}, "distinct names"),
+    ({"models": [{"model_id": "/m/a"}], "default_model": "b"}, "default_model 'b'"),
+    ({"models": [{"model_id": "/m/a", "resident": False}]}, "must be resident"),
+    ({"models": [{"model_id": "/m/a"}, {"model_id": "/m/b", "resident": False}], "max_loaded_models": 1},
+     "leaves no room"),
+    ({"models": [{"model_id": "/m/a", "name": "has space"}]}, "args.models.0.name"),
+])
+def test_model_lists_that_cannot_work_fail_at_start_up(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_app_args(raw)
