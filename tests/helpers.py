@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from harness.service_process import ServeProcess
+
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
@@ -99,3 +101,14 @@ def distinct_boxes(count: int, size: tuple[int, int] = (320, 200)) -> list[tuple
         boxes.append((left, top, left + 30, top + 35))
     assert all(b[2] <= size[0] and b[3] <= size[1] for b in boxes)
     return boxes
+
+
+@contextlib.contextmanager
+def serve_running(config: dict, workdir: Path, env: dict[str, str] | None = None) -> Iterator[ServeProcess]:
+    """`serve run` of `config` in `workdir` (its log there), ready, then stopped after the block."""
+    process = ServeProcess(config, workdir, workdir / "serve.log", env=env)
+    try:
+        process.wait_ready(timeout_s=300)
+        yield process
+    finally:
+        process.stop()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.service_process import ServeProcess, free_port
+from harness.service_process import free_port
 from serve_app.serve_config import derive_config
-from tests.helpers import TINY_CONFIG, serve_directory
+from tests.helpers import TINY_CONFIG, serve_directory, serve_running
 from tests.images import encode, red_square
 
 CONFIG = TINY_CONFIG
@@ -33,9 +33,5 @@ def service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     config = derive_config(CONFIG, model={"model_id": str(tiny_model_dir)},
                            ingress={"result_dir": str(workdir / "results"), "model_names": ["birefnet-general"]},
                            port=free_port())
-    process = ServeProcess(config, workdir, workdir / "serve.log")
-    try:
-        process.wait_ready(timeout_s=300)
+    with serve_running(config, workdir) as process:
         yield process.base_url
-    finally:
-        process.stop()

@@ -15,7 +15,7 @@ import pytest
 
 from harness.service_process import ServeProcess, free_port
 from serve_app.serve_config import derive_config, with_ingress_proxy
-from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, post_all
+from tests.helpers import TINY_CONFIG, alpha_of, distinct_boxes, post_all, serve_running
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 
 ROUTE = "/v1/remove-background"
@@ -43,12 +43,8 @@ def haproxy_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
                            port=free_port())
     ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
     ingress["max_queued_requests"] = QUEUED
-    process = ServeProcess(with_ingress_proxy(config, "haproxy"), workdir, workdir / "serve.log", env=SHORT_DRAIN)
-    try:
-        process.wait_ready(timeout_s=300)
+    with serve_running(with_ingress_proxy(config, "haproxy"), workdir, env=SHORT_DRAIN) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_haproxy_takes_the_port(haproxy_service: ServeProcess) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.service_process import ServeProcess, free_port
+from harness.service_process import free_port
 from serve_app.serve_config import derive_config
 from serve_app.tiny_model import write_tiny_model
-from tests.helpers import TINY_CONFIG
+from tests.helpers import TINY_CONFIG, serve_running
 from tests.images import BOX, encode, red_square
 
 ROUTE = "/v1/remove-background"
@@ -34,12 +34,8 @@ def models_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     args.update(models=[tiny, {**tiny, "model_id": str(inverted), "name": "inverted", "resident": False,
                                "batching": {"max_batch_size": 4}}],
                 default_model="tiny", load_wait_s=0.001)
-    process = ServeProcess(config, workdir, workdir / "serve.log")
-    try:
-        process.wait_ready(timeout_s=300)
+    with serve_running(config, workdir) as process:
         yield process.base_url
-    finally:
-        process.stop()
 
 
 def post(base_url: str, query: str = "") -> httpx.Response:
