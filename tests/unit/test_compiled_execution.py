@@ -144,6 +144,40 @@ def test_a_restarted_process_is_served_from_the_cache(compiled: BackgroundRemova
     assert [np.array(mask).shape for mask in restarted["after"]] == [image.shape[:2] for image in images]
 
 
+TAKING_TURNS = """
+import json, sys, threading, time
+from pathlib import Path
+from serve_app.model import compiled
+from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK
+from tests.unit.test_compiled_execution import build
+# Another model of the process sets up on the device before the first saved bucket is read: none goes in service
+# meanwhile.
+held, release = threading.Event(), threading.Event()
+read = compiled.SavedBuckets.read
+compiled.SavedBuckets.read = lambda saved, size: held.wait(300) and read(saved, size)
+model = build(Path(sys.argv[1]), "compiled", Path(sys.argv[2]))
+def other_model():
+    with DEVICE_SETUP_LOCK:
+        held.set()
+        release.wait(300)
+threading.Thread(target=other_model).start()
+held.wait(60)
+during = {"all_in": model.wait_for_buckets(timeout=3), "eager": model.describe()["eager_batch_sizes"]}
+release.set()
+print(json.dumps({"during": during, "all_in": model.wait_for_buckets(timeout=300),
+                  "eager": model.describe()["eager_batch_sizes"]}))
+"""
+
+
+def test_saved_buckets_wait_while_another_model_sets_up(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
+                                                        cache_dir: Path) -> None:
+    output = subprocess.run([sys.executable, "-c", TAKING_TURNS, str(tiny_model_dir), str(cache_dir)], check=True,
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2]).stdout
+    result = json.loads(output.splitlines()[-1])
+    assert result["during"] == {"all_in": False, "eager": list(BUCKETS)}
+    assert result["all_in"] and result["eager"] == []
+
+
 def test_a_saved_bucket_that_cannot_load_is_compiled_again(compiled: BackgroundRemovalModel, tiny_model_dir: Path,
                                                            cache_dir: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "cache"
