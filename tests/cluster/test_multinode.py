@@ -292,6 +292,8 @@ def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluste
                                                           tmp_path: Path) -> None:
     serve.delete(APP)  # the service's model replicas hold the GPUs
     wait_until(lambda: not replica_nodes("BackgroundRemover"), "the model replicas gone")
+    # and their GPUs given back: the tool starts with the actors it can place, and one would take every batch
+    wait_until(lambda: ray.available_resources().get("GPU", 0) >= len(running.workers), "every GPU free")
     photos = tmp_path / "in"
     photos.mkdir()
     for index, box in enumerate(distinct_boxes(24)):
