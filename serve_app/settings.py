@@ -300,6 +300,12 @@ class AppArgs(StrictModel):
                              f"models{' and at least one loaded on first use' if cold else ''}")
         if not self.default.resident:
             raise ValueError(f"the default model {self.default.served_name!r} must be resident")
+        if len({settings.attention_precision for settings in self.served_models}) > 1:
+            raise ValueError("attention_precision is one PyTorch setting per process: give every model the same")
+        if cold and self.load_wait_s >= self.ingress.request_timeout_s:
+            raise ValueError(f"load_wait_s ({self.load_wait_s:g}) must be shorter than ingress.request_timeout_s "
+                             f"({self.ingress.request_timeout_s:g}), or a waiting request times out (504) instead "
+                             "of being told to retry (503)")
         return self
 
     def replica_args(self) -> dict:

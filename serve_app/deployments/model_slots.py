@@ -4,18 +4,21 @@ A `ModelSlot` is one loaded model: its core, the thread its device work runs on,
 pass never mixes models) and its live batch limit. `ModelSlots` is the replica's set of them: the resident models
 load before the replica takes traffic; any other loads on its first request, on a loader thread, while the loaded
 models keep serving. Its requests wait for it up to `load_wait_s`, then get `ModelLoading` (the ingress answers
-503 with Retry-After) while it goes on loading. With `max_loaded_models`, loading one more unloads the
-non-resident model idle longest; if every loaded model is resident or busy, the request gets `NoRoomForModel`.
+503 with Retry-After) while it goes on loading; a load that fails is answered the same way, and tried again by the
+first request after a pause. With `max_loaded_models`, loading one more unloads the non-resident model idle
+longest, never one in use or awaited; if every loaded model is resident or busy, the request gets
+`NoRoomForModel`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -39,6 +42,10 @@ class ModelLoading(Exception):
 
 class NoRoomForModel(Exception):
     """Every loaded model is resident or in use: none can be unloaded to make room for another."""
+
+
+class ModelLoadFailed(Exception):
+    """The model's last load failed moments ago; the next request after a pause tries again."""
 
 
 class MaskModel(Protocol):
@@ -168,6 +175,8 @@ class ModelSlots:
         self._load_wait_s = load_wait_s
         self.loaded: dict[str, ModelSlot] = {}
         self._loading: dict[str, asyncio.Future[ModelSlot]] = {}
+        self._waiting: Counter[str] = Counter()  # requests waiting for each model: its slot is not unloaded
+        self._failed: dict[str, tuple[float, str]] = {}  # name -> (time.monotonic() of the failure, why)
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self.unloads = 0
 
@@ -181,20 +190,38 @@ class ModelSlots:
     def default(self) -> ModelSlot:
         return self.loaded[self.default_name]
 
-    async def acquire(self, name: str | None) -> ModelSlot:
-        """The slot of model `name` (None: the default), loading it first if needed. The caller holds it in use
-        (`in_use`) until its masks are back."""
+    @contextlib.asynccontextmanager
+    async def use(self, name: str | None) -> AsyncIterator[ModelSlot]:
+        """The slot of model `name` (None: the default), loaded first if needed, held in use (never unloaded)
+        for the block."""
         name = name or self.default_name
-        slot = self.loaded.get(name)
-        if slot is None:
-            if name not in self.settings:
-                raise KeyError(name)  # the ingress checks names first; a replica of another config may not
+        if name not in self.settings:
+            raise KeyError(name)  # the ingress checks names first; a replica of another config may not
+        self._waiting[name] += 1
+        try:
+            slot = await self._loaded(name)
+            slot.in_use += 1  # no await since it was found loaded: nothing can unload it in between
+        finally:
+            self._waiting[name] -= 1
+        try:
+            yield slot
+        finally:
+            slot.in_use -= 1
+            slot.last_used = time.monotonic()
+
+    async def _loaded(self, name: str) -> ModelSlot:
+        deadline = time.monotonic() + self._load_wait_s
+        while (slot := self.loaded.get(name)) is None:
+            failed_at, why = self._failed.get(name, (-math.inf, ""))
+            if time.monotonic() - failed_at < self.retry_after_s():
+                raise ModelLoadFailed(f"model {name!r} failed to load: {why}; retrying after a pause")
             loading = self._loading.get(name) or self._start_loading(name)
             try:
-                slot = await asyncio.wait_for(asyncio.shield(loading), self._load_wait_s)
+                await asyncio.wait_for(asyncio.shield(loading), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise ModelLoading(name, self._load_wait_s) from None
-        slot.last_used = time.monotonic()
+            except Exception:
+                continue  # the failure is in _failed now: the loop answers for it
         return slot
 
     def _start_loading(self, name: str) -> asyncio.Future[ModelSlot]:
@@ -210,16 +237,22 @@ class ModelSlots:
             del self._loading[name]
             if done.cancelled():
                 return
-            if done.exception() is not None:
-                logger.error("loading model %r failed: %r", name, done.exception())
+            error = done.exception()
+            if error is not None:
+                logger.error("loading model %r failed: %r", name, error)
+                self._failed[name] = (time.monotonic(), f"{type(error).__name__}: {error}")
                 return
-            self.loaded[name] = done.result()
+            slot = done.result()
+            slot.last_used = time.monotonic()  # the most recently used: not the next to make room
+            self._failed.pop(name, None)
+            self.loaded[name] = slot
             logger.info("model %r loaded in %.1f s", name, time.monotonic() - started)
         future.add_done_callback(loaded)
         return future
 
     def _unload_one(self) -> None:
-        idle = [slot for slot in self.loaded.values() if not slot.settings.resident and slot.in_use == 0]
+        idle = [slot for slot in self.loaded.values()
+                if not slot.settings.resident and slot.in_use == 0 and not self._waiting[slot.name]]
         if not idle:
             raise NoRoomForModel(f"no room for another model: max_loaded_models={self._max_loaded}, and every "
                                  "loaded model is resident or in use")
@@ -238,8 +271,10 @@ class ModelSlots:
             described[name] = slot.describe() if slot is not None else {
                 "name": name, "model_id": entry.model_id, "loaded": False, "loading": name in self._loading,
                 "resident": entry.resident, "input_size": list(entry.input_size)}
+            if name in self._failed and slot is None:
+                described[name]["load_failed"] = self._failed[name][1]
         return described
 
     def retry_after_s(self) -> int:
-        """Seconds a request refused while its model loads is told to wait."""
+        """Seconds a request refused while its model loads (or after its load failed) is told to wait."""
         return max(1, math.ceil(self._load_wait_s / 2))

@@ -17,7 +17,7 @@ from ray.serve.metrics import Histogram
 
 from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.device_guard import DeviceGuard
-from serve_app.deployments.model_slots import ModelLoading, ModelSlot, ModelSlots, NoRoomForModel
+from serve_app.deployments.model_slots import ModelLoadFailed, ModelLoading, ModelSlot, ModelSlots, NoRoomForModel
 from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
@@ -94,8 +94,8 @@ class BackgroundRemover:
         startup = {"imports_s": round(self._imports_s, 1), "model_load_s": round(loaded_s, 1),
                    "warm_up_s": round(time.perf_counter() - warm_up_started, 1)}
         slot = ModelSlot(settings, model, self._clock, self._defaults, self._metrics, startup)
-        if self._serving:  # loaded on first use: probed beside the other models' traffic, before its own
-            slot.configure(self._defaults, probe=True)
+        if self._serving:  # loaded on first use: a probe now would measure the other models' passes too; a batch
+            slot.configure(self._defaults, probe=False)  # that runs out of memory lowers its limit instead
         return slot
 
     def reconfigure(self, user_config: dict) -> None:
@@ -119,24 +119,18 @@ class BackgroundRemover:
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
             await self._guard.hold_until_exit()
         try:
-            slot = await self._slots.acquire(model)
-        except ModelLoading as error:
+            async with self._slots.use(model) as slot:
+                mask, batch = await slot.masks(image)
+                foreground, refine_ms = None, 0.0
+                if refine and isinstance(image, np.ndarray):
+                    started = time.perf_counter()
+                    foreground = await slot.foreground(image, mask)
+                    refine_ms = (time.perf_counter() - started) * 1000
+        except (ModelLoading, ModelLoadFailed, NoRoomForModel) as error:
             raise ModelNotReady(str(error), self._slots.retry_after_s()) from None
-        except NoRoomForModel as error:
-            raise ModelNotReady(str(error), self._slots.retry_after_s()) from None
-        slot.in_use += 1
-        try:
-            mask, batch = await slot.masks(image)
-            foreground, refine_ms = None, 0.0
-            if refine and isinstance(image, np.ndarray):
-                started = time.perf_counter()
-                foreground = await slot.foreground(image, mask)
-                refine_ms = (time.perf_counter() - started) * 1000
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
-        finally:
-            slot.in_use -= 1
         return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000, batch_ms=batch.duration_ms,
                           batch_size=batch.size, arrived_at=arrived_at, left_at=time.time(),
                           replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name)

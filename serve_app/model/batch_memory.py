@@ -55,10 +55,14 @@ def submit_split_on_out_of_memory(submit: Callable[[Sequence[Any]], Pending], im
 
 def release_cached_memory(device: torch.device) -> None:
     """Give blocks cached by PyTorch's allocator back, so that a smaller retry can allocate afresh."""
-    if device.type == "cuda":
-        with DEVICE_SETUP_LOCK:  # a whole-device synchronisation must not meet another thread's capture
+    # A whole-device synchronisation must not meet another model's capture in this process (cuda_graphs.py). While
+    # one sets up, the cache stays as it is rather than this pass waiting for the whole load.
+    if device.type == "cuda" and DEVICE_SETUP_LOCK.acquire(blocking=False):
+        try:
             torch.cuda.synchronize(device)
             torch.cuda.empty_cache()
+        finally:
+            DEVICE_SETUP_LOCK.release()
 
 
 def probe_batch_limit(run_batch: Callable[[int], None], device: torch.device, *, ceiling: int,

@@ -43,6 +43,9 @@ from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
 
 logger = logging.getLogger(__name__)
 
+# How long unloading a model waits for the saved bucket it is putting in service (seconds on a GPU).
+CLOSE_WAIT_S = 120.0
+
 
 # (module, batch) -> logits: the module is an argument, not a closure, so that a saved bucket holds the traced code
 # and guards but no weights, and loads into any process that has a module of the same architecture.
@@ -92,6 +95,7 @@ class CompiledForward:
         self.eager_sizes: list[int] = []  # replaced whole as buckets load: /v1/info reads it from another thread
         self._ready_sizes: list[int] = []  # the buckets that run now: replaced whole, never changed in place
         self._all_in = threading.Event()
+        self._closing = False
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
                              options, capture).result()
 
@@ -173,7 +177,9 @@ class CompiledForward:
             for size in sizes:
                 started = time.perf_counter()
                 with torch.inference_mode():
-                    compiled = saved.read(size)
+                    compiled = None if self._closing else saved.read(size)
+                if self._closing:  # the model is being unloaded: its saved buckets stay for the next load
+                    break
                 if compiled is not None and self._in_service(size, compiled, saved, started):
                     continue
                 if compiled is None or not self._in_service(size, None, saved, started):
@@ -233,6 +239,13 @@ class CompiledForward:
         check."""
         sample_shape, dtype, memory_format, device = self._example_spec
         return torch.zeros((size, *sample_shape), dtype=dtype, device=device).contiguous(memory_format=memory_format)
+
+    def close(self) -> None:
+        """Stop putting saved buckets in service (after the one in hand), then finish the work queued on the
+        forward's thread and end it."""
+        self._closing = True
+        self._all_in.wait(CLOSE_WAIT_S)
+        self.executor.shutdown(wait=True)
 
     def wait_for_buckets(self, timeout: float | None = None) -> bool:
         """Block until every bucket is in service (or has failed to load); False on timeout."""

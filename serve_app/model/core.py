@@ -368,9 +368,9 @@ class BackgroundRemovalModel:
         happens at that size's next batch. Eager execution only: graph replays call no cudnn, and compiled buckets
         were searched as they were built (the flag is left alone where Dynamo checks its guards on every call).
         """
-        if self.execution != "eager":
-            return self.forward(batch)
         size = batch.shape[0]
+        if self.execution != "eager" or size <= self._largest_batch_run:
+            return self.forward(batch)  # the process-wide flag untouched: other models' threads read it too
         previous = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = previous and size <= self._largest_batch_run
         try:
@@ -410,11 +410,10 @@ class BackgroundRemovalModel:
     def close(self) -> None:
         """Give the device memory back: weights, captured or compiled buckets and cached blocks. The model cannot
         run afterwards (a replica unloads a model no request uses)."""
-        executor = self.forward_executor
+        if isinstance(self._forward, CompiledForward):
+            self._forward.close()  # stops loading saved buckets, then finishes the work queued on its thread
         self._forward = self._eager_forward
         self.module = torch.nn.Module()
-        if executor is not None:
-            executor.shutdown(wait=True)
         with DEVICE_SETUP_LOCK:
             gc.collect()  # graphs and their memory pools go with the last reference
             release_cached_memory(self.device)

@@ -14,9 +14,11 @@ function headers() {
 }
 
 function options() {
-  const query = new URLSearchParams({ format: $("#format").value });
+  // With a background picture the service answers a transparent PNG, composed here in the chosen format.
+  const picture = $("#bg-image").files.length > 0;
+  const query = new URLSearchParams({ format: picture ? "png" : $("#format").value });
   if ($("#model").value) query.set("model", $("#model").value);
-  if ($("#use-color").checked && !$("#bg-image").files.length) query.set("bg_color", $("#color").value);
+  if ($("#use-color").checked && !picture) query.set("bg_color", $("#color").value);
   if ($("#refine").checked) query.set("refine", "true");
   if ($("#crop").checked) query.set("crop", "true");
   return query;
@@ -33,18 +35,23 @@ function addCard(name, preview, send) {
   card.querySelector(".name").title = name;
   setState(card, "queued");
   card.querySelector(".before").src = preview;
-  card.querySelector(".remove").addEventListener("click", () => {
-    results.delete(card);
-    card.remove();
-    updateZip();
-  });
+  card.querySelector(".remove").addEventListener("click", () => forget(card));
   const slider = card.querySelector(".slider");
   slider.addEventListener("input", () => {
     card.querySelector(".after").style.clipPath = `inset(0 0 0 ${slider.value}%)`;
   });
   $("#cards").append(card);
-  queue.push(() => send(card));
+  queue.push(() => (card.isConnected ? send(card) : Promise.resolve()));  // removed while queued: not sent
   pump();
+}
+
+function forget(card) {
+  results.delete(card);
+  for (const image of card.querySelectorAll("img")) {
+    if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
+  }
+  card.remove();
+  updateZip();
 }
 
 function setState(card, text, percent) {
@@ -106,12 +113,16 @@ async function run(card, name, call) {
 }
 
 function show(card, name, blob) {
+  if (!card.isConnected) return;  // removed while it was being cut out
   const extension = { "image/png": "png", "image/webp": "webp", "image/jpeg": "jpg" }[blob.type] || "png";
   const filename = `${stem(name)}.${extension}`;
   const url = URL.createObjectURL(blob);
   card.querySelector(".after img").src = url;
   card.querySelector(".compare").hidden = false;
-  card.querySelector(".slider").hidden = false;
+  // A cropped answer does not line up with the whole photo: it is shown alone, without the slider.
+  const cropped = $("#crop").checked;
+  card.querySelector(".compare").classList.toggle("alone", cropped);
+  card.querySelector(".slider").hidden = cropped;
   const link = card.querySelector(".download");
   link.href = url;
   link.download = filename;
@@ -208,7 +219,7 @@ async function refreshStatus() {
     }
     $("#status-models tbody").replaceChildren(...rows);
     const now = performance.now();
-    const rate = lastCount ? ((images - lastCount.images) * 1000) / (now - lastCount.at) : 0;
+    const rate = lastCount ? Math.max(0, ((images - lastCount.images) * 1000) / (now - lastCount.at)) : 0;
     lastCount = { images, at: now };
     const model = info.model || {};
     $("#status-line").textContent = `${model.device_name || model.device || "?"}: ${rate.toFixed(1)} images/s, ` +
@@ -234,7 +245,7 @@ function setUp() {
   $("#files").addEventListener("change", (event) => { addFiles(event.target.files); event.target.value = ""; });
   $("#add-urls").addEventListener("click", addUrls);
   $("#zip").addEventListener("click", downloadZip);
-  $("#clear").addEventListener("click", () => { results.clear(); $("#cards").replaceChildren(); updateZip(); });
+  $("#clear").addEventListener("click", () => { for (const card of [...$("#cards").children]) forget(card); });
   const drop = $("#drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));

@@ -24,15 +24,17 @@ ROUTE = "/v1/remove-background"
 
 @pytest.fixture(scope="module")
 def models_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`serve run` of the tiny config with two models: `tiny` (resident, the default) and `inverted`, loaded on
-    its first request; a request waits for a load at most 1 ms, so that the first one is refused."""
+    """`serve run` of the tiny config with `tiny` (resident, the default) and two models loaded on their first
+    request, `inverted` and `late`; a request waits for a load at most 1 ms, so that the first one is refused."""
     workdir = tmp_path_factory.mktemp("models")
     inverted = write_tiny_model(workdir / "inverted", inverted=True)
     config = derive_config(TINY_CONFIG, port=free_port())
     args = config["applications"][0]["args"]
     tiny = {**args.pop("model"), "model_id": str(tiny_model_dir), "name": "tiny"}
+    # `late` is the inverted model under another name, asked for by one test only: its first request is refused.
     args.update(models=[tiny, {**tiny, "model_id": str(inverted), "name": "inverted", "resident": False,
-                               "batching": {"max_batch_size": 4}}],
+                               "batching": {"max_batch_size": 4}},
+                        {**tiny, "model_id": str(inverted), "name": "late", "resident": False}],
                 default_model="tiny", load_wait_s=0.001)
     with serve_running(config, workdir) as process:
         yield process.base_url
@@ -58,7 +60,7 @@ def info(base_url: str) -> dict:
 def test_info_lists_every_model_and_the_default(models_service: str) -> None:
     described = info(models_service)
     assert described["default_model"] == "tiny"
-    assert set(described["models"]) == {"tiny", "inverted"}
+    assert set(described["models"]) == {"tiny", "inverted", "late"}
     assert described["models"]["tiny"]["loaded"] and described["models"]["tiny"]["resident"]
     assert described["model"]["name"] == "tiny"  # the default model in full, as a one-model config has it
 
@@ -76,7 +78,7 @@ def test_default_model_without_a_name(models_service: str) -> None:
 
 
 def test_a_cold_model_loads_on_first_use_and_its_requests_route_to_it(models_service: str) -> None:
-    first = post(models_service, "?model=inverted")
+    first = post(models_service, "?model=late")
     # The load outlasts the 1 ms a request waits for it: 503 with Retry-After, while it goes on loading.
     assert first.status_code == 503, first.text
     assert first.json()["error"]["code"] == "model_unavailable" and "loading" in first.json()["error"]["message"]
@@ -85,15 +87,14 @@ def test_a_cold_model_loads_on_first_use_and_its_requests_route_to_it(models_ser
     inside, _ = object_and_background_alpha(post(models_service, "?model=tiny"))
     assert inside > 250
     deadline = time.monotonic() + 120
-    while (response := post(models_service, "?model=inverted")).status_code == 503:
+    while (response := post(models_service, "?model=late")).status_code == 503:
         assert time.monotonic() < deadline, "the cold model never loaded"
         time.sleep(0.5)
     inside, background = object_and_background_alpha(response)
     assert inside < 5 and background > 250  # the inverted model's answer
     described = info(models_service)["models"]
-    assert described["inverted"]["loaded"] and not described["inverted"]["resident"]
-    assert described["inverted"]["batching"]["max_batch_size"] == 4  # its own batch settings
-    assert sum(described["inverted"]["batch_size_histogram"].values()) >= 1
+    assert described["late"]["loaded"] and not described["late"]["resident"]
+    assert sum(described["late"]["batch_size_histogram"].values()) >= 1
     assert described["tiny"]["batching"]["max_batch_size"] == 16  # the deployment's user_config
 
 
@@ -117,6 +118,7 @@ def test_concurrent_requests_for_both_models_each_get_their_own(models_service: 
     for name, response in answers:
         inside, background = object_and_background_alpha(response)
         assert (inside > 250) == (name == "tiny") and (background > 250) == (name == "inverted"), name
+    assert info(models_service)["models"]["inverted"]["batching"]["max_batch_size"] == 4  # its own batch settings
 
 
 def test_bulk_client_takes_a_model(models_service: str, tmp_path: Path) -> None:

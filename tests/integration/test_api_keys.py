@@ -32,5 +32,10 @@ def test_routes_need_a_valid_key_and_health_stays_open(base_url: str, tiny_model
     assert authorized.status_code == 200 and authorized.headers["content-type"] == "image/png"
     assert httpx.get(f"{base_url}/healthz", trust_env=False).status_code == 200
     assert httpx.get(f"{base_url}/readyz", trust_env=False, timeout=30).status_code == 200
+    # The page and its files load without a key (the page asks for it); what the page then reads does not.
+    for path in ("/", "/page/page.js", "/page/page.css"):
+        assert httpx.get(f"{base_url}{path}", trust_env=False, timeout=30).status_code == 200, path
+    assert httpx.get(f"{base_url}/v1/info", trust_env=False, timeout=30).status_code == 401
+    assert httpx.get(f"{base_url}/page/../v1/info", trust_env=False, timeout=30).status_code == 401
     info = httpx.get(f"{base_url}/v1/info", headers={"Authorization": f"Bearer {KEY}"}, trust_env=False, timeout=30)
     assert KEY not in info.text
