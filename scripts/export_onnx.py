@@ -78,11 +78,11 @@ def compare(module: torch.nn.Module, path: Path, *, size: tuple[int, int], batch
     pixels = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = Logits(module).eval()(pixels).numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    runtime = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     started = time.perf_counter()
-    got = session.run(None, {session.get_inputs()[0].name: pixels.numpy()})[0]
+    got = runtime.run(None, {runtime.get_inputs()[0].name: pixels.numpy()})[0]
     difference = np.abs(got - expected)
-    return {"providers": session.get_providers(), "run_s": round(time.perf_counter() - started, 2),
+    return {"providers": runtime.get_providers(), "run_s": round(time.perf_counter() - started, 2),
             "max_abs_logit_diff": float(difference.max()), "mean_abs_logit_diff": float(difference.mean()),
             "logit_range": [float(expected.min()), float(expected.max())]}
 
