@@ -32,7 +32,11 @@ from serve_app.settings import BatchSettings, ModelSettings
 logger = logging.getLogger("ray.serve")
 
 
-class ModelLoading(Exception):
+class ModelUnavailable(Exception):
+    """The requested model cannot serve this request yet; a retry in a moment may find it (503 + Retry-After)."""
+
+
+class ModelLoading(ModelUnavailable):
     """The model is still loading after the request waited `load_wait_s` for it."""
 
     def __init__(self, name: str, waited_s: float):
@@ -40,11 +44,11 @@ class ModelLoading(Exception):
         self.name = name
 
 
-class NoRoomForModel(Exception):
+class NoRoomForModel(ModelUnavailable):
     """Every loaded model is resident or in use: none can be unloaded to make room for another."""
 
 
-class ModelLoadFailed(Exception):
+class ModelLoadFailed(ModelUnavailable):
     """The model's last load failed moments ago; the next request after a pause tries again."""
 
 
@@ -89,7 +93,7 @@ class ModelSlot:
         self.live_max_batch_size = self.batch_settings.max_batch_size
         self.fitting_batch: int | None = None  # the largest batch known to fit (None: no limit found)
         self._probed_up_to = 0
-        self.in_use = 0  # calls between acquire and their masks: a slot in use is never unloaded
+        self.in_use = 0  # calls holding it (ModelSlots.use) until their masks are back: never unloaded meanwhile
         self.last_used = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batched: Any = serve.batch(max_batch_size=self.live_max_batch_size,

@@ -17,7 +17,7 @@ from ray.serve.metrics import Histogram
 
 from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.device_guard import DeviceGuard
-from serve_app.deployments.model_slots import ModelLoadFailed, ModelLoading, ModelSlot, ModelSlots, NoRoomForModel
+from serve_app.deployments.model_slots import ModelSlot, ModelSlots, ModelUnavailable
 from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
@@ -126,7 +126,7 @@ class BackgroundRemover:
                     started = time.perf_counter()
                     foreground = await slot.foreground(image, mask)
                     refine_ms = (time.perf_counter() - started) * 1000
-        except (ModelLoading, ModelLoadFailed, NoRoomForModel) as error:
+        except ModelUnavailable as error:
             raise ModelNotReady(str(error), self._slots.retry_after_s()) from None
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.

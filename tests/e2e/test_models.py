@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import time
 from collections.abc import Iterator
@@ -101,8 +102,6 @@ def test_a_cold_model_loads_on_first_use_and_its_requests_route_to_it(models_ser
 def test_concurrent_requests_for_both_models_each_get_their_own(models_service: str) -> None:
     post(models_service, "?model=inverted")  # loaded by the test above, or now
     with httpx.Client(trust_env=False, timeout=60) as client:
-        import concurrent.futures
-
         def one(index: int) -> tuple[str, httpx.Response]:
             name = "inverted" if index % 2 else "tiny"
             for _ in range(240):  # the inverted model may still be loading when this test runs alone
