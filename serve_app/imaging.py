@@ -19,7 +19,7 @@ from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError  # noqa
 
 from serve_app import png
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
-from serve_app.protocol import ReducedImage
+from serve_app.protocol import EncodedJpeg, ReducedImage
 
 OutputFormat = Literal["png", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
@@ -172,6 +172,21 @@ def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> 
         return None
     upright = (width, height) if orientation not in _TRANSPOSING else (height, width)
     return ReducedImage(_upright(pixels, orientation), (upright[1], upright[0]))
+
+
+def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None:
+    """The upload as an EncodedJpeg, for the model replica to decode on its device, if it is a colour or grey
+    JPEG within `max_pixels`; else None (anything else, or a broken header: _jpeg_header).
+
+    Only the header is read: a file broken further on fails the ingress's own decode beside the model call, which
+    answers the client, and the replica's, which the ingress then no longer waits for.
+    """
+    header = _jpeg_header(data, max_pixels)
+    if header is None:
+        return None
+    width, height, orientation = header
+    upright = (height, width) if orientation not in _TRANSPOSING else (width, height)
+    return EncodedJpeg(data, orientation, upright)
 
 
 _TRANSPOSING = frozenset({5, 6, 7, 8})  # orientations that swap width and height

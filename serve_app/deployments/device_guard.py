@@ -9,7 +9,8 @@ them may be what broke the device), and the process exits, so that Serve replace
 queued here fail with an actor error, which the ingress retries once on the new replica. Calls that arrive in
 the half second before the exit cannot have broken the device, so they are held until it (measured on an H100:
 two such calls were answered 503 before they were held, docs/reliability.md) and retried the same way.
-No torch here: the ingress imports `DeviceFailed` to recognise it.
+A JPEG the replica cannot decode (`DeviceDecodeFailed`) is the file's failure, found before its pass: it goes back
+as it is, without a look at the device. No torch here: the ingress imports `DeviceFailed` to recognise it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
+
+from serve_app.protocol import DeviceDecodeFailed
 
 logger = logging.getLogger("ray.serve")
 
@@ -38,6 +41,8 @@ class DeviceGuard:
 
     async def classify(self, error: Exception) -> Exception:
         """The exception to give the failed batch's callers: DeviceFailed if the device is broken, else `error`."""
+        if isinstance(error, DeviceDecodeFailed):  # refused before its pass: the file's failure, not the device's
+            return error
         if self.broken_reason is None:
             try:
                 await self._check_device()

@@ -1,7 +1,8 @@
 """The CPU ingress: HTTP routes, upload and URL intake, decode/compose/encode, and one JSON error shape.
 
-The ingress never touches torch. It hands uint8 RGB arrays to the `BackgroundRemover` deployment and does the
-CPU-heavy codec work in a thread pool so that the event loop keeps accepting requests.
+The ingress never touches torch. It hands uint8 RGB arrays to the `BackgroundRemover` deployment (or, for a lone
+JPEG on an idle device, the file itself) and does the CPU-heavy codec work in a thread pool so that the event loop
+keeps accepting requests.
 """
 
 import asyncio
@@ -46,7 +47,7 @@ from serve_app.errors import (
 from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
 from serve_app.page import page_asset
-from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
+from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
 from serve_app.timing import StageTimer
@@ -184,6 +185,12 @@ def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any
         return function(*args, **kwargs)
 
 
+def _retrieve_outcome(task: asyncio.Future) -> None:
+    """Read a task's outcome that nobody awaits any more, so that asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 # What follows the model for one image, on a codec thread: composite and encode.
 Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 
@@ -213,7 +220,12 @@ class Ingress:
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
-        self._cutting_out = 0  # images this replica is working on now: memory is trimmed once none are left
+        # Images this replica is working on now: memory is trimmed once none are left, and a JPEG goes to the model
+        # as the file only while it is the one (device_jpeg_decode).
+        self._cutting_out = 0
+        # Whether the model's last answer to this replica came from a pass of one image with no other call held
+        # by the model replica: the device decodes a file at once only when idle (BackgroundRemovalModel.decode_jpeg).
+        self._device_idle = True
         self._idle_since = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -462,12 +474,16 @@ class Ingress:
 
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
                                      model: str) -> compose.Rendered:
+        encoded = None if refine else self._to_decode_on_device(data)
         reduced = None
-        if not refine:
+        if not refine and encoded is None:
             with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
                 reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._input_sizes[model],
                                               max_pixels=self.settings.max_image_pixels)
-        if reduced is not None:
+        if encoded is not None:
+            with timer.stage("model"):
+                decoded, result = await self._segment_beside_decode(encoded, timer, model)
+        elif reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer, model)
         else:
@@ -492,13 +508,43 @@ class Ingress:
             raise
         return await full, result
 
-    async def _segment(self, image: np.ndarray | ReducedImage, timer: StageTimer, refine: bool = False,
+    def _to_decode_on_device(self, data: bytes) -> EncodedJpeg | None:
+        """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
+        replica is working on, and the device was idle at the last answer; else None (pixels go, as under load)."""
+        if self.settings.device_jpeg_decode == "never" or self._cutting_out > 1 or not self._device_idle:
+            return None
+        return imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
+
+    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
+                                     model: str) -> tuple[imaging.DecodedImage, MaskResult]:
+        """The model replica decodes its copy of the JPEG on its device while this replica decodes its own for the
+        cut-out; a file the replica cannot decode goes again as this replica's pixels."""
+        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model))
+        try:
+            with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
+                decoded = await self._in_pool(imaging.decode_image, encoded.data,
+                                              max_pixels=self.settings.max_image_pixels)
+        except BaseException:
+            model_call.cancel()  # the upload is broken after all: no device time for it
+            model_call.add_done_callback(_retrieve_outcome)
+            raise
+        try:
+            result = await model_call
+        except DeviceDecodeFailed as error:
+            cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
+            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
+            result = await self._segment(decoded.model_input, timer, model=model)
+        timer.record("model_device_decode", result.device_decode_ms)
+        return decoded, result
+
+    async def _segment(self, image: np.ndarray | ReducedImage | EncodedJpeg, timer: StageTimer, refine: bool = False,
                        model: str | None = None) -> MaskResult:
-        """The model's answer for one image, and the time the call spent outside the model replica
-        (Server-Timing model_transport; with a replica on this node, also split into model_to_replica and
-        model_from_replica by the shared wall clock)."""
+        """The model's answer for one image, noting whether the device was idle for the next decision, and the
+        time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,
+        also split into model_to_replica and model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
         result = await self._call_remover("remove_background", image, refine, model)
+        self._device_idle = result.batch_size == 1 and result.device_backlog == 0
         if refine:
             timer.record("model_refine", result.refine_ms)
         timer.record("model_transport", (time.perf_counter() - called - (result.left_at - result.arrived_at)) * 1000)

@@ -26,7 +26,7 @@ import numpy as np
 from ray import serve
 
 from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DeviceClock, DevicePasses
-from serve_app.protocol import ReducedImage
+from serve_app.protocol import EncodedJpeg, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings
 
 logger = logging.getLogger("ray.serve")
@@ -61,6 +61,7 @@ class MaskModel(Protocol):
     def forward_executor(self) -> Any: ...
 
     def submit(self, images: Sequence[Any]) -> Any: ...
+    def decode_jpeg(self, encoded: EncodedJpeg) -> Any: ...
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int: ...
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
     def check_device(self) -> None: ...
@@ -101,8 +102,14 @@ class ModelSlot:
                                          max_concurrent_batches=PASSES_IN_FLIGHT)(self._run_batch)
         model.on_out_of_memory = self._lower_batch_limit
 
-    async def masks(self, image: np.ndarray | ReducedImage) -> tuple[np.ndarray, DeviceBatch]:
-        """The mask of one image, from a pass shared with the calls for this model that arrive meanwhile."""
+    async def decode(self, encoded: EncodedJpeg) -> Any:
+        """The model's copy of a JPEG, decoded on the device (a tensor for `masks`), on the model thread, between
+        the submissions of its passes (BackgroundRemovalModel.decode_jpeg). Raises DeviceDecodeFailed."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self.model.decode_jpeg, encoded)
+
+    async def masks(self, image: np.ndarray | ReducedImage | Any) -> tuple[np.ndarray, DeviceBatch]:
+        """The mask of one image (pixels, a reduced copy or `decode`'s tensor), from a pass shared with the calls
+        for this model that arrive meanwhile."""
         self._loop = self._loop or asyncio.get_running_loop()
         # Set before joining: the pass this call starts gathers the calls arriving until the device frees.
         self._batched.set_batch_wait_timeout_s(self.passes.wait_s(self.batch_settings.batch_wait_timeout_s))

@@ -18,7 +18,7 @@ from ray.serve.metrics import Histogram
 from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.device_guard import DeviceGuard
 from serve_app.deployments.model_slots import ModelSlot, ModelSlots, ModelUnavailable
-from serve_app.protocol import MaskResult, ModelNotReady, ReducedImage
+from serve_app.protocol import EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
 
@@ -108,19 +108,28 @@ class BackgroundRemover:
         logger.info("batch settings now %s (live batch limits %s)", self._defaults.model_dump(),
                     {name: slot.live_max_batch_size for name, slot in self._slots.loaded.items()})
 
-    async def remove_background(self, image: np.ndarray | ReducedImage, refine: bool = False,
+    async def remove_background(self, image: np.ndarray | ReducedImage | EncodedJpeg, refine: bool = False,
                                 model: str | None = None) -> MaskResult:
-        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image or ReducedImage from model `model`
-        (None: the default); concurrent calls for one model share forward passes (serve_app/deployments/
-        batching.py). With `refine` (pixels only), also the subject's own colours in semi-transparent pixels,
-        estimated on the device."""
+        """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, ReducedImage or EncodedJpeg from model
+        `model` (None: the default); concurrent calls for one model share forward passes (serve_app/deployments/
+        batching.py). An EncodedJpeg is decoded on the device before it joins a pass, so a file that cannot be
+        decoded fails its own call alone, with DeviceDecodeFailed. With `refine` (pixels only), also the subject's
+        own colours in semi-transparent pixels, estimated on the device."""
         arrived, arrived_at = time.perf_counter(), time.time()
         self._serving = True
+        if refine and isinstance(image, EncodedJpeg):
+            # The colours come from the ingress's own decode: the device's copy of the file is for the mask only.
+            raise ValueError("refine needs the image's decoded pixels, not an EncodedJpeg")
         if self._guard.broke_before(arrived):  # this image cannot have broken the device: retried elsewhere
             await self._guard.hold_until_exit()
         try:
             async with self._slots.use(model) as slot:
-                mask, batch = await slot.masks(image)
+                pixels, decode_ms = image, 0.0
+                if isinstance(image, EncodedJpeg):
+                    started = time.perf_counter()
+                    pixels = await slot.decode(image)
+                    decode_ms = (time.perf_counter() - started) * 1000
+                mask, batch = await slot.masks(pixels)
                 foreground, refine_ms = None, 0.0
                 if refine and isinstance(image, np.ndarray):
                     started = time.perf_counter()
@@ -131,9 +140,15 @@ class BackgroundRemover:
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error
-        return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000, batch_ms=batch.duration_ms,
-                          batch_size=batch.size, arrived_at=arrived_at, left_at=time.time(),
+        # Out of the slot now: the calls held are the others, which the ingress reads as a busy device.
+        return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000 - decode_ms,
+                          batch_ms=batch.duration_ms, batch_size=batch.size, device_decode_ms=decode_ms,
+                          device_backlog=self._calls_held(), arrived_at=arrived_at, left_at=time.time(),
                           replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name)
+
+    def _calls_held(self) -> int:
+        """Calls this replica holds now, queued or on the device, every model's."""
+        return sum(slot.in_use for slot in self._slots.loaded.values())
 
     def describe(self) -> dict:
         """What /v1/info reports: the default model in full at the top (its model, live batch settings and
@@ -143,8 +158,7 @@ class BackgroundRemover:
             "default_model": self._slots.default_name,
             "models": self._slots.describe(),
             "model_unloads": self._slots.unloads,
-            # Calls this replica holds now, queued or on the device, every model's.
-            "requests_in_replica": sum(slot.in_use for slot in self._slots.loaded.values()),
+            "requests_in_replica": self._calls_held(),
             "startup": {**self._slots.default.startup, **self._startup},  # the default model's and the replica's
             "versions": component_versions(),
         }

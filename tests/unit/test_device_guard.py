@@ -12,6 +12,7 @@ from ray.exceptions import RayActorError
 from serve_app.deployments.device_guard import DeviceFailed, DeviceGuard
 from serve_app.deployments.ingress import Ingress
 from serve_app.errors import ModelUnavailable
+from serve_app.protocol import DeviceDecodeFailed
 
 
 class Device:
@@ -34,6 +35,14 @@ def test_a_failed_batch_on_a_working_device_keeps_its_own_error() -> None:
     assert asyncio.run(guard.classify(error)) is error
     assert device.exits == 0
     guard.check_health()
+
+
+def test_a_jpeg_the_replica_cannot_decode_is_the_files_failure_without_a_look_at_the_device() -> None:
+    device = Device(works=False)  # even a broken device: the file failed before any pass
+    guard = DeviceGuard(device.check, device.exit)
+    error = DeviceDecodeFailed("torchvision cannot decode this JPEG")
+    assert asyncio.run(guard.classify(error)) is error
+    assert (device.checks, device.exits) == (0, 0)
 
 
 def test_a_broken_device_fails_the_batch_with_device_failed_exits_once_and_fails_health() -> None:
@@ -96,3 +105,10 @@ def test_ingress_retries_once_when_the_replica_died() -> None:
     with pytest.raises(ModelUnavailable):
         call(remover)
     assert remover.calls == 2
+
+
+def test_ingress_passes_a_failed_device_decode_on_unretried_for_its_fallback_to_pixels() -> None:
+    remover = Remover(DeviceDecodeFailed("torchvision cannot decode this JPEG"))
+    with pytest.raises(DeviceDecodeFailed):
+        call(remover)
+    assert remover.calls == 1

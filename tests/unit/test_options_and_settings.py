@@ -53,6 +53,7 @@ def test_unknown_option_names_are_rejected_by_name() -> None:
         ({"model": {"input_size": [2, 2]}}, "args.model.input_size"),
         ({"ingress": {"max_upload_bytes": 0}}, "args.ingress.max_upload_bytes"),
         ({"ingress": {"url_allow_networks": ["not-a-network"]}}, "args.ingress.url_allow_networks"),
+        ({"ingress": {"device_jpeg_decode": "always"}}, "args.ingress.device_jpeg_decode"),
         ({"modle": {}}, "args.modle"),
     ],
 )
@@ -74,6 +75,13 @@ def test_batch_settings_mistakes_name_the_field(raw: dict, field: str) -> None:
 def test_a_batch_cap_far_above_what_fits_is_accepted() -> None:
     # The cap 4x what fits on an H200 (~105 images at 1024x1024): the live limit comes from the probe and splits.
     assert parse_batch_settings({"max_batch_size": 512}).max_batch_size == 512
+
+
+def test_a_lone_jpeg_is_decoded_on_the_device_by_default_and_never_turns_it_off() -> None:
+    assert parse_app_args({}).ingress.device_jpeg_decode == "when_idle"
+    prod = yaml.safe_load((CONFIGS / "prod.yaml").read_text())["applications"][0]["args"]
+    assert parse_app_args(prod).ingress.device_jpeg_decode == "when_idle"
+    assert parse_app_args({"ingress": {"device_jpeg_decode": "never"}}).ingress.device_jpeg_decode == "never"
 
 
 def test_square_input_size_shorthand() -> None:
