@@ -17,6 +17,7 @@ bulk mode across the nodes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -210,6 +211,9 @@ def test_a_batch_streams_results_that_every_ingress_replica_serves(running: Runn
         assert_mask_matches(alpha_of(answers[0]), expected_alpha(), EDGE_MARGIN)
 
 
+MAX_REQUESTS_PER_SENDER = 400  # a bound on each sender's loop besides its stop event
+
+
 @dataclass
 class Outcome:
     via: str  # "survivor" or "killed": which worker's proxy the request went to
@@ -223,8 +227,9 @@ class Outcome:
 
 def send_until(stop: threading.Event, killed: threading.Event, via: str, url: str, boxes: list,
                outcomes: list[Outcome]) -> None:
-    """Requests one after another until `stop`, at most one per box."""
-    for box in boxes:
+    """Requests one after another until `stop`, cycling through the boxes: a fast sender still has requests to
+    send after the kill. At most MAX_REQUESTS_PER_SENDER."""
+    for box in itertools.islice(itertools.cycle(boxes), MAX_REQUESTS_PER_SENDER):
         if stop.is_set():
             return
         outcome = Outcome(via, killed.is_set(), box)
