@@ -25,6 +25,7 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +33,6 @@ import numpy as np
 
 from harness.photos import sample_photo_jpegs
 from serve_app import imaging
-from serve_app.settings import IngressSettings
 
 INPUT_SIZE = (1024, 1024)  # the model's input (width, height) in configs/prod.yaml: what the reduced copy covers
 
@@ -46,32 +46,51 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", default="1,8,16", help="comma-separated worker process counts, one level each")
     parser.add_argument("--per-process", type=int, default=1, help="photos in flight per process (threads)")
     parser.add_argument("--png-threads", type=int, default=1, help="threads compressing one PNG's stripes")
+    parser.add_argument("--stages", choices=("all", "no-reduced", "decode", "png"), default="all",
+                        help="no-reduced: without the model's reduced copy; decode: the decodes alone; png: the "
+                        "PNG alone, of each photo decoded once beforehand")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per level before counting")
     parser.add_argument("--out", type=Path, help="write the record as JSON here")
     return parser.parse_args()
 
 
-def cut_out(data: bytes, png_pool: ThreadPoolExecutor | None, png_threads: int, max_pixels: int) -> int:
-    """One photo through the ingress's CPU stages; the PNG's size in bytes."""
-    imaging.reduced_jpeg(data, min_size=INPUT_SIZE, max_pixels=max_pixels)
-    decoded = imaging.decode_image(data, max_pixels=max_pixels)
-    mask = np.full(decoded.pixels.shape[:2], 255, np.uint8)
-    return len(imaging.render(decoded, mask, "png", png_pool=png_pool, png_threads=png_threads))
+def photo_work(photos: list[bytes], stages: str, png_pool: ThreadPoolExecutor | None, png_threads: int,
+               max_pixels: int) -> Callable[[int], int]:
+    """The CPU work for photo i as the ingress does it (`stages`: all of it or a part, see --stages); each call
+    returns the bytes it produced (the PNG's, or 0)."""
+    decoded = [imaging.decode_image(data, max_pixels=max_pixels) for data in photos] if stages == "png" else []
+
+    def run(index: int) -> int:
+        data = photos[index % len(photos)]
+        if stages in ("all", "decode"):
+            imaging.reduced_jpeg(data, min_size=INPUT_SIZE, max_pixels=max_pixels)
+        if stages == "png":
+            image = decoded[index % len(photos)]
+        else:
+            image = imaging.decode_image(data, max_pixels=max_pixels)
+        if stages == "decode":
+            return 0
+        mask = np.full(image.pixels.shape[:2], 255, np.uint8)
+        # render may reuse the pixels' spare channel for the alpha: a decoded photo kept for the next round stays
+        # as it was, since the alpha it writes is the same every time
+        return len(imaging.render(image, mask, "png", png_pool=png_pool, png_threads=png_threads))
+
+    return run
 
 
-def worker(photos: list[bytes], per_process: int, png_threads: int, start_at: float, count_from: float,
-           stop_at: float, results: multiprocessing.Queue) -> None:
+def worker(photos: list[bytes], max_pixels: int, stages: str, per_process: int, png_threads: int, start_at: float,
+           count_from: float, stop_at: float, results: multiprocessing.Queue) -> None:
     """Cut out photos on `per_process` threads until `stop_at`; report those finished after `count_from`."""
-    max_pixels = IngressSettings().max_image_pixels
     png_pool = ThreadPoolExecutor(png_threads, thread_name_prefix="png") if png_threads > 1 else None
+    work = photo_work(photos, stages, png_pool, png_threads, max_pixels)
     counted, output_bytes = [0], [0]
     lock = threading.Lock()
 
     def loop(offset: int) -> None:
         index = offset
         while time.time() < stop_at:
-            size = cut_out(photos[index % len(photos)], png_pool, png_threads, max_pixels)
+            size = work(index)
             index += per_process
             if count_from <= time.time() <= stop_at:
                 with lock:
@@ -91,15 +110,15 @@ def worker(photos: list[bytes], per_process: int, png_threads: int, start_at: fl
     results.put((counted[0], output_bytes[0], cpu_s))
 
 
-def run_level(photos: list[bytes], processes: int, args: argparse.Namespace) -> dict:
+def run_level(photos: list[bytes], max_pixels: int, processes: int, args: argparse.Namespace) -> dict:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     start_at = time.time() + 3.0  # room for the workers to start before the clock runs
     count_from = start_at + args.warmup
     stop_at = count_from + args.duration
-    workers = [context.Process(target=worker, args=(photos, args.per_process, args.png_threads, start_at,
-                                                     count_from, stop_at, results))
-               for _ in range(processes)]
+    worker_args = (photos, max_pixels, args.stages, args.per_process, args.png_threads, start_at, count_from, stop_at,
+                   results)
+    workers = [context.Process(target=worker, args=worker_args) for _ in range(processes)]
     for process in workers:
         process.start()
     reports = [results.get(timeout=stop_at - time.time() + 120) for _ in workers]
@@ -107,8 +126,8 @@ def run_level(photos: list[bytes], processes: int, args: argparse.Namespace) -> 
         process.join()
     done = sum(report[0] for report in reports)
     cpu_s = sum(report[2] for report in reports)
-    return {"processes": processes, "per_process": args.per_process, "png_threads": args.png_threads,
-            "images": done, "images_per_s": round(done / args.duration, 2),
+    return {"stages": args.stages, "processes": processes, "per_process": args.per_process,
+            "png_threads": args.png_threads, "images": done, "images_per_s": round(done / args.duration, 2),
             "cpu_ms_per_image": round(1000 * cpu_s / max(1, done), 1),
             "mean_png_bytes": round(sum(report[1] for report in reports) / max(1, done))}
 
@@ -124,7 +143,7 @@ def main() -> None:
                     "photo_size": args.photo_size, "mean_jpeg_bytes": round(sum(map(len, photos)) / len(photos)),
                     "levels": []}
     for processes in (int(value) for value in args.processes.split(",")):
-        level = run_level(photos, processes, args)
+        level = run_level(photos, size[0] * size[1], processes, args)
         print(json.dumps(level), flush=True)
         record["levels"].append(level)
     if args.out:
