@@ -200,8 +200,9 @@ class IngressSettings(StrictModel):
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
     png_threads: int = Field(
         8, ge=1, le=256,
-        description="Threads per ingress replica that compress the row stripes of one PNG at once: an idle host "
-        "answers a single request sooner; under load they share the cores with everything else.",
+        description="Threads per ingress replica that compress the row stripes of one PNG at once while the replica "
+        "has only that image in hand, so a lone request is answered sooner; with more in hand each PNG is "
+        "compressed on its codec thread alone, which costs the least CPU.",
     )
     device_jpeg_decode: Literal["never", "when_idle"] = Field(
         "when_idle",

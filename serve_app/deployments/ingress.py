@@ -432,7 +432,7 @@ class Ingress:
             foreground = compose.foreground_box(result.mask)  # before render, which may reuse the pixels
             data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
                                   bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                                  png_pool=self._png_pool, png_threads=self.settings.png_threads)
+                                  **self._png_stripes())
             return compose.Rendered(data, options.media_type, width, height, foreground)
         return finish
 
@@ -441,9 +441,17 @@ class Ingress:
         """Compose as `layout` says, after `mask_step` (rembg's mask options) if given."""
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
             mask = result.mask if mask_step is None else mask_step(result.mask)
-            return compose.render_cutout(decoded, mask, layout, colours=result.foreground, png_pool=self._png_pool,
-                                         png_threads=self.settings.png_threads)
+            return compose.render_cutout(decoded, mask, layout, colours=result.foreground, **self._png_stripes())
         return finish
+
+    def _png_stripes(self) -> dict[str, Any]:
+        """Where a PNG's stripes are compressed: on the PNG pool's `png_threads` while this replica has only this
+        image in hand (its encode is then most of what the client waits for after the model); under load on the
+        codec thread alone, which hands nothing between threads and so spends the least CPU per image (see
+        docs/benchmarks/README.md, "The ingress's CPU work")."""
+        if self._cutting_out > 1:
+            return {"png_pool": None, "png_threads": 1}
+        return {"png_pool": self._png_pool, "png_threads": self.settings.png_threads}
 
     async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *, refine: bool = False,
                        model: str | None = None) -> compose.Rendered:

@@ -131,6 +131,31 @@ def test_under_concurrency_jpegs_go_as_pixels_and_each_caller_gets_its_own_mask(
     assert paths.count("pixels") >= len(boxes) - 1, paths
 
 
+def idat_chunks(png_bytes: bytes) -> int:
+    """IDAT chunks in a PNG: the ingress writes one per row stripe, plus one for the checksum."""
+    count, offset = 0, 8
+    while offset < len(png_bytes):
+        length = int.from_bytes(png_bytes[offset : offset + 4], "big")
+        count += png_bytes[offset + 4 : offset + 8] == b"IDAT"
+        offset += 12 + length
+    return count
+
+
+def test_a_lone_png_is_compressed_on_the_pool_and_concurrent_ones_each_on_one_thread(service: str) -> None:
+    """A 1280x800 cut-out is 4 MiB of pixels: on one thread, 4 stripes of ~1 MiB; on the PNG pool (the default 8
+    threads) 8 equal ones."""
+    lone = post_lone(service, LARGE)
+    assert idat_chunks(lone.content) == 8 + 1
+    boxes = [(40 + 60 * index, 100, 400 + 60 * index, 500) for index in range(12)]
+    bodies = [encode(red_square(LARGE_SIZE, box), "JPEG", quality=95) for box in boxes]
+    responses = post_all(f"{service}{ROUTE}", bodies, content_type="image/jpeg")
+    stripes = [idat_chunks(response.content) - 1 for response in responses]
+    # Those encoded while others were in hand used one thread; the last few may have found the replica alone.
+    assert stripes.count(4) >= len(bodies) - 3 and set(stripes) <= {4, 8}, stripes
+    for box, response in zip(boxes, responses, strict=True):
+        assert_mask_matches(alpha_of(response), expected_alpha(LARGE_SIZE, box), EDGE_MARGIN * 4)
+
+
 def encoded(body: bytes) -> EncodedJpeg:
     file = imaging.device_decodable_jpeg(body, max_pixels=LIMIT)
     assert file is not None
