@@ -208,11 +208,10 @@ class IngressSettings(StrictModel):
         "when_idle",
         description="when_idle: while this ingress replica has no other image in hand and the model's last answer "
         "showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy on its "
-        "device (nvJPEG on a GPU) while the ingress decodes its own for the cut-out: 11 ms less per lone request on "
-        "an H200. nvJPEG upsamples chroma differently from libjpeg-turbo, so on a GPU the same photo's mask can "
-        "differ slightly between an idle and a busy service (random-weight BiRefNet, 50 photos: mean alpha "
-        "difference <= 0.0002, IoU down to 0.93 on near-degenerate masks). never: always decoded pixels, the same "
-        "mask at any load.",
+        "device (nvJPEG on a GPU) while the ingress decodes its own for the cut-out, so the decode leaves a lone "
+        "request's critical path. nvJPEG upsamples chroma differently from libjpeg-turbo, so on a GPU the same "
+        "photo's mask can differ slightly between an idle and a busy service. never: always decoded pixels, the "
+        "same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "
