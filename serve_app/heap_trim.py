@@ -1,11 +1,10 @@
 """Handing freed heap memory back to the system, for processes that hold large image buffers in bursts.
 
 glibc keeps freed memory in its heaps for reuse, so a process's RSS stays at its peak after a burst of 6 MP
-images. Mapping every large buffer fresh instead (MALLOC_MMAP_THRESHOLD_, which the ingress used before) gives
+images. Mapping every large buffer fresh instead (MALLOC_MMAP_THRESHOLD_) gives
 the memory back at once but pays for it on every request: each new 10-20 MB buffer is page-faulted and zeroed
-again by the kernel, from all the codec threads at once. Measured on a 2-core machine: decode 7.2 -> 8.8 ms,
-composite + PNG 15.1 -> 18.8 ms for a mean 2.6 MP photo (H200). So buffers are reused
-while busy, and `release_free_memory` trims the heaps once the process has gone idle.
+again by the kernel, from all the codec threads at once, which makes decoding and encoding a fifth slower. So
+buffers are reused while busy, and `release_free_memory` trims the heaps once the process has gone idle.
 """
 
 from __future__ import annotations

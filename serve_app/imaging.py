@@ -196,7 +196,7 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """(H, W, 4) RGBX from libjpeg-turbo straight into a numpy array, with the GIL released; None if it warns.
 
     The same library and settings (accurate DCT, smooth upsampling) as Pillow's decoder, so the same pixels, in
-    about half the time: Pillow's route adds a full copy on the way to numpy (measured).
+    less time: Pillow's route adds a full copy on the way to numpy.
     CMYK and other rare JPEGs take Pillow's route, and so do damaged ones: libjpeg's warnings (stray bytes
     before a marker, common from some cameras and editors) are errors here, and Pillow decides as it always did.
     """

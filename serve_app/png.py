@@ -1,21 +1,20 @@
 """Lossless PNG encoding with one image's rows compressed on several threads at once.
 
-Why this is written here: fpng (used before), Pillow, libpng and libspng compress an image on one core, and the
-one parallel PNG encoder with Python bindings (pymtpng) ships no Linux wheels. At one client a 3-6 MP cut-out
-spent ~44 ms in fpng on an idle 16-core host, most of the time left between the model and the response.
+Why this is written here: fpng, Pillow, libpng and libspng compress an image on one core, and the one parallel
+PNG encoder with Python bindings (pymtpng) ships no Linux wheels. At one client, a 3-6 MP cut-out's PNG on one
+core is most of the time left between the model and the response.
 
 How the output stays one valid PNG (the way pigz splits gzip): each stripe of rows is filtered and deflated
 on its own and ends with a full flush, which closes its last block on a byte boundary and resets the window,
 so the stripes' deflate streams concatenate into one zlib stream. Each stripe is written as its own IDAT chunk
 (PNG readers join consecutive IDATs); the zlib header leads the first, and the Adler-32 of all filtered bytes,
 combined from the stripes', trails in a last 4-byte chunk. Rows use the Up filter (one numpy subtraction) and
-ISA-L's deflate at level 1 (python-isal); both release the GIL. On noisy synthetic cut-outs (the worst case) one
-core takes 2.3-2.5x fpng's time for files 8% smaller, and 8 threads 0.4x (16-core H100 host).
-With `threads`, the stripes come in a multiple of that count,
-all of a size: 1 MiB stripes of a 2.6 MP cut-out are 10, which 8 threads run as 8 and then 2, where 8 equal
-stripes run at once (14.3 -> 11.9 ms on an H200 host). The stripes and their filtered rows
-depend on `stripe_bytes` and `threads`, never on the pool that runs them (so, in practice, the bytes: ISA-L's
-deflate of the same rows differed once in a CI run, decoding to the same pixels).
+ISA-L's deflate at level 1 (python-isal); both release the GIL. On one core that is slower than fpng, for
+smaller files; on 8 threads a lone image's PNG is done in a fraction of fpng's time (scripts/bench_png.py).
+With `threads`, the stripes come in a multiple of that count, all of a size: 1 MiB stripes of a 2.6 MP cut-out
+are 10, which 8 threads would run as 8 and then 2, where 8 equal stripes run at once. The stripes and their
+filtered rows depend on `stripe_bytes` and `threads`, never on the pool that runs them; the compressed bytes
+usually do too, but are not guaranteed to (the pixels always are).
 """
 
 from __future__ import annotations
@@ -50,8 +49,8 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
 
     With `clear_transparent` (four channels only), every pixel whose alpha is 0 is written as (0, 0, 0, 0), again
     by the stripes and with `pixels` unchanged. Nobody sees those colours, and runs of zeros deflate at a fraction
-    of the cost of photo noise: a cut-out with half its area transparent took 40% less time and 48% fewer bytes on
-    one core, one with none 1% more time (an H200 host).
+    of the cost of photo noise: a cut-out with half its area transparent compresses in well under an opaque one's
+    time, to about half the bytes; one with none takes a little longer.
     """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ValueError(f"expected non-empty uint8 (H, W[, C]) pixels, got {pixels.dtype} {pixels.shape}")
@@ -83,8 +82,8 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
 def rows_per_stripe(height: int, row_bytes: int, stripe_bytes: int, threads: int = 1) -> int:
     """Rows in each stripe (the last may have fewer): ~`stripe_bytes` per stripe, and with several `threads`
     as many stripes as fill whole rounds of them, ~`stripe_bytes` or more each. A small image gets fewer stripes,
-    none under an eighth of `stripe_bytes`: each stripe costs a fresh compressor (40 stripes of 256 KiB took
-    1.4-2x the time of 1 MiB ones on an H200 host)."""
+    none under an eighth of `stripe_bytes`: each stripe costs a fresh compressor, which many small stripes pay
+    for more than they gain."""
     if threads <= 1:
         return max(1, stripe_bytes // row_bytes)
     image_bytes = height * row_bytes

@@ -3,9 +3,9 @@
     python -m serve_app.prebuild --config configs/prod.yaml      (make prebuild; prod.yaml runs compiled_graphs)
 
 Builds the model in a Ray task with the model deployment's `ray_actor_options` (GPU, CPUs, runtime_env), so in
-the same kind of process as a replica: inductor's cache keys depend on the process, not only on the model. Seen
-on CPU with the tiny model, a plain process with 16 threads filled entries that a replica (OMP_NUM_THREADS =
-its num_cpus, set by Ray) never hit, and on an H100 a plain process with matched threads still missed (2026-11-22).
+the same kind of process as a replica: inductor's cache keys depend on the process, not only on the model. A
+plain process fills entries that a replica (OMP_NUM_THREADS = its num_cpus, set by Ray) never hits, even with its
+thread count matched.
 Run it where you deploy (same GPU kind, same torch) with the config you deploy.
 
 Each bucket is compiled in its own task, all at once, sharing the replica's GPU (a fraction of it each): a compile

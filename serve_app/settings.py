@@ -41,7 +41,7 @@ class BatchSettings(StrictModel):
     """Request batching on the GPU deployment; changed live through `user_config` and `reconfigure()`."""
 
     # A sanity ceiling, not a memory limit: the start-up probe and the out-of-memory split keep the live limit at what
-    # fits. 1024 leaves room for a cap 4x what fits on an H200 (~105 images at 1024x1024 in fp16, eager).
+    # fits. 1024 leaves room for several times what fits on a 141 GB GPU at 1024x1024 in fp16.
     max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one forward pass.")
     batch_wait_timeout_s: float = Field(
         0.0, ge=0.0, le=5.0, description="How long the first call of a pass waits for batch-mates on an idle "
@@ -106,8 +106,7 @@ class ModelSettings(StrictModel):
     attention_precision: Literal["model", "fp32"] = Field(
         "model", description="Where a model's scaled_dot_product_attention runs on PyTorch's math kernel (BiRefNet's "
         "Swin window attention with its bias mask does), fp16/bf16 inputs are upcast to fp32 unless this is "
-        "'model': then the attention computes in the model's precision, on tensor cores. Measured in "
-        "BiRefNet on an H100 at batch 8.",
+        "'model': then the attention computes in the model's precision, on tensor cores.",
     )
     contiguous_attention_masks: bool = Field(
         True, description="Copy an attention mask whose last dimension is not contiguous before "

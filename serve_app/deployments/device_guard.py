@@ -2,13 +2,12 @@
 
 After a sticky CUDA error (illegal memory access, device-side assert, Xid, a lost device) every later call on the
 device fails, so a replica in that state can only fail requests until Serve's next health check (10 s period)
-replaces it: measured on an H100, 46 requests failed in the 24 s before the replacement answered
-(docs/reliability.md). When a batch fails, the guard asks the device whether it still works; if not, the
-batch's requests get `DeviceFailed` (the ingress answers 503 with Retry-After and does not retry them: one of
-them may be what broke the device), and the process exits, so that Serve replaces it now and the calls still
-queued here fail with an actor error, which the ingress retries once on the new replica. Calls that arrive in
-the half second before the exit cannot have broken the device, so they are held until it (measured on an H100:
-two such calls were answered 503 before they were held, docs/reliability.md) and retried the same way.
+replaces it, and under load dozens of requests fail before the replacement answers (docs/reliability.md). When a
+batch fails, the guard asks the device whether it still works; if not, the batch's requests get `DeviceFailed` (the
+ingress answers 503 with Retry-After and does not retry them: one of them may be what broke the device), and the
+process exits, so that Serve replaces it now and the calls still queued here fail with an actor error, which the
+ingress retries once on the new replica. Calls that arrive in the half second before the exit cannot have broken the
+device, so they are held until it (rather than answered 503) and retried the same way.
 A JPEG the replica cannot decode (`DeviceDecodeFailed`) is the file's failure, found before its pass: it goes back
 as it is, without a look at the device. No torch here: the ingress imports `DeviceFailed` to recognise it.
 """

@@ -1,22 +1,22 @@
 """Compiled forward passes: `torch.compile` with static shapes, one graph per batch bucket, built before traffic.
 
-Compiling BiRefNet takes minutes per shape (161.6 s at batch 8 on an H100), so a restart must not pay it again.
+Compiling BiRefNet takes minutes per shape, so a restart must not pay it again.
 Each bucket is compiled ahead of time (`aot_compile`) and saved whole, Dynamo's trace and guards included, under
 `compile_cache_dir/precompiled/`; a later start loads it instead of tracing the model again. Inductor's on-disk
 caches (FX graphs, Triton kernels, AOTAutograd) sit beside it, so an artifact that cannot be used (another torch,
-GPU or model code) is rebuilt from them, Dynamo tracing the model again (~10 s per bucket for BiRefNet on an H200).
+GPU or model code) is rebuilt from them, Dynamo tracing the model again (seconds per bucket, not minutes).
 
 With `capture` (`execution: compiled_graphs`) each compiled bucket is then captured whole in one CUDA graph of the
 project's own (serve_app/model/cuda_graphs.py), which a pass replays without going through Dynamo again.
 
-When every bucket is saved, none is loaded before the constructor returns (for BiRefNet on an H200, loading and
-capturing the batch-8 bucket took 8-10 s, capturing the eager forward of both buckets 3.5-4.3 s): every bucket
+When every bucket is saved, none is loaded before the constructor returns (loading and capturing a compiled
+bucket takes longer than capturing the eager forward of all of them): every bucket
 first runs the eager forward, in CUDA graphs where serving captures, and each is replaced by its compiled form
 behind serving, largest first. A bucket that fails to load then is not compiled behind serving: it keeps the eager
 forward, its file is removed, and the next start compiles it.
 
-Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiled fine but segfaulted while loading, in
-the compiling process and in a fresh one alike (H100).
+Why not AOTInductor packages: on torch 2.11 a package of BiRefNet compiles but crashes while loading, in the
+compiling process and in a fresh one alike.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ class CompiledForward:
         """With `capture` (CUDA only, and not with inductor's own `triton.cudagraphs`), each compiled bucket is then
         captured whole in one CUDA graph of this class's making, and a pass replays it: one input copy and one
         launch. Inductor's CUDA graphs replay too, but every call first pays for Dynamo's guards on the model's
-        ~800 parameters, the pre-graph bytecode that gathers them and the graph tree's bookkeeping: 2.3 ms of CPU
-        before a lone batch-1 pass reached the GPU, which sat idle meanwhile (H200);
-        queued passes hide it, a lone request pays it."""
+        ~800 parameters, the pre-graph bytecode that gathers them and the graph tree's bookkeeping: milliseconds of
+        CPU before a lone batch-1 pass reaches the GPU, which sits idle meanwhile; queued passes hide it, a lone
+        request pays it."""
         self.batch_sizes = sorted(set(batch_sizes))
         # per bucket: seconds to be ready, whether inductor's cache served it, and whether a saved bucket did
         self.warmup: dict[int, dict] = {}

@@ -264,10 +264,10 @@ class BackgroundRemovalModel:
         """The model's copy of a JPEG, decoded on the model's device (nvJPEG on CUDA), for predict()/submit().
 
         On CUDA the tensor is made on a stream of its own, which the upload of the pass it joins waits for. The
-        decode waits for the work already queued on the device (measured: 1.6 ms on an idle H200, 66 ms behind a
-        busy stream), so it pays only on an idle device. Raises DeviceDecodeFailed, also while another model sets
-        up on the device: nvJPEG's first use allocates and synchronises, which must not meet a CUDA graph capture
-        in another thread (cuda_graphs.py); the caller then sends pixels.
+        decode can wait for the work already queued on the device, so it pays only on an idle device. Raises
+        DeviceDecodeFailed, also while another model sets up on the device: nvJPEG's first use allocates and
+        synchronises, which must not meet a CUDA graph capture in another thread (cuda_graphs.py); the caller then
+        sends pixels.
         """
         if self.device.type != "cuda":
             return decode_on_device(encoded, self.device)
@@ -307,8 +307,8 @@ class BackgroundRemovalModel:
         """The largest batch (a power of two, or `ceiling`) whose whole pass fits in free device memory."""
         buckets = getattr(self._forward, "batch_sizes", None)  # captured or compiled: the largest ran at start-up
         if buckets and ceiling <= max(buckets):
-            # Every batch up to the ceiling runs in a bucket that already ran before this (7-17 s of probing
-            # saved at each start of a compiled replica on an H100).
+            # Every batch up to the ceiling runs in a bucket that already ran before this: probing would only
+            # add seconds to each start.
             return ceiling
 
         def run_batch(size: int) -> None:
@@ -328,9 +328,9 @@ class BackgroundRemovalModel:
                                 sizes, None)
         # Only the forward passes run on the compute stream. Each batch's upload, resize and normalisation run on
         # the upload stream, during the previous batch's forward; its post-processing and download on the
-        # download stream, during the next one's. Eight 6 MP photos are ~150 MB up and ~50 MB down per batch; for
-        # eight of 2.8 MP the resizing etc. is ~2.2 ms of GPU work beside a compiled pass of ~120 ms (H200:
-        # the same masks as on one stream; no end-to-end change was measurable).
+        # download stream, during the next one's. Eight 6 MP photos are ~150 MB up and ~50 MB down per batch; the
+        # resizing and the rest are a few milliseconds of GPU work beside a compiled pass of over 100 ms, and give
+        # the same masks as on one stream.
         compute = torch.cuda.current_stream(self.device)
         decoded_here = [image for image in images if isinstance(image, torch.Tensor) and image.is_cuda]
         if decoded_here:  # decode_jpeg()'s, made on its stream

@@ -2,8 +2,8 @@
 
 Only for the model's copy of an image (serve_app.protocol.EncodedJpeg): the ingress decodes its own copy for the
 cut-out, so that the colours a client gets back come from one decoder whatever the model saw. nvJPEG's pixels
-differ a little from libjpeg-turbo's (chroma upsampling: mean 0.6 levels, 6% of pixels by more than 2, on the
-benchmark photos, H200), so a mask can differ slightly from the one the ingress's pixels give; on the CPU
+differ a little from libjpeg-turbo's (chroma upsampling: under a level on average, a few percent of pixels by
+more than 2), so a mask can differ slightly from the one the ingress's pixels give; on the CPU
 torchvision's libjpeg-turbo gives the ingress's pixels exactly.
 """
 

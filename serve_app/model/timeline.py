@@ -2,9 +2,9 @@
 idle before it although the pass was already queued behind the previous one (a stall, as opposed to having nothing
 to do).
 
-Why: under load the service's passes took ~3.8 ms longer per batch of 8 than the same device path alone (H200,
-an H200), and neither the host-side timings nor nvidia-smi's busy fraction can
-tell a slower forward from gaps between forwards. Two CUDA events around each forward on the compute stream can.
+Why: under load the service's passes can take longer than the same device path alone, and neither the host-side
+timings nor nvidia-smi's busy fraction can tell a slower forward from gaps between forwards. Two CUDA events around
+each forward on the compute stream can.
 """
 
 from __future__ import annotations
