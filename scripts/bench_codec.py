@@ -16,13 +16,10 @@ Several worker processes run at once, each with `--per-process` photos in flight
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import multiprocessing
 import os
 import platform
-import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.photos import sample_photo_jpegs
+from harness.run_record import run_record
 from serve_app import imaging
 
 INPUT_SIZE = (1024, 1024)  # the model's input (width, height) in configs/prod.yaml: what the reduced copy covers
@@ -137,11 +135,9 @@ def main() -> None:
     width, _, height = args.photo_size.partition("x")
     size = (int(width), int(height))
     photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir, size_range=(size, size))
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-                    "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                    "photo_size": args.photo_size, "mean_jpeg_bytes": round(sum(map(len, photos)) / len(photos)),
-                    "levels": []}
+    record: dict = run_record(cpus=os.cpu_count(), machine=platform.processor() or platform.machine(),
+                              photo_size=args.photo_size, mean_jpeg_bytes=round(sum(map(len, photos)) / len(photos)),
+                              levels=[])
     for processes in (int(value) for value in args.processes.split(",")):
         level = run_level(photos, size[0] * size[1], processes, args)
         print(json.dumps(level), flush=True)

@@ -10,12 +10,9 @@ and batch buckets, each replaceable on the command line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import logging
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +23,7 @@ import torch
 
 from harness.gpu_monitor import GpuBusySampler
 from harness.photos import sample_photo_jpegs
+from harness.run_record import run_record
 from serve_app.imaging import decode_image, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.protocol import ReducedImage
@@ -281,8 +279,7 @@ def reference_logits(model: BackgroundRemovalModel) -> torch.Tensor:
 
 def main() -> None:
     args = parse_args()
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv])}
+    record: dict = run_record()
     record = measure_in_ray_task(args, record) if args.in_ray_task else measure(args, record)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import shlex
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -28,6 +25,7 @@ from pathlib import Path
 from harness.gpu_monitor import GpuBusySampler
 from harness.http_load import closed_loop
 from harness.photos import sample_photo_jpegs
+from harness.run_record import run_record
 from harness.service_process import ServeProcess, model_info
 from serve_app.serve_config import INGRESS_PROXIES, derive_config, haproxy_enabled, parse_overrides, with_ingress_proxy
 
@@ -134,8 +132,7 @@ def main() -> None:
         size_range = ((int(width), int(height)), (int(width), int(height)))
     photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir, size_range=size_range)
     print(f"made {len(photos)} test photos in {time.monotonic() - started:.1f} s", flush=True)
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv])}
+    record: dict = run_record()
     server = None
     workdir = Path(tempfile.mkdtemp(prefix="bench_service_"))
     try:

@@ -10,11 +10,8 @@ Runs the reference (eager, fp32, batch 1) and each candidate on the same weights
 from __future__ import annotations
 
 import argparse
-import datetime
 import faulthandler
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from harness.accuracy import (
     verdict,
 )
 from harness.photos import sample_photo_jpegs
+from harness.run_record import run_record
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.settings import ModelSettings
@@ -79,12 +77,10 @@ def main() -> None:
 
     reference = load("eager", "fp32")
     reference_masks, reference_logits = outputs(reference, images, batch_size=1)
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-                    "versions": component_versions(), "device": reference.describe()["device_name"],
-                    "bounds": {"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
-                               "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
-                    "photo_sizes": [list(image.shape[1::-1]) for image in images], "candidates": []}
+    record: dict = run_record(versions=component_versions(), device=reference.describe()["device_name"],
+                              bounds={"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
+                                      "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
+                              photo_sizes=[list(image.shape[1::-1]) for image in images], candidates=[])
     del reference
     for candidate in args.candidates.split(","):
         execution, precision = candidate.split(":")

@@ -10,11 +10,8 @@ answers. Reports the answer to the poison, every answer after it, and the time u
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ from harness.answers import OK, image_size, judge_png
 from harness.fault import model_replica_pid
 from harness.overload import CONTENT_TYPE, ROUTE
 from harness.photos import mixed_size_jpegs
+from harness.run_record import run_record
 from harness.service_process import ServeProcess
 from serve_app.serve_config import derive_config
 
@@ -60,8 +58,7 @@ def main() -> None:
     config = derive_config(args.config, model={"model_id": "import:poisoned_model:build", "execution": "eager"},
                            remover={"num_replicas": 1, "autoscaling_config": None}, ingress_replicas=2)
     good = mixed_size_jpegs(4)
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "command": shlex.join([Path(sys.executable).name, *sys.argv])}
+    record: dict = run_record()
     workdir = Path(tempfile.mkdtemp(prefix="cuda_fault_"))
     server = ServeProcess(config, workdir, workdir / "serve.log")
     try:
