@@ -448,7 +448,8 @@ class Ingress:
         """Where a PNG's stripes are compressed: on the PNG pool's `png_threads` while this replica has only this
         image in hand (its encode is then most of what the client waits for after the model); under load on the
         codec thread alone, which hands nothing between threads and so spends the least CPU per image (see
-        docs/performance.md, "The ingress's CPU work")."""
+        docs/performance.md, "The ingress's CPU work"). Called as the encode starts, on the codec thread: the count
+        of images in hand is read then, not when the request arrived."""
         if self._cutting_out > 1:
             return {"png_pool": None, "png_threads": 1}
         return {"png_pool": self._png_pool, "png_threads": self.settings.png_threads}
