@@ -483,7 +483,7 @@ class Ingress:
 
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
                                      model: str) -> compose.Rendered:
-        encoded = None if refine else self._to_decode_on_device(data)
+        encoded = None if refine else self._to_decode_on_device(data, model)
         reduced = None
         if not refine and encoded is None:
             with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
@@ -517,12 +517,23 @@ class Ingress:
             raise
         return await full, result
 
-    def _to_decode_on_device(self, data: bytes) -> EncodedJpeg | None:
-        """The upload as a file for the model replica to decode, when that is allowed, this is the only image this
-        replica is working on, and the device was idle at the last answer; else None (pixels go, as under load)."""
-        if self.settings.device_jpeg_decode == "never" or self._cutting_out > 1 or not self._device_idle:
+    def _to_decode_on_device(self, data: bytes, model: str) -> EncodedJpeg | None:
+        """The upload as a file for the model replica to decode, when that is allowed and either this is the only
+        image this replica is working on and the device was idle at the last answer, or (`when_idle_or_large`) the
+        JPEG is large enough for a reduced copy, at any load: the replica's decode then replaces this replica's
+        reduced one, the costliest CPU step after the PNG for a large photo; else None (pixels go)."""
+        mode = self.settings.device_jpeg_decode
+        if mode == "never":
             return None
-        return imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
+        lone = self._cutting_out <= 1 and self._device_idle
+        if not lone and mode != "when_idle_or_large":
+            return None
+        encoded = imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
+        if encoded is None or lone:
+            return encoded
+        height, width = encoded.size
+        min_width, min_height = self._input_sizes[model]
+        return encoded if width >= 2 * min_width and height >= 2 * min_height else None
 
     async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
                                      model: str) -> tuple[imaging.DecodedImage, MaskResult]:

@@ -192,3 +192,21 @@ def test_the_replica_refuses_to_refine_a_file(service: str) -> None:
     remover = serve.get_deployment_handle("BackgroundRemover", APP_NAME)
     with pytest.raises(ValueError, match="refine needs"):
         remover.remove_background.remote(encoded(SMALL), True).result()
+
+
+def test_with_when_idle_or_large_large_jpegs_go_as_files_under_concurrency_and_small_ones_as_pixels(
+        base_url: str, tiny_model_dir: Path) -> None:
+    deploy(tiny_model_dir, BATCHING, {"device_jpeg_decode": "when_idle_or_large"})
+    boxes = [(40 + 60 * index, 100, 400 + 60 * index, 500) for index in range(6)]
+    large = [encode(red_square(LARGE_SIZE, box), "JPEG", quality=95) for box in boxes]
+    small = [encode(red_square(box=box), "JPEG", quality=95) for box in distinct_boxes(6)]
+    responses = post_all(f"{base_url}{ROUTE}", [body for pair in zip(large, small, strict=True) for body in pair],
+                         content_type="image/jpeg")
+    large_answers, small_answers = responses[0::2], responses[1::2]
+    for box, response in zip(boxes, large_answers, strict=True):
+        assert response.status_code == 200, response.text
+        assert stages(response)["model_device_decode"] > 0, stages(response)
+        assert_mask_matches(alpha_of(response), expected_alpha(LARGE_SIZE, box), EDGE_MARGIN * 4)
+    # The small ones: pixels, but for one that found the replica alone and idle.
+    paths = ["file" if "model_device_decode" in stages(response) else "pixels" for response in small_answers]
+    assert paths.count("pixels") >= len(small) - 1, paths
