@@ -203,15 +203,15 @@ class IngressSettings(StrictModel):
         "has only that image in hand, so a lone request is answered sooner; with more in hand each PNG is "
         "compressed on its codec thread alone, which costs the least CPU.",
     )
-    device_jpeg_decode: Literal["never", "when_idle", "when_idle_or_large"] = Field(
-        "when_idle",
-        description="when_idle: while this ingress replica has no other image in hand and the model's last answer "
-        "showed an idle device, a JPEG upload goes to the model replica as the file, which decodes its copy on its "
-        "device (nvJPEG on a GPU) while the ingress decodes its own for the cut-out, so the decode leaves a lone "
-        "request's critical path. nvJPEG upsamples chroma differently from libjpeg-turbo, so on a GPU the same "
-        "photo's mask can differ slightly between an idle and a busy service. when_idle_or_large: also, at any "
-        "load, a JPEG at least twice the model's input size in both directions (instead of the reduced copy the "
-        "ingress would decode for the model). never: always decoded pixels, the same mask at any load.",
+    device_jpeg_decode: Literal["never", "auto"] = Field(
+        "auto",
+        description="auto: a JPEG upload goes to the model replica as the file, which decodes its copy on its device "
+        "(nvJPEG on a GPU) while the ingress decodes its own for the cut-out: a lone one while the device was idle at "
+        "the last answer (the decode leaves the request's critical path), and at any load one at least twice the "
+        "model's input in both directions (the device's decode replaces the reduced copy the ingress would decode "
+        "for the model, its costliest CPU step after the PNG). nvJPEG upsamples chroma differently from "
+        "libjpeg-turbo, so on a GPU the same photo's mask can differ slightly with the load. never: always decoded "
+        "pixels, the same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

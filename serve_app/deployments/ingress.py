@@ -220,8 +220,8 @@ class Ingress:
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
-        # Images this replica is working on now: memory is trimmed once none are left, and a JPEG goes to the model
-        # as the file only while it is the one (device_jpeg_decode).
+        # Images this replica is working on now: memory is trimmed once none are left, and a JPEG too small for a
+        # reduced copy goes to the model as the file only while it is the one (device_jpeg_decode).
         self._cutting_out = 0
         # Whether the model's last answer to this replica came from a pass of one image with no other call held
         # by the model replica: the device decodes a file at once only when idle (BackgroundRemovalModel.decode_jpeg).
@@ -518,16 +518,12 @@ class Ingress:
         return await full, result
 
     def _to_decode_on_device(self, data: bytes, model: str) -> EncodedJpeg | None:
-        """The upload as a file for the model replica to decode, when that is allowed and either this is the only
-        image this replica is working on and the device was idle at the last answer, or (`when_idle_or_large`) the
-        JPEG is large enough for a reduced copy, at any load: the replica's decode then replaces this replica's
-        reduced one, the costliest CPU step after the PNG for a large photo; else None (pixels go)."""
-        mode = self.settings.device_jpeg_decode
-        if mode == "never":
+        """The upload as a file for the model replica to decode (`auto`), when it is a JPEG the device can decode
+        and either this is the only image this replica is working on and the device was idle at the last answer,
+        or it is large enough for a reduced copy, at any load; else None (pixels go)."""
+        if self.settings.device_jpeg_decode == "never":
             return None
         lone = self._cutting_out <= 1 and self._device_idle
-        if not lone and mode != "when_idle_or_large":
-            return None
         encoded = imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
         if encoded is None or lone:
             return encoded

@@ -1,6 +1,7 @@
-"""device_jpeg_decode on the in-process service: with the default (when_idle) a lone JPEG goes to the model replica
-as the file, which decodes the model's copy on its device beside the ingress's own decode; under concurrency, and
-when the replica cannot decode the file, pixels go; with `never` pixels always go."""
+"""device_jpeg_decode on the in-process service: with the default (auto) a lone JPEG, and at any load a JPEG large
+enough for a reduced copy, goes to the model replica as the file, which decodes the model's copy on its device
+beside the ingress's own decode; a smaller one under concurrency, and one the replica cannot decode, goes as pixels;
+with `never` pixels always go."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def stages(response: httpx.Response) -> dict[str, float]:
 def answers(base_url: str, tiny_model_dir: Path) -> dict[str, dict[str, httpx.Response]]:
     """Lone requests for a small and a large JPEG, under the default setting and under `never`."""
     collected = {}
-    for mode in ("when_idle", "never"):
+    for mode in ("auto", "never"):
         deploy(tiny_model_dir, BATCHING, {"device_jpeg_decode": mode})
         collected[mode] = {"small": post_lone(base_url, SMALL), "large": post_lone(base_url, LARGE)}
     return collected
@@ -80,7 +81,7 @@ def test_a_lone_jpeg_goes_to_the_model_replica_as_the_file_by_default(service: s
 
 def test_the_file_path_comes_before_the_reduced_copy_and_never_keeps_the_pixel_paths(answers: dict) -> None:
     for name in ("small", "large"):
-        assert "model_device_decode" in stages(answers["when_idle"][name]), name
+        assert "model_device_decode" in stages(answers["auto"][name]), name
         assert "model_device_decode" not in stages(answers["never"][name]), name
     assert "decode" in stages(answers["never"]["small"])  # decoded whole before the model call
     assert "decode_beside_model" in stages(answers["never"]["large"])  # a reduced copy went to the model
@@ -89,7 +90,7 @@ def test_the_file_path_comes_before_the_reduced_copy_and_never_keeps_the_pixel_p
 @pytest.mark.parametrize(("name", "size", "box"), [("small", SIZE, None), ("large", LARGE_SIZE, LARGE_BOX)])
 def test_a_lone_jpeg_gets_the_mask_it_gets_with_never(answers: dict, name: str, size: tuple[int, int],
                                                        box: tuple[int, int, int, int] | None) -> None:
-    from_file, from_pixels = (alpha_of(answers[mode][name]).astype(int) for mode in ("when_idle", "never"))
+    from_file, from_pixels = (alpha_of(answers[mode][name]).astype(int) for mode in ("auto", "never"))
     assert from_file.shape == from_pixels.shape == (size[1], size[0])
     inside = expected_alpha(size, box) if box else expected_alpha()
     assert_mask_matches(from_file.astype(np.uint8), inside, EDGE_MARGIN * (4 if box else 1))
@@ -194,13 +195,11 @@ def test_the_replica_refuses_to_refine_a_file(service: str) -> None:
         remover.remove_background.remote(encoded(SMALL), True).result()
 
 
-def test_with_when_idle_or_large_large_jpegs_go_as_files_under_concurrency_and_small_ones_as_pixels(
-        base_url: str, tiny_model_dir: Path) -> None:
-    deploy(tiny_model_dir, BATCHING, {"device_jpeg_decode": "when_idle_or_large"})
+def test_under_concurrency_large_jpegs_go_as_files_and_small_ones_as_pixels(service: str) -> None:
     boxes = [(40 + 60 * index, 100, 400 + 60 * index, 500) for index in range(6)]
     large = [encode(red_square(LARGE_SIZE, box), "JPEG", quality=95) for box in boxes]
     small = [encode(red_square(box=box), "JPEG", quality=95) for box in distinct_boxes(6)]
-    responses = post_all(f"{base_url}{ROUTE}", [body for pair in zip(large, small, strict=True) for body in pair],
+    responses = post_all(f"{service}{ROUTE}", [body for pair in zip(large, small, strict=True) for body in pair],
                          content_type="image/jpeg")
     large_answers, small_answers = responses[0::2], responses[1::2]
     for box, response in zip(boxes, large_answers, strict=True):

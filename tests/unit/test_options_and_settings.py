@@ -78,9 +78,9 @@ def test_a_batch_cap_far_above_what_fits_is_accepted() -> None:
 
 
 def test_a_lone_jpeg_is_decoded_on_the_device_by_default_and_never_turns_it_off() -> None:
-    assert parse_app_args({}).ingress.device_jpeg_decode == "when_idle"
+    assert parse_app_args({}).ingress.device_jpeg_decode == "auto"
     prod = yaml.safe_load((CONFIGS / "prod.yaml").read_text())["applications"][0]["args"]
-    assert parse_app_args(prod).ingress.device_jpeg_decode == "when_idle"
+    assert parse_app_args(prod).ingress.device_jpeg_decode == "auto"
     assert parse_app_args({"ingress": {"device_jpeg_decode": "never"}}).ingress.device_jpeg_decode == "never"
 
 
