@@ -41,8 +41,8 @@ class EncodedJpeg:
     The ingress needs the full-size pixels for the cut-out, the model only a copy at its input size: sent as the
     file (~0.4 MB) instead of decoded RGBX (~10 MB), and decoded by nvJPEG on an idle GPU in a fraction of the CPU
     decode's time, the model's copy waits neither for the CPU decode nor for the object store to carry it in full.
-    A large photo's decode costs the ingress's CPUs more than any step but its PNG (a 12 MP JPEG takes ~80 ms of a
-    core, nvJPEG ~9 ms): with `send_pixels` the replica sends its decode back with the mask for the cut-out.
+    A large photo's decode costs the ingress's CPUs more than any step but its PNG (a 12 MP JPEG takes ~100 ms of
+    a core, nvJPEG ~9 ms): with `send_pixels` the replica sends its decode back with the mask for the cut-out.
     """
 
     data: bytes

@@ -211,7 +211,8 @@ class IngressSettings(StrictModel):
         "at least twice the model's input in both directions, whose decode the replica sends back for the cut-out "
         "(the ingress's CPUs decode nothing). nvJPEG upsamples chroma differently from libjpeg-turbo: on a GPU a "
         "small photo's mask can differ slightly with the load, and a large photo's colours by under a level on "
-        "average, more at colour edges. never: the ingress decodes every upload and sends pixels, the same result at any load.",
+        "average, more at colour edges. never: the ingress decodes every upload and sends pixels, the same result "
+        "at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "
