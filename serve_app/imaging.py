@@ -161,17 +161,22 @@ def reduced_jpeg(data: bytes, *, min_size: tuple[int, int], max_pixels: int) -> 
     if header is None:
         return None
     width, height, orientation = header
-    min_width, min_height = min_size
-    if orientation in _TRANSPOSING:  # the stored image is turned: its width becomes the upright height
-        min_width, min_height = min_height, min_width
-    if width < 2 * min_width or height < 2 * min_height:
+    turned = orientation in _TRANSPOSING  # the stored image is turned: its width becomes the upright height
+    upright = (height, width) if turned else (width, height)
+    if not large_enough_to_reduce(upright, min_size):
         return None
+    min_width, min_height = min_size[::-1] if turned else min_size  # as stored
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width, min_height=min_height)
     except ValueError:
         return None
-    upright = (width, height) if orientation not in _TRANSPOSING else (height, width)
     return ReducedImage(_upright(pixels, orientation), (upright[1], upright[0]))
+
+
+def large_enough_to_reduce(size: tuple[int, int], min_size: tuple[int, int]) -> bool:
+    """Whether an image of upright `size` ((width, height)) is at least twice `min_size` in both directions: its
+    model copy can be a reduced decode (reduced_jpeg), or the model replica's decode (device_jpeg_decode)."""
+    return size[0] >= 2 * min_size[0] and size[1] >= 2 * min_size[1]
 
 
 def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None:

@@ -528,8 +528,7 @@ class Ingress:
         if encoded is None or lone:
             return encoded
         height, width = encoded.size
-        min_width, min_height = self._input_sizes[model]
-        return encoded if width >= 2 * min_width and height >= 2 * min_height else None
+        return encoded if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]) else None
 
     async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
                                      model: str) -> tuple[imaging.DecodedImage, MaskResult]:
