@@ -35,21 +35,16 @@ class ReducedImage:
 
 @dataclass(frozen=True)
 class EncodedJpeg:
-    """A JPEG for the model replica to decode on its own device, beside the ingress's CPU decode of the same bytes,
-    or instead of it.
+    """A JPEG for the model replica to decode on its own device, beside the ingress's CPU decode of the same bytes.
 
     The ingress needs the full-size pixels for the cut-out, the model only a copy at its input size: sent as the
     file (~0.4 MB) instead of decoded RGBX (~10 MB), and decoded by nvJPEG on an idle GPU in a fraction of the CPU
     decode's time, the model's copy waits neither for the CPU decode nor for the object store to carry it in full.
-    A large photo's decode costs the ingress's CPUs more than any step but its PNG (a 12 MP JPEG takes ~100 ms of
-    a core, nvJPEG ~9 ms): with `send_pixels` the replica sends its decode back with the mask for the cut-out.
     """
 
     data: bytes
     orientation: int  # EXIF orientation (1 = upright) to apply after decoding, as imaging.decode_image does
     size: tuple[int, int]  # (height, width) once upright: the mask's size
-    # The replica returns its decode (MaskResult.pixels) for the cut-out, and the ingress decodes none itself.
-    send_pixels: bool = False
 
 
 class DeviceDecodeFailed(ValueError):
@@ -79,7 +74,6 @@ class MaskResult:
     foreground: np.ndarray | None = None  # (H, W, 3) uint8: the subject's own colours, when refining was asked
     refine_ms: float = 0.0  # estimating them on the device
     model: str = ""  # the name of the model that made the mask
-    pixels: np.ndarray | None = None  # (H, W, 4) RGBX uint8, upright: an EncodedJpeg's decode, when it asked for it
 
 
 class ModelNotReady(RuntimeError):

@@ -205,14 +205,13 @@ class IngressSettings(StrictModel):
     )
     device_jpeg_decode: Literal["never", "auto"] = Field(
         "auto",
-        description="auto: a JPEG upload goes to the model replica as the file, which decodes it on its device "
-        "(nvJPEG on a GPU): a lone one while the device was idle at the last answer, decoded again by the ingress "
-        "for the cut-out beside the model call (the decode leaves the request's critical path); and at any load one "
-        "at least twice the model's input in both directions, whose decode the replica sends back for the cut-out "
-        "(the ingress's CPUs decode nothing). nvJPEG upsamples chroma differently from libjpeg-turbo: on a GPU a "
-        "small photo's mask can differ slightly with the load, and a large photo's colours by under a level on "
-        "average, more at colour edges. never: the ingress decodes every upload and sends pixels, the same result "
-        "at any load.",
+        description="auto: a JPEG upload goes to the model replica as the file, which decodes its copy on its device "
+        "(nvJPEG on a GPU) while the ingress decodes its own for the cut-out: a lone one while the device was idle at "
+        "the last answer (the decode leaves the request's critical path), and at any load one at least twice the "
+        "model's input in both directions (the device's decode replaces the reduced copy the ingress would decode "
+        "for the model, its costliest CPU step after the PNG). nvJPEG upsamples chroma differently from "
+        "libjpeg-turbo, so on a GPU the same photo's mask can differ slightly with the load. never: always decoded "
+        "pixels, the same mask at any load.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

@@ -484,16 +484,15 @@ class Ingress:
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
                                      model: str) -> compose.Rendered:
         encoded = None if refine else self._to_decode_on_device(data, model)
-        decoded_result = None
+        reduced = None
+        if not refine and encoded is None:
+            with timer.stage("decode"):  # the model's copy, when the upload is a large JPEG
+                reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._input_sizes[model],
+                                              max_pixels=self.settings.max_image_pixels)
         if encoded is not None:
             with timer.stage("model"):
-                if encoded.send_pixels:
-                    decoded_result = await self._segment_decoded_on_device(encoded, timer, model)
-                else:
-                    decoded_result = await self._segment_beside_decode(encoded, timer, model)
-        if decoded_result is not None:
-            decoded, result = decoded_result
-        elif (reduced := None if refine else await self._reduced_copy(data, timer, model)) is not None:
+                decoded, result = await self._segment_beside_decode(encoded, timer, model)
+        elif reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer, model)
         else:
@@ -505,12 +504,6 @@ class Ingress:
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
             return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
-
-    async def _reduced_copy(self, data: bytes, timer: StageTimer, model: str) -> ReducedImage | None:
-        """The model's copy of a large JPEG, decoded at a reduced scale; None for any other upload."""
-        with timer.stage("decode"):
-            return await self._in_pool(imaging.reduced_jpeg, data, min_size=self._input_sizes[model],
-                                       max_pixels=self.settings.max_image_pixels)
 
     async def _segment_reduced(self, reduced: ReducedImage, data: bytes, timer: StageTimer,
                                model: str) -> tuple[imaging.DecodedImage, MaskResult]:
@@ -527,32 +520,15 @@ class Ingress:
     def _to_decode_on_device(self, data: bytes, model: str) -> EncodedJpeg | None:
         """The upload as a file for the model replica to decode (`auto`), when it is a JPEG the device can decode
         and either this is the only image this replica is working on and the device was idle at the last answer,
-        or it is large enough for a reduced copy (then at any load, and the replica sends its decode back for the
-        cut-out); else None (pixels go)."""
+        or it is large enough for a reduced copy, at any load; else None (pixels go)."""
         if self.settings.device_jpeg_decode == "never":
             return None
+        lone = self._cutting_out <= 1 and self._device_idle
         encoded = imaging.device_decodable_jpeg(data, max_pixels=self.settings.max_image_pixels)
-        if encoded is None:
-            return None
+        if encoded is None or lone:
+            return encoded
         height, width = encoded.size
-        if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]):
-            return dataclasses.replace(encoded, send_pixels=True)
-        return encoded if self._cutting_out <= 1 and self._device_idle else None
-
-    async def _segment_decoded_on_device(self, encoded: EncodedJpeg, timer: StageTimer,
-                                         model: str) -> tuple[imaging.DecodedImage, MaskResult] | None:
-        """The model replica decodes the JPEG and sends its pixels back with the mask: this replica decodes none.
-        None when the replica cannot decode the file: the caller then decodes it here and sends pixels."""
-        try:
-            result = await self._segment(encoded, timer, model=model)
-        except DeviceDecodeFailed as error:
-            cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
-            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
-            return None
-        timer.record("model_device_decode", result.device_decode_ms)
-        if result.pixels is None:
-            raise RuntimeError("the model replica sent no pixels for a JPEG it was asked to send them for")
-        return imaging.DecodedImage(result.pixels, None), dataclasses.replace(result, pixels=None)
+        return encoded if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]) else None
 
     async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
                                      model: str) -> tuple[imaging.DecodedImage, MaskResult]:

@@ -62,7 +62,6 @@ class MaskModel(Protocol):
 
     def submit(self, images: Sequence[Any]) -> Any: ...
     def decode_jpeg(self, encoded: EncodedJpeg) -> Any: ...
-    def decode_jpeg_with_pixels(self, encoded: EncodedJpeg) -> tuple[Any, np.ndarray]: ...
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int: ...
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
     def check_device(self) -> None: ...
@@ -103,15 +102,10 @@ class ModelSlot:
                                          max_concurrent_batches=PASSES_IN_FLIGHT)(self._run_batch)
         model.on_out_of_memory = self._lower_batch_limit
 
-    async def decode(self, encoded: EncodedJpeg) -> tuple[Any, np.ndarray | None]:
+    async def decode(self, encoded: EncodedJpeg) -> Any:
         """The model's copy of a JPEG, decoded on the device (a tensor for `masks`), on the model thread, between
-        the submissions of its passes (BackgroundRemovalModel.decode_jpeg); with `encoded.send_pixels`, also the
-        whole photo as RGBX in host memory, complete once `masks` has answered for that tensor. Raises
-        DeviceDecodeFailed."""
-        loop = asyncio.get_running_loop()
-        if encoded.send_pixels:
-            return await loop.run_in_executor(self.thread, self.model.decode_jpeg_with_pixels, encoded)
-        return await loop.run_in_executor(self.thread, self.model.decode_jpeg, encoded), None
+        the submissions of its passes (BackgroundRemovalModel.decode_jpeg). Raises DeviceDecodeFailed."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self.model.decode_jpeg, encoded)
 
     async def masks(self, image: np.ndarray | ReducedImage | Any) -> tuple[np.ndarray, DeviceBatch]:
         """The mask of one image (pixels, a reduced copy or `decode`'s tensor), from a pass shared with the calls

@@ -124,12 +124,12 @@ class BackgroundRemover:
             await self._guard.hold_until_exit()
         try:
             async with self._slots.use(model) as slot:
-                pixels, decode_ms, decoded = image, 0.0, None
+                pixels, decode_ms = image, 0.0
                 if isinstance(image, EncodedJpeg):
                     started = time.perf_counter()
-                    pixels, decoded = await slot.decode(image)
+                    pixels = await slot.decode(image)
                     decode_ms = (time.perf_counter() - started) * 1000
-                mask, batch = await slot.masks(pixels)  # `decoded` is complete from here on
+                mask, batch = await slot.masks(pixels)
                 foreground, refine_ms = None, 0.0
                 if refine and isinstance(image, np.ndarray):
                     started = time.perf_counter()
@@ -144,8 +144,7 @@ class BackgroundRemover:
         return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000 - decode_ms,
                           batch_ms=batch.duration_ms, batch_size=batch.size, device_decode_ms=decode_ms,
                           device_backlog=self._calls_held(), arrived_at=arrived_at, left_at=time.time(),
-                          replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name,
-                          pixels=decoded)
+                          replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name)
 
     def _calls_held(self) -> int:
         """Calls this replica holds now, queued or on the device, every model's."""

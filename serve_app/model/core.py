@@ -269,38 +269,13 @@ class BackgroundRemovalModel:
         synchronises, which must not meet a CUDA graph capture in another thread (cuda_graphs.py); the caller then
         sends pixels.
         """
-        return self._decode_jpeg(encoded, to_host=False)[0]
-
-    @torch.inference_mode()
-    def decode_jpeg_with_pixels(self, encoded: EncodedJpeg) -> tuple[torch.Tensor, np.ndarray]:
-        """decode_jpeg()'s tensor, and the same pixels as (H, W, 4) RGBX uint8 in host memory (the fourth channel
-        0), for a caller that needs the whole photo too (the ingress's cut-out) and would otherwise decode it again
-        on its CPUs.
-
-        On CUDA the copy to the host is queued behind the decode on its stream, and is not waited for here: the
-        array is complete once the masks of a pass that took the tensor are back (its upload waits for that stream),
-        and must not be read before.
-        """
-        pixels, host = self._decode_jpeg(encoded, to_host=True)
-        assert host is not None
-        return pixels, host
-
-    def _decode_jpeg(self, encoded: EncodedJpeg, to_host: bool) -> tuple[torch.Tensor, np.ndarray | None]:
         if self.device.type != "cuda":
-            pixels = decode_on_device(encoded, self.device)
-            return pixels, F.pad(pixels, (0, 1)).numpy() if to_host else None
+            return decode_on_device(encoded, self.device)
         if not DEVICE_SETUP_LOCK.acquire(blocking=False):
             raise DeviceDecodeFailed("another model is setting up on the device; send the pixels")
         try:
             with torch.cuda.stream(self._decode_stream):
-                pixels = decode_on_device(encoded, self.device)
-                if not to_host:
-                    return pixels, None
-                rgbx = F.pad(pixels, (0, 1))
-                # Pinned, from torch's caching host allocator: an asynchronous copy, into memory reused across calls.
-                host = torch.empty(rgbx.shape, dtype=torch.uint8, pin_memory=True)
-                host.copy_(rgbx, non_blocking=True)
-                return pixels, host.numpy()
+                return decode_on_device(encoded, self.device)
         finally:
             DEVICE_SETUP_LOCK.release()
 

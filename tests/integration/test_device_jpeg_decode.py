@@ -209,27 +209,3 @@ def test_under_concurrency_large_jpegs_go_as_files_and_small_ones_as_pixels(serv
     # The small ones: pixels, but for one that found the replica alone and idle.
     paths = ["file" if "model_device_decode" in stages(response) else "pixels" for response in small_answers]
     assert paths.count("pixels") >= len(small) - 1, paths
-
-
-def test_a_large_jpeg_is_decoded_once_by_the_model_replica_which_sends_the_cut_outs_colours(service: str) -> None:
-    response = post_lone(service, LARGE)
-    timing = stages(response)
-    assert timing["model_device_decode"] > 0, timing
-    assert not {"decode", "model_cpu_decode", "decode_beside_model"} & timing.keys(), timing  # none here
-    cutout = np.asarray(Image.open(io.BytesIO(response.content)))
-    assert cutout.shape == (LARGE_SIZE[1], LARGE_SIZE[0], 4)
-    assert_mask_matches(cutout[..., 3], expected_alpha(LARGE_SIZE, LARGE_BOX), EDGE_MARGIN * 4)
-    # The replica's decode (torchvision's libjpeg-turbo on a CPU) against Pillow's, where the cut-out is visible.
-    visible = cutout[..., 3] > 0
-    colours = imaging.decode_image(LARGE, max_pixels=LIMIT).rgb
-    assert np.abs(cutout[..., :3][visible].astype(int) - colours[visible]).max() <= 2
-    assert not cutout[..., :3][~visible].any()
-
-
-def test_a_large_jpeg_the_replica_cannot_decode_is_decoded_here_and_refused_as_such(service: str) -> None:
-    """Without its last byte torchvision refuses the file; the ingress's own decoders then answer for it."""
-    post_jpeg(service, SMALL)  # any load: a large JPEG goes as the file
-    response = httpx.post(f"{service}{ROUTE}", content=LARGE[:-1], headers={"Content-Type": "image/jpeg"},
-                          timeout=60, trust_env=False)
-    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_image", response.text
-    assert "model_device_decode" in stages(post_jpeg(service, LARGE))

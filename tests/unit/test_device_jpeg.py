@@ -136,18 +136,3 @@ def test_the_model_gives_a_device_decoded_jpeg_the_mask_of_its_pixels(tiny_model
         model.predict([torch.zeros(4, 4, 3)])
     with pytest.raises(ValueError, match="uint8 tensor"):
         model.predict([torch.zeros(4, 4, 4, dtype=torch.uint8)])
-
-
-def test_the_decode_sent_back_for_the_cut_out_is_the_ingress_decode_upright_with_a_spare_channel(
-        tiny_model_dir: Path) -> None:
-    model = BackgroundRemovalModel.from_settings(ModelSettings(model_id=str(tiny_model_dir), input_size=(160, 96)))
-    body = jpeg_with_orientation(6, red_square(color=(60, 20, 20)))
-    tensor, rgbx = model.decode_jpeg_with_pixels(qualifying(body))
-    ingress = imaging.decode_image(body, max_pixels=LIMIT)
-    assert rgbx.shape == (WIDTH, HEIGHT, 4) and rgbx.dtype == np.uint8  # upright: turned a quarter
-    assert not rgbx[..., 3].any()  # the spare channel the cut-out's alpha is written into
-    np.testing.assert_array_equal(rgbx[..., :3], tensor.numpy())
-    assert np.abs(rgbx[..., :3].astype(int) - ingress.rgb).max() <= 2  # libjpeg-turbo both, in two builds
-    # The model takes the tensor as it takes decode_jpeg()'s.
-    from_file, from_pixels = model.predict([tensor, ingress.model_input])
-    assert np.abs(from_file.astype(int) - from_pixels).max() <= 2
