@@ -70,6 +70,10 @@ class DecodedImage:
     pixels: np.ndarray
     alpha: np.ndarray | None  # (height, width) uint8, or None when fully opaque
     flattened: np.ndarray | None = None  # rgb over white where alpha < 255; None when the same as rgb
+    # A JPEG that libjpeg-turbo read to the end of its scan without a warning. Only such a file's decode by the
+    # model replica (nvJPEG) stands for these pixels: nvJPEG reports no error for a scan cut short and leaves the
+    # rows it did not reach as its output memory held them, possibly another photo's.
+    clean_jpeg_scan: bool = False
 
     @property
     def rgb(self) -> np.ndarray:
@@ -125,7 +129,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
                 rgbx = _decode_jpeg(data)
                 if rgbx is not None:
-                    return DecodedImage(_upright(rgbx, _orientation(image)), None)
+                    return DecodedImage(_upright(rgbx, _orientation(image)), None, clean_jpeg_scan=True)
             image.seek(0)  # animated GIF/WebP/APNG: the first frame
             image.load()
             _apply_orientation(image)

@@ -36,6 +36,13 @@ def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_scan_cut_short_with_an_end_marker() -> bytes:
+    """The red square as a JPEG whose scan stops halfway and then ends properly: libjpeg warns and fills the rows
+    it did not reach; nvJPEG reports nothing and leaves those rows as its output memory held them."""
+    whole = encode(red_square(), "JPEG", quality=90)
+    return whole[:(whole.index(b"\xff\xda") + len(whole)) // 2] + b"\xff\xd9"
+
+
 def expected_alpha(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = BOX) -> np.ndarray:
     """A (H, W) boolean array: True inside the object."""
     inside = np.zeros((size[1], size[0]), dtype=bool)

@@ -533,7 +533,9 @@ class Ingress:
     async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
                                      model: str) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model replica decodes its copy of the JPEG on its device while this replica decodes its own for the
-        cut-out; a file the replica cannot decode goes again as this replica's pixels."""
+        cut-out; a file the replica cannot decode, or one whose scan libjpeg does not read cleanly (the replica's
+        decode of it may hold rows it never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's
+        pixels."""
         model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model))
         try:
             with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
@@ -549,6 +551,10 @@ class Ingress:
             cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
             logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
             result = await self._segment(decoded.model_input, timer, model=model)
+        else:
+            if not decoded.clean_jpeg_scan:
+                logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
+                result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 

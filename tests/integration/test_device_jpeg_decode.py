@@ -18,7 +18,14 @@ from serve_app import imaging
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult
 from serve_app.timing import parse_server_timing
 from tests.helpers import alpha_of, distinct_boxes, post_all
-from tests.images import SIZE, assert_mask_matches, encode, expected_alpha, red_square
+from tests.images import (
+    SIZE,
+    assert_mask_matches,
+    encode,
+    expected_alpha,
+    jpeg_scan_cut_short_with_an_end_marker,
+    red_square,
+)
 from tests.integration.deployment import APP_NAME, EDGE_MARGIN, deploy
 
 ROUTE = "/v1/remove-background"
@@ -106,6 +113,15 @@ def test_a_jpeg_the_replica_cannot_decode_is_sent_again_as_pixels(service: str) 
     timing = stages(response)
     assert "model_cpu_decode" in timing and timing["model_device_decode"] == 0, timing
     assert_mask_matches(alpha_of(response), expected_alpha(), EDGE_MARGIN)
+
+
+def test_a_jpeg_libjpeg_warns_about_gets_the_mask_of_the_ingress_pixels_not_the_replica_decode(service: str) -> None:
+    body = jpeg_scan_cut_short_with_an_end_marker()  # decodable (a 200), but only libjpeg says it is damaged
+    response = post_lone(service, body)
+    timing = stages(response)
+    assert "model_cpu_decode" in timing and timing["model_device_decode"] == 0, timing
+    assert alpha_of(response).shape == (SIZE[1], SIZE[0])
+    assert "model_device_decode" in stages(post_lone(service, SMALL))  # the next clean file goes as the file
 
 
 def test_a_jpeg_broken_after_its_header_is_a_422_and_the_next_one_is_answered(service: str) -> None:

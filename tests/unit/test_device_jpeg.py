@@ -18,7 +18,7 @@ from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.jpeg_on_device import decode_on_device, upright
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg
 from serve_app.settings import ModelSettings
-from tests.images import SIZE, encode, red_square
+from tests.images import SIZE, encode, jpeg_scan_cut_short_with_an_end_marker, red_square
 
 LIMIT = 50_000_000
 CPU = torch.device("cpu")
@@ -136,3 +136,11 @@ def test_the_model_gives_a_device_decoded_jpeg_the_mask_of_its_pixels(tiny_model
         model.predict([torch.zeros(4, 4, 3)])
     with pytest.raises(ValueError, match="uint8 tensor"):
         model.predict([torch.zeros(4, 4, 4, dtype=torch.uint8)])
+
+
+def test_only_a_jpeg_read_to_the_end_without_a_warning_has_a_clean_scan() -> None:
+    assert imaging.decode_image(encode(red_square(), "JPEG"), max_pixels=LIMIT).clean_jpeg_scan
+    assert imaging.decode_image(encode(red_square().convert("L"), "JPEG"), max_pixels=LIMIT).clean_jpeg_scan
+    cut_short = imaging.decode_image(jpeg_scan_cut_short_with_an_end_marker(), max_pixels=LIMIT)
+    assert cut_short.size == SIZE and not cut_short.clean_jpeg_scan  # Pillow still decodes it: a 200, not a 422
+    assert not imaging.decode_image(encode(red_square(), "PNG"), max_pixels=LIMIT).clean_jpeg_scan
