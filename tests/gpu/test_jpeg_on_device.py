@@ -1,6 +1,6 @@
 """A JPEG decoded on the GPU (nvJPEG through torchvision) for the model: the upright pixels the ingress decodes, within
-nvJPEG's chroma differences, and the masks of those pixels, also with a pass already running on the device; no
-decode while another model sets up on the device. Skipped without CUDA; `SERVE_APP_GPU_TIER_ON_CPU=1` runs the same
+nvJPEG's chroma differences, every row of them for the encodings cameras write, and the masks of those pixels, also
+with a pass already running on the device; no decode while another model sets up on the device. Skipped without CUDA; `SERVE_APP_GPU_TIER_ON_CPU=1` runs the same
 steps on the CPU, to check the test itself.
 
     .venv/bin/python -m pytest -n 0 -m gpu tests/gpu/test_jpeg_on_device.py
@@ -8,6 +8,7 @@ steps on the CPU, to check the test itself.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from pathlib import Path
@@ -61,6 +62,31 @@ def test_the_device_decode_is_the_ingress_decode_within_chroma_upsampling(orient
     difference = np.abs(pixels.cpu().numpy().astype(int) - expected)
     # nvJPEG upsamples chroma its own way (mean 0.6 levels on photos); a wrong turn is tens of levels off.
     assert difference.mean() < 2, difference.mean()
+
+
+CAMERA_ENCODINGS = {  # what cameras, phones and editors write, as Pillow's encoder parameters
+    "4:2:0": {}, "4:2:2": {"subsampling": 1}, "4:4:4": {"subsampling": 0}, "progressive": {"progressive": True},
+    "progressive 4:4:4": {"progressive": True, "subsampling": 0}, "optimised tables": {"optimize": True},
+    "restart markers": {"restart_marker_blocks": 4},
+}
+
+
+@pytest.mark.parametrize("size", [(640, 400), (1001, 667)], ids=["even", "odd"])
+@pytest.mark.parametrize("params", CAMERA_ENCODINGS.values(), ids=CAMERA_ENCODINGS.keys())
+def test_every_row_of_a_camera_encoding_is_decoded_whatever_the_memory_held(params: dict,
+                                                                             size: tuple[int, int]) -> None:
+    """nvJPEG leaves rows it does not reach as its output memory held them, without an error: decoded right after
+    another photo of the same size (the memory it is likely to get), no row may come out as that photo's."""
+    picture = Image.open(io.BytesIO(photo_like(1, size)))
+    body = encode(picture, "JPEG", quality=90, **params)
+    inverted = encode(Image.fromarray(255 - np.asarray(picture)), "JPEG", quality=90, **params)
+    expected = imaging.decode_image(body, max_pixels=LIMIT).rgb
+    decode_on_device(imaging.device_decodable_jpeg(inverted, max_pixels=LIMIT), DEVICE)  # freed at once, for the next
+    pixels = decode_on_device(imaging.device_decodable_jpeg(body, max_pixels=LIMIT), DEVICE).cpu().numpy()
+    difference = np.abs(pixels.astype(int) - expected)
+    assert difference.mean() < 2, difference.mean()
+    # A row left from the inverted photo is ~100 levels off on average; chroma differences are ~1.
+    assert difference.mean(axis=(1, 2)).max() < 10, np.flatnonzero(difference.mean(axis=(1, 2)) >= 10)[:10]
 
 
 def test_masks_of_device_decoded_files_match_their_pixels_also_behind_a_running_pass(
