@@ -1,7 +1,7 @@
 """A JPEG decoded on the GPU (nvJPEG through torchvision) for the model: the upright pixels the ingress decodes, within
 nvJPEG's chroma differences, every row of them for the encodings cameras write, and the masks of those pixels, also
-with a pass already running on the device; no decode while another model sets up on the device. Skipped without CUDA; `SERVE_APP_GPU_TIER_ON_CPU=1` runs the same
-steps on the CPU, to check the test itself.
+with a pass already running on the device; no decode while another model sets up on the device. Skipped without
+CUDA; `SERVE_APP_GPU_TIER_ON_CPU=1` runs the same steps on the CPU, to check the test itself.
 
     .venv/bin/python -m pytest -n 0 -m gpu tests/gpu/test_jpeg_on_device.py
 """
