@@ -27,6 +27,9 @@ HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_MET
 REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
                        ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"))
 REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
+# Ray's local node waits a fixed 30 s for its raylet to register with the GCS, and a loaded 2-core machine sometimes
+# takes longer. Such a start fails before any of the service runs, so it is tried once more.
+RAY_NODE_START_TIMEOUT = "The current node timed out during startup"
 
 
 # Ports are handed out from below Linux's ephemeral range (32768-60999 by default), from which the kernel also takes
@@ -102,10 +105,15 @@ class ServeProcess:
         full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         if haproxy_enabled(config, full_env):
             full_env = {**haproxy_ports(), **full_env}
+        self._env = full_env
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._start_retried = False
+        self._start()
+
+    def _start(self) -> None:
         self.started_at = time.time()  # wall clock, to set the replicas' own start-up marks against
         self.process = subprocess.Popen([sys.executable, *SERVE_CLI, "run", str(self.config_path)],
-                                        stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=self._env,
                                         start_new_session=True)
 
     def wait_ready(self, timeout_s: float) -> float:
@@ -113,6 +121,11 @@ class ServeProcess:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             if self.process.poll() is not None:
+                if not self._start_retried and RAY_NODE_START_TIMEOUT in self.log_tail():
+                    self._start_retried = True
+                    _kill_group(self.process.pid)  # whatever of that node did start
+                    self._start()
+                    continue
                 raise RuntimeError(f"serve run exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.base_url}/readyz", timeout=5, trust_env=False).status_code == 200:
@@ -136,3 +149,10 @@ class ServeProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
