@@ -545,16 +545,18 @@ class Ingress:
             model_call.cancel()  # the upload is broken after all: no device time for it
             model_call.add_done_callback(_retrieve_outcome)
             raise
+        result: MaskResult | None
         try:
             result = await model_call
         except DeviceDecodeFailed as error:
             cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
             logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
+            result = None
+        if result is not None and not decoded.clean_jpeg_scan:
+            logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
+            result = None
+        if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
-        else:
-            if not decoded.clean_jpeg_scan:
-                logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
-                result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)
         return decoded, result
 
