@@ -121,7 +121,7 @@ def input_batch(model: BackgroundRemovalModel, batch_size: int,
 
 
 def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list[np.ndarray] | None = None,
-                    iterations: int = 3, top: int = 25) -> list[dict]:
+                    iterations: int = 3, top: int = 40) -> list[dict]:
     """The kernels and ops that take the most device time over a few forward passes, as a table."""
     batch = input_batch(model, batch_size, photos)
     activities = [torch.profiler.ProfilerActivity.CPU]

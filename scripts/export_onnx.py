@@ -2,16 +2,19 @@
 """Export a segmentation model (a Hub id or a Hub-layout directory, loaded as the service loads it) to ONNX, and
 check the ONNX Runtime answer against PyTorch's.
 
-usage: python scripts/export_onnx.py MODEL_ID OUT.onnx [--size 1024] [--batch 1] [--out-json FILE]
+usage: python scripts/export_onnx.py MODEL_ID OUT.onnx [--size 1024] [--batch 1] [--precision fp32|fp16] [--no-check]
+                                     [--out-json FILE]
 
 What the export needs, and what this does for it:
 - torchvision's `deform_conv2d` (BiRefNet's decoder) has no ONNX export of its own; ONNX has `DeformConv` since
   opset 19, with the same inputs (input, weight, offset, bias, mask) and attributes. The export translates the one
   to the other (`DEFORM_CONV`), at opset 19.
 - `torch.onnx.export(..., dynamo=True)` (torch.export, then onnxscript) traces the model's own code as the Hub
-  ships it: no edit of the downloaded files. The graph is exported in fp32 with a fixed input size and batch.
-Then the exported file runs under ONNX Runtime (whatever providers this machine has; CPU by default) on one
-random image, and the logits are compared with PyTorch eager fp32 on the same image.
+  ships it: no edit of the downloaded files. The graph is exported with a fixed input size and batch, in fp32 or
+  (`--precision fp16`, weights and activations; the peers' fast path on a GPU) in fp16.
+Then the exported fp32 file runs under ONNX Runtime (whatever providers this machine has; CPU by default) on one
+random image, and the logits are compared with PyTorch eager fp32 on the same image; `--no-check` skips that
+(scripts/bench_onnxruntime.py checks a GPU run against PyTorch on the GPU).
 """
 
 from __future__ import annotations
@@ -55,16 +58,18 @@ def _deform_conv(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, p
 
 
 def export(module: torch.nn.Module, path: Path, *, size: tuple[int, int], batch: int = 1) -> dict:
-    """Write `module` (fp32, eval) as ONNX to `path` for (batch, 3, height, width) inputs; what it took."""
+    """Write `module` (eval; its dtype is the graph's) as ONNX to `path` for (batch, 3, height, width) inputs;
+    what it took."""
     import torchvision.ops  # noqa: F401  (registers torchvision::deform_conv2d)
 
     width, height = size
-    example = torch.rand(batch, 3, height, width)
+    example = torch.rand(batch, 3, height, width, dtype=next(module.parameters()).dtype)
     started = time.perf_counter()
     program = torch.onnx.export(Logits(module).eval(), (example,), dynamo=True, opset_version=OPSET, verbose=False,
                                 custom_translation_table={torch.ops.torchvision.deform_conv2d.default: _deform_conv})
     program.save(str(path))
-    return {"opset": OPSET, "input_shape": list(example.shape), "export_s": round(time.perf_counter() - started, 1),
+    return {"opset": OPSET, "input_shape": list(example.shape), "dtype": str(example.dtype).removeprefix("torch."),
+            "export_s": round(time.perf_counter() - started, 1),
             "bytes": path.stat().st_size,
             "translated": ["torchvision::deform_conv2d -> DeformConv"]}
 
@@ -93,13 +98,17 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the .onnx file to write")
     parser.add_argument("--size", type=int, default=1024, help="input width and height")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime run (always, for fp16)")
     parser.add_argument("--out-json", type=Path, help="write the record here too")
     args = parser.parse_args()
     module = load_segmentation_module(args.model_id).float().eval()
     size = (args.size, args.size)
+    exported = module.half() if args.precision == "fp16" else module
     record = {"model_id": args.model_id, "torch": torch.__version__,
-              "export": export(module, args.out, size=size, batch=args.batch),
-              "check": compare(module, args.out, size=size, batch=args.batch)}
+              "export": export(exported, args.out, size=size, batch=args.batch)}
+    if args.precision == "fp32" and not args.no_check:
+        record["check"] = compare(module, args.out, size=size, batch=args.batch)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")

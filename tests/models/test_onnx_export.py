@@ -38,3 +38,18 @@ def test_onnx_runtime_answers_as_pytorch(exported) -> None:
     span = check["logit_range"][1] - check["logit_range"][0]
     assert span > 0.1  # the network's answer varies over the image: a real comparison
     assert check["max_abs_logit_diff"] <= 1e-4 * max(1.0, span), check
+
+
+def test_the_runtime_benchmark_times_the_file_and_checks_it_against_pytorch(exported) -> None:
+    from bench_onnxruntime import against_eager_fp32, measure
+
+    module, path, _ = exported
+    record, pixels, logits = measure(path, "cpu", iterations=2, warmup=0)
+    assert record["input_shape"] == [2, 3, 64, 64] and record["images_per_s"] > 0
+    # every node ran on the provider asked for, so the figure is that provider's
+    assert set(record["nodes_by_provider"]) == {"CPUExecutionProvider"}
+    assert sum(record["nodes_by_provider"].values()) > 10
+    agreement = against_eager_fp32(module, pixels, logits)
+    span = agreement["logit_range"][1] - agreement["logit_range"][0]
+    assert span > 0.1 and agreement["max_abs_logit_diff"] <= 1e-4 * max(1.0, span), agreement
+    assert agreement["min_iou"] > 0.99
