@@ -26,8 +26,11 @@ def mask_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
 
 def logit_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
     difference = np.abs(candidate.astype(np.float32) - reference.astype(np.float32))
+    # The share of confident reference pixels (|logit| > 2, alpha beyond 0.12..0.88): near 0 for random weights,
+    # whose masks are ~0.5 everywhere; most of the image for weights with structure (scripts/train_shapes.py).
     return {"max_abs_logit_diff": float(difference.max()), "mean_abs_logit_diff": float(difference.mean()),
-            "reference_logit_range": [float(reference.min()), float(reference.max())]}
+            "reference_logit_range": [float(reference.min()), float(reference.max())],
+            "reference_confident_share": float((np.abs(reference) > 2).mean())}
 
 
 def verdict(rows: list[dict]) -> dict:
@@ -37,6 +40,10 @@ def verdict(rows: list[dict]) -> dict:
         "max_mean_abs_alpha_diff": max(row["mean_abs_alpha_diff"] for row in rows),
         "min_iou": min(row["iou"] for row in rows),
         "max_abs_logit_diff": max(row["max_abs_logit_diff"] for row in rows),
+        # what the reference masks were like: a bound met on masks with no structure proves little
+        "reference_foreground_range": [min(row["reference_foreground"] for row in rows),
+                                       max(row["reference_foreground"] for row in rows)],
+        "reference_confident_share_min": min(row["reference_confident_share"] for row in rows),
     }
     worst["within_bounds"] = (worst["max_mean_abs_alpha_diff"] <= MAX_MEAN_ALPHA_DIFF
                               and worst["min_iou"] >= MIN_IOU and worst["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF)

@@ -45,3 +45,15 @@ def test_verdict_holds_only_within_every_bound() -> None:
     assert not verdict([close, far_logits])["within_bounds"]
     shifted = mask_agreement(mask, mask - 3) | logit_agreement(logits, logits)
     assert not verdict([shifted])["within_bounds"]
+
+
+def test_the_verdict_says_how_much_structure_the_reference_masks_had() -> None:
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[:5] = 255
+    flat = mask_agreement(mask, mask) | logit_agreement(np.full((1, 10, 10), 0.01, np.float32),
+                                                        np.full((1, 10, 10), 0.01, np.float32))
+    confident_logits = np.where(mask[None] > 0, 8.0, -8.0).astype(np.float32)
+    structured = mask_agreement(mask, mask) | logit_agreement(confident_logits, confident_logits)
+    assert verdict([flat])["reference_confident_share_min"] == 0.0
+    assert verdict([structured])["reference_confident_share_min"] == 1.0
+    assert verdict([structured])["reference_foreground_range"] == [0.5, 0.5]

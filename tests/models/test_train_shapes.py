@@ -1,0 +1,38 @@
+"""Weights with structure (scripts/train_shapes.py): a few steps on generated subjects make a Hub-layout model's
+masks better than its random ones, and the directory written loads through from_pretrained with those masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from train_shapes import train
+
+from harness.shapes import shapes_batch
+
+
+def test_generated_photos_come_with_their_subjects_masks() -> None:
+    photos, masks = shapes_batch(3, (80, 60), torch.Generator().manual_seed(0), scenes=0.0)
+    assert photos.shape == (3, 3, 60, 80) and masks.shape == (3, 1, 60, 80)
+    assert 0 <= photos.min() and photos.max() <= 1
+    shares = masks.mean(dim=(1, 2, 3))
+    assert ((shares > 0) & (shares < 1)).all()  # every photo has a subject and background
+    # on a studio backdrop the background is light and the subject is something else
+    background = photos.permute(1, 0, 2, 3)[:, masks[:, 0] == 0]
+    assert background.mean() > 0.6
+    again, _ = shapes_batch(3, (80, 60), torch.Generator().manual_seed(0), scenes=0.0)
+    assert torch.equal(photos, again)
+
+
+def test_a_few_steps_give_masks_with_structure_that_the_saved_directory_keeps(cutout_net_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "trained"
+    # subjects on studio backdrops: what a network this small learns in seconds on two CPU cores
+    record = train(cutout_net_dir, out, size=(64, 48), batch=4, minutes=5, max_steps=40, lr=2e-3, scenes=0.0,
+                   seed=0, device=torch.device("cpu"), log_every=10)
+    assert record["steps"] == 40
+    assert record["after"]["iou"] > max(0.5, record["before"]["iou"] + 0.3), record
+    assert record["after"]["confident_share"] > record["before"]["confident_share"] + 0.2, record
+    assert record["reloaded"] == record["after"]  # what was written is what was trained
+    assert json.loads((out / "config.json").read_text()) == json.loads((cutout_net_dir / "config.json").read_text())
