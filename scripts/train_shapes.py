@@ -11,8 +11,9 @@ logits on both sides of 0 and real background: masks that fp16, fused kernels an
 OUT_DIR gets SOURCE_DIR's files (config and remote code) and a model.safetensors of the trained weights, in the
 dtype of the source's weights; it loads with `from_pretrained(OUT_DIR, trust_remote_code=True)` like the source.
 The network trains in eval mode (normalisation statistics fixed, the inference path that the service runs) with
-AdamW on binary cross-entropy plus soft IoU, in bf16 autocast on a GPU. The record (`--out-json`) gives the IoU
-against the true masks of a held-out batch before training, after it and after reloading the saved directory.
+AdamW, after a linear warm-up, on binary cross-entropy plus soft IoU, in bf16 autocast on a GPU. The record
+(`--out-json`) gives the IoU against the true masks of a held-out batch before training, after it and after
+reloading the saved directory.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def weights_dtype(path: Path) -> torch.dtype:
 
 
 def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes: float, max_steps: int | None,
-          lr: float, scenes: float, seed: int, device: torch.device, log_every: int = 20) -> dict:
+          lr: float, scenes: float, seed: int, device: torch.device, warmup_steps: int = 50,
+          log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
@@ -88,10 +90,14 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     module.requires_grad_(True)
     held_out = shapes_batch(batch, size, torch.Generator().manual_seed(HELD_OUT_SEED), scenes=scenes, device=device)
     record: dict = {"source": str(source), "out": str(out), "size": list(size), "batch": batch, "lr": lr,
+                    "warmup_steps": warmup_steps,
                     "scenes": scenes, "device": str(device), "autocast": str(dtype).removeprefix("torch."),
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+    # A linear warm-up: full-size steps on freshly random attention layers can throw the network into a corner
+    # (every pixel background) that it takes many steps to leave.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda done: min(1.0, (done + 1) / max(1, warmup_steps)))
     generator = torch.Generator().manual_seed(seed)
     started, step, losses = time.perf_counter(), 0, []
     while time.perf_counter() - started < minutes * 60 and (max_steps is None or step < max_steps):
@@ -106,6 +112,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimiser.step()
+        schedule.step()
         step += 1
         losses.append(loss.item())
         if step % log_every == 0:
@@ -139,7 +146,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--minutes", type=float, default=4.0, help="training time (after the model is loaded)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps, if sooner")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup-steps", type=int, default=50, help="steps of linear learning-rate warm-up")
     parser.add_argument("--scenes", type=float, default=0.5, help="share of photos on a busy scene, not a backdrop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -148,7 +156,8 @@ def main() -> None:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     width, height = (args.size * 2)[:2]
     record = train(args.source, args.out, size=(width, height), batch=args.batch, minutes=args.minutes,
-                   max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device)
+                   max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
+                   warmup_steps=args.warmup_steps)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")
