@@ -95,10 +95,41 @@ def level_url(base_url: str, part: str) -> str:
     return f"{base_url}{prefix}/v1/remove-background" + (f"?{part}" if part else "")
 
 
-def model_histograms(base_url: str) -> dict[str, dict]:
-    """Each loaded model's batch-size histogram (one model replica's)."""
-    models = model_info(base_url).get("models", {})
-    return {name: model.get("batch_size_histogram", {}) for name, model in models.items()}
+def replica_infos(base_url: str, *, settle_calls: int = 12, max_calls: int = 64) -> dict[str, dict]:
+    """The model part of /v1/info of every model replica, by replica id. Each call reaches one replica (Serve
+    spreads them), so calls go on until `settle_calls` in a row bring no new replica, `max_calls` at most: with one
+    replica per GPU, the chance of missing one of two is 2^-11."""
+    seen: dict[str, dict] = {}
+    calls_since_new = 0
+    for _ in range(max_calls):
+        info = model_info(base_url)
+        replica = str(info.get("replica", {}).get("id"))
+        calls_since_new = 0 if replica not in seen else calls_since_new + 1
+        seen[replica] = info
+        if calls_since_new >= settle_calls:
+            break
+    return seen
+
+
+def histograms_over_replicas(before: dict[str, dict], after: dict[str, dict]) -> dict:
+    """What the model replicas ran between two replica_infos: the batch sizes over all of them (the default
+    model's), per model, and per replica with the GPUs Ray gave it (each GPU's histogram, with one replica per GPU).
+    A replica that started in between counts from zero."""
+    total: Counter = Counter()
+    by_model: dict[str, Counter] = {}
+    by_replica = {}
+    for replica, info in after.items():
+        earlier = before.get(replica, {})
+        delta = histogram_delta(earlier.get("batch_size_histogram", {}), info.get("batch_size_histogram", {}))
+        total.update(delta)
+        by_replica[replica] = {"gpu_ids": info.get("replica", {}).get("gpu_ids", []), "batch_size_histogram": delta}
+        for name, model in info.get("models", {}).items():
+            earlier_model = earlier.get("models", {}).get(name, {})
+            by_model.setdefault(name, Counter()).update(histogram_delta(
+                earlier_model.get("batch_size_histogram", {}), model.get("batch_size_histogram", {})))
+    return {"batch_size_histogram": histogram_delta({}, total),
+            "batch_size_histogram_by_model": {name: histogram_delta({}, counts) for name, counts in by_model.items()},
+            "batch_size_histogram_by_replica": by_replica}
 
 
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
@@ -107,16 +138,12 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
         clients_text, _, query = level.partition(":")
         clients = int(clients_text)
         urls = [level_url(base_url, part) for part in query.split("|")]
-        before = model_info(base_url)["batch_size_histogram"]
-        before_models = model_histograms(base_url)
+        before = replica_infos(base_url)
         with GpuBusySampler() as sampler:
             result = asyncio.run(closed_loop(urls, photos, clients=clients, duration_s=args.duration,
                                              warmup_s=args.warmup))
         summary = {"query": query, **result.summary()}
-        summary["batch_size_histogram"] = histogram_delta(before, model_info(base_url)["batch_size_histogram"])
-        summary["batch_size_histogram_by_model"] = {
-            name: histogram_delta(before_models.get(name, {}), histogram)
-            for name, histogram in model_histograms(base_url).items()}
+        summary |= histograms_over_replicas(before, replica_infos(base_url))
         summary |= sampler.summary()  # GPU busy fraction, SM clock, power
         print(json.dumps(summary), flush=True)
         levels.append(summary)

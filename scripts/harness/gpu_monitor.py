@@ -39,6 +39,7 @@ class GpuBusySampler:
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
         self.samples: list[tuple[float | None, ...]] = []  # per sample: the means over the GPUs
+        self.busy_by_gpu: list[list[float | None]] = []  # per sample: each GPU's utilisation
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = shutil.which("nvidia-smi") is not None
@@ -49,7 +50,12 @@ class GpuBusySampler:
                                     capture_output=True, text=True, timeout=10)
             rows = parse_samples(result.stdout)
             if rows:
-                self.samples.append(tuple(_mean_of(values) for values in zip(*rows, strict=True)))
+                self.add(rows)
+
+    def add(self, rows: list[tuple[float | None, ...]]) -> None:
+        """One sample: parse_samples' rows, one per GPU."""
+        self.samples.append(tuple(_mean_of(values) for values in zip(*rows, strict=True)))
+        self.busy_by_gpu.append([row[0] for row in rows])
 
     def __enter__(self) -> GpuBusySampler:
         if self.available:
@@ -71,7 +77,11 @@ class GpuBusySampler:
     def summary(self) -> dict[str, float | None]:
         """What a benchmark record keeps of the window."""
         clock, power = self._mean(1), self._mean(2)
+        counts = {len(sample) for sample in self.busy_by_gpu}
+        by_gpu = [_mean_of(values) for values in zip(*self.busy_by_gpu, strict=True)] if len(counts) == 1 else []
         return {"gpu_busy_fraction": self.busy_fraction(),
+                # each GPU's own: on a host with several, one starved GPU hides in the mean
+                "gpu_busy_fraction_by_gpu": [round(mean / 100.0, 3) if mean is not None else None for mean in by_gpu],
                 "gpu_sm_clock_mhz": round(clock) if clock is not None else None,
                 "gpu_power_w": round(power, 1) if power is not None else None}
 

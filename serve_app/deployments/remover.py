@@ -70,6 +70,7 @@ class BackgroundRemover:
         self._clock = DeviceClock()
         self._metrics = TaggedMetrics()
         self._node_id = ray.get_runtime_context().get_node_id()
+        self._replica = _replica_identity(self._node_id)
         self._serving = False
         models = [ModelSettings.model_validate(entry) for entry in served["models"]]
         self._slots = ModelSlots(models, self._load_slot, max_loaded=served.get("max_loaded_models"),
@@ -152,11 +153,12 @@ class BackgroundRemover:
 
     def describe(self) -> dict:
         """What /v1/info reports: the default model in full at the top (its model, live batch settings and
-        batch-size histogram), every configured model under `models`, and this replica's start-up."""
+        batch-size histogram), every configured model under `models`, which replica answered and its start-up."""
         return {
             **self._slots.default.describe(),
             "default_model": self._slots.default_name,
             "models": self._slots.describe(),
+            "replica": self._replica,
             "model_unloads": self._slots.unloads,
             "requests_in_replica": self._calls_held(),
             "startup": {**self._slots.default.startup, **self._startup},  # the default model's and the replica's
@@ -176,3 +178,17 @@ class BackgroundRemover:
     def _exit_soon(self) -> None:
         """Exit the process in a moment (the failed batch's answers go out first); Serve starts a new replica."""
         asyncio.get_running_loop().call_later(0.5, os._exit, 1)
+
+
+def _replica_identity(node_id: str) -> dict:
+    """Which model replica this is: Serve's id for it, its node and the GPUs Ray gave it. /v1/info reaches one
+    replica per call, so with several (one per GPU) these tell their histograms apart."""
+    try:
+        replica_id: str | None = serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not inside a Serve replica (the class used directly)
+        replica_id = None
+    try:
+        gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+    except Exception:  # not inside a Ray worker
+        gpu_ids = []
+    return {"id": replica_id, "node_id": node_id, "gpu_ids": gpu_ids}

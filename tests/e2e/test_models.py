@@ -64,6 +64,9 @@ def test_info_lists_every_model_and_the_default(models_service: str) -> None:
     assert set(described["models"]) == {"tiny", "inverted", "late"}
     assert described["models"]["tiny"]["loaded"] and described["models"]["tiny"]["resident"]
     assert described["model"]["name"] == "tiny"  # the default model in full, as a one-model config has it
+    # which model replica answered: with one per GPU, a benchmark tells their histograms apart by it
+    replica = described["model"]["replica"]
+    assert replica["id"] and replica["node_id"] and replica["gpu_ids"] == []  # no GPU here
 
 
 def test_unknown_model_is_a_422_that_lists_the_served_ones(models_service: str) -> None:
