@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,8 +42,9 @@ def session(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (on
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if profile_nodes:  # assignments of nodes to providers, read back from the optimised model's node names
+    if profile_nodes:  # which provider ran each node, read back from the profile of one run (then deleted)
         options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="bench_onnxruntime_")) / "profile")
     provider_options = {"device_id": 0} if provider != "cpu" else {}
     fallback = ["CPUExecutionProvider"] if provider != "cpu" else []  # for the nodes the provider has no kernel of
     return onnxruntime.InferenceSession(str(path), options,
@@ -49,8 +52,10 @@ def session(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (on
 
 
 def nodes_by_provider(profile_file: str) -> dict[str, int]:
-    """How many node runs each provider did in the profiled runs (ONNX Runtime's profile JSON)."""
-    events = json.loads(Path(profile_file).read_text())
+    """How many node runs each provider did in the profiled runs (ONNX Runtime's profile JSON, deleted here)."""
+    path = Path(profile_file)
+    events = json.loads(path.read_text())
+    shutil.rmtree(path.parent, ignore_errors=True)
     counts: dict[str, int] = {}
     for event in events:
         provider = event.get("args", {}).get("provider")
