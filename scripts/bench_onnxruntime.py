@@ -34,7 +34,7 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProv
 DTYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
-def session(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (onnxruntime has no stubs)
+def open_runtime(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (onnxruntime has no stubs)
     import onnxruntime
 
     if hasattr(onnxruntime, "preload_dlls"):  # CUDA and cuDNN from the pip packages torch brought
@@ -70,8 +70,8 @@ def measure(path: Path, provider: str = "cuda", *, iterations: int = 20, warmup:
     profiled run that counts which provider ran each node); the record, the input batch and the last logits."""
     device = torch.device("cuda" if provider != "cpu" else "cpu")
     started = time.perf_counter()
-    runtime = session(path, provider, profile_nodes=True)
-    session_s = time.perf_counter() - started
+    runtime = open_runtime(path, provider, profile_nodes=True)
+    open_s = time.perf_counter() - started
     [source], [target] = runtime.get_inputs(), runtime.get_outputs()
     dtype = DTYPES[source.type]
     pixels = torch.rand(*source.shape, generator=torch.Generator().manual_seed(seed))
@@ -98,7 +98,7 @@ def measure(path: Path, provider: str = "cuda", *, iterations: int = 20, warmup:
     record = {
         "onnx": str(path), "onnxruntime": onnxruntime.__version__, "providers": runtime.get_providers(),
         "nodes_by_provider": counts, "input_shape": list(source.shape), "dtype": str(dtype).removeprefix("torch."),
-        "session_s": round(session_s, 1), "iterations": iterations, "batch_ms": round(batch_ms, 2),
+        "open_s": round(open_s, 1), "iterations": iterations, "batch_ms": round(batch_ms, 2),
         "images_per_s": round(int(source.shape[0]) * 1000 / batch_ms, 2),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
