@@ -37,8 +37,11 @@ DTYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 def open_runtime(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (onnxruntime has no stubs)
     import onnxruntime
 
-    if hasattr(onnxruntime, "preload_dlls"):  # CUDA and cuDNN from the pip packages torch brought
-        onnxruntime.preload_dlls()
+    if provider != "cpu":
+        # CUDA, cuBLAS and cuDNN as torch loaded them (its pip packages), then ONNX Runtime's own search for them
+        torch.zeros(1, device="cuda")
+        if hasattr(onnxruntime, "preload_dlls"):
+            onnxruntime.preload_dlls()
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
