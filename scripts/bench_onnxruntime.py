@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +35,7 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProv
 DTYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
-def open_runtime(path: Path, provider: str, profile_nodes: bool):  # noqa: ANN201 (onnxruntime has no stubs)
-    import onnxruntime
-
+def open_runtime(path: Path, provider: str, profile_nodes: bool) -> onnxruntime.InferenceSession:
     if provider != "cpu":
         # CUDA, cuBLAS and cuDNN as torch loaded them (its pip packages), then ONNX Runtime's own search for them
         torch.zeros(1, device="cuda")
@@ -96,8 +95,6 @@ def measure(path: Path, provider: str = "cuda", *, iterations: int = 20, warmup:
         runtime.run_with_iobinding(binding)
     synchronize()
     batch_ms = (time.perf_counter() - started) * 1000 / iterations
-    import onnxruntime
-
     record = {
         "onnx": str(path), "onnxruntime": onnxruntime.__version__, "providers": runtime.get_providers(),
         "nodes_by_provider": counts, "input_shape": list(source.shape), "dtype": str(dtype).removeprefix("torch."),

@@ -38,8 +38,7 @@ class GpuBusySampler:
 
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
-        self.samples: list[tuple[float | None, ...]] = []  # per sample: the means over the GPUs
-        self.busy_by_gpu: list[list[float | None]] = []  # per sample: each GPU's utilisation
+        self.samples: list[list[tuple[float | None, ...]]] = []  # per sample: parse_samples' rows, one per GPU
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = shutil.which("nvidia-smi") is not None
@@ -54,8 +53,7 @@ class GpuBusySampler:
 
     def add(self, rows: list[tuple[float | None, ...]]) -> None:
         """One sample: parse_samples' rows, one per GPU."""
-        self.samples.append(tuple(_mean_of(values) for values in zip(*rows, strict=True)))
-        self.busy_by_gpu.append([row[0] for row in rows])
+        self.samples.append(rows)
 
     def __enter__(self) -> GpuBusySampler:
         if self.available:
@@ -68,7 +66,8 @@ class GpuBusySampler:
             self._thread.join(timeout=15)
 
     def _mean(self, index: int) -> float | None:
-        return _mean_of([sample[index] for sample in self.samples])
+        """The field's mean over the samples of its mean over the GPUs."""
+        return _mean_of([_mean_of(row[index] for row in sample) for sample in self.samples])
 
     def busy_fraction(self) -> float | None:
         mean = self._mean(0)
@@ -77,8 +76,9 @@ class GpuBusySampler:
     def summary(self) -> dict[str, float | None]:
         """What a benchmark record keeps of the window."""
         clock, power = self._mean(1), self._mean(2)
-        counts = {len(sample) for sample in self.busy_by_gpu}
-        by_gpu = [_mean_of(values) for values in zip(*self.busy_by_gpu, strict=True)] if len(counts) == 1 else []
+        same_gpus = len({len(sample) for sample in self.samples}) == 1
+        # zip(*samples): each GPU's rows over the window
+        by_gpu = [_mean_of(row[0] for row in rows) for rows in zip(*self.samples, strict=True)] if same_gpus else []
         return {"gpu_busy_fraction": self.busy_fraction(),
                 # each GPU's own: on a host with several, one starved GPU hides in the mean
                 "gpu_busy_fraction_by_gpu": [round(mean / 100.0, 3) if mean is not None else None for mean in by_gpu],

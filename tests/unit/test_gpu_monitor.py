@@ -16,12 +16,11 @@ def test_unreadable_fields_are_none_and_lines_that_are_no_sample_are_left_out() 
 
 def test_the_summary_averages_the_window() -> None:
     sampler = GpuBusySampler()
-    sampler.samples = [(100.0, 1980.0, 700.0), (90.0, 1800.0, 650.0)]
-    sampler.busy_by_gpu = [[100.0], [90.0]]
+    sampler.add([(100.0, 1980.0, 700.0)])
+    sampler.add([(90.0, 1800.0, 650.0)])
     assert sampler.summary() == {"gpu_busy_fraction": 0.95, "gpu_busy_fraction_by_gpu": [0.95],
                                  "gpu_sm_clock_mhz": 1890, "gpu_power_w": 675.0}
-    sampler.samples.append((80.0, None, None))  # a GPU that reports no clock or power still counts as busy
-    sampler.busy_by_gpu.append([80.0])
+    sampler.add([(80.0, None, None)])  # a GPU that reports no clock or power still counts as busy
     assert sampler.summary() == {"gpu_busy_fraction": 0.9, "gpu_busy_fraction_by_gpu": [0.9],
                                  "gpu_sm_clock_mhz": 1890, "gpu_power_w": 675.0}
     assert GpuBusySampler().summary() == {"gpu_busy_fraction": None, "gpu_busy_fraction_by_gpu": [],
