@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.accuracy import logit_agreement, mask_agreement, verdict  # noqa: E402
 from serve_app.model.core import final_logits  # noqa: E402
 from serve_app.model.loading import load_segmentation_module  # noqa: E402
 
@@ -107,20 +108,20 @@ def measure(path: Path, provider: str = "cuda", *, iterations: int = 20, warmup:
 
 def against_eager_fp32(module: torch.nn.Module, pixels: torch.Tensor, logits: torch.Tensor) -> dict:
     """`logits` (the runtime's, for `pixels`) against `module`'s eager fp32 logits for the same batch, on the
-    logits' device: the accuracy bounds' measures (scripts/check_accuracy.py) on this one batch."""
+    logits' device, image by image with scripts/check_accuracy.py's measures and bounds (harness/accuracy.py)."""
     module = module.float().eval().to(logits.device)
     with torch.inference_mode():
-        expected = final_logits(module(pixels.to(logits.device))).float()
-    got = logits.float()
-    masks = torch.sigmoid(got) > 0.5, torch.sigmoid(expected) > 0.5
-    union = (masks[0] | masks[1]).sum(dim=(1, 2, 3)).clamp(min=1)
-    return {
-        "max_abs_logit_diff": (got - expected).abs().max().item(),
-        "mean_abs_logit_diff": (got - expected).abs().mean().item(),
-        "mean_abs_alpha_diff": (torch.sigmoid(got) - torch.sigmoid(expected)).abs().mean().item(),
-        "min_iou": ((masks[0] & masks[1]).sum(dim=(1, 2, 3)) / union).min().item(),
-        "logit_range": [expected.min().item(), expected.max().item()],
-    }
+        expected = final_logits(module(pixels.to(logits.device))).float().cpu().numpy()
+    got = logits.float().cpu().numpy()
+    rows = [mask_agreement(_alpha(candidate), _alpha(reference)) | logit_agreement(candidate, reference)
+            for candidate, reference in zip(got, expected, strict=True)]
+    return {**verdict(rows), "mean_abs_logit_diff": max(row["mean_abs_logit_diff"] for row in rows),
+            "logit_range": [float(expected.min()), float(expected.max())]}
+
+
+def _alpha(logits: np.ndarray) -> np.ndarray:
+    """The uint8 mask of logits, as the service makes it (sigmoid, x255, rounded)."""
+    return np.round(255 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.uint8)
 
 
 def main() -> None:
