@@ -11,6 +11,10 @@ Several worker processes run at once, each with `--per-process` photos in flight
 
     python scripts/bench_codec.py --photo-dir DIR --photo-size 4000x3000 --processes 1,8,14,16
     python scripts/bench_codec.py --photo-dir DIR --photo-size 4000x3000 --processes 12 --per-process 4 --png-threads 16
+
+`--cutout composed` makes the cut-out as the composing APIs do (rembg's `/api/remove`, remove.bg's
+`/v1.0/removebg`, the native options that crop, place or add a background): compose.render_cutout with its
+defaults, where the native plain cut-out is imaging.render.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from harness.photos import sample_photo_jpegs
 from harness.run_record import run_record
-from serve_app import imaging
+from serve_app import compose, imaging
 
 INPUT_SIZE = (1024, 1024)  # the model's input (width, height) in configs/prod.yaml: what the reduced copy covers
 
@@ -47,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stages", choices=("all", "no-reduced", "decode", "png"), default="all",
                         help="no-reduced: without the model's reduced copy; decode: the decodes alone; png: the "
                         "PNG alone, of each photo decoded once beforehand")
+    parser.add_argument("--cutout", choices=("native", "composed"), default="native",
+                        help="the cut-out as the native plain API makes it, or as the composing APIs do")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per level before counting")
     parser.add_argument("--out", type=Path, help="write the record as JSON here")
@@ -54,7 +60,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def photo_work(photos: list[bytes], stages: str, png_pool: ThreadPoolExecutor | None, png_threads: int,
-               max_pixels: int) -> Callable[[int], int]:
+               max_pixels: int, cutout: str = "native") -> Callable[[int], int]:
     """The CPU work for photo i as the ingress does it (`stages`: all of it or a part, see --stages); each call
     returns the bytes it produced (the PNG's, or 0)."""
     decoded = [imaging.decode_image(data, max_pixels=max_pixels) for data in photos] if stages == "png" else []
@@ -72,16 +78,19 @@ def photo_work(photos: list[bytes], stages: str, png_pool: ThreadPoolExecutor | 
         mask = np.full(image.pixels.shape[:2], 255, np.uint8)
         # render may reuse the pixels' spare channel for the alpha: a decoded photo kept for the next round stays
         # as it was, since the alpha it writes is the same every time
+        if cutout == "composed":
+            return len(compose.render_cutout(image, mask, compose.Layout(), png_pool=png_pool,
+                                             png_threads=png_threads).data)
         return len(imaging.render(image, mask, "png", png_pool=png_pool, png_threads=png_threads))
 
     return run
 
 
-def worker(photos: list[bytes], max_pixels: int, stages: str, per_process: int, png_threads: int, start_at: float,
-           count_from: float, stop_at: float, results: multiprocessing.Queue) -> None:
+def worker(photos: list[bytes], max_pixels: int, stages: str, cutout: str, per_process: int, png_threads: int,
+           start_at: float, count_from: float, stop_at: float, results: multiprocessing.Queue) -> None:
     """Cut out photos on `per_process` threads until `stop_at`; report those finished after `count_from`."""
     png_pool = ThreadPoolExecutor(png_threads, thread_name_prefix="png") if png_threads > 1 else None
-    work = photo_work(photos, stages, png_pool, png_threads, max_pixels)
+    work = photo_work(photos, stages, png_pool, png_threads, max_pixels, cutout)
     counted, output_bytes = [0], [0]
     lock = threading.Lock()
 
@@ -114,8 +123,8 @@ def run_level(photos: list[bytes], max_pixels: int, processes: int, args: argpar
     start_at = time.time() + 3.0  # room for the workers to start before the clock runs
     count_from = start_at + args.warmup
     stop_at = count_from + args.duration
-    worker_args = (photos, max_pixels, args.stages, args.per_process, args.png_threads, start_at, count_from, stop_at,
-                   results)
+    worker_args = (photos, max_pixels, args.stages, args.cutout, args.per_process, args.png_threads, start_at,
+                   count_from, stop_at, results)
     workers = [context.Process(target=worker, args=worker_args) for _ in range(processes)]
     for process in workers:
         process.start()
@@ -124,7 +133,7 @@ def run_level(photos: list[bytes], max_pixels: int, processes: int, args: argpar
         process.join()
     done = sum(report[0] for report in reports)
     cpu_s = sum(report[2] for report in reports)
-    return {"stages": args.stages, "processes": processes, "per_process": args.per_process,
+    return {"stages": args.stages, "cutout": args.cutout, "processes": processes, "per_process": args.per_process,
             "png_threads": args.png_threads, "images": done, "images_per_s": round(done / args.duration, 2),
             "cpu_ms_per_image": round(1000 * cpu_s / max(1, done), 1),
             "mean_png_bytes": round(sum(report[1] for report in reports) / max(1, done))}

@@ -262,6 +262,22 @@ def test_zip_holds_colour_jpeg_and_the_cutouts_alpha() -> None:
     assert alpha.mode == "L" and (np.asarray(alpha) == rgba[..., 3]).all()
 
 
+@pytest.mark.parametrize("layout", [{}, {"crop": True, "crop_margin": Length(4, False)}, {"bg_color": (*GREEN, 128)},
+                                    {"format": "webp"}], ids=["plain", "crop", "see-through-bg", "webp"])
+def test_a_jpeg_upload_is_cut_out_as_its_own_pixels_with_the_mask_as_alpha(layout: dict) -> None:
+    image, mask = picture(48, 64, (10, 12, 20, 30), alpha=200)
+    jpeg = io.BytesIO()
+    Image.fromarray(image.pixels).save(jpeg, format="JPEG", quality=95)
+    decoded = imaging.decode_image(jpeg.getvalue(), max_pixels=10**6)
+    assert decoded.pixels.shape[2] == 4  # a JPEG decodes with a spare channel, which the alpha then takes
+    as_rgb = imaging.DecodedImage(decoded.rgb.copy(), None)
+    _, expected = render(as_rgb, mask, **layout)
+    _, pixels = render(decoded, mask, **layout)
+    assert np.array_equal(pixels, expected)
+    if layout == {}:
+        assert np.array_equal(pixels[..., 3], mask) and np.array_equal(pixels[20, 20, :3], as_rgb.pixels[20, 20])
+
+
 def test_channels_alpha_with_zip_answers_a_png_mask() -> None:
     image, mask = picture(20, 30, (2, 3, 10, 12))
     rendered = compose.render_cutout(image, mask, Layout(format="zip", channels="alpha"))
