@@ -6,9 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from bench_codec import photo_work
+
 from harness.photos import synthetic_photo
 
 
