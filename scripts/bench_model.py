@@ -121,8 +121,9 @@ def input_batch(model: BackgroundRemovalModel, batch_size: int,
 
 
 def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list[np.ndarray] | None = None,
-                    iterations: int = 3, top: int = 40) -> list[dict]:
-    """The kernels and ops that take the most device time over a few forward passes, as a table."""
+                    iterations: int = 3, top: int = 40) -> tuple[list[dict], dict[str, dict]]:
+    """The kernels and ops that take the most device time over a few forward passes, as a table, and the device
+    time of every kernel by kind (kernel_kind)."""
     batch = input_batch(model, batch_size, photos)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if model.device.type == "cuda":
@@ -141,7 +142,41 @@ def profile_forward(model: BackgroundRemovalModel, batch_size: int, photos: list
     rows = sorted(events, key=lambda event: getattr(event, field), reverse=True)[:top]
     return [{"name": event.key[:120], "calls_per_forward": event.count / iterations,
              "self_ms_per_forward": round(getattr(event, field) / 1000 / iterations, 2),
-             "share": round(getattr(event, field) / total_us, 4)} for event in rows]
+             "share": round(getattr(event, field) / total_us, 4)} for event in rows], \
+        kernel_time_by_kind(events, field, iterations)
+
+
+# Kinds of device kernel by name, first match wins (inductor names its kernels after the ops it fused, so a fused
+# kernel counts as the first kind its name mentions in this order).
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("convolution", ("fprop", "conv", "winograd", "implicit_gemm")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "gemv", "mm_")),
+    ("deformable sampling", ("deformable", "grid_sampler", "grid_sample")),
+    ("upsample", ("upsample", "interpolate")),
+    ("normalisation", ("norm",)),
+    ("copy and layout", ("copy", "clone", "cat_", "permute", "transpose", "contiguous", "memcpy", "memset")),
+    ("other fused (Triton)", ("triton_",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """The kind of device kernel `name` is (KERNEL_KINDS), or "other"."""
+    lowered = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(mark in lowered for mark in marks)), "other")
+
+
+def kernel_time_by_kind(events, field: str, iterations: int) -> dict[str, dict]:
+    """Device milliseconds per forward and kernel launches per forward of each kernel kind (device events only)."""
+    kinds: dict[str, dict] = {}
+    for event in events:
+        if getattr(event, "device_type", None) != torch.autograd.DeviceType.CUDA or not getattr(event, field):
+            continue
+        entry = kinds.setdefault(kernel_kind(event.key), {"ms_per_forward": 0.0, "kernels_per_forward": 0.0})
+        entry["ms_per_forward"] += getattr(event, field) / 1000 / iterations
+        entry["kernels_per_forward"] += event.count / iterations
+    return {kind: {key: round(value, 2) for key, value in entry.items()}
+            for kind, entry in sorted(kinds.items(), key=lambda item: -item[1]["ms_per_forward"])}
 
 
 def time_forward(model: BackgroundRemovalModel, batch_size: int, iterations: int,
@@ -383,9 +418,11 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                     print(json.dumps(row), flush=True)
                     record["results"].append(row)
                 if args.profile:
-                    table = profile_forward(model, batch_sizes[-1], photos if inputs[-1] == "photos" else None)
+                    table, by_kind = profile_forward(model, batch_sizes[-1],
+                                                     photos if inputs[-1] == "photos" else None)
                     record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
-                                                              "top_kernels": table})
+                                                              "device_ms_by_kind": by_kind, "top_kernels": table})
+                    print(json.dumps({"device_ms_by_kind": by_kind}), flush=True)
                     for kernel in table:
                         print(f"  {kernel['share']:7.2%} {kernel['self_ms_per_forward']:8.2f} ms "
                               f"x{kernel['calls_per_forward']:g}  {kernel['name']}", flush=True)

@@ -25,10 +25,14 @@ def run_bench(tiny_model_dir: Path, out: Path, *extra: str) -> dict:
 
 
 def test_every_batch_size_is_timed_on_each_kind_of_input(tiny_model_dir: Path, tmp_path: Path) -> None:
-    rows = run_bench(tiny_model_dir, tmp_path / "record.json", "--inputs", "noise,photos")["results"]
+    record = run_bench(tiny_model_dir, tmp_path / "record.json", "--inputs", "noise,photos", "--profile")
+    rows = record["results"]
     assert [(row["batch_size"], row["input"]) for row in rows] == [(1, "noise"), (1, "photos"), (2, "noise"),
                                                                    (2, "photos")]
     assert all(row["images_per_s"] > 0 for row in rows)
+    # on a CPU the profile ranks ops by their own CPU time; device kernels (none here) are summed by kind
+    [profile] = record["profiles"]
+    assert profile["batch_size"] == 2 and profile["top_kernels"] and profile["device_ms_by_kind"] == {}
 
 
 def test_each_row_says_which_attention_settings_ran(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -99,3 +103,28 @@ def test_lone_requests_are_timed_at_batch_one_with_a_trace(tiny_model_dir: Path,
     events = json.loads(trace.read_text())["traceEvents"]
     # the three profiled requests: each resized to the input size on the device
     assert any("upsample_bilinear2d_aa" in event.get("name", "") for event in events)
+
+
+def test_the_profile_sums_device_kernels_by_kind() -> None:
+    from types import SimpleNamespace
+
+    import torch
+    from bench_model import kernel_kind, kernel_time_by_kind
+
+    assert kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x32") == "attention"
+    assert kernel_kind("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc") == "convolution"
+    assert kernel_kind("nvjet_hsh_128x256_64x4_2x1_v_bz_coopB_NNT") == "matmul"
+    assert kernel_kind("triton_poi_fused_grid_sampler_2d_mul_7") == "deformable sampling"
+    assert kernel_kind("triton_per_fused_native_layer_norm_12") == "normalisation"
+    assert kernel_kind("triton_poi_fused_add_gelu_3") == "other fused (Triton)"
+    assert kernel_kind("void at::native::elementwise_kernel<128, 2>") == "other"
+
+    def event(name: str, us: float, device: bool = True) -> SimpleNamespace:
+        kind = torch.autograd.DeviceType.CUDA if device else torch.autograd.DeviceType.CPU
+        return SimpleNamespace(key=name, count=6, device_type=kind, self_device_time_total=us)
+
+    events = [event("nvjet_a", 3000), event("nvjet_b", 1500), event("triton_poi_fused_add_0", 600),
+              event("aten::mm", 9000, device=False)]
+    assert kernel_time_by_kind(events, "self_device_time_total", iterations=3) == {
+        "matmul": {"ms_per_forward": 1.5, "kernels_per_forward": 4.0},
+        "other fused (Triton)": {"ms_per_forward": 0.2, "kernels_per_forward": 2.0}}
