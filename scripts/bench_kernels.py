@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""BiRefNet's deformable convolutions and window attention at batch 8, 1024x1024, fp16, one GPU: the kernels the
+service runs against the candidates in `harness/kernel_candidates.py`, call by call at the model's own shapes,
+with each one's largest difference from an fp32 reference and the total per forward pass.
+
+    python scripts/bench_kernels.py --out kernels.json
+
+Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
+square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
+(`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
+with and without the shifted-window mask): one scaled_dot_product_attention call as the service makes it
+(`serve_app.model.attention`), the written-out form compiled by inductor, and flex_attention compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.kernel_candidates import flex_window_attention, triton_deform_conv2d  # noqa: E402
+from harness.run_record import run_record  # noqa: E402
+from serve_app.model import deform_conv  # noqa: E402
+
+IMAGES = 8
+# (input side, kernel, calls per forward) of BiRefNet's deformable convolutions at 1024x1024: 64 -> 256 channels.
+DEFORM_CALLS = [(32, 1, 4), (32, 3, 2), (32, 7, 2), (64, 1, 2), (64, 3, 1), (64, 7, 1), (128, 1, 2), (128, 3, 1),
+                (128, 7, 1), (256, 1, 2), (256, 3, 1), (256, 7, 1)]
+# (windows per image, heads, calls per forward, each once with and once without the shifted-window mask): the
+# backbone's stages on the image and on its half-size copy.
+ATTENTION_CALLS = [(484, 6, 1), (121, 12, 1), (36, 24, 9), (9, 48, 1), (121, 6, 1), (36, 12, 1), (9, 24, 9),
+                   (4, 48, 1)]
+TOKENS, HEAD_DIM = 144, 32
+
+
+def timed(function: Callable[[], torch.Tensor], iterations: int) -> float:
+    """Milliseconds per call, after one untimed call (compiles and tunes)."""
+    function()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        function()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) * 1000 / iterations
+
+
+def largest_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).abs().max())
+
+
+def deform_rows(iterations: int) -> list[dict]:
+    return [deform_row(side, kernel, calls, iterations) for side, kernel, calls in DEFORM_CALLS]
+
+
+def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
+    generator = torch.Generator(device="cuda").manual_seed(side * 10 + kernel)
+    taps, padding = kernel * kernel, kernel // 2
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device="cuda", generator=generator)
+
+    x = (rand(IMAGES, 64, side, side) * 2 - 1).half()
+    weight = ((rand(256, 64, kernel, kernel) * 2 - 1) / (64 * taps) ** 0.5).half()
+    offset = ((rand(IMAGES, 2 * taps, side, side) * 2 - 1) * 3).half()  # a few pixels, some past the border
+    mask = (rand(IMAGES, taps, side, side) * 2).half()
+    bias = torch.zeros(256, device="cuda", dtype=torch.float16)
+    geometry = (1, 1, padding, padding, 1, 1)
+    candidates = {
+        "torchvision": lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=padding, mask=mask),
+        "grid_sample": lambda: deform_conv.deform_conv2d(x, weight, offset, mask, bias, *geometry, 1, 1, True),
+        "triton": lambda: triton_deform_conv2d(x, weight, offset, mask, bias, *geometry, True),
+    }
+    reference = torchvision.ops.deform_conv2d(x[:1].float(), offset[:1].float(), weight.float(), bias.float(),
+                                              padding=padding, mask=mask[:1].float())
+    row: dict = {"side": side, "kernel": kernel, "calls_per_forward": calls,
+                 "reference_max_abs": float(reference.abs().max())}
+    for name, function in candidates.items():
+        row[f"{name}_ms"] = round(timed(function, iterations), 3)
+        row[f"{name}_max_diff"] = largest_difference(function()[:1], reference)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+@torch.compile(dynamic=False)
+def _written_out(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+                 scale: float) -> torch.Tensor:
+    return ((query * scale) @ key.transpose(-2, -1) + mask).softmax(-1) @ value
+
+
+_flex = torch.compile(flex_window_attention, dynamic=False)
+
+
+def attention_rows(iterations: int) -> list[dict]:
+    return [attention_row(windows, heads, shifted, calls, iterations) for windows, heads, calls in ATTENTION_CALLS
+            for shifted in (False, True)]
+
+
+def attention_row(windows: int, heads: int, shifted: bool, calls: int, iterations: int) -> dict:
+    scale = HEAD_DIM ** -0.5
+    generator = torch.Generator(device="cuda").manual_seed(windows * heads + shifted)
+    query, key, value = ((torch.rand(IMAGES, windows, heads, TOKENS, HEAD_DIM, device="cuda",
+                                     generator=generator) * 2 - 1).half() for _ in range(3))
+    bias = torch.rand(heads, TOKENS, TOKENS, device="cuda", generator=generator) - 0.5
+    shift = (torch.where(torch.rand(windows, TOKENS, TOKENS, device="cuda", generator=generator) < 0.3,
+                         -100.0, 0.0) if shifted else None)
+    # the service's layout: each image's windows as heads of one call, the mask broadcast over images
+    combined = bias.unsqueeze(0) if shift is None else bias.unsqueeze(0) + shift.unsqueeze(1)
+    sdpa_mask = combined.reshape(1, -1, TOKENS, TOKENS).half()
+    q, k, v = (t.reshape(IMAGES, windows * heads, TOKENS, HEAD_DIM) for t in (query, key, value))
+    candidates = {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, scale=scale),
+        "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
+        "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
+    }
+    reference = F.scaled_dot_product_attention(q[:1].float(), k[:1].float(), v[:1].float(),
+                                               attn_mask=sdpa_mask.float(), scale=scale)
+    row: dict = {"windows_per_image": windows, "heads": heads, "shifted": shifted,
+                 "calls_per_forward": calls}
+    for name, function in candidates.items():
+        row[f"{name}_ms"] = round(timed(function, iterations), 3)
+        row[f"{name}_max_diff"] = largest_difference(function()[:1], reference)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def per_forward(rows: list[dict]) -> dict[str, float]:
+    """Each candidate's milliseconds per forward pass: its per-call time times the calls."""
+    names = [key.removesuffix("_ms") for key in rows[0] if key.endswith("_ms")]
+    return {name: round(sum(row[f"{name}_ms"] * row["calls_per_forward"] for row in rows), 2) for name in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", default="deform,attention", help="comma-separated: deform, attention")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels.py times GPU kernels: no CUDA device here")
+    record: dict = {**run_record(), "device_name": torch.cuda.get_device_name(), "images": IMAGES}
+    measure = {"deform": deform_rows, "attention": attention_rows}
+    for kind in args.kinds.split(","):
+        rows = measure[kind](args.iterations)
+        record[kind] = {"ms_per_forward": per_forward(rows), "calls": rows}
+        print(json.dumps({kind: record[kind]["ms_per_forward"]}), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
