@@ -9,7 +9,9 @@ Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernel
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
 (`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
 with and without the shifted-window mask): one scaled_dot_product_attention call as the service makes it
-(`serve_app.model.attention`), the written-out form compiled by inductor, and flex_attention compiled.
+(`serve_app.model.attention`), the written-out form compiled by inductor, and flex_attention compiled. The
+backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and
+per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.kernel_candidates import flex_window_attention, triton_deform_conv2d  # noqa: E402
+from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight, triton_deform_conv2d  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 
@@ -41,6 +43,10 @@ DEFORM_CALLS = [(32, 1, 4), (32, 3, 2), (32, 7, 2), (64, 1, 2), (64, 3, 1), (64,
 ATTENTION_CALLS = [(484, 6, 1), (121, 12, 1), (36, 24, 9), (9, 48, 1), (121, 6, 1), (36, 12, 1), (9, 24, 9),
                    (4, 48, 1)]
 TOKENS, HEAD_DIM = 144, 32
+# (tokens per image, channels, blocks) of the backbone's Swin stages on the image and on its half-size copy; each
+# block's linear layers are qkv (C -> 3C), proj (C -> C), fc1 (C -> 4C) and fc2 (4C -> C).
+LINEAR_STAGES = [(65536, 192, 2), (16384, 384, 2), (4096, 768, 18), (1024, 1536, 2), (16384, 192, 2), (4096, 384, 2),
+                 (1024, 768, 18), (256, 1536, 2)]
 
 
 def timed(function: Callable[[], torch.Tensor], iterations: int) -> float:
@@ -133,6 +139,36 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     return row
 
 
+def linear_rows(iterations: int) -> list[dict]:
+    return [linear_row(tokens, channels * ins, channels * outs, blocks, iterations)
+            for tokens, channels, blocks in LINEAR_STAGES for ins, outs in ((1, 3), (1, 1), (1, 4), (4, 1))]
+
+
+_fp8_linear = torch.compile(fp8_linear, dynamic=False)
+
+
+def linear_row(tokens: int, inputs: int, outputs: int, calls: int, iterations: int) -> dict:
+    generator = torch.Generator(device="cuda").manual_seed(inputs * 7 + outputs)
+    x = (torch.rand(IMAGES * tokens, inputs, device="cuda", generator=generator) * 2 - 1).half()
+    weight = ((torch.rand(outputs, inputs, device="cuda", generator=generator) * 2 - 1) / inputs ** 0.5).half()
+    bias = (torch.rand(outputs, device="cuda", generator=generator) - 0.5).half()
+    weight_fp8, weight_scale = fp8_weight(weight)
+    candidates = {
+        "fp16": lambda: F.linear(x, weight, bias),
+        "fp8_rowwise_compiled": lambda: _fp8_linear(x, weight_fp8, weight_scale, bias),
+    }
+    reference = F.linear(x[:4096].float(), weight.float(), bias.float())
+    row: dict = {"rows": IMAGES * tokens, "in": inputs, "out": outputs, "calls_per_forward": calls,
+                 "reference_max_abs": float(reference.abs().max())}
+    for name, function in candidates.items():
+        milliseconds = timed(function, iterations)
+        row[f"{name}_ms"] = round(milliseconds, 3)
+        row[f"{name}_tflops"] = round(2 * IMAGES * tokens * inputs * outputs / milliseconds / 1e9, 1)
+        row[f"{name}_max_diff"] = largest_difference(function()[:4096], reference)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def per_forward(rows: list[dict]) -> dict[str, float]:
     """Each candidate's milliseconds per forward pass: its per-call time times the calls."""
     names = [key.removesuffix("_ms") for key in rows[0] if key.endswith("_ms")]
@@ -141,14 +177,15 @@ def per_forward(rows: list[dict]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", default="deform,attention", help="comma-separated: deform, attention")
+    parser.add_argument("--kinds", default="deform,attention,linear",
+                        help="comma-separated: deform, attention, linear")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times GPU kernels: no CUDA device here")
     record: dict = {**run_record(), "device_name": torch.cuda.get_device_name(), "images": IMAGES}
-    measure = {"deform": deform_rows, "attention": attention_rows}
+    measure = {"deform": deform_rows, "attention": attention_rows, "linear": linear_rows}
     for kind in args.kinds.split(","):
         rows = measure[kind](args.iterations)
         record[kind] = {"ms_per_forward": per_forward(rows), "calls": rows}

@@ -112,3 +112,20 @@ def test_sdpa_reference_layout_matches_the_services() -> None:
     service = F.scaled_dot_product_attention(q, k, v, attn_mask=combined, scale=0.5)
     flex = flex_window_attention(query, key, value, bias, shift, 0.5).reshape(service.shape)
     assert torch.allclose(service, flex, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fp8_linear_layer_is_the_linear_layer_to_fp8_precision() -> None:
+    from harness.kernel_candidates import fp8_linear, fp8_weight
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 64, generator=generator)
+    weight = torch.randn(48, 64, generator=generator) / 8
+    bias = torch.randn(48, generator=generator)
+    weight_fp8, weight_scale = fp8_weight(weight)
+    assert weight_fp8.dtype == torch.float8_e4m3fn and weight_scale.shape == (1, 48)
+    got = fp8_linear(x, weight_fp8, weight_scale, bias)
+    expected = F.linear(x, weight, bias)
+    assert got.shape == expected.shape and got.dtype == x.dtype
+    # e4m3 keeps 3 mantissa bits: each product is within ~6%, and their sum's error mostly cancels
+    assert float((got - expected).abs().max()) < 0.05 * float(expected.abs().max())
+    assert float((got - expected).abs().mean()) < 0.01 * float(expected.abs().max())
