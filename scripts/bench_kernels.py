@@ -190,8 +190,8 @@ def main() -> None:
         rows = measure[kind](args.iterations)
         record[kind] = {"ms_per_forward": per_forward(rows), "calls": rows}
         print(json.dumps({kind: record[kind]["ms_per_forward"]}), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        if args.out:  # after each kind, so that a run cut short keeps what it measured
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
