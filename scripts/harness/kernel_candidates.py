@@ -1,5 +1,6 @@
-"""Kernel candidates for the model's two costliest non-matmul operators, measured by scripts/bench_kernels.py against
-the kernels the service runs, outside the runtime until a full-model measurement shows they pay.
+"""Kernel candidates for the model's deformable convolution, window attention and linear layers, measured by
+scripts/bench_kernels.py against the kernels the service runs, kept outside the runtime until a measurement of the
+whole model shows they pay.
 
 The deformable convolution as one Triton kernel. The service's CUDA-graph path (`serve_app.model.deform_conv`)
 computes torchvision's `deform_conv2d` from `grid_sample` and a matmul, which writes every sample (channels x taps x
@@ -99,9 +100,9 @@ if triton is not None:
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
 
-def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
-                  bias: torch.Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int,
-                  dilation_w: int, use_mask: bool) -> torch.Tensor:
+def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
+                         bias: torch.Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                         dilation_h: int, dilation_w: int, use_mask: bool) -> torch.Tensor:
     """torchvision::deform_conv2d's forward (its CUDA kernel's arguments) for one weight group and one offset group."""
     batch, channels, height, width = input.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
@@ -115,7 +116,7 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     input = input.permute(0, 2, 3, 1).contiguous()
     weight = weight.permute(2, 3, 1, 0).contiguous()
     offset = offset.contiguous()
-    mask = mask.contiguous() if use_mask else offset  # never read without use_mask
+    mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
     block_p, block_c = 64, 32
     block_o = max(16, min(128, triton.next_power_of_2(out_channels)))
     grid = (triton.cdiv(pixels, block_p), triton.cdiv(out_channels, block_o), batch)
