@@ -90,9 +90,23 @@ def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
                                               padding=padding, mask=mask[:1].float())
     row: dict = {"side": side, "kernel": kernel, "calls_per_forward": calls,
                  "reference_max_abs": float(reference.abs().max())}
+    return measured(row, candidates, reference, iterations)
+
+
+def measured(row: dict, candidates: dict[str, Callable[[], torch.Tensor]], reference: torch.Tensor,
+             iterations: int, flops: float | None = None) -> dict:
+    """`row` with each candidate's ms per call and largest difference from `reference` (the first rows of its
+    output), or the error it raised (a candidate that fails to compile or run costs the others nothing)."""
     for name, function in candidates.items():
-        row[f"{name}_ms"] = round(timed(function, iterations), 3)
-        row[f"{name}_max_diff"] = largest_difference(function()[:1], reference)
+        try:
+            milliseconds = timed(function, iterations)
+            row[f"{name}_max_diff"] = largest_difference(function()[: len(reference)], reference)
+        except Exception as error:  # noqa: BLE001  (recorded: which candidate failed, and how)
+            row[f"{name}_error"] = f"{type(error).__name__}: {error}"[:300]
+            continue
+        row[f"{name}_ms"] = round(milliseconds, 3)
+        if flops:
+            row[f"{name}_tflops"] = round(flops / milliseconds / 1e9, 1)
     print(json.dumps(row), flush=True)
     return row
 
@@ -132,11 +146,7 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
                                                attn_mask=sdpa_mask.float(), scale=scale)
     row: dict = {"windows_per_image": windows, "heads": heads, "shifted": shifted,
                  "calls_per_forward": calls}
-    for name, function in candidates.items():
-        row[f"{name}_ms"] = round(timed(function, iterations), 3)
-        row[f"{name}_max_diff"] = largest_difference(function()[:1], reference)
-    print(json.dumps(row), flush=True)
-    return row
+    return measured(row, candidates, reference, iterations)
 
 
 def linear_rows(iterations: int) -> list[dict]:
@@ -160,19 +170,15 @@ def linear_row(tokens: int, inputs: int, outputs: int, calls: int, iterations: i
     reference = F.linear(x[:4096].float(), weight.float(), bias.float())
     row: dict = {"rows": IMAGES * tokens, "in": inputs, "out": outputs, "calls_per_forward": calls,
                  "reference_max_abs": float(reference.abs().max())}
-    for name, function in candidates.items():
-        milliseconds = timed(function, iterations)
-        row[f"{name}_ms"] = round(milliseconds, 3)
-        row[f"{name}_tflops"] = round(2 * IMAGES * tokens * inputs * outputs / milliseconds / 1e9, 1)
-        row[f"{name}_max_diff"] = largest_difference(function()[:4096], reference)
-    print(json.dumps(row), flush=True)
-    return row
+    return measured(row, candidates, reference, iterations, flops=2 * IMAGES * tokens * inputs * outputs)
 
 
 def per_forward(rows: list[dict]) -> dict[str, float]:
-    """Each candidate's milliseconds per forward pass: its per-call time times the calls."""
-    names = [key.removesuffix("_ms") for key in rows[0] if key.endswith("_ms")]
-    return {name: round(sum(row[f"{name}_ms"] * row["calls_per_forward"] for row in rows), 2) for name in names}
+    """Each candidate's milliseconds per forward pass, its per-call time times the calls (candidates that ran on
+    every row)."""
+    names = {key.removesuffix("_ms") for row in rows for key in row if key.endswith("_ms")}
+    return {name: round(sum(row[f"{name}_ms"] * row["calls_per_forward"] for row in rows), 2) for name in sorted(names)
+            if all(f"{name}_ms" in row for row in rows)}
 
 
 def main() -> None:

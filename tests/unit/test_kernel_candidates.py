@@ -129,3 +129,20 @@ def test_the_fp8_linear_layer_is_the_linear_layer_to_fp8_precision() -> None:
     # e4m3 keeps 3 mantissa bits: each product is within ~6%, and their sum's error mostly cancels
     assert float((got - expected).abs().max()) < 0.05 * float(expected.abs().max())
     assert float((got - expected).abs().mean()) < 0.01 * float(expected.abs().max())
+
+
+def test_a_candidate_that_fails_is_recorded_and_the_others_still_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench_kernels
+
+    monkeypatch.setattr(bench_kernels, "timed", lambda function, iterations: 2.0)  # no GPU to time on here
+    reference = torch.zeros(2, 3)
+
+    def broken() -> torch.Tensor:
+        raise RuntimeError("no kernel for this shape")
+
+    rows = [bench_kernels.measured({"calls_per_forward": calls}, {"ours": lambda: torch.full((4, 3), 0.5),
+                                                                   "broken": broken}, reference, 5, flops=4e9)
+            for calls in (1, 3)]
+    assert rows[0]["ours_ms"] == 2.0 and rows[0]["ours_max_diff"] == 0.5 and rows[0]["ours_tflops"] == 2.0
+    assert rows[0]["broken_error"] == "RuntimeError: no kernel for this shape" and "broken_ms" not in rows[0]
+    assert bench_kernels.per_forward(rows) == {"ours": 8.0}
