@@ -144,7 +144,8 @@ def test_a_pass_queued_behind_another_counts_from_the_end_of_that_one() -> None:
         pass_of_1 = runner.pass_s(1)
         first = asyncio.create_task(runner.run(tagged(1)))
         second = asyncio.create_task(runner.run(tagged(2)))
-        await until(lambda: runner.in_flight == 2)
+        # the second pass is counted in flight before its submission reaches the device
+        await until(lambda: runner.in_flight == 2 and len(device.submitted) == 2)
         # Two passes of one in flight: the device takes a third after both.
         assert runner.wait_s(0.0) > 1.5 * pass_of_1 - UPLOAD_LEAD_S - 0.05
         device.releases[1].set()
