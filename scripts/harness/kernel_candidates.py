@@ -180,8 +180,14 @@ FP8_MAX = 448.0  # the largest float8_e4m3fn value
 
 def fp8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A linear layer's (out, in) weight as float8_e4m3fn with one float32 scale per output channel, (1, out)."""
-    scale = weight.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-    return (weight.float() / scale).to(torch.float8_e4m3fn), scale.t().contiguous()
+    quantized, scale = _fp8_rows(weight)
+    return quantized, scale.t().contiguous()
+
+
+def _fp8_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`matrix` (rows, columns) as float8_e4m3fn, each row scaled to the format's range, and the float32 scales."""
+    scale = matrix.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (matrix.float() / scale).to(torch.float8_e4m3fn), scale
 
 
 def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor,
@@ -189,9 +195,7 @@ def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Te
     """`F.linear(x, weight, bias)` with both operands in FP8 (e4m3) and a scale per row of `x` and per output
     channel, computed here for `x` (dynamic), accumulated in float32, returned in `x`'s dtype. Hopper's tensor cores
     run FP8 at twice their fp16 rate; the rows' scaling is elementwise work that inductor fuses when compiled."""
-    rows = x.reshape(-1, x.shape[-1])
-    scale = rows.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-    quantized = (rows.float() / scale).to(torch.float8_e4m3fn)
+    quantized, scale = _fp8_rows(x.reshape(-1, x.shape[-1]))
     out = torch._scaled_mm(quantized, weight_fp8.t(), scale_a=scale, scale_b=weight_scale, bias=bias,
                            out_dtype=x.dtype)
     return out.view(*x.shape[:-1], weight_fp8.shape[0])
