@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from harness.gpu_monitor import GpuBusySampler
+from harness.model_kernels import kernels_label, load_model, parse_kernels
 from harness.photos import sample_photo_jpegs
 from harness.run_record import run_record
 from serve_app.imaging import decode_image, reduced_jpeg
@@ -52,6 +53,9 @@ def parse_args() -> argparse.Namespace:
                         help="any other model setting (serve_app/settings.py ModelSettings), value as YAML, "
                              "e.g. --set attention_precision=fp32; repeatable")
     parser.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
+    parser.add_argument("--kernels", default="none",
+                        help="comma-separated kernel candidates in the model (scripts/harness/model_kernels.py), each "
+                             "none or a +-joined set of deform, attention, linear, e.g. none,deform,deform+linear")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per setting")
     parser.add_argument("--inputs", default="photos",
@@ -365,70 +369,73 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
     # Decoded once for every variant; twice the largest batch: the serving path alternates two different batches.
     jpegs = sample_photo_jpegs(2 * max(batch_sizes), photo_dir=args.photo_dir) if "photos" in inputs else None
     photos = decoded_photos(jpegs, args.input_size) if jpegs is not None else None
+    kernel_sets = [parse_kernels(text) for text in args.kernels.split(",")]
     for precision in args.precisions.split(","):
         eager_logits = None
-        for mode in args.modes.split(","):
-            for layout in args.layouts.split(","):
-                torch.manual_seed(0)  # the same random weights for every variant
-                settings = ModelSettings.model_validate({
-                    **args.base_settings, "model_id": args.model_id, "input_size": args.input_size,
-                    "precision": precision, "device": args.device, "execution": mode,
-                    "graph_batch_sizes": batch_sizes, "channels_last": layout == "channels_last",
-                    "compile_options": args.compile_options,
-                    **({"compile_cache_dir": args.compile_cache_dir} if args.compile_cache_dir else {}),
-                    **parse_overrides(args.set)})
-                started = time.perf_counter()
-                model = BackgroundRemovalModel.from_settings(settings)
-                load_s = round(time.perf_counter() - started, 1)
-                model.wait_for_buckets()  # every bucket measured as it serves, none padded up to a larger one
-                description = model.describe()
-                variant = {"precision": precision, "mode": mode, "layout": layout, "load_s": load_s,
-                           "all_buckets_s": round(time.perf_counter() - started, 1),
-                           # what ran (a failing mode runs eager); per bucket: seconds to get ready, from cache?
-                           "execution": model.execution,
-                           # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
-                           "capturable_deform_conv": description["capturable_deform_conv"],
-                           "compile_warmup": description["compile_warmup"],
-                           # the attention settings (--set): BiRefNet as published has neither of this project's fixes
-                           "contiguous_attention_masks": description["contiguous_attention_masks"],
-                           "attention_precision": description["attention_precision"],
-                           "fused_window_attention_layers": description["fused_window_attention_layers"],
-                           **({"compile_options": args.compile_options} if mode.startswith("compiled") else {})}
-                record["device"] = description["device_name"]
-                logits = reference_logits(model)
-                if eager_logits is None:
-                    eager_logits = logits
-                variant["max_abs_logit_diff_vs_first"] = round(float((logits - eager_logits).abs().max()), 5)
-                for batch_size, kind in itertools.product(batch_sizes, inputs):
-                    try:
-                        row = {**variant, "input": kind,
-                               **time_forward(model, batch_size, args.iterations, photos if kind == "photos" else None)}
-                        if args.serving_path and kind == "photos":
-                            row |= time_serving_path(model, batch_size, args.iterations, photos)
-                            if batch_size == 1:
-                                trace = args.lone_trace
-                                if trace is not None and len(args.modes.split(",")) > 1:
-                                    trace = trace.with_name(f"{trace.stem}_{mode}{trace.suffix}")
-                                row |= time_lone_requests(model, jpegs, args.iterations, trace)
-                        if args.predict_image_size:
-                            row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
-                    except torch.cuda.OutOfMemoryError:
-                        row = {**variant, "input": kind, "batch_size": batch_size, "error": "out of memory"}
-                        torch.cuda.empty_cache()
-                    print(json.dumps(row), flush=True)
-                    record["results"].append(row)
-                if args.profile:
-                    table, by_kind = profile_forward(model, batch_sizes[-1],
-                                                     photos if inputs[-1] == "photos" else None)
-                    record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
-                                                              "device_ms_by_kind": by_kind, "top_kernels": table})
-                    print(json.dumps({"device_ms_by_kind": by_kind}), flush=True)
-                    for kernel in table:
-                        print(f"  {kernel['share']:7.2%} {kernel['self_ms_per_forward']:8.2f} ms "
-                              f"x{kernel['calls_per_forward']:g}  {kernel['name']}", flush=True)
-                del model
-                if torch.cuda.is_available():
+        for mode, layout, kernels in itertools.product(args.modes.split(","), args.layouts.split(","), kernel_sets):
+            torch.manual_seed(0)  # the same random weights for every variant
+            settings = ModelSettings.model_validate({
+                **args.base_settings, "model_id": args.model_id, "input_size": args.input_size,
+                "precision": precision, "device": args.device, "execution": mode,
+                "graph_batch_sizes": batch_sizes, "channels_last": layout == "channels_last",
+                "compile_options": args.compile_options,
+                **({"compile_cache_dir": args.compile_cache_dir} if args.compile_cache_dir else {}),
+                **parse_overrides(args.set)})
+            started = time.perf_counter()
+            model = load_model(settings, kernels)
+            load_s = round(time.perf_counter() - started, 1)
+            model.wait_for_buckets()  # every bucket measured as it serves, none padded up to a larger one
+            description = model.describe()
+            variant = {"precision": precision, "mode": mode, "layout": layout, "kernels": kernels_label(kernels),
+                       "load_s": load_s,
+                       "all_buckets_s": round(time.perf_counter() - started, 1),
+                       # what ran (a failing mode runs eager); per bucket: seconds to get ready, from cache?
+                       "execution": model.execution,
+                       # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
+                       "capturable_deform_conv": description["capturable_deform_conv"],
+                       "compile_warmup": description["compile_warmup"],
+                       # the attention settings (--set): BiRefNet as published has neither of this project's fixes
+                       "contiguous_attention_masks": description["contiguous_attention_masks"],
+                       "attention_precision": description["attention_precision"],
+                       "fused_window_attention_layers": description["fused_window_attention_layers"],
+                       **({"compile_options": args.compile_options} if mode.startswith("compiled") else {})}
+            record["device"] = description["device_name"]
+            logits = reference_logits(model)
+            if eager_logits is None:
+                eager_logits = logits
+            variant["max_abs_logit_diff_vs_first"] = round(float((logits - eager_logits).abs().max()), 5)
+            for batch_size, kind in itertools.product(batch_sizes, inputs):
+                try:
+                    row = {**variant, "input": kind,
+                           **time_forward(model, batch_size, args.iterations, photos if kind == "photos" else None)}
+                    if args.serving_path and kind == "photos":
+                        row |= time_serving_path(model, batch_size, args.iterations, photos)
+                        if batch_size == 1:
+                            trace = args.lone_trace
+                            if trace is not None and len(args.modes.split(",")) > 1:
+                                trace = trace.with_name(f"{trace.stem}_{mode}{trace.suffix}")
+                            if trace is not None and len(kernel_sets) > 1:
+                                trace = trace.with_name(f"{trace.stem}_{kernels_label(kernels)}{trace.suffix}")
+                            row |= time_lone_requests(model, jpegs, args.iterations, trace)
+                    if args.predict_image_size:
+                        row |= time_predict(model, batch_size, args.predict_image_size, args.iterations)
+                except torch.cuda.OutOfMemoryError:
+                    row = {**variant, "input": kind, "batch_size": batch_size, "error": "out of memory"}
                     torch.cuda.empty_cache()
+                print(json.dumps(row), flush=True)
+                record["results"].append(row)
+            if args.profile:
+                table, by_kind = profile_forward(model, batch_sizes[-1],
+                                                 photos if inputs[-1] == "photos" else None)
+                record.setdefault("profiles", []).append({**variant, "batch_size": batch_sizes[-1],
+                                                          "device_ms_by_kind": by_kind, "top_kernels": table})
+                print(json.dumps({"device_ms_by_kind": by_kind}), flush=True)
+                for kernel in table:
+                    print(f"  {kernel['share']:7.2%} {kernel['self_ms_per_forward']:8.2f} ms "
+                          f"x{kernel['calls_per_forward']:g}  {kernel['name']}", flush=True)
+            del model
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return record
 
 

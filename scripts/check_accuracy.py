@@ -5,6 +5,9 @@ Runs the reference (eager, fp32, batch 1) and each candidate on the same weights
 
     python scripts/check_accuracy.py --model-id /path/to/hub-layout-dir --photos 50 \
         --candidates eager:fp16,compiled:fp16 --batch-size 8 --out accuracy.json
+
+A candidate may name kernel candidates to put in the model (scripts/harness/model_kernels.py) after a second colon,
+e.g. compiled_graphs:fp16:deform+linear.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from harness.accuracy import (
     mask_agreement,
     verdict,
 )
+from harness.model_kernels import kernels_label, load_model, parse_kernels
 from harness.photos import sample_photo_jpegs
 from harness.run_record import run_record
 from serve_app.imaging import decode_image
@@ -39,7 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--photos", type=int, default=50)
     parser.add_argument("--photo-dir", type=Path, help="folder of scikit-image's sample photos (default: installed)")
-    parser.add_argument("--candidates", default="compiled:fp16", help="comma-separated EXECUTION:PRECISION")
+    parser.add_argument("--candidates", default="compiled:fp16",
+                        help="comma-separated EXECUTION:PRECISION[:KERNELS], KERNELS +-joined")
     parser.add_argument("--batch-size", type=int, default=8, help="candidates run in batches of this size")
     parser.add_argument("--compile-cache-dir", type=Path)
     parser.add_argument("--compile-options", type=json.loads, default={})
@@ -69,11 +74,11 @@ def main() -> None:
     images = [decode_image(jpeg, max_pixels=50_000_000).rgb
               for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
 
-    def load(execution: str, precision: str) -> BackgroundRemovalModel:
-        return BackgroundRemovalModel.from_settings(ModelSettings(
+    def load(execution: str, precision: str, kernels: tuple[str, ...] = ()) -> BackgroundRemovalModel:
+        return load_model(ModelSettings(
             model_id=args.model_id, input_size=args.input_size, precision=precision, device=args.device,
             execution=execution, graph_batch_sizes=(args.batch_size,), compile_cache_dir=args.compile_cache_dir,
-            compile_options=args.compile_options, probe_batch_limit=False))
+            compile_options=args.compile_options, probe_batch_limit=False), kernels)
 
     reference = load("eager", "fp32")
     reference_masks, reference_logits = outputs(reference, images, batch_size=1)
@@ -83,12 +88,13 @@ def main() -> None:
                               photo_sizes=[list(image.shape[1::-1]) for image in images], candidates=[])
     del reference
     for candidate in args.candidates.split(","):
-        execution, precision = candidate.split(":")
-        model = load(execution, precision)
+        execution, precision, kernels = (*candidate.split(":"), "none")[:3]
+        model = load(execution, precision, parse_kernels(kernels))
         masks, logits = outputs(model, images, args.batch_size)
         rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
                 for mask, ref, logit, ref_logit in zip(masks, reference_masks, logits, reference_logits, strict=True)]
         summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
+                   "kernels": kernels_label(parse_kernels(kernels)),
                    "capturable_deform_conv": model.describe()["capturable_deform_conv"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})

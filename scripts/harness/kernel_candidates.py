@@ -134,34 +134,36 @@ def flex_window_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
                           mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """Swin window attention, softmax(q k^T * scale + bias + mask) v per window, through `flex_attention`.
 
-    `query`, `key`, `value` are (images, windows, heads, tokens, head_dim); `bias` (heads, tokens, tokens) is the
-    relative-position bias, `mask` (windows, tokens, tokens) the shifted-window mask or None. Each image's windows
-    become one sequence per head, and a block-diagonal block mask keeps every query to its own window, so the kernel
-    reads the bias and mask by index per score instead of a (windows x heads x tokens x tokens) mask from memory, as
-    the fused SDPA call does. Returns (images, windows, heads, tokens, head_dim). Call it compiled (`torch.compile`),
-    as flex_attention is meant to run.
+    `query`, `key`, `value` are (sequences, windows, heads, tokens, head_dim), the windows of all sequences in the
+    order of the model's; `bias` (heads, tokens, tokens) is the relative-position bias, `mask` (per image, tokens,
+    tokens) the shifted-window mask of one image's windows, or None. A sequence's windows become one sequence per
+    head, and a block-diagonal block mask keeps every query to its own window, so the kernel reads the bias and mask
+    by index per score instead of a (windows x heads x tokens x tokens) mask from memory, as the fused SDPA call
+    does. A sequence may be an image's windows or a run of them whose count divides an image's (window w of the
+    whole batch takes the mask's window w modulo its count). Returns (sequences, windows, heads, tokens, head_dim).
+    Call it compiled (`torch.compile`), as flex_attention is meant to run.
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    images, windows, heads, tokens, head_dim = query.shape
+    sequences, windows, heads, tokens, head_dim = query.shape
     length = windows * tokens
 
     def as_sequence(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.permute(0, 2, 1, 3, 4).reshape(images, heads, length, head_dim)
+        return tensor.permute(0, 2, 1, 3, 4).reshape(sequences, heads, length, head_dim)
 
     bias = bias.to(query.dtype)
     shift = mask.to(query.dtype) if mask is not None else None
 
-    def score_mod(score, image, head, q_index, kv_index):
+    def score_mod(score, sequence, head, q_index, kv_index):
         q_token, kv_token = q_index % tokens, kv_index % tokens
         score = score + bias[head, q_token, kv_token]
         if shift is not None:
-            score = score + shift[q_index // tokens, q_token, kv_token]
+            score = score + shift[(sequence * windows + q_index // tokens) % shift.shape[0], q_token, kv_token]
         return score
 
     attended = flex_attention(as_sequence(query), as_sequence(key), as_sequence(value), score_mod=score_mod,
                               block_mask=_window_blocks(windows, tokens, query.device), scale=scale)
-    return attended.view(images, heads, windows, tokens, head_dim).permute(0, 2, 1, 3, 4)
+    return attended.view(sequences, heads, windows, tokens, head_dim).permute(0, 2, 1, 3, 4)
 
 
 @functools.lru_cache(maxsize=64)

@@ -54,17 +54,20 @@ _WINDOW_ATTENTION_PARTS = ("qkv", "proj", "proj_drop", "num_heads", "scale", "re
                            "relative_position_index")
 
 
+def window_attention_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every Swin-style window attention layer of `module`."""
+    return [layer for layer in module.modules() if all(hasattr(layer, part) for part in _WINDOW_ATTENTION_PARTS)]
+
+
 def fuse_window_attention(module: torch.nn.Module) -> int:
     """Run every window attention layer of `module` through `scaled_dot_product_attention`; returns how many."""
-    fused = 0
-    for layer in module.modules():
-        if all(hasattr(layer, part) for part in _WINDOW_ATTENTION_PARTS):
-            layer.forward = types.MethodType(_fused_window_attention, layer)
-            # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
-            # getattr(layer, "_fused_window_attention"): the name must resolve on the layer's class.
-            type(layer)._fused_window_attention = _fused_window_attention  # type: ignore[attr-defined]
-            fused += 1
-    return fused
+    layers = window_attention_layers(module)
+    for layer in layers:
+        layer.forward = types.MethodType(_fused_window_attention, layer)
+        # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
+        # getattr(layer, "_fused_window_attention"): the name must resolve on the layer's class.
+        type(layer)._fused_window_attention = _fused_window_attention  # type: ignore[attr-defined]
+    return len(layers)
 
 
 def _fused_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

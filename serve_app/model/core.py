@@ -220,11 +220,14 @@ class BackgroundRemovalModel:
         return self._or_eager(compile_buckets, "compiling")
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings) -> BackgroundRemovalModel:
+    def from_settings(cls, settings: ModelSettings, module: torch.nn.Module | None = None) -> BackgroundRemovalModel:
+        """The model `settings` describe, loaded from `settings.model_id`, or built around `module`, already loaded
+        from there (a benchmark's changed copy), which then goes to the device and gets compiled or captured."""
         device = resolve_device(settings.device)
         precision = resolve_precision(settings.precision, device)
         started = time.perf_counter()
-        module = load_segmentation_module(settings.model_id, settings.revision)
+        if module is None:
+            module = load_segmentation_module(settings.model_id, settings.revision)
         module_s = time.perf_counter() - started
         with DEVICE_SETUP_LOCK:  # never beside another model's capture in this process (cuda_graphs.py)
             model = cls(module, input_size=settings.input_size, device=device, precision=precision,

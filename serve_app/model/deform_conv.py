@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-_registered: set[str] = set()
+_implementations: dict[str, Callable[..., torch.Tensor]] = {}  # dispatch key -> what runs there
 _library: torch.library.Library | None = None
 
 
@@ -88,18 +89,25 @@ def _deform_chunk(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tenso
 
 
 def capturable_deform_conv_active(dispatch_key: str = "CUDA") -> bool:
-    """Whether this process runs `torchvision::deform_conv2d` on `dispatch_key` devices with the code above."""
-    return dispatch_key in _registered
+    """Whether this process runs `torchvision::deform_conv2d` on `dispatch_key` devices with code of its own (by
+    default the code above)."""
+    return dispatch_key in _implementations
 
 
-def use_capturable_deform_conv(dispatch_key: str = "CUDA") -> bool:
-    """Make `torchvision::deform_conv2d` run `deform_conv2d` above on `dispatch_key` devices, for this process.
+def use_capturable_deform_conv(dispatch_key: str = "CUDA",
+                               implementation: Callable[..., torch.Tensor] | None = None) -> bool:
+    """Make `torchvision::deform_conv2d` run `implementation` (torchvision's arguments, the same result; by default
+    `deform_conv2d` above) on `dispatch_key` devices, for this process.
 
     Returns False if torchvision's operators are not loaded (the model cannot be calling it then).
-    Idempotent. Process-wide: every caller of `torchvision.ops.deform_conv2d` on that device gets it.
+    Idempotent: without `implementation`, a device that already runs one keeps it; with one, it replaces what runs
+    there (a benchmark putting another kernel in the model). Process-wide: every caller of
+    `torchvision.ops.deform_conv2d` on that device gets it.
     """
     global _library
-    if dispatch_key in _registered:
+    if dispatch_key in _implementations:
+        if implementation is not None:
+            _implementations[dispatch_key] = implementation
         return True
     try:
         import torchvision  # noqa: F401  (loads the operator library)
@@ -107,12 +115,18 @@ def use_capturable_deform_conv(dispatch_key: str = "CUDA") -> bool:
         torch.ops.torchvision.deform_conv2d.default  # noqa: B018  (raises if the operator is missing)
     except (ImportError, AttributeError, RuntimeError):
         return False
+    _implementations[dispatch_key] = implementation or deform_conv2d
     _library = _library or torch.library.Library("torchvision", "IMPL")
+
+    def kernel(*args: object) -> torch.Tensor:
+        # Looked up per call, so that a later `implementation` takes over: torch registers a kernel once per
+        # library and device.
+        return _implementations[dispatch_key](*args)
+
     with warnings.catch_warnings():
         # torch warns that a registered kernel is being overridden: that is the point.
         warnings.simplefilter("ignore", UserWarning)
-        _library.impl("deform_conv2d", deform_conv2d, dispatch_key)
-    _registered.add(dispatch_key)
-    logger.info("torchvision::deform_conv2d on %s now runs a capturable implementation (serve_app.model.deform_conv)",
-                dispatch_key)
+        _library.impl("deform_conv2d", kernel, dispatch_key)
+    logger.info("torchvision::deform_conv2d on %s now runs a capturable implementation (%s)", dispatch_key,
+                getattr(_implementations[dispatch_key], "__qualname__", "custom"))
     return True
