@@ -139,8 +139,8 @@ def flex_window_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
     tokens) the shifted-window mask of one image's windows, or None. A sequence's windows become one sequence per
     head, and a block-diagonal block mask keeps every query to its own window, so the kernel reads the bias and mask
     by index per score instead of a (windows x heads x tokens x tokens) mask from memory, as the fused SDPA call
-    does. A sequence may be an image's windows or a run of them whose count divides an image's (window w of the
-    whole batch takes the mask's window w modulo its count). Returns (sequences, windows, heads, tokens, head_dim).
+    does. A sequence may be an image's windows or any run of the batch's (window w of the batch takes the mask's
+    window w modulo its count). Returns (sequences, windows, heads, tokens, head_dim).
     Call it compiled (`torch.compile`), as flex_attention is meant to run.
     """
     from torch.nn.attention.flex_attention import flex_attention
@@ -196,8 +196,13 @@ def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Te
                bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` with both operands in FP8 (e4m3) and a scale per row of `x` and per output
     channel, computed here for `x` (dynamic), accumulated in float32, returned in `x`'s dtype. Hopper's tensor cores
-    run FP8 at twice their fp16 rate; the rows' scaling is elementwise work that inductor fuses when compiled."""
+    run FP8 at twice their fp16 rate; the rows' scaling is elementwise work that inductor fuses when compiled.
+
+    The product comes out in bfloat16, the one output type that torch's CUDA kernel for row-wise scales has long
+    taken (some versions refuse float16 and float32 there), and the bias is added after the cast, in `x`'s dtype."""
     quantized, scale = _fp8_rows(x.reshape(-1, x.shape[-1]))
-    out = torch._scaled_mm(quantized, weight_fp8.t(), scale_a=scale, scale_b=weight_scale, bias=bias,
-                           out_dtype=x.dtype)
+    out = torch._scaled_mm(quantized, weight_fp8.t(), scale_a=scale, scale_b=weight_scale,
+                           out_dtype=torch.bfloat16).to(x.dtype)
+    if bias is not None:
+        out = out + bias
     return out.view(*x.shape[:-1], weight_fp8.shape[0])

@@ -145,9 +145,9 @@ def _flex_forward(self: Any, x: torch.Tensor, mask: torch.Tensor | None = None) 
     tokens, channels), each image's windows consecutive; `mask` is (windows per image, tokens, tokens) or None."""
     windows, tokens, channels = x.shape
     heads = self.num_heads
-    # Runs of windows as flex_attention's sequences: any count that divides an image's windows keeps each run's
-    # windows in the mask's order (without a mask, any count that divides them all).
-    run = gcd(_WINDOWS_PER_SEQUENCE, windows if mask is None else mask.shape[0])
+    # Runs of windows as flex_attention's sequences, of any count that divides the batch's windows: a run may span
+    # two images, since window w of the batch takes the shifted-window mask's window w modulo its count.
+    run = gcd(_WINDOWS_PER_SEQUENCE, windows)
     bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
     bias = bias.view(tokens, tokens, heads).permute(2, 0, 1)  # (heads, tokens, tokens)
     qkv = self.qkv(x).view(windows // run, run, tokens, 3, heads, channels // heads)
