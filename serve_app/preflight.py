@@ -1,4 +1,5 @@
-"""Checks a Serve config before `serve run` starts anything: its settings, a GPU, the packages its model needs.
+"""Checks a Serve config before `serve run` starts anything: its settings (the application's `args` and the model
+deployment's `user_config`), a GPU, the packages its model needs.
 
     python -m serve_app.preflight configs/prod.yaml          (make serve runs it first)
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from serve_app.model.loading import IMPORT_PREFIX
 from serve_app.model.remote_code import ModelCodeError, check_model_code
-from serve_app.serve_config import app_args, read_config, remover_actor_options
-from serve_app.settings import parse_app_args
+from serve_app.serve_config import app_args, deployment, read_config, remover_actor_options
+from serve_app.settings import parse_app_args, parse_batch_settings
 
 CPU_CONFIG = "configs/local.yaml"
 
@@ -52,6 +53,9 @@ def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
     config = read_config(config_path)
     try:
         app = parse_app_args(app_args(config))
+        # Serve hands user_config to the model replica only once it has loaded its models, minutes in with a
+        # compile: a misspelt batching key is caught here instead.
+        parse_batch_settings(deployment(config, "BackgroundRemover").get("user_config"))
     except ValueError as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     problem = gpu_problem(config_path, config, app.default.device, env)

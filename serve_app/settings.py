@@ -222,14 +222,17 @@ class IngressSettings(StrictModel):
         "birefnet-general). Empty: rembg's name for the model's Hub id, if it has one; a request without a model "
         "name always gets the served model.",
     )
-    retry_after_s: int = Field(1, ge=1, description="Retry-After header sent with 503 responses.")
+    retry_after_s: int = Field(
+        1, ge=1, description="Retry-After header of the ingress's own 503 responses (overloaded, not ready, a model "
+        "replica down); a model still loading or failed to load says ceil(load_wait_s / 2)."
+    )
     request_timeout_s: float = Field(
         60.0, gt=0, description="Deadline for decode + model + encode of one image; 504 when missed."
     )
     api_keys_file: Path | None = Field(
         None,
         description=f"File of API keys, one per line (# comments). With it, or with ${API_KEYS_ENV} set, every "
-        "route but /healthz and /readyz needs 'Authorization: Bearer <key>'.",
+        "route but /healthz, /readyz and the page (/, /page/*) needs 'Authorization: Bearer <key>'.",
     )
 
     @field_validator("url_allow_networks")

@@ -48,17 +48,19 @@ def test_the_cpu_config_without_hub_access_says_so_in_one_line(tmp_path: Path) -
     assert line.startswith("cannot read config.json of model ZhengPeng7/BiRefNet_lite: ")
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({}, "ready to serve"),
-    ({"input_size": [0, 5]}, "args.model.input_size"),
-    ({"device": "cuda"}, "sets device: cuda"),
+@pytest.mark.parametrize(("change", "batching", "expected"), [
+    ({}, {}, "ready to serve"),
+    ({"input_size": [0, 5]}, {}, "args.model.input_size"),
+    ({"device": "cuda"}, {}, "sets device: cuda"),
+    ({}, {"max_batch_sise": 8}, "user_config.max_batch_sise"),
 ])
 def test_the_check_passes_a_cpu_model_directory_and_names_what_is_wrong_otherwise(
-        tiny_model_dir: Path, tmp_path: Path, change: dict, expected: str) -> None:
+        tiny_model_dir: Path, tmp_path: Path, change: dict, batching: dict, expected: str) -> None:
     import yaml
 
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir), **change})))
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir), **change},
+                                                   batching=batching)))
     done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
     output = (done.stdout + done.stderr).strip()
     assert expected in output and "\n" not in output
