@@ -46,6 +46,9 @@ class Length:
         return round(self.value * reference / 100.0) if self.percent else round(self.value)
 
 
+_LONGEST_LENGTH = 1e6
+
+
 def parse_length(name: str, text: str, *, default_unit: str = "px", max_px: float | None = None,
                  max_percent: float | None = None) -> Length:
     """`30px`, `30` (in `default_unit`) or `10%` as a Length, or InvalidOption (422) naming `name`."""
@@ -53,6 +56,8 @@ def parse_length(name: str, text: str, *, default_unit: str = "px", max_px: floa
     if not match:
         raise InvalidOption(f"{name} must look like 30px or 10%, got {text!r}")
     value, unit = float(match.group(1)), match.group(2) or default_unit
+    if value > _LONGEST_LENGTH:  # no image is this long; a float this large would overflow pixels()
+        raise InvalidOption(f"{name} is at most {_LONGEST_LENGTH:g}px or %, got {text!r}")
     percent = unit == "%"
     limit = max_percent if percent else max_px
     if limit is not None and value > limit:
@@ -285,6 +290,7 @@ def _encode(pixels: np.ndarray, fmt: str, layout: Layout, png_pool: Executor | N
         return imaging.encode_image(pixels, cast(imaging.OutputFormat, fmt), webp_quality=layout.webp_quality,
                                     png_pool=png_pool,
                                     png_threads=png_threads)
+    imaging.check_fits_format(pixels, fmt)
     buffer = io.BytesIO()
     image = Image.fromarray(pixels)
     if image.mode == "RGBA":  # JPEG has no alpha: already composited onto the background above

@@ -328,6 +328,20 @@ def cutout_alpha(image: DecodedImage, mask: np.ndarray) -> np.ndarray:
 WEBP_METHOD = 2
 
 
+# The longest side each lossy format holds (libwebp's limit, libjpeg's); PNG has none that an upload reaches.
+MAX_SIDES = {"webp": 16383, "jpg": 65500}
+
+
+def check_fits_format(pixels: np.ndarray, fmt: str) -> None:
+    """InvalidOption (422) if `fmt` cannot hold an image of `pixels`' size: a clear refusal, not the encoder's
+    error."""
+    limit = MAX_SIDES.get(fmt)
+    height, width = pixels.shape[:2]
+    if limit is not None and max(width, height) > limit:
+        raise InvalidOption(f"a {fmt} image is at most {limit} pixels a side, and this answer is {width}x{height}; "
+                            "ask for png, or for a smaller size")
+
+
 def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 90,
                  png_pool: Executor | None = None, png_threads: int = 1) -> bytes:
     """Encode (H, W), (H, W, 3) or (H, W, 4) uint8 pixels; a PNG's row stripes run on `png_pool` when given
@@ -339,6 +353,7 @@ def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 9
         return png.encode_png(pixels, png_pool, clear_transparent=pixels.ndim == 3 and pixels.shape[2] == 4,
                               threads=png_threads)
     if fmt == "webp":
+        check_fits_format(pixels, fmt)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="WEBP", quality=webp_quality, method=WEBP_METHOD)
         return buffer.getvalue()

@@ -38,7 +38,7 @@ def is_address_allowed(address: IpAddress, allow: tuple[IpNetwork, ...]) -> bool
 
 
 def split_url(url: str) -> tuple[str, int]:
-    """Host and port of an http(s) URL, or UrlRefused saying what is wrong with it."""
+    """Host (in ASCII) and port of an http(s) URL, or UrlRefused saying what is wrong with it."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -50,10 +50,12 @@ def split_url(url: str) -> tuple[str, int]:
         raise UrlRefused("the URL has no host")
     check_host_form(parts.hostname)
     try:
-        httpx.URL(url)  # the client that fetches it must accept it too
+        parsed = httpx.URL(url)  # the client that fetches it must accept it too
     except (httpx.InvalidURL, UnicodeError) as error:
         raise UrlRefused(f"malformed URL: {error}") from None
-    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    # The name as the request will carry it (an internationalised one in punycode), so that DNS is asked for the
+    # very name the request's Host header and TLS check use.
+    return parsed.raw_host.decode("ascii"), port or (443 if parts.scheme == "https" else 80)
 
 
 def check_host_form(host: str) -> None:
@@ -109,12 +111,15 @@ def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], d
     """The request for `url` sent to the already-checked `address`, so a second DNS answer cannot redirect it.
 
     The URL's host becomes the address; the Host header and (for https) the TLS server name stay the original
-    name, so virtual hosting and certificate checks work as for the name.
+    name, so virtual hosting and certificate checks work as for the name. Both carry the name as DNS has it: an
+    internationalised name in its ASCII (punycode) form, which is all a header may hold.
     """
     original = httpx.URL(url)
     literal = f"[{address}]" if address.version == 6 else str(address)
-    host_header = original.host if original.port is None else f"{original.host}:{original.port}"
-    extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
+    name = original.raw_host.decode("ascii")
+    host = f"[{name}]" if ":" in name else name  # an IPv6 literal keeps its brackets in Host
+    host_header = host if original.port is None else f"{host}:{original.port}"
+    extensions = {"sni_hostname": name} if original.scheme == "https" else {}
     return str(original.copy_with(host=literal)), {"Host": host_header}, extensions
 
 

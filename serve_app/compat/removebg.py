@@ -96,6 +96,9 @@ def from_api_error(error: ApiError) -> RemoveBgError:
         return RemoveBgError(403, "Missing or invalid API key", "auth_failed", error.message, error.headers)
     if error.status == 503:
         return RemoveBgError(429, "Busy", "rate_limit_exceeded", error.message, error.headers)
+    if error.status in (404, 405):  # a route or method that is not there: the status says so
+        title = "Not found" if error.status == 404 else "Method not allowed"
+        return RemoveBgError(error.status, title, error.code, error.message, error.headers)
     if 400 <= error.status < 500:
         return RemoveBgError(400, "Unprocessable input", error.code, error.message, error.headers)
     return RemoveBgError(error.status, "Processing failed", error.code, error.message, error.headers)
@@ -224,6 +227,13 @@ def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_
           jpeg_quality: int = 90) -> RemoveBgRequest:
     """The request from its form or JSON `fields`, uploaded `files` and the Accept header."""
     _unsupported({**fields, **dict.fromkeys(files, "")})
+    for name, instead in (("image_file", "a link as image_url, or the bytes as image_file_b64"),
+                          ("bg_image_file", "a link as bg_image_url")):
+        if fields.get(name) not in (None, ""):  # `curl -F image_file=photo.png`, without the @, sends the name
+            raise invalid(f"{name} must be a file upload (multipart, with a filename); send {instead}")
+    for name in ("image_url", "bg_image_url", "image_file_b64"):
+        if fields.get(name) not in (None, "") and not isinstance(fields[name], str):
+            raise invalid(f"{name} must be a string, got {type(fields[name]).__name__}")
     sources = [name for name in ("image_file", "image_file_b64", "image_url") if fields.get(name) or name in files]
     if not sources:
         raise RemoveBgError(400, "No image given", "missing_source",

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import __version__, compose, imaging
 from serve_app.auth import PAGE_PREFIX, is_open, key_matches
-from serve_app.capped_read import read_capped
+from serve_app.capped_read import capped_request, read_capped
 from serve_app.compat import rembg, removebg
 from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.errors import (
@@ -129,15 +129,17 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 
 @api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = _STATUS_CODES.get(error.status_code, "http_error")
-    return _error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+    return await _api_error(request, ApiError(str(error.detail), status=error.status_code, code=code,
+                                              headers=getattr(error, "headers", None)))
 
 
 @api.exception_handler(Exception)
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _error_response(500, "internal_error", "the server failed to process this request; it was logged")
+    return await _api_error(request, ApiError("the server failed to process this request; it was logged",
+                                              status=500, code="internal_error"))
 
 
 FormatQuery = Annotated[Literal["png", "webp", "jpg"], Query(description="Output format; jpg is flattened onto "
@@ -354,7 +356,8 @@ class Ingress:
             data = await self.fetcher.fetch(cast(str, params.image_url))
         layout = params.layout
         if params.bg_image_file is not None or params.bg_image_url:
-            picture = params.bg_image_file or await self.fetcher.fetch(cast(str, params.bg_image_url))
+            picture = (params.bg_image_file if params.bg_image_file is not None
+                       else await self.fetcher.fetch(cast(str, params.bg_image_url)))
             background = await self._in_pool(imaging.decode_image, picture, max_pixels=self.settings.max_image_pixels)
             layout = dataclasses.replace(layout, bg_image=background.rgb)
         timer = StageTimer()
@@ -371,7 +374,7 @@ class Ingress:
         if content_type == "application/json":
             try:
                 fields = json.loads(await self._read_capped_body(request, self._form_limit()))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python
                 raise removebg.invalid("the body is not valid JSON") from None
             if not isinstance(fields, dict):
                 raise removebg.invalid("the JSON body must be an object of parameters")
@@ -387,11 +390,17 @@ class Ingress:
                          max_fields: int = 32) -> tuple[dict[str, str], dict[str, bytes]]:
         """A multipart or URL-encoded form's text fields and files, within the upload limits: the body checked
         against `body_limit` from its declared length before it is parsed, each file against max_upload_bytes."""
+        limit = body_limit + 64 * 1024  # the parts' headers and boundaries
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > body_limit + 64 * 1024:
+        if declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {body_limit}")
         try:
-            form = await request.form(max_files=max_files, max_fields=max_fields)
+            # Capped as it arrives too (a chunked body declares no length); any one part may be the whole body,
+            # such as remove.bg's base64 in a text field (Starlette's own cap on a part is 1 MiB).
+            form = await capped_request(request, limit=limit, what="the body").form(
+                max_files=max_files, max_fields=max_fields, max_part_size=limit)
+        except ApiError:
+            raise
         except Exception as failure:  # starlette raises several types for malformed bodies
             raise error(f"malformed form body: {failure}") from None
         fields: dict[str, str] = {}
@@ -626,16 +635,19 @@ class Ingress:
                                  declared_length=request.headers.get("content-length"), what="the body")
 
     async def _read_multipart(self, request: Request) -> bytes:
-        _, files = await self._read_form(request, max_files=1, max_fields=8, body_limit=self.settings.max_upload_bytes,
-                                         error=BadRequest)
+        fields, files = await self._read_form(request, max_files=1, max_fields=8,
+                                              body_limit=self.settings.max_upload_bytes, error=BadRequest)
+        if "file" in fields:  # a part without a filename is a text field to the parser: `curl -F file=photo.jpg`
+            raise BadRequest("the multipart field 'file' came as text, not as a file: send it with a filename "
+                             "(curl -F file=@photo.jpg)")
         if "file" not in files:
-            raise BadRequest("the multipart body has no file field named 'file'")
+            raise BadRequest("the multipart body has no file field named 'file' (or it was cut short)")
         return files["file"]
 
     def _parse_url_list(self, body: bytes) -> list[str]:
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python
             raise BadRequest('the body must be JSON: a list of URLs, or {"urls": [...]}') from None
         urls = payload.get("urls") if isinstance(payload, dict) else payload
         if not isinstance(urls, list) or not urls or not all(isinstance(url, str) for url in urls):

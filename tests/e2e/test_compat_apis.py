@@ -197,6 +197,14 @@ def test_removebg_errors(service: str) -> None:
                           "invalid_parameters", "bg_color")
     assert_removebg_error(removebg(service, files={"image_file": ("x.png", b"\x89PNG\r\n\x1a\nbroken")}), 400,
                           "invalid_image")
+    nested = httpx.post(f"{service}/v1.0/removebg", content=b"[" * 50_000, timeout=60, trust_env=False,
+                        headers={"Content-Type": "application/json"})  # deeper than Python's JSON parser goes
+    assert_removebg_error(nested, 400, "invalid_parameters", "JSON")
+    # a base64 photo over 1 MiB in a form field (Starlette's default cap on a part) is taken, as in JSON
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    large = base64.b64encode(encode(Image.fromarray(noise))).decode()
+    assert len(large) > 1 << 20
+    assert removebg(service, data={"image_file_b64": large}).status_code == 200
     refused = removebg(service, data={"image_url": "http://10.0.0.1/x.png"})  # refused by the address check
     assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == "url_refused"
 

@@ -116,3 +116,16 @@ def test_errors_on_native_routes_are_left_as_they_are() -> None:
     original = InvalidOption("size must be one of preview, medium, hd, full")
     assert _in_route_shape(NATIVE, original) is original
     assert original.to_body() == {"error": {"code": "invalid_option", "message": original.message}}
+
+
+@pytest.mark.parametrize(("method", "path", "status", "shape"), [
+    ("GET", "/v1.0/nothing", 404, "errors"), ("GET", REMOVEBG, 405, "errors"), ("GET", "/api/nothing", 404, "detail"),
+    ("PUT", REMBG, 405, "detail"), ("GET", "/v1/nothing", 404, "error"),
+    # a route that fails unexpectedly (here: called with no Serve replica around it) answers 500 in its shape too
+    ("POST", REMOVEBG, 500, "errors"), ("POST", "/api/remove?url=x", 500, "detail")])
+def test_routing_errors_and_failures_answer_in_the_shape_of_the_api_called(method: str, path: str, status: int,
+                                                                           shape: str) -> None:
+    from serve_app.deployments.ingress import api
+
+    response = TestClient(api, raise_server_exceptions=False).request(method, path)
+    assert response.status_code == status and set(response.json()) == {shape}

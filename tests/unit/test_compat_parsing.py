@@ -160,6 +160,12 @@ def test_removebg_without_an_image_says_how_to_send_one() -> None:
      (URL | {"roi": "0 0 10"}, {}, ["roi", "four values"]),
      (URL | {"roi": "0 0 10em 10px"}, {}, ["roi"]),
      (URL | {"roi": "a b c d"}, {}, ["roi"]),
+     (URL | {"roi": "0 0 " + "9" * 400 + " 10"}, {}, ["roi", "at most"]),  # a float that overflows to inf
+     (URL | {"roi": "0 0 " + "9" * 320 + "% 10"}, {}, ["roi", "at most"]),
+     ({"image_url": 123}, {}, ["image_url", "string"]),  # JSON bodies carry any type
+     ({"image_file_b64": "aGk=", "bg_image_url": ["https://example.com/bg.jpg"]}, {}, ["bg_image_url", "string"]),
+     ({"image_file": "photo.png"}, {}, ["image_file", "file upload", "image_url"]),  # curl -F without the @
+     (URL | {"bg_image_file": "bg.png"}, {}, ["bg_image_file", "file upload", "bg_image_url"]),
      (URL | {"crop_margin": "501px"}, {}, ["crop_margin", "500px"]),
      (URL | {"crop_margin": "51%"}, {}, ["crop_margin", "50%"]),
      (URL | {"crop_margin": "lots"}, {}, ["crop_margin"]),

@@ -222,6 +222,15 @@ def test_the_subject_stays_on_top_of_a_background_picture() -> None:
 # --- formats and channels ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("fmt", "width"), [("webp", 16384), ("jpg", 65501), ("zip", 65501)])
+def test_an_answer_too_wide_for_its_format_is_refused_by_name(fmt: str, width: int) -> None:
+    # libwebp and libjpeg cannot hold it; a client can ask for PNG or a smaller size instead
+    image, mask = picture(2, width, (0, 0, 2, width))
+    with pytest.raises(InvalidOption, match=f"at most .* pixels a side, and this answer is {width}x2; ask for png"):
+        compose.render_cutout(image, mask, Layout(format=fmt))  # type: ignore[arg-type]
+    assert compose.render_cutout(image, mask, Layout(format="png")).width == width
+
+
 def test_jpeg_is_flattened_onto_white_by_default() -> None:
     image, mask = picture(32, 48, (8, 16, 16, 16))
     rendered, pixels = render(image, mask, format="jpg")

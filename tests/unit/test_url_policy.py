@@ -67,6 +67,12 @@ def test_loopback_resolves_when_allowed() -> None:
         ("http://images.example/a.png?x=1", "203.0.113.7", "http://203.0.113.7/a.png?x=1", "images.example", None),
         ("https://images.example:8443/a.png", "2001:db8::5", "https://[2001:db8::5]:8443/a.png",
          "images.example:8443", "images.example"),
+        # an internationalised name goes out as DNS has it (a header holds ASCII only), however it was written
+        ("https://bücher.example/a.png", "203.0.113.7", "https://203.0.113.7/a.png", "xn--bcher-kva.example",
+         "xn--bcher-kva.example"),
+        ("http://xn--bcher-kva.example:8080/a.png", "203.0.113.7", "http://203.0.113.7:8080/a.png",
+         "xn--bcher-kva.example:8080", None),
+        ("http://[::1]:81/a.png", "::1", "http://[::1]:81/a.png", "[::1]:81", None),
     ],
 )
 def test_requests_go_to_the_checked_address_under_the_original_name(url, address, target, host, sni) -> None:
@@ -89,7 +95,8 @@ def test_legacy_numeric_hosts_are_refused_before_resolving(host: str) -> None:
 
 @pytest.mark.parametrize(("url", "host"), [("http://8.8.8.8/x.png", "8.8.8.8"), ("http://[::1]:81/", "::1"),
                                            ("https://images.example/a.png", "images.example"),
-                                           ("http://0-1.example/a.png", "0-1.example")])
+                                           ("http://0-1.example/a.png", "0-1.example"),
+                                           ("http://Bücher.example/a.png", "xn--bcher-kva.example")])
 def test_canonical_addresses_and_names_pass_the_form_check(url: str, host: str) -> None:
     assert split_url(url)[0] == host
 
