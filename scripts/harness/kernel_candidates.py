@@ -99,6 +99,21 @@ if triton is not None:
         out = out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * pixels + offs_p[:, None]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
+    # On a GPU the tile sizes are tuned once per shape (in the warm-up pass that precedes any CUDA graph capture):
+    # BiRefNet's calls differ in kernel size (1 to 7) and output size (32 to 256 px), so one tiling fits few of
+    # them. Each run writes the whole output, so the trial runs leave nothing behind. The interpreter (CPU) runs
+    # the first configuration alone.
+    _DEFORM_CONFIGS = [
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 128}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 64, "BLOCK_O": 128}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 256}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 32, "BLOCK_O": 128}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
+    ]
+    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS, key=["channels", "out_channels", "pixels", "KERNEL_H"])(
+        _deform_conv_kernel)
+
 
 def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                          bias: torch.Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
@@ -117,14 +132,20 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     weight = weight.permute(2, 3, 1, 0).contiguous()
     offset = offset.contiguous()
     mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
-    block_p, block_c = 64, 32
-    block_o = max(16, min(128, triton.next_power_of_2(out_channels)))
-    grid = (triton.cdiv(pixels, block_p), triton.cdiv(out_channels, block_o), batch)
-    _deform_conv_kernel[grid](input, offset, mask, weight, out, channels, height, width, out_channels, out_w,
-                              pixels, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                              KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_MASK=use_mask,
-                              PRECISION="ieee" if input.dtype == torch.float32 else "tf32", BLOCK_P=block_p,
-                              BLOCK_C=block_c, BLOCK_O=block_o, num_warps=4, num_stages=2)
+    arguments = (input, offset, mask, weight, out, channels, height, width, out_channels, out_w, pixels, stride_h,
+                 stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask,
+                 "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
+    if input.is_cuda:
+        def grid(meta: dict) -> tuple[int, int, int]:
+            return triton.cdiv(pixels, meta["BLOCK_P"]), triton.cdiv(out_channels, meta["BLOCK_O"]), batch
+        _deform_conv_tuned[grid](*arguments, **constants)
+    else:
+        first = _DEFORM_CONFIGS[0]
+        blocks = {**first.kwargs, "BLOCK_O": max(16, min(128, triton.next_power_of_2(out_channels)))}
+        grid_cpu = (triton.cdiv(pixels, blocks["BLOCK_P"]), triton.cdiv(out_channels, blocks["BLOCK_O"]), batch)
+        _deform_conv_kernel[grid_cpu](*arguments, **constants, **blocks, num_warps=first.num_warps,
+                                      num_stages=first.num_stages)
     if bias is not None and bias.numel():
         out += bias.view(1, out_channels, 1, 1).to(out.dtype)
     return out
