@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from serve_app.bulk.layout import TEMP_MARK
+from serve_app.bulk.layout import is_temporary
 
 STEADY_LOW_QUANTILE = 0.1  # before it: Ray and the model starting, the pipeline filling
 STEADY_HIGH_QUANTILE = 0.9  # after it: the pipeline draining, the last slow images
@@ -20,7 +20,7 @@ STEADY_HIGH_QUANTILE = 0.9  # after it: the pipeline draining, the last slow ima
 def output_completion_times(output_root: Path, suffix: str, started_at: float) -> list[float]:
     """Seconds after `started_at` (a time.time() value) at which each finished `suffix` output was written."""
     return sorted(path.stat().st_mtime - started_at for path in output_root.rglob(f"*{suffix}")
-                  if path.is_file() and not path.name.startswith(TEMP_MARK))
+                  if path.is_file() and not is_temporary(path.name))
 
 
 def _rank(quantile: float, count: int) -> int:

@@ -14,11 +14,24 @@ import json
 from pathlib import Path
 
 from serve_app.bulk.client import ClientSettings, run_client
-from serve_app.bulk.layout import Layout
+from serve_app.bulk.layout import Layout, LayoutError
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
 from serve_app.serve_config import app_args, read_config
 from serve_app.settings import EXECUTIONS, ModelSettings, parse_app_args
+
+
+def at_least(lowest: int):
+    """An argparse type: an integer no smaller than `lowest`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,9 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--model", help="the served model's name (client: the service's default if left out; "
                                          "offline: one of the config's models, its default if left out)")
     client.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-    client.add_argument("--concurrency", type=int, default=64,
+    client.add_argument("--concurrency", type=at_least(1), default=64,
                         help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
-    client.add_argument("--retries", type=int, default=5, help="retries per image on 429/5xx/connection errors")
+    client.add_argument("--retries", type=at_least(0), default=5, help="retries per image on 429/5xx/connection errors")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     offline.add_argument("--config", type=Path,
                          help="take the model (--model's, or the default) and limits from this Serve config "
@@ -46,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     offline.add_argument("--device", choices=["auto", "cuda", "cpu"])
     offline.add_argument("--execution", choices=EXECUTIONS,
                          help="override the config's (cuda_graphs: no compiling on a GPU kind not seen before)")
-    offline.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    offline.add_argument("--cpu-actors", type=int, default=1, help="model actors when the cluster has no GPU")
+    offline.add_argument("--batch-size", type=at_least(1), default=8, help="images per forward pass")
+    offline.add_argument("--cpu-actors", type=at_least(1), default=1, help="model actors when the cluster has no GPU")
     offline.add_argument("--address", help="Ray cluster to join ('auto', 'ray://host:10001', 'local'); "
                                            "default: an existing cluster if there is one, else a local Ray")
     return parser.parse_args(argv)
@@ -75,16 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as error:
         raise SystemExit(f"error: {error.message}") from None
     layout = Layout(args.input, args.output, options.format)
-    if args.mode == "client":
-        settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
-                                  timeout_s=args.timeout)
-        summary = asyncio.run(run_client(layout, options, settings))
-    else:
-        from serve_app.bulk.offline import run_offline  # imports Ray Data only when used
+    try:  # both modes plan the work (and raise LayoutError) before any image is sent or Ray starts
+        if args.mode == "client":
+            settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
+                                      timeout_s=args.timeout)
+            summary = asyncio.run(run_client(layout, options, settings))
+        else:
+            from serve_app.bulk.offline import run_offline  # imports Ray Data only when used
 
-        model, limits = offline_settings(args)
-        summary = run_offline(layout, options, model, address=args.address, batch_size=args.batch_size,
-                              cpu_actors=args.cpu_actors, limits=limits)
+            model, limits = offline_settings(args)
+            summary = run_offline(layout, options, model, address=args.address, batch_size=args.batch_size,
+                                  cpu_actors=args.cpu_actors, limits=limits)
+    except LayoutError as error:
+        raise SystemExit(f"error: {error}") from None
     print(json.dumps(summary, indent=2))
     return 0 if summary["failed"] == 0 else 1
 

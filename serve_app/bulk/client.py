@@ -88,8 +88,8 @@ def _error_message(response: httpx.Response) -> str:
 
 
 async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
-    removed = layout.remove_stale_temporaries()
     pending, skipped = layout.plan()
+    removed = layout.remove_stale_temporaries()
     ledger = Ledger(layout, "client", skipped=skipped)
     queue: asyncio.Queue[WorkItem] = asyncio.Queue()
     for item in pending:
@@ -97,6 +97,8 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
     progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
     if removed:
         tqdm.write(f"removed {removed} temporary files left by an earlier run")
+    if layout.ignored:
+        tqdm.write(f"passed over {layout.ignored} files under INPUT that are not images by their extension")
     limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
 
     async with httpx.AsyncClient(timeout=settings.timeout_s, limits=limits, trust_env=False) as http:

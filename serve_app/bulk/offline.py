@@ -163,11 +163,13 @@ def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSetti
 def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *, address: str | None = None,
                 batch_size: int = 8, cpu_actors: int = 1, limits: IngressSettings | None = None) -> dict:
     limits = limits or IngressSettings()
-    removed = layout.remove_stale_temporaries()
     pending, skipped = layout.plan()
+    removed = layout.remove_stale_temporaries()
     ledger = Ledger(layout, "offline", skipped=skipped)
     if removed:
         logger.warning("removed %d temporary files left by an earlier run", removed)
+    if layout.ignored:
+        logger.warning("passed over %d files under INPUT that are not images by their extension", layout.ignored)
     if pending:
         # Every batch but the last is full: one bucket of `batch_size` serves them all, and the model actor starts
         # sooner without compiling or loading the others.

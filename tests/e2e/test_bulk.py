@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from serve_app.bulk.layout import TEMP_MARK
+from serve_app.bulk.layout import is_temporary
 from serve_app.serve_config import derive_config
 from tests.helpers import TINY_CONFIG
 from tests.images import encode, red_square
@@ -45,7 +45,7 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def outputs(folder: Path) -> list[Path]:
     """The finished outputs: not the summaries (`_*`), and not a temporary file a SIGKILL left mid-write."""
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith("_") and TEMP_MARK not in p.name)
+                  if p.is_file() and not p.name.startswith("_") and not is_temporary(p.name))
 
 
 def settled_output_count(out: Path, quiet_s: float = 3.0, limit_s: float = 30.0) -> int:
@@ -81,7 +81,7 @@ def run_killed_then_complete(command: list[str], out: Path, kill_after_outputs: 
 def assert_complete_and_clean(photos: Path, out: Path) -> None:
     produced = outputs(out)
     assert len(produced) == TOTAL - CORRUPT
-    assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "temporary files left behind"
+    assert not [p for p in out.rglob("*") if is_temporary(p.name)], "temporary files left behind"
     for path in produced:
         source = next(photos.glob(str(path.relative_to(out).with_suffix(".*"))))
         with Image.open(path) as image:

@@ -16,7 +16,7 @@ import pytest
 from fsspec.core import url_to_fs
 from PIL import Image
 
-from serve_app.bulk.layout import TEMP_MARK
+from serve_app.bulk.layout import is_temporary
 from tests.images import encode, red_square
 
 TOTAL, CORRUPT = 150, 3
@@ -77,7 +77,7 @@ def test_a_killed_client_run_resumed_on_s3_gives_every_output_once(service: str,
     assert summary["skipped_already_done"] + summary["processed_this_run"] == TOTAL - CORRUPT
 
     produced = results(out)
-    assert not [name for name in names(out) if TEMP_MARK in name], "temporary objects left behind"
+    assert not [name for name in names(out) if is_temporary(name.rpartition("/")[2])], "temporary objects left behind"
     expected = {f"shoot{index % 2}/photo{index:03d}.png" for index in range(CORRUPT, TOTAL)}
     assert set(produced) == expected
     for data in produced.values():

@@ -49,7 +49,7 @@ def test_no_steady_rate_without_two_distinct_completions(times: list[float]) -> 
 
 def test_completion_times_come_from_finished_outputs_only(tmp_path) -> None:
     (tmp_path / "a").mkdir()
-    written = {"a/x.png": 1005.0, "y.png": 1002.0, "a/.tmp-123-z.png": 1001.0, "_summary.json": 1009.0}
+    written = {"a/x.png": 1005.0, "y.png": 1002.0, "a/.partial-" + "0" * 32: 1001.0, "_summary.json": 1009.0}
     for name, mtime in written.items():
         (tmp_path / name).write_bytes(b"")
         os.utime(tmp_path / name, (mtime, mtime))

@@ -30,3 +30,24 @@ def test_an_unknown_execution_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         parse_args(["offline", "in", "out", "--execution", "fast"])
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--concurrency", "0"], "must be at least 1, got 0"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--retries", "-1"], "must be at least 0, got -1"),
+    (["offline", "in", "out", "--batch-size", "eight"], "not a whole number: 'eight'"),
+])
+def test_counts_that_cannot_work_are_refused_by_the_parser(argv: list[str], message: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # --concurrency 0 would run no worker and report nothing done as a success
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_input_folder_ends_the_command_before_anything_runs(tmp_path: Path) -> None:
+    from serve_app.bulk.__main__ import main
+
+    with pytest.raises(SystemExit, match="error: INPUT .*nope is not a folder"):
+        main(["client", str(tmp_path / "nope"), str(tmp_path / "out"), "--url", "http://127.0.0.1:1"])
+    assert not (tmp_path / "out").exists()
