@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 from tqdm import tqdm
 
-from serve_app.bulk.layout import Layout, Ledger, WorkItem, read_bytes, write_atomically
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
 from serve_app.options import OutputOptions
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -89,6 +89,7 @@ def _error_message(response: httpx.Response) -> str:
 
 async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
     pending, skipped = layout.plan()
+    layout.claim_output(job_options(options, options.model))
     removed = layout.remove_stale_temporaries()
     ledger = Ledger(layout, "client", skipped=skipped)
     queue: asyncio.Queue[WorkItem] = asyncio.Queue()

@@ -24,6 +24,8 @@ import fsspec
 from fsspec.core import split_protocol, strip_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from serve_app.options import OutputOptions
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
                             ".avif"})
 # A temporary file's name: short whatever the output's (a long name still fits the file system's limit) and never
@@ -33,6 +35,14 @@ _TEMPORARY = re.compile(r"\.partial-[0-9a-f]{32}")
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"})
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
+JOB_NAME = "_job.json"
+
+
+def job_options(options: OutputOptions, model: str | None) -> dict:
+    """What makes one run's outputs differ from another's: the output options, and the model (a served model's name
+    or a model id; None: the service's default, unknown here)."""
+    job = {"format": options.format, "only_mask": options.only_mask, "bg_color": options.bg_color}
+    return job if model is None else {**job, "model": model}
 
 
 def is_temporary(name: str) -> bool:
@@ -133,6 +143,24 @@ class Layout:
                 pending.append(WorkItem(self.input_fs.unstrip_protocol(f"{self.input_root}/{relative}"), relative,
                                         self.output_fs.unstrip_protocol(f"{self.output_root}/{out}")))
         return pending, skipped
+
+    def claim_output(self, job: dict) -> None:
+        """Record in OUTPUT/_job.json what its outputs are made with (`job`: every option that changes an output),
+        or LayoutError if OUTPUT already holds outputs made otherwise: a rerun skips every existing output as done,
+        so a changed option would leave them as they were without a word."""
+        job = json.loads(json.dumps(job))  # as the file holds it (tuples as lists)
+        path = f"{self.output_root}/{JOB_NAME}"
+        if self.output_fs.exists(path):
+            earlier = json.loads(self.output_fs.cat_file(path))
+            # a key only one run names (the client's model left to the service's default) is not compared
+            changed = sorted(key for key in set(earlier) & set(job) if earlier[key] != job[key])
+            if changed:
+                was = ", ".join(f"{key}={earlier.get(key)!r}" for key in changed)
+                now = ", ".join(f"{key}={job.get(key)!r}" for key in changed)
+                raise LayoutError(f"OUTPUT holds outputs made with {was}, and this run asks for {now}: use another "
+                                  "OUTPUT, or the same options to resume")
+            return
+        write_atomically(self.output_fs.unstrip_protocol(path), (json.dumps(job, indent=2) + "\n").encode())
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""

@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from serve_app import imaging
-from serve_app.bulk.layout import Layout, Ledger, WorkItem, read_bytes, write_atomically
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
 from serve_app.errors import ApiError
 from serve_app.options import OutputOptions
 from serve_app.protocol import ReducedImage
@@ -164,6 +164,7 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
                 batch_size: int = 8, cpu_actors: int = 1, limits: IngressSettings | None = None) -> dict:
     limits = limits or IngressSettings()
     pending, skipped = layout.plan()
+    layout.claim_output(job_options(options, model.model_id))
     removed = layout.remove_stale_temporaries()
     ledger = Ledger(layout, "offline", skipped=skipped)
     if removed:

@@ -115,3 +115,19 @@ def test_unusual_names_are_read_and_written_as_they_are(tmp_path: Path, name: st
 def test_temporary_names_are_recognised_exactly() -> None:
     assert is_temporary(".partial-" + "0f" * 16)
     assert not is_temporary(".partial-" + "0f" * 16 + ".png") and not is_temporary(".partial-photo.png")
+
+
+def test_a_run_with_other_options_is_refused_an_output_folder_made_otherwise(tmp_path: Path) -> None:
+    # a rerun skips existing outputs as done: with --only-mask now, they would stay cut-outs without a word
+    from serve_app.bulk.layout import job_options
+    from serve_app.options import parse_options
+
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    cutouts = parse_options(format="png")
+    layout.claim_output(job_options(cutouts, "acme/model"))
+    layout.claim_output(job_options(cutouts, "acme/model"))  # resuming: the same job
+    layout.claim_output(job_options(cutouts, None))  # the client leaving the model to the service
+    with pytest.raises(LayoutError, match=r"made with only_mask=False, and this run asks for only_mask=True"):
+        layout.claim_output(job_options(parse_options(format="png", only_mask=True), None))
+    with pytest.raises(LayoutError, match="model='acme/model'.*model='other/model'"):
+        layout.claim_output(job_options(cutouts, "other/model"))
