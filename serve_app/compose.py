@@ -46,7 +46,7 @@ class Length:
         return round(self.value * reference / 100.0) if self.percent else round(self.value)
 
 
-_LONGEST_LENGTH = 1e6
+_LONGEST_LENGTH = 1_000_000
 
 
 def parse_length(name: str, text: str, *, default_unit: str = "px", max_px: float | None = None,
@@ -57,7 +57,7 @@ def parse_length(name: str, text: str, *, default_unit: str = "px", max_px: floa
         raise InvalidOption(f"{name} must look like 30px or 10%, got {text!r}")
     value, unit = float(match.group(1)), match.group(2) or default_unit
     if value > _LONGEST_LENGTH:  # no image is this long; a float this large would overflow pixels()
-        raise InvalidOption(f"{name} is at most {_LONGEST_LENGTH:g}px or %, got {text!r}")
+        raise InvalidOption(f"{name} is at most {_LONGEST_LENGTH} (px or %), got {text!r}")
     percent = unit == "%"
     limit = max_percent if percent else max_px
     if limit is not None and value > limit:

@@ -53,9 +53,10 @@ def split_url(url: str) -> tuple[str, int]:
         parsed = httpx.URL(url)  # the client that fetches it must accept it too
     except (httpx.InvalidURL, UnicodeError) as error:
         raise UrlRefused(f"malformed URL: {error}") from None
-    # The name as the request will carry it (an internationalised one in punycode), so that DNS is asked for the
-    # very name the request's Host header and TLS check use.
-    return parsed.raw_host.decode("ascii"), port or (443 if parts.scheme == "https" else 80)
+    # An internationalised name as the request will carry it (punycode), so that DNS is asked for the very name
+    # the request's Host header and TLS check use; an ASCII host (an IPv6 literal's zone included) as written.
+    host = parts.hostname if parts.hostname.isascii() else parsed.raw_host.decode("ascii")
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_host_form(host: str) -> None:
@@ -116,7 +117,7 @@ def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], d
     """
     original = httpx.URL(url)
     literal = f"[{address}]" if address.version == 6 else str(address)
-    name = original.raw_host.decode("ascii")
+    name = original.host if original.host.isascii() else original.raw_host.decode("ascii")
     host = f"[{name}]" if ":" in name else name  # an IPv6 literal keeps its brackets in Host
     host_header = host if original.port is None else f"{host}:{original.port}"
     extensions = {"sni_hostname": name} if original.scheme == "https" else {}

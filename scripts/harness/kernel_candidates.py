@@ -210,7 +210,8 @@ def fp8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _fp8_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`matrix` (rows, columns) as float8_e4m3fn, each row scaled to the format's range, and the float32 scales."""
     scale = matrix.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-    return (matrix.float() / scale).to(torch.float8_e4m3fn), scale
+    # row-major whatever `matrix`'s layout: CUDA's _scaled_mm takes no other first operand
+    return (matrix.float() / scale).to(torch.float8_e4m3fn).contiguous(), scale
 
 
 def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor,

@@ -17,6 +17,8 @@ its own (`cache_dir`): the compile cache's key sees the model's classes, not a f
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import types
 from math import gcd
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from harness import kernel_candidates
 from harness.kernel_candidates import (
     flex_window_attention,
     fp8_linear,
@@ -32,10 +35,10 @@ from harness.kernel_candidates import (
     triton_deform_conv2d,
 )
 from serve_app.model import deform_conv
-from serve_app.model.attention import window_attention_layers
+from serve_app.model.attention import _fused_window_attention, window_attention_layers
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
-from serve_app.settings import ModelSettings, default_compile_cache_dir
+from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
 KERNELS = ("deform", "attention", "linear")
 # Windows per flex_attention sequence at most: 8 of 144 tokens are 9 of its 128-token blocks, and a block mask of
@@ -57,12 +60,21 @@ def kernels_label(kernels: tuple[str, ...]) -> str:
 
 
 def cache_dir(base: Path, kernels: tuple[str, ...]) -> Path:
-    """Where `kernels`' compiled buckets go: `base` itself without any, so that the service's cache serves those."""
-    return base / f"kernels-{kernels_label(kernels)}" if kernels else base
+    """Where `kernels`' compiled buckets go: `base` itself without any, so that the service's cache serves those.
+    The name carries a digest of the candidates' code, which a saved bucket's key does not cover: a changed
+    kernel compiles afresh instead of loading the old one's trace."""
+    if not kernels:
+        return base
+    digest = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in (kernel_candidates,
+                                                                                       sys.modules[__name__])))
+    return base / f"kernels-{kernels_label(kernels)}-{digest.hexdigest()[:12]}"
 
 
 def load_model(settings: ModelSettings, kernels: tuple[str, ...]) -> BackgroundRemovalModel:
     """The model `settings` describe, with `kernels` in it (see the module's docstring)."""
+    if "attention" in kernels and settings.execution not in COMPILED_EXECUTIONS:
+        raise ValueError(f"the attention kernel runs in compiled executions ({', '.join(COMPILED_EXECUTIONS)}), not "
+                         f"{settings.execution}: flex_attention run eagerly computes every window pair's scores")
     if "deform" in kernels:
         deform_conv.use_capturable_deform_conv("CUDA", triton_deform_conv2d_or_capturable)
     elif deform_conv.capturable_deform_conv_active("CUDA"):  # an earlier model of this process put the kernel in
@@ -131,10 +143,16 @@ def fp8_linears(module: torch.nn.Module) -> int:
     return swapped
 
 
-def flex_window_attention_layers(module: torch.nn.Module) -> int:
-    """Give every Swin window attention layer of `module` the flex_attention forward; how many."""
+def flex_window_attention_layers(module: torch.nn.Module, *, eager: bool = False) -> int:
+    """Give every Swin window attention layer of `module` the flex_attention forward; how many.
+
+    The forward runs flex_attention where it is compiled, and the service's fused attention where it runs eagerly
+    (a compiled execution serves the eager forward until its buckets load): run eagerly, flex_attention computes
+    every score of its sequences, windows apart included. With `eager`, flex_attention runs eagerly too (a check
+    on small inputs)."""
     layers = window_attention_layers(module)
     for layer in layers:
+        layer._flex_eager = eager
         layer.forward = types.MethodType(_flex_forward, layer)
         type(layer)._flex_forward = _flex_forward  # a saved compiled bucket finds the bound method by this name
     return len(layers)
@@ -143,6 +161,8 @@ def flex_window_attention_layers(module: torch.nn.Module) -> int:
 def _flex_forward(self: Any, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """What serve_app.model.attention's fused forward computes, through flex_window_attention: `x` is (windows,
     tokens, channels), each image's windows consecutive; `mask` is (windows per image, tokens, tokens) or None."""
+    if not (self._flex_eager or torch.compiler.is_compiling()):
+        return _fused_window_attention(self, x, mask)
     windows, tokens, channels = x.shape
     heads = self.num_heads
     # Runs of windows as flex_attention's sequences, of any count that divides the batch's windows: a run may span

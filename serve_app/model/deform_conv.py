@@ -94,6 +94,13 @@ def capturable_deform_conv_active(dispatch_key: str = "CUDA") -> bool:
     return dispatch_key in _implementations
 
 
+def deform_conv_implementation(dispatch_key: str = "CUDA") -> str:
+    """What `torchvision::deform_conv2d` runs on `dispatch_key` devices in this process: "torchvision" (its own
+    kernel) or the name of the implementation put in its place."""
+    implementation = _implementations.get(dispatch_key)
+    return "torchvision" if implementation is None else getattr(implementation, "__qualname__", repr(implementation))
+
+
 def use_capturable_deform_conv(dispatch_key: str = "CUDA",
                                implementation: Callable[..., torch.Tensor] | None = None) -> bool:
     """Make `torchvision::deform_conv2d` run `implementation` (torchvision's arguments, the same result; by default

@@ -108,6 +108,7 @@ assert deform_conv.use_capturable_deform_conv("CPU")  # without one: the current
 torchvision.ops.deform_conv2d(x, off, w, padding=1)
 assert deform_conv.use_capturable_deform_conv("CPU", deform_conv.deform_conv2d)
 torchvision.ops.deform_conv2d(x, off, w, padding=1)
+assert deform_conv.deform_conv_implementation("CUDA") == "torchvision"  # a device it was not registered on
 print(len(calls), len(others))
 """
 
