@@ -1,5 +1,6 @@
 // The page: each photo or URL becomes a card that uploads it to the native API, shows its progress, then the
-// cut-out over a checkerboard with a before/after slider. Nothing here talks to anything but this service.
+// cut-out over a checkerboard with a before/after slider. Nothing here talks to anything but this service: a URL's
+// image is fetched by the service, and its card shows the cut-out alone.
 "use strict";
 const $ = (selector) => document.querySelector(selector);
 const IN_FLIGHT = 4;  // photos sent at once; the service batches them on the GPU
@@ -13,28 +14,44 @@ function headers() {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
+// The options as they are when a photo is sent: its request, and what is done with the answer, follow them even
+// if they change while it is on its way.
 function options() {
   // With a background picture the service answers a transparent PNG, composed here in the chosen format.
-  const picture = $("#bg-image").files.length > 0;
-  const query = new URLSearchParams({ format: picture ? "png" : $("#format").value });
+  const background = $("#bg-image").files[0];
+  const format = $("#format").value;
+  const query = new URLSearchParams({ format: background ? "png" : format });
   if ($("#model").value) query.set("model", $("#model").value);
-  if ($("#use-color").checked && !picture) query.set("bg_color", $("#color").value);
+  if ($("#use-color").checked && !background) query.set("bg_color", $("#color").value);
   if ($("#refine").checked) query.set("refine", "true");
-  if ($("#crop").checked) query.set("crop", "true");
-  return query;
+  const crop = $("#crop").checked;
+  if (crop) query.set("crop", "true");
+  return { query, background, format, crop };
 }
 
-function stem(name) {
-  const base = name.split(/[?#]/)[0].split("/").pop() || "image";
-  return base.replace(/\.[^.]*$/, "") || "image";
+// A download's name: the file's own name, or the last part of a URL's path, without its extension.
+function stem(name, isUrl) {
+  let base = name;
+  if (isUrl) {
+    try {
+      base = decodeURIComponent(new URL(name).pathname.split("/").pop());
+    } catch (ignored) { base = name.split(/[?#]/)[0].split("/").pop(); }
+  }
+  return (base || "image").replace(/\.[^.]*$/, "") || "image";
 }
 
 function addCard(name, preview, send) {
   const card = $("#card").content.firstElementChild.cloneNode(true);
   card.querySelector(".name").textContent = name;
   card.querySelector(".name").title = name;
+  card.querySelector("progress").setAttribute("aria-label", `progress of ${name}`);
+  card.querySelector(".remove").setAttribute("aria-label", `remove ${name}`);
+  card.querySelector(".download").setAttribute("aria-label", `download the cut-out of ${name}`);
   setState(card, "queued");
-  card.querySelector(".before").src = preview;
+  const before = card.querySelector(".before");
+  // No preview (a URL), or one this browser cannot show (TIFF, HEIC): the cut-out is shown alone.
+  before.addEventListener("error", () => showAlone(card, true));
+  if (preview) before.src = preview; else showAlone(card, true);
   card.querySelector(".remove").addEventListener("click", () => forget(card));
   const slider = card.querySelector(".slider");
   slider.addEventListener("input", () => {
@@ -45,7 +62,13 @@ function addCard(name, preview, send) {
   pump();
 }
 
+function showAlone(card, alone) {
+  card.querySelector(".compare").classList.toggle("alone", alone);
+  card.querySelector(".slider").hidden = alone;
+}
+
 function forget(card) {
+  if (card.xhr) card.xhr.abort();  // no GPU time for a photo nobody waits for
   results.delete(card);
   for (const image of card.querySelectorAll("img")) {
     if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
@@ -71,6 +94,7 @@ function pump() {
 function request(card, method, url, body, contentType) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    card.xhr = xhr;
     xhr.open(method, url);
     xhr.responseType = "blob";
     for (const [name, value] of Object.entries(headers())) xhr.setRequestHeader(name, value);
@@ -79,6 +103,8 @@ function request(card, method, url, body, contentType) {
       if (event.lengthComputable) setState(card, "uploading", (90 * event.loaded) / event.total);
     };
     xhr.upload.onload = () => setState(card, "cutting out");
+    if (!body) setState(card, "cutting out");  // a URL: nothing to upload, the service fetches it
+    xhr.onabort = () => reject(new Error("cancelled"));
     xhr.onload = async () => {
       if (xhr.status === 200) return resolve(xhr.response);
       reject(new Error(await errorMessage(xhr)));
@@ -96,14 +122,14 @@ async function errorMessage(xhr) {
   return `HTTP ${xhr.status}`;
 }
 
-async function run(card, name, call) {
+async function run(card, name, isUrl, chosen, call) {
   setState(card, "uploading", 0);
   try {
     let blob = await call();
-    const background = $("#bg-image").files[0];
-    if (background) blob = await onBackground(blob, background);
-    show(card, name, blob);
+    if (chosen.background) blob = await onBackground(blob, chosen.background, chosen.format);
+    show(card, stem(name, isUrl), chosen.crop, blob);
   } catch (error) {
+    if (!card.isConnected) return;  // removed: its request was cancelled
     card.classList.add("failed");
     setState(card, "failed");
     const message = card.querySelector(".error");
@@ -112,17 +138,16 @@ async function run(card, name, call) {
   }
 }
 
-function show(card, name, blob) {
+function show(card, stemName, cropped, blob) {
   if (!card.isConnected) return;  // removed while it was being cut out
   const extension = { "image/png": "png", "image/webp": "webp", "image/jpeg": "jpg" }[blob.type] || "png";
-  const filename = `${stem(name)}.${extension}`;
+  const filename = `${stemName}.${extension}`;
   const url = URL.createObjectURL(blob);
   card.querySelector(".after img").src = url;
   card.querySelector(".compare").hidden = false;
   // A cropped answer does not line up with the whole photo: it is shown alone, without the slider.
-  const cropped = $("#crop").checked;
-  card.querySelector(".compare").classList.toggle("alone", cropped);
-  card.querySelector(".slider").hidden = cropped;
+  if (cropped) showAlone(card, true);
+  else card.querySelector(".slider").hidden = card.querySelector(".compare").classList.contains("alone");
   const link = card.querySelector(".download");
   link.href = url;
   link.download = filename;
@@ -134,34 +159,45 @@ function show(card, name, blob) {
 }
 
 // A background picture under the cut-out, composed here on a canvas (cover-fitted), in the chosen format.
-async function onBackground(cutout, picture) {
+async function onBackground(cutout, picture, format) {
   const [front, back] = await Promise.all([createImageBitmap(cutout), createImageBitmap(picture)]);
-  const canvas = document.createElement("canvas");
-  canvas.width = front.width;
-  canvas.height = front.height;
-  const context = canvas.getContext("2d");
-  const scale = Math.max(front.width / back.width, front.height / back.height);
-  const width = back.width * scale, height = back.height * scale;
-  context.drawImage(back, (front.width - width) / 2, (front.height - height) / 2, width, height);
-  context.drawImage(front, 0, 0);
-  const type = { png: "image/png", webp: "image/webp", jpg: "image/jpeg" }[$("#format").value];
-  return new Promise((resolve) => canvas.toBlob(resolve, type, 0.9));
+  try {
+    const canvas = document.createElement("canvas");
+    canvas.width = front.width;
+    canvas.height = front.height;
+    const context = canvas.getContext("2d");
+    const scale = Math.max(front.width / back.width, front.height / back.height);
+    const width = back.width * scale, height = back.height * scale;
+    context.drawImage(back, (front.width - width) / 2, (front.height - height) / 2, width, height);
+    context.drawImage(front, 0, 0);
+    const type = { png: "image/png", webp: "image/webp", jpg: "image/jpeg" }[format];
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, type, 0.9));
+    // null: a canvas larger than this browser draws (iOS Safari stops near 16.7 MP)
+    if (!blob) throw new Error("too large for this browser to put on a background picture; use a colour instead");
+    return blob;
+  } finally {
+    front.close();
+    back.close();
+  }
 }
 
 function addFiles(files) {
   for (const file of files) {
-    addCard(file.name, URL.createObjectURL(file), (card) => run(card, file.name, () =>
-      request(card, "POST", `/v1/remove-background?${options()}`, file, file.type || "application/octet-stream")));
+    addCard(file.name, URL.createObjectURL(file), (card) => {
+      const chosen = options();
+      return run(card, file.name, false, chosen, () => request(card, "POST",
+        `/v1/remove-background?${chosen.query}`, file, file.type || "application/octet-stream"));
+    });
   }
 }
 
 function addUrls() {
   const lines = $("#urls").value.split(/\s+/).map((line) => line.trim()).filter(Boolean);
   for (const url of lines) {
-    addCard(url, url, (card) => {
-      const query = options();
-      query.set("url", url);
-      return run(card, url, () => request(card, "GET", `/v1/remove-background?${query}`));
+    addCard(url, null, (card) => {
+      const chosen = options();
+      chosen.query.set("url", url);
+      return run(card, url, true, chosen, () => request(card, "GET", `/v1/remove-background?${chosen.query}`));
     });
   }
   $("#urls").value = "";
@@ -172,6 +208,11 @@ function updateZip() {
 }
 
 async function downloadZip() {
+  const total = [...results.values()].reduce((sum, { blob }) => sum + blob.size, 0);
+  if (results.size > 65535 || total > 4e9) {  // past what a ZIP without its 64-bit extension holds
+    window.alert("Too many or too large results for one zip: download them one by one or in smaller groups.");
+    return;
+  }
   const used = new Set();
   const entries = [];
   for (const { name, blob } of results.values()) {
@@ -186,6 +227,7 @@ async function downloadZip() {
   document.body.append(link);
   link.click();
   link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);  // the download has its copy by then
 }
 
 // The status panel: models, batch sizes, calls held by the model replica and images per second, from /v1/info.
@@ -243,13 +285,19 @@ function setUp() {
   key.value = sessionStorage.getItem(KEY_STORE) || "";
   key.addEventListener("input", () => sessionStorage.setItem(KEY_STORE, key.value));
   $("#files").addEventListener("change", (event) => { addFiles(event.target.files); event.target.value = ""; });
+  $("#color").addEventListener("input", () => { $("#use-color").checked = true; });
   $("#add-urls").addEventListener("click", addUrls);
   $("#zip").addEventListener("click", downloadZip);
   $("#clear").addEventListener("click", () => { for (const card of [...$("#cards").children]) forget(card); });
   const drop = $("#drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
+  drop.addEventListener("dragleave", (event) => {
+    if (!drop.contains(event.relatedTarget)) drop.classList.remove("over");  // not when crossing its own text
+  });
+  // A photo dropped anywhere on the page is taken: the browser would otherwise open it in place of the page,
+  // and every result with it.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
     addFiles(event.dataTransfer.files);
