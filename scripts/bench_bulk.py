@@ -16,7 +16,6 @@ it then sends some of the photos to a running service and compares the alpha cha
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -32,6 +31,7 @@ from harness.bulk_timing import output_completion_times, steady_state
 from harness.cpu_monitor import CpuBusySampler
 from harness.gpu_monitor import GpuBusySampler
 from harness.photos import sample_photo_folder_paths, write_sample_photo_folder
+from harness.run_record import run_record
 from serve_app.bulk.layout import SUMMARY_NAME
 
 OUTPUT_SUFFIX = ".png"  # the bulk tool's default format, which the benchmark keeps
@@ -122,9 +122,7 @@ def main() -> None:
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_bulk_"))
     work_dir.mkdir(parents=True, exist_ok=True)
     input_dir, output_dir = work_dir / "in", work_dir / f"out-{args.mode}"
-    record: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "benchmark_command": shlex.join([Path(sys.executable).name, *sys.argv]), "mode": args.mode,
-                    "inputs": prepare_inputs(args, input_dir)}
+    record: dict = run_record(mode=args.mode, inputs=prepare_inputs(args, input_dir))
     record["run"] = run_bulk(bulk_command(args, input_dir, output_dir), output_dir,
                              work_dir / f"bulk-{args.mode}.log")
     comparison = None

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -144,8 +142,7 @@ def main() -> None:
     width, _, height = args.photo_size.partition("x")
     size = (int(width), int(height))
     photos = sample_photo_jpegs(args.photos, photo_dir=args.photo_dir, size_range=(size, size))
-    record: dict = run_record(cpus=os.cpu_count(), machine=platform.processor() or platform.machine(),
-                              photo_size=args.photo_size, mean_jpeg_bytes=round(sum(map(len, photos)) / len(photos)),
+    record: dict = run_record(photo_size=args.photo_size, mean_jpeg_bytes=round(sum(map(len, photos)) / len(photos)),
                               levels=[])
     for processes in (int(value) for value in args.processes.split(",")):
         level = run_level(photos, size[0] * size[1], processes, args)

@@ -5,14 +5,12 @@
 
 import argparse
 import json
-import os
-import platform
-import time
 
 import numpy as np
 
 from harness.photos import synthetic_photo
 from harness.png_encoders import candidates, measure
+from harness.run_record import run_record
 
 
 def cutout(width: int, height: int) -> np.ndarray:
@@ -37,8 +35,7 @@ def main() -> None:
             row = {"size": size, "encoder": name, **measure(encoder, pixels)}
             print(json.dumps(row), flush=True)
             results.append(row)
-    record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "python": platform.python_version(), "results": results}
+    record = run_record(results=results)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(record, f, indent=2)

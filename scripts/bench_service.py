@@ -138,13 +138,14 @@ def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> 
         clients_text, _, query = level.partition(":")
         clients = int(clients_text)
         urls = [level_url(base_url, part) for part in query.split("|")]
-        before = replica_infos(base_url)
         with GpuBusySampler() as sampler:
             result = asyncio.run(closed_loop(urls, photos, clients=clients, duration_s=args.duration,
-                                             warmup_s=args.warmup))
+                                             warmup_s=args.warmup, at_window_edges=lambda: replica_infos(base_url)))
         summary = {"query": query, **result.summary()}
-        summary |= histograms_over_replicas(before, replica_infos(base_url))
-        summary |= sampler.summary()  # GPU busy fraction, SM clock, power
+        # The passes, and how busy the GPU was, in the measured window, as its throughput and latencies
+        opened, closed = result.window_edges
+        summary |= histograms_over_replicas(opened, closed)
+        summary |= sampler.summary(result.window_clock)  # GPU busy fraction, SM clock, power
         print(json.dumps(summary), flush=True)
         levels.append(summary)
     return levels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 
 _FIELDS = ("utilization.gpu", "clocks.sm", "power.draw")
@@ -39,6 +40,7 @@ class GpuBusySampler:
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
         self.samples: list[list[tuple[float | None, ...]]] = []  # per sample: parse_samples' rows, one per GPU
+        self.times: list[float] = []  # per sample: time.perf_counter() when it was taken
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = shutil.which("nvidia-smi") is not None
@@ -51,9 +53,10 @@ class GpuBusySampler:
             if rows:
                 self.add(rows)
 
-    def add(self, rows: list[tuple[float | None, ...]]) -> None:
-        """One sample: parse_samples' rows, one per GPU."""
+    def add(self, rows: list[tuple[float | None, ...]], at: float | None = None) -> None:
+        """One sample: parse_samples' rows, one per GPU, taken at `at` (time.perf_counter(); default now)."""
         self.samples.append(rows)
+        self.times.append(time.perf_counter() if at is None else at)
 
     def __enter__(self) -> GpuBusySampler:
         if self.available:
@@ -65,21 +68,29 @@ class GpuBusySampler:
         if self.available:
             self._thread.join(timeout=15)
 
-    def _mean(self, index: int) -> float | None:
-        """The field's mean over the samples of its mean over the GPUs."""
-        return _mean_of([_mean_of(row[index] for row in sample) for sample in self.samples])
+    def _within(self, window: tuple[float, float] | None) -> list[list[tuple[float | None, ...]]]:
+        if window is None:
+            return self.samples
+        return [sample for sample, at in zip(self.samples, self.times, strict=True) if window[0] <= at <= window[1]]
 
-    def busy_fraction(self) -> float | None:
-        mean = self._mean(0)
+    @staticmethod
+    def _mean(samples: list[list[tuple[float | None, ...]]], index: int) -> float | None:
+        """The field's mean over the samples of its mean over the GPUs."""
+        return _mean_of([_mean_of(row[index] for row in sample) for sample in samples])
+
+    def busy_fraction(self, window: tuple[float, float] | None = None) -> float | None:
+        mean = self._mean(self._within(window), 0)
         return round(mean / 100.0, 3) if mean is not None else None
 
-    def summary(self) -> dict[str, float | None]:
-        """What a benchmark record keeps of the window."""
-        clock, power = self._mean(1), self._mean(2)
-        same_gpus = len({len(sample) for sample in self.samples}) == 1
+    def summary(self, window: tuple[float, float] | None = None) -> dict[str, float | None]:
+        """What a benchmark record keeps of the samples taken within `window` (time.perf_counter() values; None:
+        all of them): a load's measured window, not its warm-up and drain."""
+        samples = self._within(window)
+        clock, power = self._mean(samples, 1), self._mean(samples, 2)
+        same_gpus = len({len(sample) for sample in samples}) == 1
         # zip(*samples): each GPU's rows over the window
-        by_gpu = [_mean_of(row[0] for row in rows) for rows in zip(*self.samples, strict=True)] if same_gpus else []
-        return {"gpu_busy_fraction": self.busy_fraction(),
+        by_gpu = [_mean_of(row[0] for row in rows) for rows in zip(*samples, strict=True)] if same_gpus else []
+        return {"gpu_busy_fraction": self.busy_fraction(window),
                 # each GPU's own: on a host with several, one starved GPU hides in the mean
                 "gpu_busy_fraction_by_gpu": [round(mean / 100.0, 3) if mean is not None else None for mean in by_gpu],
                 "gpu_sm_clock_mhz": round(clock) if clock is not None else None,

@@ -34,3 +34,12 @@ def test_each_gpu_of_a_host_keeps_its_own_busy_fraction() -> None:
     summary = sampler.summary()
     assert summary["gpu_busy_fraction"] == 0.625  # the mean hides that the second GPU starves
     assert summary["gpu_busy_fraction_by_gpu"] == [0.95, 0.3]
+
+
+def test_the_summary_keeps_to_a_window_when_given_one() -> None:
+    # a load's warm-up and drain leave the GPU idler than its measured window
+    sampler = GpuBusySampler()
+    for at, busy in [(1.0, 10.0), (2.0, 100.0), (3.0, 90.0), (4.0, 0.0)]:
+        sampler.add([(busy, 1980.0, 600.0)], at=at)
+    assert sampler.summary((1.5, 3.5))["gpu_busy_fraction"] == 0.95
+    assert sampler.summary()["gpu_busy_fraction"] == 0.5
