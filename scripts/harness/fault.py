@@ -25,7 +25,7 @@ import httpx
 from harness.answers import OK, Answer, image_size, judge_png, tally
 from harness.memory import process_role, psutil, service_processes
 from harness.overload import CONTENT_TYPE, ROUTE, require_loopback, send_and_judge
-from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, TEMP_MARK, Layout
+from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, Layout, is_temporary
 
 MODEL_DEPLOYMENT = "BackgroundRemover"
 
@@ -205,7 +205,7 @@ def _fault_summary(base_url: str, answers: list[Answer], readyz: list[tuple[floa
 
 def _finished_outputs(layout: Layout) -> set[str]:
     return {name for name in layout.existing_outputs()
-            if not name.rsplit("/", 1)[-1].startswith(("_", TEMP_MARK))}
+            if not (name.rsplit("/", 1)[-1].startswith("_") or is_temporary(name.rsplit("/", 1)[-1]))}
 
 
 def bulk_with_kill(base_url: str, input_dir: Path, output_dir: Path, *, kill_after_outputs: int = 20,
