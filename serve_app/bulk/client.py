@@ -9,11 +9,18 @@ from dataclasses import dataclass
 import httpx
 from tqdm import tqdm
 
-from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.layout import (
+    LEDGER_FLUSH_EVERY,
+    Layout,
+    Ledger,
+    WorkItem,
+    job_options,
+    read_bytes,
+    write_atomically,
+)
 from serve_app.options import OutputOptions
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
-LEDGER_FLUSH_EVERY = 200  # items; a killed run loses at most this much of its failure list (rerun redoes it)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
     layout.claim_output(job_options(options, options.model))
     removed = layout.remove_stale_temporaries()
     ledger = Ledger(layout, "client", skipped=skipped)
+    ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
     queue: asyncio.Queue[WorkItem] = asyncio.Queue()
     for item in pending:
         queue.put_nowait(item)

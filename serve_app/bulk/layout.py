@@ -36,6 +36,7 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
 JOB_NAME = "_job.json"
+LEDGER_FLUSH_EVERY = 200  # images; a killed run's files lose at most this much (a rerun redoes those images)
 
 
 def job_options(options: OutputOptions, model: str | None) -> dict:
