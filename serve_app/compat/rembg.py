@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.compose import Layout
+import numpy as np
+
+from serve_app.compose import Layout, post_process_mask, snap_to_trimap
 from serve_app.errors import ApiError
 
 # rembg's model names. A name that maps to the model this service runs selects it; any
@@ -18,7 +20,7 @@ from serve_app.errors import ApiError
 MODEL_NAMES = (
     "u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "u2net_custom", "silueta", "isnet-general-use",
     "isnet-anime", "dis_custom", "sam", "birefnet-general", "birefnet-general-lite", "birefnet-portrait",
-    "birefnet-dis", "birefnet-hrsod", "birefnet-cod", "birefnet-massive", "bria-rmbg", "ben2-base",
+    "birefnet-dis", "birefnet-hrsod", "birefnet-cod", "birefnet-massive", "bria-rmbg", "ben_custom",
 )
 # The Hub models behind rembg's BiRefNet and RMBG names.
 HUB_MODELS = {
@@ -41,7 +43,7 @@ AB_HELP = "With a=true: mask values below this become fully transparent (after e
 AE_HELP = ("With a=true: the opaque and transparent regions shrink by this many pixels (a square), widening the "
            "soft band where the model's own alpha is kept.")
 PPM_HELP = "Smooth the mask: opening (3x3), Gaussian blur (sigma 2), threshold at 127: a hard, clean outline."
-BGC_HELP = "Background colour R,G,B,A (0-255 each) under the cut-out."
+BGC_HELP = "Background colour R,G,B,A or R,G,B (0-255 each; alpha 255 when left out) under the cut-out."
 EXTRAS_HELP = "rembg's extra model parameters as JSON; none apply to the models served here, only {} is taken."
 _FORM_FIELDS = {"model": ("string", MODEL_HELP), "a": ("boolean", REFINE_HELP), "af": ("integer", AF_HELP),
                 "ab": ("integer", AB_HELP), "ae": ("integer", AE_HELP), "om": ("boolean", "Only the mask."),
@@ -93,6 +95,15 @@ class RembgRequest:
     post_process_mask: bool
     layout: Layout
 
+    def shape_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The model's mask as rembg turns it into the answer's alpha: smoothed first (ppm), then snapped to a
+        trimap for matting (a; never for the mask alone, om)."""
+        if self.post_process_mask:
+            mask = post_process_mask(mask)
+        if self.refine:
+            mask = snap_to_trimap(mask, self.foreground_threshold, self.background_threshold, self.erode_size)
+        return mask
+
 
 def _flag(where: str, name: str, value: str | None) -> bool:
     if value is None or value == "":  # an empty form field is a field left out, as FastAPI reads it
@@ -136,7 +147,7 @@ def _model(where: str, value: str | None, served: tuple[str, ...]) -> str | None
 
 
 def _background(value: str | None) -> tuple[int, int, int, int] | None:
-    """rembg's `bgc`: `R,G,B,A`, each 0-255."""
+    """rembg's `bgc`: `R,G,B,A` or `R,G,B` (opaque, as Pillow reads three values), each 0-255."""
     if value is None or value == "":
         return None
     parts = value.split(",")
@@ -144,9 +155,10 @@ def _background(value: str | None) -> tuple[int, int, int, int] | None:
         channels = tuple(int(part) for part in parts)
     except ValueError:
         channels = ()
-    if len(channels) != 4 or not all(0 <= channel <= 255 for channel in channels):
-        raise field_error("query", "bgc", "value_error", "Value error, bgc must be R,G,B,A with each 0-255", value)
-    return channels  # type: ignore[return-value]
+    if len(channels) not in (3, 4) or not all(0 <= channel <= 255 for channel in channels):
+        raise field_error("query", "bgc", "value_error", "Value error, bgc must be R,G,B,A or R,G,B with each 0-255",
+                          value)
+    return (*channels, 255)[:4]  # type: ignore[return-value]
 
 
 def _extras(value: str | None) -> None:
@@ -176,7 +188,8 @@ def parse(params: dict[str, str], query: dict[str, str], *, where: str, served: 
     layout = Layout(format="png", channels="alpha" if only_mask else "rgba",
                     bg_color=None if only_mask else background, keep_alpha=True)
     return RembgRequest(
-        model=model, refine=_flag(where, "a", params.get("a")),
+        # as in rembg, only the mask (om) comes without matting: no colours to estimate
+        model=model, refine=_flag(where, "a", params.get("a")) and not only_mask,
         foreground_threshold=_integer(where, "af", params.get("af"), 240, 255),
         background_threshold=_integer(where, "ab", params.get("ab"), 10, 255),
         erode_size=_integer(where, "ae", params.get("ae"), 10, None),

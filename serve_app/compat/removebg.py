@@ -223,6 +223,27 @@ def _unsupported(fields: dict[str, Any]) -> None:
         raise invalid(f"unknown parameter(s) {', '.join(unknown)}; this service takes {', '.join(sorted(KNOWN))}")
 
 
+def wants_json(accept: str) -> bool:
+    """Whether an Accept header asks for remove.bg's JSON answer rather than the image: application/json ranked
+    above anything that takes an image (image/*, */*, an image type). Clients that take anything (axios sends
+    `application/json, text/plain, */*`) get the image, as remove.bg's own samples expect."""
+    ranks: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        media, _, parameters = part.partition(";")
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranks[media.strip()] = max(quality, ranks.get(media.strip(), 0.0))
+    image = max((q for media, q in ranks.items() if media in ("*/*", "image/*") or media.startswith("image/")),
+                default=0.0)
+    return ranks.get("application/json", 0.0) > image
+
+
 def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_quality: int = 90,
           jpeg_quality: int = 90) -> RemoveBgRequest:
     """The request from its form or JSON `fields`, uploaded `files` and the Accept header."""
@@ -257,7 +278,11 @@ def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_
                                                                                        and color[3] == 255)
     if fmt == "auto":  # remove.bg: PNG when the result has transparency, else JPEG
         fmt = "jpg" if has_background and channels == "rgba" else "png"
-    limit = 50_000_000 if size == "50MP" else SIZE_PRESETS[size] or FULL_PIXELS[fmt]
+    # 50MP: up to 50 MP, but a PNG at most what `full` gives it (remove.bg's own limit for PNG)
+    if size == "50MP":
+        limit = FULL_PIXELS["png"] if fmt == "png" else 50_000_000
+    else:
+        limit = SIZE_PRESETS[size] or FULL_PIXELS[fmt]
     layout = Layout(format=fmt, channels=channels, bg_color=color, crop=_flag("crop", fields.get("crop")),  # type: ignore[arg-type]
                     crop_margin=_margin(fields.get("crop_margin")), roi=_roi(fields.get("roi")),
                     placement=_placement(fields.get("scale"), fields.get("position")), max_pixels=limit,
@@ -266,4 +291,4 @@ def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_
     return RemoveBgRequest(image_file=image, image_url=fields.get("image_url") or None,
                            bg_image_file=files.get("bg_image_file"), bg_image_url=fields.get("bg_image_url") or None,
                            type=_choice("type", fields.get("type"), TYPES, "auto"), layout=layout,
-                           json_answer="application/json" in accept.lower())
+                           json_answer=wants_json(accept))

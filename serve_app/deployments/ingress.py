@@ -328,15 +328,10 @@ class Ingress:
         return await self._rembg_answer(files["file"], params)
 
     async def _rembg_answer(self, data: bytes, params: rembg.RembgRequest) -> Response:
-        def mask_step(mask: np.ndarray) -> np.ndarray:
-            if params.refine:
-                mask = compose.snap_to_trimap(mask, params.foreground_threshold, params.background_threshold,
-                                              params.erode_size)
-            return compose.post_process_mask(mask) if params.post_process_mask else mask
         timer = StageTimer()
         model = self._model_aliases[params.model] if params.model else None
-        rendered = await self._process(data, self._layout_finish(params.layout, mask_step), timer, refine=params.refine,
-                                       model=model)
+        rendered = await self._process(data, self._layout_finish(params.layout, params.shape_mask), timer,
+                                       refine=params.refine, model=model)
         return self._image_response(rendered, timer)
 
     # --- remove.bg's API ---------------------------------------------------------------------------

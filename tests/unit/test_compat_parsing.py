@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
 import pytest
 
 from serve_app import compose
@@ -62,7 +63,7 @@ def test_removebg_auto_format_is_jpeg_only_without_transparency(fields: dict, fi
     [("preview", "png", 250_000), ("small", "png", 250_000), ("regular", "jpg", 250_000),
      ("medium", "png", 1_500_000), ("hd", "png", 4_000_000), ("full", "png", 10_000_000),
      ("auto", "png", 10_000_000), ("4k", "jpg", 25_000_000), ("full", "zip", 25_000_000),
-     ("50MP", "png", 50_000_000)],
+     ("50MP", "jpg", 50_000_000), ("50MP", "png", 10_000_000)],  # remove.bg keeps a PNG to 10 MP
 )
 def test_removebg_sizes_limit_the_pixels(size: str, fmt: str, max_pixels: int) -> None:
     assert parse_removebg({**URL, "size": size, "format": fmt}).layout.max_pixels == max_pixels
@@ -120,8 +121,11 @@ def test_removebg_scale_and_position(scale: str | None, position: str, placement
     assert parse_removebg(fields).layout.placement == placement
 
 
-@pytest.mark.parametrize(("accept", "json_answer"), [("application/json", True), ("Application/JSON; q=1", True),
-                                                     ("image/*", False), ("", False)])
+@pytest.mark.parametrize(("accept", "json_answer"), [
+    ("application/json", True), ("Application/JSON; q=1", True), ("image/*", False), ("", False),
+    ("application/json, text/plain, */*", False),  # axios's default, as remove.bg's sample sends it: the image
+    ("application/json, */*;q=0.8", True), ("image/png;q=0.5, application/json", True),
+    ("application/json;q=0.5, image/png", False), ("application/json;q=bad", False)])
 def test_removebg_answers_json_when_accepted(accept: str, json_answer: bool) -> None:
     assert parse_removebg(URL, accept=accept).json_answer is json_answer
 
@@ -290,14 +294,29 @@ def test_rembg_with_nothing_served_under_its_names_says_so() -> None:
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("1", True), ("ON", True), ("y", True), ("false", False),
                                              ("0", False), ("no", False), (" off ", False)])
 def test_rembg_flags(text: str, value: bool) -> None:
-    request = parse_rembg({"a": text, "om": text, "ppm": text})
-    assert (request.refine, request.only_mask, request.post_process_mask) == (value, value, value)
+    request = parse_rembg({"a": text, "ppm": text})
+    assert (request.refine, request.post_process_mask) == (value, value)
+    assert parse_rembg({"om": text}).only_mask is value
 
 
 @pytest.mark.parametrize("name", ["a", "om", "ppm"])
 def test_rembg_flag_errors_name_the_flag(name: str) -> None:
     problem = rembg_problem({name: "maybe"}, where="query")
     assert (problem["type"], problem["loc"], problem["input"]) == ("bool_parsing", ["query", name], "maybe")
+
+
+def test_rembg_only_the_mask_comes_without_matting() -> None:
+    # rembg returns the (post-processed) mask for om before any alpha matting: no colours to estimate either
+    soft = np.zeros((60, 60), np.uint8)
+    soft[:, :30] = 250  # sure foreground once snapped (above af 240), away from the edge by more than ae 10
+    soft[:, 30:34] = 128
+    matted = parse_rembg({"a": "true"})
+    assert matted.refine and (matted.shape_mask(soft)[20:40, 12:18] == 255).all()
+    mask_only = parse_rembg({"a": "true", "om": "true"})
+    assert not mask_only.refine and np.array_equal(mask_only.shape_mask(soft), soft)
+    # ppm first, then the matting's snap, as rembg runs them
+    both = parse_rembg({"a": "true", "ppm": "true"})
+    assert np.array_equal(both.shape_mask(soft), matted.shape_mask(parse_rembg({"ppm": "true"}).shape_mask(soft)))
 
 
 def test_rembg_thresholds_and_erosion() -> None:
@@ -318,12 +337,13 @@ def test_rembg_integer_errors_are_fastapis(name: str, text: str, kind: str) -> N
 
 def test_rembg_background_colour() -> None:
     assert parse_rembg({}, {"bgc": "0,0,255,128"}).layout.bg_color == (0, 0, 255, 128)
+    assert parse_rembg({}, {"bgc": "0,0,255"}).layout.bg_color == (0, 0, 255, 255)  # as Pillow reads three
     assert parse_rembg({}, {"bgc": ""}).layout.bg_color is None
     only_mask = parse_rembg({"om": "true"}, {"bgc": "0,0,255,255"}).layout
     assert (only_mask.channels, only_mask.bg_color) == ("alpha", None)
 
 
-@pytest.mark.parametrize("text", ["1,2,3", "0,0,256,0", "a,b,c,d", "-1,0,0,0", "1,2,3,4,5", "#00ff00"])
+@pytest.mark.parametrize("text", ["1,2", "0,0,256,0", "a,b,c,d", "-1,0,0,0", "1,2,3,4,5", "#00ff00"])
 def test_rembg_background_colour_errors(text: str) -> None:
     problem = rembg_problem({}, {"bgc": text})
     assert (problem["loc"], problem["input"]) == (["query", "bgc"], text)
