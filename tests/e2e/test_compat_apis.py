@@ -104,7 +104,7 @@ def test_rembg_errors_keep_fastapis_shape(service: str) -> None:
     assert problem["type"] == "less_than_equal"
     assert_rembg_detail(httpx.get(f"{service}/api/remove", params={"url": "http://x", "a": "maybe"}, timeout=60,
                                   trust_env=False), 422, ["query", "a"])
-    assert_rembg_detail(rembg_post(service, encode(red_square()), query="?bgc=1,2,3"), 422, ["query", "bgc"])
+    assert_rembg_detail(rembg_post(service, encode(red_square()), query="?bgc=1,2"), 422, ["query", "bgc"])
     assert_rembg_detail(rembg_post(service, encode(red_square()), query='?extras={"sam_prompt":[]}'), 422,
                         ["query", "extras"])
     no_file = httpx.post(f"{service}/api/remove", data={"model": "birefnet-general"}, timeout=60, trust_env=False)
