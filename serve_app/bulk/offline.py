@@ -113,13 +113,18 @@ class SegmentBatch:
         column = np.empty(count, dtype=object)
         for i in range(count):
             column[i] = np.zeros((1, 1), np.uint8)
+        codes, reasons = batch["code"].copy(), batch["reason"].copy()
         for i, mask in zip(usable, masks, strict=True):
-            column[i] = mask
+            if isinstance(mask, BaseException):  # out of device memory even in a pass of its own: it alone fails
+                codes[i], reasons[i] = "out_of_memory", f"the GPU ran out of memory on this image even alone: {mask}"
+            else:
+                column[i] = mask
         # The forward pass's size, on its first row (0 on the others): the run's batch-size histogram counts them.
         batch_images = np.zeros(count, dtype=np.int64)
         if usable:
             batch_images[usable[0]] = len(usable)
-        return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "mask": column, "batch_images": batch_images,
+        return {**{name: batch[name] for name in MODEL_OUTPUT_COLUMNS}, "code": codes, "reason": reasons,
+                "mask": column, "batch_images": batch_images,
                 "model_node": np.full(count, self._node_id, dtype=object)}
 
 

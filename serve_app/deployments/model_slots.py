@@ -26,10 +26,15 @@ import numpy as np
 from ray import serve
 
 from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DeviceClock, DevicePasses
-from serve_app.protocol import EncodedJpeg, ReducedImage
+from serve_app.protocol import EncodedJpeg, ModelNotReady, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings
 
 logger = logging.getLogger("ray.serve")
+
+# Passes without running out of memory after which a split's lower batch limit doubles back up.
+PASSES_BEFORE_RAISING_THE_LIMIT = 200
+# Retry-After for an image that ran out of device memory alone: the passes around it finish in about that.
+OUT_OF_MEMORY_RETRY_AFTER_S = 2
 
 
 class ModelUnavailable(Exception):
@@ -93,6 +98,8 @@ class ModelSlot:
         self.batch_settings = settings.batching or defaults
         self.live_max_batch_size = self.batch_settings.max_batch_size
         self.fitting_batch: int | None = None  # the largest batch known to fit (None: no limit found)
+        self._probed_fit: int | None = None  # the memory probe's limit, which a split's never goes above again
+        self._passes_since_split = 0
         self._probed_up_to = 0
         self.in_use = 0  # calls holding it (ModelSlots.use) until their masks are back: never unloaded meanwhile
         self.last_used = time.monotonic()
@@ -109,11 +116,16 @@ class ModelSlot:
 
     async def masks(self, image: np.ndarray | ReducedImage | Any) -> tuple[np.ndarray, DeviceBatch]:
         """The mask of one image (pixels, a reduced copy or `decode`'s tensor), from a pass shared with the calls
-        for this model that arrive meanwhile."""
+        for this model that arrive meanwhile. ModelNotReady (a 503 with Retry-After) when the device ran out of
+        memory on this image even in a pass of its own."""
         self._loop = self._loop or asyncio.get_running_loop()
         # Set before joining: the pass this call starts gathers the calls arriving until the device frees.
         self._batched.set_batch_wait_timeout_s(self.passes.wait_s(self.batch_settings.batch_wait_timeout_s))
-        return await self._batched(image)
+        mask, batch = await self._batched(image)
+        if isinstance(mask, BaseException):
+            raise ModelNotReady(f"the GPU ran out of memory on this image even alone ({type(mask).__name__}); "
+                                "retry shortly", OUT_OF_MEMORY_RETRY_AFTER_S)
+        return mask, batch
 
     async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:
         masks, batch = await self.passes.run(images)
@@ -135,7 +147,7 @@ class ModelSlot:
             started = time.perf_counter()
             fits = self.model.probe_batch_limit(ceiling, self.settings.memory_headroom_fraction)
             # Everything up to the ceiling fitting says nothing about larger batches: no limit then.
-            self.fitting_batch = fits if fits < ceiling else None
+            self.fitting_batch = self._probed_fit = fits if fits < ceiling else None
             self.startup["memory_probe_s"] = round(time.perf_counter() - started, 1)
             logger.info("%s: memory probe up to a batch of %d: %d fits", self.name, ceiling, fits)
         self._apply_batch_limit()
@@ -149,12 +161,26 @@ class ModelSlot:
         """Called from the model thread when a batch of `failed_size` ran out of memory (and is being split)."""
         self._metrics.split(self.name)
         self.fitting_batch = max(1, min(self.fitting_batch or failed_size, failed_size // 2))
+        self._passes_since_split = 0
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
     def _count_batch(self, size: int) -> None:
         self.batch_sizes[size] += 1
         self._metrics.batch(self.name, size)
+        # A split's lower limit is no measure of the memory (another model's pass, a large upload's resize may have
+        # held it): after enough passes without one, the limit doubles back towards the probe's, one step at a time.
+        self._passes_since_split += 1
+        ceiling = self._probed_fit or self.batch_settings.max_batch_size
+        if (self.fitting_batch is not None and self.fitting_batch < ceiling
+                and self._passes_since_split >= PASSES_BEFORE_RAISING_THE_LIMIT):
+            self._passes_since_split = 0
+            raised = min(self.fitting_batch * 2, ceiling)
+            self.fitting_batch = self._probed_fit if raised >= ceiling else raised  # at the top: as before the split
+            logger.info("%s: no batch ran out of memory in %d passes: batch limit back up to %d", self.name,
+                        PASSES_BEFORE_RAISING_THE_LIMIT, raised)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._apply_batch_limit)
 
     def close(self) -> None:
         """Free the model's device memory, after the work already queued on its thread."""

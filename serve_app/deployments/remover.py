@@ -89,7 +89,13 @@ class BackgroundRemover:
         # The first model's load counts the replica's imports too: they are what loading a model needs.
         loaded_s = time.time() - started + (self._imports_s if not self._slots.loaded else 0.0)
         warm_up_started = time.perf_counter()
-        model.warm_up(settings.warmup_batch_size)
+        try:
+            model.warm_up(settings.warmup_batch_size)
+        except BaseException:
+            # A model that failed to get ready frees its device memory and stops its compile thread now: a load on
+            # first use is tried again, and each failed copy would otherwise hold the device until collected.
+            model.close()
+            raise
         logger.info("%s: warm-up took %.2f s", settings.served_name, time.perf_counter() - warm_up_started)
         # Where a start-up goes (/v1/info): the model's load includes its compiled buckets (compile_warmup).
         startup = {"imports_s": round(self._imports_s, 1), "model_load_s": round(loaded_s, 1),
@@ -138,6 +144,8 @@ class BackgroundRemover:
                     refine_ms = (time.perf_counter() - started) * 1000
         except ModelUnavailable as error:
             raise ModelNotReady(str(error), self._slots.retry_after_s()) from None
+        except ModelNotReady:  # the image ran out of device memory alone: its own 503, the device is fine
+            raise
         except Exception as error:
             # A call that arrived after the break was held above: whoever gets here may be in the failing batch.
             raise await self._guard.classify(error) from error

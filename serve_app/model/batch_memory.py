@@ -23,10 +23,22 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SplitPending:
-    """A batch that ran as smaller parts after an out-of-memory error: their masks, in order."""
+class FailedImage:
+    """An image that ran out of device memory in a pass of its own: its result is the error, for its caller alone
+    (its batch-mates ran without it)."""
 
-    parts: list[Pending]
+    error: BaseException
+
+    def result(self) -> list[Any]:
+        return [self.error]
+
+
+@dataclass
+class SplitPending:
+    """A batch that ran as smaller parts after an out-of-memory error: their masks, in order (a FailedImage's
+    error in its place)."""
+
+    parts: list[Pending | FailedImage]
 
     def result(self) -> list[np.ndarray]:
         return [mask for part in self.parts for mask in part.result()]
@@ -36,13 +48,16 @@ def submit_split_on_out_of_memory(submit: Callable[[Sequence[Any]], Pending], im
                                   device: torch.device, on_split: Callable[[int], None]) -> Pending:
     """`submit(images)`, or, where the device runs out of memory on it, the batch submitted again in halves
     (recursively), so that no image fails because its batch-mates made the batch too big. `on_split` hears each
-    size that failed; a batch of one that fails raises."""
+    size that failed. An image that runs out of memory alone gets the error as its result (FailedImage), in a
+    split batch and in a batch of one alike: it fails alone."""
     started = time.perf_counter()
     try:
         return submit(images)
-    except torch.cuda.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as error:
         if len(images) < 2:
-            raise
+            release_cached_memory(device)
+            logger.warning("out of device memory on one image in a pass of its own: it alone fails")
+            return FailedImage(error)
     failed = time.perf_counter()
     release_cached_memory(device)  # waits for the part of the pass already queued on the device
     logger.warning("out of device memory on a batch of %d (%.1f s to fail, %.1f s to drain the device and free "

@@ -259,8 +259,13 @@ class BackgroundRemovalModel:
     def predict(self, images: Sequence[ModelImage]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
         sizes, in order, as (H, W) uint8. Images may also be `decode_jpeg()`'s tensors, already on the device, or
-        ReducedImages, whose masks have their `size`."""
-        return self.submit(images).result()
+        ReducedImages, whose masks have their `size`. Raises the device's out-of-memory error if an image ran out
+        of memory even in a pass of its own (submit() gives it as that image's result instead)."""
+        masks = self.submit(images).result()
+        for mask in masks:
+            if isinstance(mask, BaseException):
+                raise mask
+        return masks
 
     @torch.inference_mode()
     def decode_jpeg(self, encoded: EncodedJpeg) -> torch.Tensor:
@@ -297,7 +302,8 @@ class BackgroundRemovalModel:
         On CUDA nothing here waits for the GPU, so a caller can queue the next batch while this one runs and
         the device never idles between batches. A batch that runs out of device memory is retried in halves
         (recursively), so no image fails because its batch-mates made the batch too big; `on_out_of_memory`
-        hears the size that failed, so the caller can lower its batch limit.
+        hears the size that failed, so the caller can lower its batch limit. An image that runs out of memory in a
+        pass of its own has the error as its result, in its place among the masks: it alone fails.
         """
         return submit_split_on_out_of_memory(self._submit, images, self.device, self._count_split)
 

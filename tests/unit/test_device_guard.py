@@ -48,13 +48,33 @@ def test_a_jpeg_the_replica_cannot_decode_is_the_files_failure_without_a_look_at
 def test_a_broken_device_fails_the_batch_with_device_failed_exits_once_and_fails_health() -> None:
     device = Device(works=False)
     guard = DeviceGuard(device.check, device.exit)
-    first = asyncio.run(guard.classify(RuntimeError("CUDA error: an illegal memory access")))
-    second = asyncio.run(guard.classify(RuntimeError("CUDA error")))
+    failure = RuntimeError("CUDA error: an illegal memory access")  # Serve gives every call of the batch this one
+    first = asyncio.run(guard.classify(failure))
+    second = asyncio.run(guard.classify(failure))
     assert isinstance(first, DeviceFailed) and isinstance(second, DeviceFailed)
     assert "device-side assert" in str(first)
     assert (device.checks, device.exits) == (1, 1)
     with pytest.raises(DeviceFailed):
         guard.check_health()
+
+
+def test_passes_queued_behind_the_failing_one_are_held_and_retried_not_failed() -> None:
+    # Batches failing together (the one that broke the device, and those queued behind it that found it broken)
+    # ask the device once; only the first batch's calls get the 503, the others' are held until the exit and the
+    # ingress retries them on the new replica.
+    device = Device(works=False)
+    guard = DeviceGuard(device.check, device.exit)
+    breaking, queued = RuntimeError("CUDA error: an illegal memory access"), RuntimeError("CUDA error")
+
+    async def both() -> list:
+        calls = [asyncio.ensure_future(guard.classify(error)) for error in (breaking, breaking, queued, queued)]
+        await asyncio.sleep(0.2)
+        return [call.result() if call.done() else "held" for call in calls]
+
+    outcomes = asyncio.run(both())
+    assert [type(outcome).__name__ if outcome != "held" else outcome for outcome in outcomes] == [
+        "DeviceFailed", "DeviceFailed", "held", "held"]
+    assert (device.checks, device.exits) == (1, 1)
 
 
 def test_calls_arriving_after_the_break_are_held_until_the_exit_not_failed() -> None:

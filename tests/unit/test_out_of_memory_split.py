@@ -79,6 +79,31 @@ def test_a_single_image_that_does_not_fit_fails_with_the_memory_error(network: t
         model.predict(photos(1))
 
 
+class RunsOutOfMemoryOnBlack(torch.nn.Module):
+    """The tiny segmenter, failing like a full GPU on any batch that holds an all-black image (a stand-in for an
+    image too large for the memory left even alone)."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels: torch.Tensor):
+        if bool((pixels.flatten(1).amax(dim=1) < -1.5).any()):  # black, normalised with ImageNet's mean and std
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate a lot")
+        return self.network(pixels)
+
+
+def test_an_image_that_does_not_fit_alone_fails_alone_and_its_batch_mates_get_their_masks(
+        network: torch.nn.Module) -> None:
+    images = photos(5)
+    images[2] = np.zeros_like(images[2])
+    expected = model_on(network).predict([image for index, image in enumerate(images) if index != 2])
+    results = model_on(RunsOutOfMemoryOnBlack(network)).submit(images).result()
+    assert isinstance(results[2], torch.cuda.OutOfMemoryError)
+    for mask, reference in zip(results[:2] + results[3:], expected, strict=True):
+        np.testing.assert_array_equal(mask, reference)
+
+
 def test_other_errors_are_not_retried() -> None:
     class Broken(torch.nn.Module):
         calls = 0

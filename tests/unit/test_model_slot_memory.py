@@ -1,0 +1,87 @@
+"""A model replica's batch limit against device memory: an image that runs out of memory in a pass of its own is
+answered 503 alone, and the lower limit a split set climbs back after passes that fit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serve_app.deployments import model_slots
+from serve_app.deployments.batching import DeviceClock
+from serve_app.deployments.model_slots import ModelSlot
+from serve_app.model.batch_memory import FailedImage
+from serve_app.protocol import ModelNotReady
+from serve_app.settings import BatchSettings, ModelSettings
+
+
+class Masks:
+    def __init__(self, results: list):
+        self.results = results
+
+    def result(self) -> list:
+        return self.results
+
+
+class FakeModel:
+    """Masks of ones, except for images equal to 0, which ran out of memory even alone."""
+
+    forward_executor = None
+    on_out_of_memory = None
+
+    def submit(self, images: list) -> Masks | FailedImage:
+        if len(images) == 1 and images[0] == 0:
+            return FailedImage(MemoryError("CUDA out of memory"))
+        return Masks([np.ones((2, 2), np.uint8) for _ in images])
+
+
+class Metrics:
+    def batch(self, model: str, size: int) -> None: ...
+    def split(self, model: str) -> None: ...
+
+
+def slot(max_batch_size: int = 8) -> ModelSlot:
+    return ModelSlot(ModelSettings(model_id="/models/m"), FakeModel(), DeviceClock(),
+                     BatchSettings(max_batch_size=max_batch_size), Metrics(), {})
+
+
+class Batched:
+    """Serve's batch queue (which needs a replica around it) stood in for by the slot's own pass, one call each."""
+
+    def __init__(self, one: ModelSlot):
+        self.one = one
+
+    def set_batch_wait_timeout_s(self, seconds: float) -> None: ...
+
+    async def __call__(self, image: object) -> tuple:
+        [result] = await self.one._run_batch([image])
+        return result
+
+
+def test_an_image_out_of_memory_alone_is_answered_503_and_its_neighbours_their_masks() -> None:
+    async def run() -> list:
+        one = slot()
+        one._batched = Batched(one)
+        return await asyncio.gather(one.masks(1), one.masks(0), return_exceptions=True)
+
+    good, failed = asyncio.run(run())
+    assert isinstance(failed, ModelNotReady) and "ran out of memory on this image even alone" in str(failed)
+    assert failed.retry_after_s == model_slots.OUT_OF_MEMORY_RETRY_AFTER_S
+    assert good[0].shape == (2, 2)
+
+
+@pytest.mark.parametrize(("probed", "after_split", "back_to"), [(None, 4, None), (4, 2, 4)])
+def test_a_split_lowers_the_limit_and_passes_that_fit_raise_it_back(probed: int | None, after_split: int,
+                                                                     back_to: int | None) -> None:
+    # back to the probe's limit where it found one, else to none at all (the configured maximum)
+    one = slot(max_batch_size=8)
+    one.fitting_batch = one._probed_fit = probed
+    one._lower_batch_limit(probed or 8)
+    assert one.fitting_batch == after_split
+    for _ in range(model_slots.PASSES_BEFORE_RAISING_THE_LIMIT - 1):
+        one._count_batch(after_split)
+    assert one.fitting_batch == after_split  # not yet
+    for _ in range(model_slots.PASSES_BEFORE_RAISING_THE_LIMIT * 3):
+        one._count_batch(after_split)
+    assert one.fitting_batch == back_to
