@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Literal, get_args
@@ -234,6 +235,19 @@ class IngressSettings(StrictModel):
         description=f"File of API keys, one per line (# comments). With it, or with ${API_KEYS_ENV} set, every "
         "route but /healthz, /readyz and the page (/, /page/*) needs 'Authorization: Bearer <key>'.",
     )
+    cors_allow_origins: tuple[str, ...] = Field(
+        (), description="Origins whose web pages may call the APIs from a browser (CORS), such as "
+        "'https://app.example.com', or '*' for any, as rembg's server allows. Empty: none but the service's own "
+        "(its page at / needs none).",
+    )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _valid_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"an origin is '*' or scheme://host[:port] with no path, got {origin!r}")
+        return value
 
     @field_validator("url_allow_networks")
     @classmethod

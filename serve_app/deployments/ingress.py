@@ -27,6 +27,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import __version__, compose, imaging
@@ -112,6 +113,34 @@ class RequireApiKey:
 
 
 api.add_middleware(RequireApiKey)
+
+
+# What a page from another origin may read of an answer, besides the body: the geometry, timings and Retry-After.
+EXPOSED_HEADERS = ["X-Width", "X-Height", "X-Type", "X-Foreground-Top", "X-Foreground-Left", "X-Foreground-Width",
+                   "X-Foreground-Height", "Server-Timing", "Retry-After"]
+
+
+class AllowedOrigins:
+    """CORS for the origins of `cors_allow_origins` (none by default), Starlette's middleware once the ingress
+    replica has read them (the app is built before). Outside the API-key check: a browser's preflight carries no
+    key. The answers' own headers (X-Width, X-Foreground-*, Server-Timing...) are readable by the page."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self._cors: tuple[tuple[str, ...], ASGIApp] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origins: tuple[str, ...] = getattr(scope["app"].state, "cors_origins", ()) if scope["type"] == "http" else ()
+        if not origins:
+            await self.app(scope, receive, send)
+            return
+        if self._cors is None or self._cors[0] != origins:
+            self._cors = (origins, CORSMiddleware(self.app, allow_origins=list(origins), allow_methods=["*"],
+                                                  allow_headers=["*"], expose_headers=EXPOSED_HEADERS))
+        await self._cors[1](scope, receive, send)
+
+
+api.add_middleware(AllowedOrigins)
 
 
 @api.exception_handler(ApiError)
@@ -215,6 +244,7 @@ class Ingress:
         self._default_model: str = served["default"]
         self._model_aliases: dict[str, str] = dict(served.get("aliases") or {})
         api.state.api_keys = load_api_keys(self.settings)
+        api.state.cors_origins = self.settings.cors_allow_origins
         self.remover = remover
         self.fetcher = ImageFetcher(self.settings)
         self.results = ResultStore(self.settings.resolved_result_dir(), self.settings.result_ttl_s)

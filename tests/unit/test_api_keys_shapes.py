@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from serve_app.compat.rembg import RembgError
 from serve_app.compat.removebg import RemoveBgError
-from serve_app.deployments.ingress import RequireApiKey, _in_route_shape
+from serve_app.deployments.ingress import AllowedOrigins, RequireApiKey, _in_route_shape
 from serve_app.errors import ApiError, InvalidOption
 
 NATIVE, REMBG, REMOVEBG = "/v1/remove-background", "/api/remove", "/v1.0/removebg"
@@ -129,3 +129,41 @@ def test_routing_errors_and_failures_answer_in_the_shape_of_the_api_called(metho
 
     response = TestClient(api, raise_server_exceptions=False).request(method, path)
     assert response.status_code == status and set(response.json()) == {shape}
+
+
+def cors_client(origins: tuple[str, ...]) -> TestClient:
+    app = FastAPI()
+    app.state.api_keys, app.state.cors_origins = (KEY,), origins
+    app.add_middleware(RequireApiKey)
+    app.add_middleware(AllowedOrigins)
+
+    @app.post(REMBG)
+    async def answer() -> dict:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization"}
+
+
+def test_pages_from_allowed_origins_may_call_the_api_and_read_its_headers() -> None:
+    # the browser's preflight carries no key, and must not meet the key check; the call itself still needs one
+    client = cors_client(("https://app.example",))
+    preflight = client.options(REMBG, headers=PREFLIGHT)
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    call = client.post(REMBG, headers={"Origin": "https://app.example", "Authorization": f"Bearer {KEY}"})
+    assert call.status_code == 200 and call.headers["access-control-allow-origin"] == "https://app.example"
+    assert "X-Foreground-Top" in call.headers["access-control-expose-headers"]
+    assert client.post(REMBG, headers={"Origin": "https://app.example"}).status_code == 401
+    other = client.options(REMBG, headers={**PREFLIGHT, "Origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_no_origin_is_allowed_by_default() -> None:
+    client = cors_client(())
+    assert "access-control-allow-origin" not in client.options(REMBG, headers=PREFLIGHT).headers
+    call = client.post(REMBG, headers={"Origin": "https://app.example", "Authorization": f"Bearer {KEY}"})
+    assert call.status_code == 200 and "access-control-allow-origin" not in call.headers

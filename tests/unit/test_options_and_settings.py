@@ -137,3 +137,15 @@ def test_several_models_the_default_and_their_names() -> None:
 def test_model_lists_that_cannot_work_fail_at_start_up(raw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_app_args(raw)
+
+
+@pytest.mark.parametrize(("origins", "ok"), [(("*",), True), (("https://app.example", "http://127.0.0.1:8080"), True),
+                                             (("https://app.example/page",), False), (("app.example",), False)])
+def test_cors_origins_are_star_or_a_scheme_and_host(origins: tuple[str, ...], ok: bool) -> None:
+    from serve_app.settings import IngressSettings
+
+    if ok:
+        assert IngressSettings(cors_allow_origins=origins).cors_allow_origins == origins
+    else:
+        with pytest.raises(ValueError, match="an origin is"):
+            IngressSettings(cors_allow_origins=origins)
