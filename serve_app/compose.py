@@ -285,26 +285,30 @@ def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray:
     return _over(rgba, np.broadcast_to(np.asarray(color, np.uint8), (height, width, 4)))
 
 
-def _encode(pixels: np.ndarray, fmt: str, layout: Layout, png_pool: Executor | None, png_threads: int) -> bytes:
+def _encode(pixels: np.ndarray, fmt: str, layout: Layout, png_pool: Executor | None, png_threads: int,
+            icc_profile: bytes | None = None) -> bytes:
+    """`pixels` in `fmt`; `icc_profile`, the colours' RGB profile, goes along with colour pixels."""
     if fmt in ("png", "webp"):
         return imaging.encode_image(pixels, cast(imaging.OutputFormat, fmt), webp_quality=layout.webp_quality,
-                                    png_pool=png_pool,
-                                    png_threads=png_threads)
+                                    png_pool=png_pool, png_threads=png_threads, icc_profile=icc_profile)
     imaging.check_fits_format(pixels, fmt)
     buffer = io.BytesIO()
     image = Image.fromarray(pixels)
     if image.mode == "RGBA":  # JPEG has no alpha: already composited onto the background above
         image = image.convert("RGB")
-    image.save(buffer, format="JPEG", quality=layout.jpeg_quality)
+    image.save(buffer, format="JPEG", quality=layout.jpeg_quality,
+               **({"icc_profile": icc_profile} if icc_profile and pixels.ndim == 3 else {}))
     return buffer.getvalue()
 
 
-def _zip(rgba: np.ndarray, layout: Layout, png_pool: Executor | None, png_threads: int) -> bytes:
+def _zip(rgba: np.ndarray, layout: Layout, png_pool: Executor | None, png_threads: int,
+         icc_profile: bytes | None = None) -> bytes:
     """remove.bg's ZIP: `color.jpg` (the colours, no transparency) and `alpha.png` (the alpha), to be combined by
     the client; smaller than one RGBA PNG for large photos."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("color.jpg", _encode(np.ascontiguousarray(rgba[..., :3]), "jpg", layout, None, 1))
+        archive.writestr("color.jpg", _encode(np.ascontiguousarray(rgba[..., :3]), "jpg", layout, None, 1,
+                                              icc_profile))
         archive.writestr("alpha.png", _encode(np.ascontiguousarray(rgba[..., 3]), "png", layout, png_pool,
                                               png_threads))
     return buffer.getvalue()
@@ -337,9 +341,10 @@ def render_cutout(image: imaging.DecodedImage, mask: np.ndarray, layout: Layout,
         data = _encode(pixels, fmt, layout, png_pool, png_threads)
         return Rendered(data, MEDIA_TYPES[fmt], width, height, foreground)
     if layout.format == "zip":
-        return Rendered(_zip(rgba, layout, png_pool, png_threads), MEDIA_TYPES["zip"], width, height, foreground)
+        return Rendered(_zip(rgba, layout, png_pool, png_threads, image.icc_profile), MEDIA_TYPES["zip"], width,
+                        height, foreground)
     pixels = _with_background(rgba, layout)
     if layout.format == "jpg" and pixels.shape[2] == 4:  # a see-through colour: what shows through is white
         pixels = _over(pixels, np.full((height, width, 3), 255, np.uint8))
-    data = _encode(pixels, layout.format, layout, png_pool, png_threads)
+    data = _encode(pixels, layout.format, layout, png_pool, png_threads, image.icc_profile)
     return Rendered(data, MEDIA_TYPES[layout.format], width, height, foreground)

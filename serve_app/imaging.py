@@ -9,7 +9,7 @@ import io
 import re
 import warnings
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -74,6 +74,9 @@ class DecodedImage:
     # model replica (nvJPEG) stands for these pixels: nvJPEG reports no error for a scan cut short and leaves the
     # rows it did not reach as its output memory held them, possibly another photo's.
     clean_jpeg_scan: bool = False
+    # The upload's RGB colour profile (ICC), carried into the cut-out: its colours are in that space (an iPhone's
+    # Display P3, a camera's Adobe RGB), and a file without the profile would be read as sRGB. None: sRGB as is.
+    icc_profile: bytes | None = None
 
     @property
     def rgb(self) -> np.ndarray:
@@ -125,19 +128,29 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
             raise PayloadTooLarge(
                 f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
             )
+        profile = rgb_profile(image.info.get("icc_profile"))
         try:
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
                 rgbx = _decode_jpeg(data)
                 if rgbx is not None:
-                    return DecodedImage(_upright(rgbx, _orientation(image)), None, clean_jpeg_scan=True)
+                    return DecodedImage(_upright(rgbx, _orientation(image)), None, clean_jpeg_scan=True,
+                                        icc_profile=profile)
             image.seek(0)  # animated GIF/WebP/APNG: the first frame
             image.load()
             _apply_orientation(image)
-            return _to_rgb(image)
+            return replace(_to_rgb(image), icc_profile=profile)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
             raise InvalidImage(f"the image data is corrupt or truncated: {error}") from None
         except RuntimeError as error:  # libheif lacks the codec inside, say AV1 in a file branded HEIC
             raise UnsupportedMediaType(f"cannot decode the pixels of this {image.format} file: {error}") from None
+
+
+def rgb_profile(profile: object) -> bytes | None:
+    """An ICC profile the cut-out can carry: one for RGB data (a grey or CMYK upload's would not describe the RGB
+    pixels it becomes), else None."""
+    if isinstance(profile, bytes) and len(profile) >= 128 and profile[16:20] == b"RGB ":
+        return profile
+    return None
 
 
 def _jpeg_header(data: bytes, max_pixels: int) -> tuple[int, int, int] | None:
@@ -343,19 +356,22 @@ def check_fits_format(pixels: np.ndarray, fmt: str) -> None:
 
 
 def encode_image(pixels: np.ndarray, fmt: OutputFormat, *, webp_quality: int = 90,
-                 png_pool: Executor | None = None, png_threads: int = 1) -> bytes:
+                 png_pool: Executor | None = None, png_threads: int = 1, icc_profile: bytes | None = None) -> bytes:
     """Encode (H, W), (H, W, 3) or (H, W, 4) uint8 pixels; a PNG's row stripes run on `png_pool` when given
-    (`png_threads`: its thread count, which the stripes are sized to).
+    (`png_threads`: its thread count, which the stripes are sized to). `icc_profile`: the colours' RGB profile,
+    carried along (not with grey pixels, which it does not describe).
 
     Fully transparent pixels lose their colour: (0, 0, 0, 0) in a PNG, whatever libwebp makes of them in a WebP
     (Pillow's default `exact=False`). Nobody sees them, and the files are smaller and faster to make."""
+    profile = icc_profile if pixels.ndim == 3 else None
     if fmt == "png":
         return png.encode_png(pixels, png_pool, clear_transparent=pixels.ndim == 3 and pixels.shape[2] == 4,
-                              threads=png_threads)
+                              threads=png_threads, icc_profile=profile)
     if fmt == "webp":
         check_fits_format(pixels, fmt)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="WEBP", quality=webp_quality, method=WEBP_METHOD)
+        Image.fromarray(pixels).save(buffer, format="WEBP", quality=webp_quality, method=WEBP_METHOD,
+                                     **({"icc_profile": profile} if profile else {}))
         return buffer.getvalue()
     raise InvalidOption(f"format must be one of {sorted(MEDIA_TYPES)}, got {fmt!r}")
 
@@ -370,6 +386,7 @@ def render(image: DecodedImage, mask: np.ndarray, fmt: OutputFormat, *, only_mas
         # RGBX (a JPEG): the PNG stripes write the alpha on png_pool's threads as they filter their rows, where
         # compose_result would write it first in one pass on this thread (~3 ms for 4 MP)
         return png.encode_png(image.pixels, png_pool, alpha=cutout_alpha(image, mask), clear_transparent=True,
-                              threads=png_threads)
+                              threads=png_threads, icc_profile=image.icc_profile)
     pixels = compose_result(image, mask, only_mask=only_mask, bg_color=bg_color, reuse_pixels=True)
-    return encode_image(pixels, fmt, webp_quality=webp_quality, png_pool=png_pool, png_threads=png_threads)
+    return encode_image(pixels, fmt, webp_quality=webp_quality, png_pool=png_pool, png_threads=png_threads,
+                        icc_profile=image.icc_profile)

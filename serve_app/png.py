@@ -38,7 +38,7 @@ DEFAULT_STRIPE_BYTES = 1 << 20
 
 def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.ndarray | None = None,
                clear_transparent: bool = False, stripe_bytes: int = DEFAULT_STRIPE_BYTES, threads: int = 1,
-               level: int = 1) -> bytes:
+               level: int = 1, icc_profile: bytes | None = None) -> bytes:
     """PNG of (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA uint8 pixels; stripes run on `pool` when given.
 
     Stripes are ~`stripe_bytes` of pixels each; with `threads` (the pool's), a multiple of that many equal ones.
@@ -51,6 +51,9 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     by the stripes and with `pixels` unchanged. Nobody sees those colours, and runs of zeros deflate at a fraction
     of the cost of photo noise: a cut-out with half its area transparent compresses in well under an opaque one's
     time, to about half the bytes; one with none takes a little longer.
+
+    With `icc_profile` (an RGB profile; RGB or RGBA pixels only), the PNG carries it (an iCCP chunk), so that the
+    colours mean what they meant in the upload: an iPhone's photo is in Display P3, not sRGB.
     """
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ValueError(f"expected non-empty uint8 (H, W[, C]) pixels, got {pixels.dtype} {pixels.shape}")
@@ -70,6 +73,8 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     jobs = [(rows, start, min(start + per_stripe, height), level, alpha, clear_by) for start in starts]
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     parts = [_SIGNATURE, _chunk(b"IHDR", header)]
+    if icc_profile is not None and channels in (3, 4):
+        parts.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + isal_zlib.compress(icc_profile)))
     adler = 1
     for stripe_adler, stripe_length, idat_pieces in _run(_compress_stripe, jobs, pool):
         adler = adler32_combine(adler, stripe_adler, stripe_length)

@@ -308,3 +308,38 @@ def test_parse_bg_color_rejects_non_hex(text: str) -> None:
 def test_broken_file_with_known_magic_is_invalid_not_unsupported() -> None:
     with pytest.raises(InvalidImage, match="PNG"):
         decode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+
+
+def _profile(space: str) -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+
+
+@pytest.mark.parametrize("upload_format", ["JPEG", "PNG", "WEBP"])
+def test_the_uploads_colour_profile_goes_with_the_cut_out(upload_format: str) -> None:
+    # an iPhone's photo is in Display P3: without its profile the cut-out's colours would be read as sRGB
+    from serve_app import compose
+
+    profile = _profile("sRGB")  # any RGB profile: the test follows the bytes
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format=upload_format, icc_profile=profile)
+    decoded = decode_image(buffer.getvalue(), max_pixels=10_000)
+    assert decoded.icc_profile == profile
+    mask = np.full((40, 60), 255, np.uint8)
+    for fmt in ("png", "webp"):
+        answer = Image.open(io.BytesIO(render(decode_image(buffer.getvalue(), max_pixels=10_000), mask, fmt)))
+        assert answer.info.get("icc_profile") == profile, fmt
+    for layout in (compose.Layout(format="jpg"), compose.Layout(format="png", crop=True)):
+        rendered = compose.render_cutout(decode_image(buffer.getvalue(), max_pixels=10_000), mask, layout)
+        assert Image.open(io.BytesIO(rendered.data)).info.get("icc_profile") == profile, layout.format
+    only_mask = render(decode_image(buffer.getvalue(), max_pixels=10_000), mask, "png", only_mask=True)
+    assert "icc_profile" not in Image.open(io.BytesIO(only_mask)).info  # grey: an RGB profile would not fit
+
+
+def test_a_profile_that_is_not_rgb_is_not_carried() -> None:
+    photo = Image.fromarray(np.zeros((10, 10, 3), np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG", icc_profile=_profile("LAB"))
+    assert decode_image(buffer.getvalue(), max_pixels=10_000).icc_profile is None
