@@ -9,15 +9,7 @@ from dataclasses import dataclass
 import httpx
 from tqdm import tqdm
 
-from serve_app.bulk.layout import (
-    LEDGER_FLUSH_EVERY,
-    Layout,
-    Ledger,
-    WorkItem,
-    job_options,
-    read_bytes,
-    write_atomically,
-)
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
 from serve_app.options import OutputOptions
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -125,7 +117,7 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
                     ledger.failed(item, "io_error", f"{type(error).__name__}: {error}")
                 progress.update(1)
                 progress.set_postfix(failed=len(ledger.failures), refresh=False)
-                if progress.n % LEDGER_FLUSH_EVERY == 0:
+                if progress.n % Ledger.FLUSH_EVERY == 0:
                     await asyncio.to_thread(ledger.write, pending=len(pending))
 
         await asyncio.gather(*(worker() for _ in range(settings.concurrency)))

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import ClassVar
 
 import fsspec
 from fsspec.core import split_protocol, strip_protocol, url_to_fs
@@ -36,7 +37,6 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
 JOB_NAME = "_job.json"
-LEDGER_FLUSH_EVERY = 200  # images; a killed run's files lose at most this much (a rerun redoes those images)
 
 
 def job_options(options: OutputOptions, model: str | None) -> dict:
@@ -212,6 +212,8 @@ def read_bytes(source: str) -> bytes:
 @dataclass
 class Ledger:
     """Counts, failures and rate of one run; written to OUTPUT/_failures.jsonl and OUTPUT/_summary.json."""
+
+    FLUSH_EVERY: ClassVar[int] = 200  # images; a killed run's files lose at most this many (a rerun redoes them)
 
     layout: Layout
     mode: str

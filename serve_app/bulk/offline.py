@@ -16,15 +16,7 @@ import numpy as np
 import ray
 
 from serve_app import imaging
-from serve_app.bulk.layout import (
-    LEDGER_FLUSH_EVERY,
-    Layout,
-    Ledger,
-    WorkItem,
-    job_options,
-    read_bytes,
-    write_atomically,
-)
+from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
 from serve_app.errors import ApiError
 from serve_app.options import OutputOptions
 from serve_app.protocol import ReducedImage
@@ -217,7 +209,7 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
             else:
                 ledger.succeeded(item)
                 nodes[outcome["model_node"]] += 1
-            if (ledger.done + len(ledger.failures)) % LEDGER_FLUSH_EVERY == 0:
+            if (ledger.done + len(ledger.failures)) % Ledger.FLUSH_EVERY == 0:
                 ledger.write(pending=len(pending))
         ledger.batch_size_histogram = {size: count for size, count in sorted(passes.items()) if size}
         ledger.images_by_model_node = dict(nodes)
