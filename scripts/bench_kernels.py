@@ -30,9 +30,10 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight, triton_deform_conv2d  # noqa: E402
+from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
+from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
 
 IMAGES = 8
 # (input side, kernel, calls per forward) of BiRefNet's deformable convolutions at 1024x1024: 64 -> 256 channels.

@@ -103,6 +103,13 @@ class ModelSettings(StrictModel):
         "the reason logged. {triton.cudagraphs: true} replays each bucket as a CUDA graph (the compiled graphs "
         "then run on one thread of their own, and torchvision's deform_conv2d is replaced as for cuda_graphs).",
     )
+    capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
+        "grid_sample", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
+        "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "
+        "recompute there: 'triton', one fused kernel that gathers the samples straight into the product "
+        "(serve_app/model/deform_triton.py), or 'grid_sample', grid_sample and a matmul (serve_app/model/"
+        "deform_conv.py). Eager execution keeps torchvision's kernel.",
+    )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     attention_precision: Literal["model", "fp32"] = Field(
         "model", description="Where a model's scaled_dot_product_attention runs on PyTorch's math kernel (BiRefNet's "

@@ -3,16 +3,17 @@ scripts/check_accuracy.py (`--kernels`): what each saves in a compiled, captured
 and what it does to the masks. One candidate alone is timed by scripts/bench_kernels.py; here they meet the rest of
 the network, the compiler and the CUDA graph.
 
-    deform     torchvision's deformable convolution runs the Triton kernel on CUDA where it applies (one weight
-               group, one offset group: all of BiRefNet's), the service's capturable form elsewhere
+    deform     the service's setting `capturable_deform_conv: triton` (serve_app/model/deform_triton.py): the
+               deformable convolution as one Triton kernel where CUDA graphs replay it
     attention  every Swin window attention layer runs flex_attention, its bias and shifted-window mask read by
                index (compiled executions only: flex_attention is a compiler template, slow when run eagerly)
     linear     every linear layer whose sizes the tensor cores' FP8 takes (multiples of 16) runs in FP8 e4m3, the
                weights scaled per output channel from their float32 values, the inputs per row as they come
 
-The downloaded code and weights stay as they are: after loading, layers are swapped or given another forward, and
-the deformable convolution's kernel is replaced for the process. Each combination compiles into a cache directory of
-its own (`cache_dir`): the compile cache's key sees the model's classes, not a forward set from outside them.
+The downloaded code and weights stay as they are: after loading, layers are swapped or given another forward. Each
+set that changes the traced forward (attention, linear) compiles into a cache directory of its own (`cache_dir`):
+the compile cache's key sees the model's classes, not a forward set from outside them. The deformable convolution
+is an operator the compiled graph calls, whatever runs it, so the service's cache serves it.
 """
 
 from __future__ import annotations
@@ -27,14 +28,7 @@ from typing import Any
 import torch
 
 from harness import kernel_candidates
-from harness.kernel_candidates import (
-    flex_window_attention,
-    fp8_linear,
-    fp8_weight,
-    triton_deform_available,
-    triton_deform_conv2d,
-)
-from serve_app.model import deform_conv
+from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight
 from serve_app.model.attention import _fused_window_attention, window_attention_layers
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
@@ -63,6 +57,7 @@ def cache_dir(base: Path, kernels: tuple[str, ...]) -> Path:
     """Where `kernels`' compiled buckets go: `base` itself without any, so that the service's cache serves those.
     The name carries a digest of the candidates' code, which a saved bucket's key does not cover: a changed
     kernel compiles afresh instead of loading the old one's trace."""
+    kernels = tuple(kernel for kernel in kernels if kernel != "deform")  # not in the trace (module docstring)
     if not kernels:
         return base
     digest = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in (kernel_candidates,
@@ -76,9 +71,7 @@ def load_model(settings: ModelSettings, kernels: tuple[str, ...]) -> BackgroundR
         raise ValueError(f"the attention kernel runs in compiled executions ({', '.join(COMPILED_EXECUTIONS)}), not "
                          f"{settings.execution}: flex_attention run eagerly computes every window pair's scores")
     if "deform" in kernels:
-        deform_conv.use_capturable_deform_conv("CUDA", triton_deform_conv2d_or_capturable)
-    elif deform_conv.capturable_deform_conv_active("CUDA"):  # an earlier model of this process put the kernel in
-        deform_conv.use_capturable_deform_conv("CUDA", deform_conv.deform_conv2d)
+        settings = settings.model_copy(update={"capturable_deform_conv": "triton"})
     base = settings.compile_cache_dir or default_compile_cache_dir()
     settings = settings.model_copy(update={"compile_cache_dir": cache_dir(base, kernels)})
     if not {"attention", "linear"} & set(kernels):
@@ -90,18 +83,6 @@ def load_model(settings: ModelSettings, kernels: tuple[str, ...]) -> BackgroundR
         flex_window_attention_layers(module)
         settings = settings.model_copy(update={"fused_window_attention": False})  # the layers have their forward
     return BackgroundRemovalModel.from_settings(settings, module=module)
-
-
-def triton_deform_conv2d_or_capturable(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor,
-                                       mask: torch.Tensor, bias: torch.Tensor, stride_h: int, stride_w: int,
-                                       pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, groups: int,
-                                       offset_groups: int, use_mask: bool) -> torch.Tensor:
-    """torchvision::deform_conv2d's kernel: the Triton one where it applies, else the service's."""
-    if input.is_cuda and triton_deform_available(input, weight, groups, offset_groups):
-        return triton_deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                                    dilation_w, use_mask)
-    return deform_conv.deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                                     dilation_w, groups, offset_groups, use_mask)
 
 
 class Fp8Linear(torch.nn.Module):

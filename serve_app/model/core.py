@@ -23,7 +23,12 @@ from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_atte
 from serve_app.model.batch_memory import probe_batch_limit, release_cached_memory, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
-from serve_app.model.deform_conv import capturable_deform_conv_active, use_capturable_deform_conv
+from serve_app.model.deform_conv import (
+    capturable_deform_conv_active,
+    capturable_deform_conv_kernel,
+    deform_conv_implementation,
+    use_capturable_deform_conv,
+)
 from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
@@ -119,7 +124,7 @@ class BackgroundRemovalModel:
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
-                 fused_window_attention: bool = True):
+                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample"):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -171,7 +176,7 @@ class BackgroundRemovalModel:
         if device.type == "cuda" and (
                 self.execution in _WITHOUT_CUDA_GRAPHS
                 or (self.execution == "compiled" and bool(self.compile_options.get("triton.cudagraphs")))):
-            use_capturable_deform_conv("CUDA")
+            use_capturable_deform_conv("CUDA", capturable_deform_conv_kernel(capturable_deform_conv))
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
         started = time.perf_counter()
         if self.execution == "cuda_graphs":
@@ -237,7 +242,8 @@ class BackgroundRemovalModel:
                         compile_options=settings.compile_options,
                         attention_precision=settings.attention_precision,
                         contiguous_attention_masks=settings.contiguous_attention_masks,
-                        fused_window_attention=settings.fused_window_attention)
+                        fused_window_attention=settings.fused_window_attention,
+                        capturable_deform_conv=settings.capturable_deform_conv)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
@@ -492,6 +498,7 @@ class BackgroundRemovalModel:
             "contiguous_attention_masks": self.contiguous_attention_masks,
             "fused_window_attention_layers": self.fused_window_attention_layers,
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
+            "deform_conv_kernel": deform_conv_implementation("CUDA") if self.device.type == "cuda" else "torchvision",
             "out_of_memory_splits": self.out_of_memory_splits,
             "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,

@@ -15,6 +15,7 @@ torchvision's kernel, which is correct there.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -88,6 +89,18 @@ def _deform_chunk(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tenso
     return out.reshape(batch, out_channels, out_h, out_w) + bias.view(1, out_channels, 1, 1)
 
 
+def capturable_deform_conv_kernel(name: str) -> Callable[..., torch.Tensor]:
+    """The implementation ModelSettings.capturable_deform_conv names: "triton" (serve_app/model/deform_triton.py,
+    imported only then) or "grid_sample" (`deform_conv2d` above)."""
+    if name == "triton":
+        from serve_app.model import deform_triton
+
+        return deform_triton.deform_conv2d
+    if name == "grid_sample":
+        return deform_conv2d
+    raise ValueError(f"unknown deformable convolution kernel {name!r}: choose triton or grid_sample")
+
+
 def capturable_deform_conv_active(dispatch_key: str = "CUDA") -> bool:
     """Whether this process runs `torchvision::deform_conv2d` on `dispatch_key` devices with code of its own (by
     default the code above)."""
@@ -96,9 +109,16 @@ def capturable_deform_conv_active(dispatch_key: str = "CUDA") -> bool:
 
 def deform_conv_implementation(dispatch_key: str = "CUDA") -> str:
     """What `torchvision::deform_conv2d` runs on `dispatch_key` devices in this process: "torchvision" (its own
-    kernel) or the name of the implementation put in its place."""
+    kernel), the ModelSettings.capturable_deform_conv name of the implementation put in its place, or the name of
+    another (a benchmark's)."""
     implementation = _implementations.get(dispatch_key)
-    return "torchvision" if implementation is None else getattr(implementation, "__qualname__", repr(implementation))
+    if implementation is None:
+        return "torchvision"
+    for name in ("grid_sample", "triton"):
+        if name != "triton" or "serve_app.model.deform_triton" in sys.modules:
+            if implementation is capturable_deform_conv_kernel(name):
+                return name
+    return getattr(implementation, "__qualname__", repr(implementation))
 
 
 def use_capturable_deform_conv(dispatch_key: str = "CUDA",

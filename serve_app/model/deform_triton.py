@@ -1,0 +1,158 @@
+"""torchvision's deformable convolution as one Triton kernel, for CUDA executions that replay CUDA graphs.
+
+The capturable form in `serve_app.model.deform_conv` computes `deform_conv2d` from `grid_sample` and a matmul, which
+writes every sample (channels x taps x output pixels: 3.3 GB in fp16 for one 7x7 decoder convolution of BiRefNet
+at 256x256 and batch 8) to memory, scales it by the modulation mask in a second pass and reads it back for the
+product. Here each program takes a tile of output pixels and of output channels; for each kernel tap and block of
+input channels it computes the four bilinear corners' weights once, gathers the input there (channels last, so each
+pixel's block of channels is one contiguous read) and feeds the weighted sum to `tl.dot`: the samples never leave
+the chip. Positions and weights are computed in float32 and the products accumulate in float32, as torchvision's
+kernel and the matmul do. One weight group and one offset group (BiRefNet's case); other calls take the
+`grid_sample` form.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from serve_app.model.deform_conv import deform_conv2d as grid_sample_deform_conv2d
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; a CPU-only install may not
+    triton = None
+
+
+def triton_deform_available(input: torch.Tensor, weight: torch.Tensor, groups: int, offset_groups: int) -> bool:
+    """Whether `triton_deform_conv2d` computes this call."""
+    return (triton is not None and groups == 1 and offset_groups == 1 and input.dtype == weight.dtype
+            and input.dtype in (torch.float16, torch.bfloat16, torch.float32))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, out_ptr, channels, height, width,
+                            out_channels, out_w, pixels, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                            KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_MASK: tl.constexpr,
+                            PRECISION: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_O: tl.constexpr):
+        TAPS: tl.constexpr = KERNEL_H * KERNEL_W
+        pid_p = tl.program_id(0)
+        pid_o = tl.program_id(1)
+        image = tl.program_id(2).to(tl.int64)
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+        p_ok = offs_p < pixels
+        o_ok = offs_o < out_channels
+        row = (offs_p // out_w).to(tl.float32) * stride_h - pad_h
+        col = (offs_p % out_w).to(tl.float32) * stride_w - pad_w
+        x_image = x_ptr + image * height * width * channels
+        offset_image = offset_ptr + image * 2 * TAPS * pixels
+        mask_image = mask_ptr + image * TAPS * pixels
+        acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)
+        for tap in range(TAPS):
+            dy = tl.load(offset_image + (2 * tap) * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+            dx = tl.load(offset_image + (2 * tap + 1) * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+            y = row + (tap // KERNEL_W) * dil_h + dy
+            x = col + (tap % KERNEL_W) * dil_w + dx
+            inside = p_ok & (y > -1.0) & (x > -1.0) & (y < height) & (x < width)
+            y0f = tl.floor(y)
+            x0f = tl.floor(x)
+            ly = y - y0f
+            lx = x - x0f
+            y0 = y0f.to(tl.int32)
+            x0 = x0f.to(tl.int32)
+            scale = tl.full((BLOCK_P,), 1.0, tl.float32)
+            if HAS_MASK:
+                scale = tl.load(mask_image + tap * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+            # a corner outside the image counts as zero, as in torchvision
+            w00 = tl.where(inside & (y0 >= 0) & (x0 >= 0), (1 - ly) * (1 - lx) * scale, 0.0)
+            w01 = tl.where(inside & (y0 >= 0) & (x0 + 1 < width), (1 - ly) * lx * scale, 0.0)
+            w10 = tl.where(inside & (y0 + 1 < height) & (x0 >= 0), ly * (1 - lx) * scale, 0.0)
+            w11 = tl.where(inside & (y0 + 1 < height) & (x0 + 1 < width), ly * lx * scale, 0.0)
+            a00 = y0 * width + x0
+            for c0 in range(0, channels, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                c_ok = offs_c < channels
+                # channels last: a pixel's block of channels is one contiguous read
+                base = x_image + offs_c[None, :]
+                ok = c_ok[None, :]
+                sample = tl.load(base + a00[:, None] * channels, mask=ok & (w00 != 0)[:, None],
+                                 other=0.0).to(tl.float32) * w00[:, None]
+                sample += tl.load(base + (a00 + 1)[:, None] * channels, mask=ok & (w01 != 0)[:, None],
+                                  other=0.0).to(tl.float32) * w01[:, None]
+                sample += tl.load(base + (a00 + width)[:, None] * channels, mask=ok & (w10 != 0)[:, None],
+                                  other=0.0).to(tl.float32) * w10[:, None]
+                sample += tl.load(base + (a00 + width + 1)[:, None] * channels, mask=ok & (w11 != 0)[:, None],
+                                  other=0.0).to(tl.float32) * w11[:, None]
+                # weight as (taps, in, out): this tap's (BLOCK_C, BLOCK_O) slice, contiguous along out
+                kernel = tl.load(weight_ptr + (tap * channels + offs_c[:, None]) * out_channels + offs_o[None, :],
+                                 mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+                acc += tl.dot(sample.to(kernel.dtype), kernel, input_precision=PRECISION)
+        out = out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * pixels + offs_p[:, None]
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
+
+    # On a GPU the tile sizes are tuned once per shape (in the warm-up pass that precedes any CUDA graph capture):
+    # BiRefNet's calls differ in kernel size (1 to 7) and output size (32 to 256 px), so one tiling fits few of
+    # them. Each run writes the whole output, so the trial runs leave nothing behind. The interpreter (CPU) runs
+    # the first configuration alone.
+    _DEFORM_CONFIGS = [
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 128}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 64, "BLOCK_O": 128}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 256}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 32, "BLOCK_O": 128}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
+    ]
+    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS, key=["channels", "out_channels", "pixels", "KERNEL_H"])(
+        _deform_conv_kernel)
+
+
+def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
+                         bias: torch.Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                         dilation_h: int, dilation_w: int, use_mask: bool) -> torch.Tensor:
+    """torchvision::deform_conv2d's forward (its CUDA kernel's arguments) for one weight group and one offset group."""
+    batch, channels, height, width = input.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = offset.shape[-2:]
+    pixels = out_h * out_w
+    out = torch.empty(batch, out_channels, out_h, out_w, device=input.device, dtype=input.dtype)
+    if out.numel() == 0:
+        return out
+    # Channels-last input and (taps, in, out) weights: one pass over each, so that every gather and weight read in
+    # the kernel is contiguous along the dimension the threads run over.
+    input = input.permute(0, 2, 3, 1).contiguous()
+    weight = weight.permute(2, 3, 1, 0).contiguous()
+    offset = offset.contiguous()
+    mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
+    arguments = (input, offset, mask, weight, out, channels, height, width, out_channels, out_w, pixels, stride_h,
+                 stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask,
+                 "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
+    if input.is_cuda:
+        def grid(meta: dict) -> tuple[int, int, int]:
+            return triton.cdiv(pixels, meta["BLOCK_P"]), triton.cdiv(out_channels, meta["BLOCK_O"]), batch
+        _deform_conv_tuned[grid](*arguments, **constants)
+    else:
+        first = _DEFORM_CONFIGS[0]
+        blocks = {**first.kwargs, "BLOCK_O": max(16, min(128, triton.next_power_of_2(out_channels)))}
+        grid_cpu = (triton.cdiv(pixels, blocks["BLOCK_P"]), triton.cdiv(out_channels, blocks["BLOCK_O"]), batch)
+        _deform_conv_kernel[grid_cpu](*arguments, **constants, **blocks, num_warps=first.num_warps,
+                                      num_stages=first.num_stages)
+    if bias is not None and bias.numel():
+        out += bias.view(1, out_channels, 1, 1).to(out.dtype)
+    return out
+
+
+def deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                  bias: torch.Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int,
+                  dilation_w: int, groups: int, offset_groups: int, use_mask: bool) -> torch.Tensor:
+    """torchvision::deform_conv2d's kernel (its arguments, the same result): the Triton kernel where it applies on
+    CUDA, else the `grid_sample` form."""
+    if input.is_cuda and triton_deform_available(input, weight, groups, offset_groups):
+        return triton_deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                                    dilation_w, use_mask)
+    return grid_sample_deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                                     dilation_h, dilation_w, groups, offset_groups, use_mask)
