@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """BiRefNet's deformable convolutions and window attention at batch 8, 1024x1024, fp16, one GPU: the kernels the
-service's default kernels against the ones its settings can choose instead (`capturable_deform_conv`,
-`window_attention_kernel`, `linear_precision`), call by call at the model's own shapes, with each one's largest
-difference from an fp32 reference and the total per forward pass.
+service runs against the candidates in `harness/kernel_candidates.py`, call by call at the model's own shapes,
+with each one's largest difference from an fp32 reference and the total per forward pass.
 
     python scripts/bench_kernels.py --out kernels.json
 
@@ -31,11 +30,10 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
-from serve_app.model.flex_attention import flex_window_attention  # noqa: E402
-from serve_app.model.fp8 import fp8_linear, fp8_weight  # noqa: E402
 
 IMAGES = 8
 # (input side, kernel, calls per forward) of BiRefNet's deformable convolutions at 1024x1024: 64 -> 256 channels.

@@ -395,10 +395,8 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                        "execution": model.execution,
                        # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
                        "capturable_deform_conv": description["capturable_deform_conv"],
-                       # which: torchvision's own, grid_sample or triton (model.capturable_deform_conv)
+                       # which: torchvision's own, the service's capturable form, or a candidate (--kernels)
                        "deform_conv_kernel": deform_conv_implementation("CUDA"),
-                       "window_attention_kernel": description["window_attention_kernel"],
-                       "fp8_linear_layers": description["fp8_linear_layers"],
                        "compile_warmup": description["compile_warmup"],
                        # the attention settings (--set): BiRefNet as published has neither of this project's fixes
                        "contiguous_attention_masks": description["contiguous_attention_masks"],

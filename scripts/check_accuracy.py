@@ -98,9 +98,7 @@ def main() -> None:
         summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
                    "kernels": kernels_label(parse_kernels(kernels)),
                    "capturable_deform_conv": model.describe()["capturable_deform_conv"],
-                   "deform_conv_kernel": deform_conv_implementation("CUDA"),
-                   "window_attention_kernel": model.describe()["window_attention_kernel"],
-                   "fp8_linear_layers": model.describe()["fp8_linear_layers"], **verdict(rows)}
+                   "deform_conv_kernel": deform_conv_implementation("CUDA"), **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

@@ -127,17 +127,6 @@ class ModelSettings(StrictModel):
         "bias and shifted-window mask included, in one scaled_dot_product_attention call; the downloaded code and "
         "weights stay as they are (serve_app/model/attention.py).",
     )
-    window_attention_kernel: Literal["sdpa", "flex"] = Field(
-        "sdpa", description="With fused_window_attention, what computes it: 'sdpa', one scaled_dot_product_attention "
-        "call per layer with the bias and mask as a tensor, or 'flex', flex_attention with the bias and mask read by "
-        "index (serve_app/model/flex_attention.py), in compiled executions on CUDA; elsewhere 'sdpa'.",
-    )
-    linear_precision: Literal["model", "fp8"] = Field(
-        "model", description="'fp8': every linear layer whose sizes are multiples of 16 (BiRefNet's backbone) "
-        "multiplies in FP8 e4m3, its weight scaled per output channel and its input per row "
-        "(serve_app/model/fp8.py), on GPUs that have FP8 tensor cores (compute capability 8.9 and up; elsewhere the "
-        "model's precision). 'model': the precision setting's.",
-    )
     probe_batch_limit: bool = Field(
         True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "
         "headroom, and cap max_batch_size there (the configured max_batch_size still applies below it).",

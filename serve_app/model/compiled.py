@@ -422,10 +422,6 @@ def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape:
     sources |= {sys.modules[type(part).__module__].__file__ for part in module.modules()}
     for source in sorted(path for path in sources if path):
         digest.update(Path(source).read_bytes())
-    # A forward given to a layer from outside its class (the fused or flex window attention) is traced in its place.
-    for name, part in module.named_modules():
-        if "forward" in vars(part):
-            digest.update(f"{name}:{getattr(vars(part)['forward'], '__qualname__', '')}".encode())
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return digest.hexdigest()[:20]

@@ -29,9 +29,7 @@ from serve_app.model.deform_conv import (
     deform_conv_implementation,
     use_capturable_deform_conv,
 )
-from serve_app.model.flex_attention import flex_window_attention_layers
 from serve_app.model.foreground import refine_foreground_uint8
-from serve_app.model.fp8 import fp8_linears, fp8_supported
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.timeline import PassTimeline, PassTiming
@@ -126,22 +124,13 @@ class BackgroundRemovalModel:
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
-                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample",
-                 window_attention_kernel: str = "sdpa", linear_precision: str = "model"):
+                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample"):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
         self.precision = precision
         self.dtype = _DTYPES[precision]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        # Quantised from the weights as loaded, before they are cast to the model's precision.
-        self.fp8_linear_layers = 0
-        if linear_precision == "fp8":
-            if fp8_supported(device):
-                self.fp8_linear_layers = fp8_linears(module)
-            else:
-                logger.warning("linear_precision fp8 needs FP8 tensor cores (compute capability 8.9+); %s has "
-                               "none: the linear layers run in %s", device_name(device), precision)
         started = time.perf_counter()
         self.module = module.to(device=device, dtype=self.dtype,  # type: ignore[call-overload]
                                 memory_format=self.memory_format).eval()
@@ -158,16 +147,8 @@ class BackgroundRemovalModel:
         self.contiguous_attention_masks = contiguous_attention_masks
         # The forward pass every execution runs (eager, captured, compiled), so all get the same attention.
         self._segment = segment_logits if contiguous_attention_masks else segment_logits_published_masks
-        # Before any compile or capture, which trace whichever forward the layers have. flex_attention is a
-        # compiler template, for compiled executions on CUDA (serve_app/model/flex_attention.py).
-        self.window_attention_kernel = "as_published"
-        self.fused_window_attention_layers = 0
-        if fused_window_attention:
-            flex = (window_attention_kernel == "flex" and device.type == "cuda"
-                    and execution in COMPILED_EXECUTIONS)
-            self.window_attention_kernel = "flex" if flex else "sdpa"
-            self.fused_window_attention_layers = (flex_window_attention_layers(self.module) if flex
-                                                  else fuse_window_attention(self.module))
+        # Before any compile or capture, which trace whichever forward the layers have.
+        self.fused_window_attention_layers = fuse_window_attention(self.module) if fused_window_attention else 0
         if device.type == "cuda":
             self._upload_stream = torch.cuda.Stream(device)
             self._download_stream = torch.cuda.Stream(device)
@@ -262,9 +243,7 @@ class BackgroundRemovalModel:
                         attention_precision=settings.attention_precision,
                         contiguous_attention_masks=settings.contiguous_attention_masks,
                         fused_window_attention=settings.fused_window_attention,
-                        capturable_deform_conv=settings.capturable_deform_conv,
-                        window_attention_kernel=settings.window_attention_kernel,
-                        linear_precision=settings.linear_precision)
+                        capturable_deform_conv=settings.capturable_deform_conv)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
@@ -518,8 +497,6 @@ class BackgroundRemovalModel:
             "attention_precision": self.attention_precision,
             "contiguous_attention_masks": self.contiguous_attention_masks,
             "fused_window_attention_layers": self.fused_window_attention_layers,
-            "window_attention_kernel": self.window_attention_kernel,
-            "fp8_linear_layers": self.fp8_linear_layers,
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "deform_conv_kernel": deform_conv_implementation("CUDA") if self.device.type == "cuda" else "torchvision",
             "out_of_memory_splits": self.out_of_memory_splits,

@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.model_kernels import load_model, parse_kernels, with_kernels
-from serve_app.model.compiled import _artifact_key
-from serve_app.model.core import BackgroundRemovalModel, segment_logits
-from serve_app.model.flex_attention import flex_window_attention_layers
-from serve_app.model.fp8 import Fp8Linear
+from harness.model_kernels import Fp8Linear, cache_dir, flex_window_attention_layers, load_model, parse_kernels
+from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
 from serve_app.settings import ModelSettings
 from tests.hub_layout import INPUT_SIZE
@@ -86,28 +83,16 @@ def test_a_later_model_without_kernels_gets_the_model_as_loaded(cutout_net_dir: 
     assert again.describe()["fused_window_attention_layers"] == 2
 
 
-def test_the_kernel_names_are_the_model_settings(tmp_path: Path) -> None:
-    chosen = with_kernels(ModelSettings(model_id="m", execution="compiled_graphs"), parse_kernels("linear+deform"))
-    assert (chosen.capturable_deform_conv, chosen.linear_precision, chosen.window_attention_kernel) == (
-        "triton", "fp8", "sdpa")
+def test_each_set_of_kernels_compiles_into_a_cache_of_its_own(tmp_path: Path) -> None:
+    assert cache_dir(tmp_path, ()) == tmp_path  # the service's own cache
+    # named after the set and a digest of the candidates' code, which the saved buckets' key does not cover
+    assert cache_dir(tmp_path, parse_kernels("linear+attention")).name.startswith("kernels-attention+linear-")
+    # the deformable convolution is an operator the graph calls, not part of the trace: the set without it
+    assert cache_dir(tmp_path, parse_kernels("deform")) == tmp_path
+    assert cache_dir(tmp_path, parse_kernels("linear+deform")) == cache_dir(tmp_path, parse_kernels("linear"))
     assert parse_kernels("none") == parse_kernels("") == ()
     with pytest.raises(ValueError, match="unknown kernels.*fp4"):
         parse_kernels("deform+fp4")
-
-
-def test_flex_attention_compiles_into_buckets_of_its_own(cutout_net_dir: Path) -> None:
-    # The compile cache's key covers the model's classes; a forward given to its layers from outside them must
-    # change it too, or a saved bucket of the fused attention would be loaded for flex_attention.
-    def key(module: torch.nn.Module) -> str:
-        return _artifact_key(segment_logits, module, (3, 32, 32), torch.float32, torch.contiguous_format,
-                             torch.device("cpu"), {})
-
-    fused, fused_again, flex = (load_segmentation_module(str(cutout_net_dir)) for _ in range(3))
-    for module in (fused, fused_again):
-        BackgroundRemovalModel(module, input_size=INPUT_SIZE, device=torch.device("cpu"), precision="fp32")
-    flex_window_attention_layers(flex)
-    assert key(fused) == key(fused_again)  # the same forward: the same buckets
-    assert key(fused) != key(flex)
 
 
 def test_the_model_benchmark_says_which_kernels_each_row_ran(cutout_net_dir: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The window attention and linear kernels the model settings can choose (flex_attention, FP8) compute what the
-default ones compute (CPU here: flex_attention eagerly), and scripts/bench_kernels.py records a kernel that fails."""
+"""The kernel candidates of scripts/bench_kernels.py compute what the service's kernels compute (CPU here:
+flex_attention eagerly)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from serve_app.model.flex_attention import flex_window_attention
-from serve_app.model.fp8 import fp8_linear, fp8_weight
+from harness.kernel_candidates import flex_window_attention
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,6 +64,8 @@ def test_sdpa_reference_layout_matches_the_services() -> None:
 
 
 def test_the_fp8_linear_layer_is_the_linear_layer_to_fp8_precision() -> None:
+    from harness.kernel_candidates import fp8_linear, fp8_weight
+
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 64, generator=generator)
     weight = torch.randn(48, 64, generator=generator) / 8
