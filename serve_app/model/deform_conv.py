@@ -128,13 +128,15 @@ def use_capturable_deform_conv(dispatch_key: str = "CUDA",
 
     Returns False if torchvision's operators are not loaded (the model cannot be calling it then).
     Idempotent: without `implementation`, a device that already runs one keeps it; with one, it replaces what runs
-    there (a benchmark putting another kernel in the model). Process-wide: every caller of
+    there (a model with another `capturable_deform_conv`). Process-wide: every caller of
     `torchvision.ops.deform_conv2d` on that device gets it.
     """
     global _library
     if dispatch_key in _implementations:
-        if implementation is not None:
+        if implementation is not None and implementation is not _implementations[dispatch_key]:
             _implementations[dispatch_key] = implementation
+            logger.info("torchvision::deform_conv2d on %s now runs %s", dispatch_key,
+                        deform_conv_implementation(dispatch_key))
         return True
     try:
         import torchvision  # noqa: F401  (loads the operator library)
@@ -155,5 +157,5 @@ def use_capturable_deform_conv(dispatch_key: str = "CUDA",
         warnings.simplefilter("ignore", UserWarning)
         _library.impl("deform_conv2d", kernel, dispatch_key)
     logger.info("torchvision::deform_conv2d on %s now runs a capturable implementation (%s)", dispatch_key,
-                getattr(_implementations[dispatch_key], "__qualname__", "custom"))
+                deform_conv_implementation(dispatch_key))
     return True
