@@ -108,7 +108,8 @@ class ModelSettings(StrictModel):
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "
         "recompute there: 'triton', one fused kernel that gathers the samples straight into the product "
         "(serve_app/model/deform_triton.py), or 'grid_sample', grid_sample and a matmul (serve_app/model/"
-        "deform_conv.py). Eager execution keeps torchvision's kernel.",
+        "deform_conv.py). Eager execution keeps torchvision's kernel. One process-wide choice: every model of an "
+        "application takes the same.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     attention_precision: Literal["model", "fp32"] = Field(
@@ -336,6 +337,9 @@ class AppArgs(StrictModel):
             raise ValueError(f"the default model {self.default.served_name!r} must be resident")
         if len({settings.attention_precision for settings in self.served_models}) > 1:
             raise ValueError("attention_precision is one PyTorch setting per process: give every model the same")
+        if len({settings.capturable_deform_conv for settings in self.served_models}) > 1:
+            raise ValueError("capturable_deform_conv replaces torchvision's kernel for the whole process: give every "
+                             "model the same")
         if cold and self.load_wait_s >= self.ingress.request_timeout_s:
             raise ValueError(f"load_wait_s ({self.load_wait_s:g}) must be shorter than ingress.request_timeout_s "
                              f"({self.ingress.request_timeout_s:g}), or a waiting request times out (504) instead "

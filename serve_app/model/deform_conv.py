@@ -114,10 +114,11 @@ def deform_conv_implementation(dispatch_key: str = "CUDA") -> str:
     implementation = _implementations.get(dispatch_key)
     if implementation is None:
         return "torchvision"
-    for name in ("grid_sample", "triton"):
-        if name != "triton" or "serve_app.model.deform_triton" in sys.modules:
-            if implementation is capturable_deform_conv_kernel(name):
-                return name
+    if implementation is deform_conv2d:
+        return "grid_sample"
+    deform_triton = sys.modules.get("serve_app.model.deform_triton")  # imported only when chosen
+    if deform_triton is not None and implementation is deform_triton.deform_conv2d:
+        return "triton"
     return getattr(implementation, "__qualname__", repr(implementation))
 
 
