@@ -27,7 +27,6 @@ from harness.photos import sample_photo_jpegs
 from harness.run_record import run_record
 from serve_app.imaging import decode_image, reduced_jpeg
 from serve_app.model.core import BackgroundRemovalModel, split_masks
-from serve_app.model.deform_conv import deform_conv_implementation
 from serve_app.protocol import ReducedImage
 from serve_app.serve_config import app_args, parse_overrides, read_config
 from serve_app.settings import IngressSettings, ModelSettings, parse_app_args
@@ -396,7 +395,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                        # process-wide once a graph mode ran: later eager rows use it too (model/deform_conv.py)
                        "capturable_deform_conv": description["capturable_deform_conv"],
                        # which: torchvision's own, the service's capturable form, or a candidate (--kernels)
-                       "deform_conv_kernel": deform_conv_implementation("CUDA"),
+                       "deform_conv_kernel": description["deform_conv_kernel"],
                        "compile_warmup": description["compile_warmup"],
                        # the attention settings (--set): BiRefNet as published has neither of this project's fixes
                        "contiguous_attention_masks": description["contiguous_attention_masks"],

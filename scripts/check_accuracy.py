@@ -33,7 +33,6 @@ from harness.photos import sample_photo_jpegs
 from harness.run_record import run_record
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
-from serve_app.model.deform_conv import deform_conv_implementation
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
 
@@ -95,10 +94,11 @@ def main() -> None:
         masks, logits = outputs(model, images, args.batch_size)
         rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
                 for mask, ref, logit, ref_logit in zip(masks, reference_masks, logits, reference_logits, strict=True)]
+        description = model.describe()
         summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
                    "kernels": kernels_label(parse_kernels(kernels)),
-                   "capturable_deform_conv": model.describe()["capturable_deform_conv"],
-                   "deform_conv_kernel": deform_conv_implementation("CUDA"), **verdict(rows)}
+                   "capturable_deform_conv": description["capturable_deform_conv"],
+                   "deform_conv_kernel": description["deform_conv_kernel"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model
