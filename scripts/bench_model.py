@@ -401,6 +401,7 @@ def measure(args: argparse.Namespace, record: dict) -> dict:
                        "contiguous_attention_masks": description["contiguous_attention_masks"],
                        "attention_precision": description["attention_precision"],
                        "fused_window_attention_layers": description["fused_window_attention_layers"],
+                       "window_attention_kernel": description["window_attention_kernel"],
                        **({"compile_options": args.compile_options} if mode.startswith("compiled") else {})}
             record["device"] = description["device_name"]
             logits = reference_logits(model)

@@ -98,7 +98,8 @@ def main() -> None:
         summary = {"execution_requested": execution, "execution": model.execution, "precision": precision,
                    "kernels": kernels_label(parse_kernels(kernels)),
                    "capturable_deform_conv": description["capturable_deform_conv"],
-                   "deform_conv_kernel": description["deform_conv_kernel"], **verdict(rows)}
+                   "deform_conv_kernel": description["deform_conv_kernel"],
+                   "window_attention_kernel": description["window_attention_kernel"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

@@ -128,6 +128,12 @@ class ModelSettings(StrictModel):
         "bias and shifted-window mask included, in one scaled_dot_product_attention call; the downloaded code and "
         "weights stay as they are (serve_app/model/attention.py).",
     )
+    window_attention_kernel: Literal["triton", "sdpa"] = Field(
+        "sdpa", description="What computes the fused window attention on CUDA: 'triton', one kernel that reads the "
+        "relative-position bias and the shifted-window mask by index and the projections where the qkv layer wrote "
+        "them (serve_app/model/window_attention_triton.py), or 'sdpa', one scaled_dot_product_attention call with the "
+        "bias and mask built as one mask tensor. Elsewhere, and for windows of more than 512 tokens, 'sdpa'.",
+    )
     probe_batch_limit: bool = Field(
         True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "
         "headroom, and cap max_batch_size there (the configured max_batch_size still applies below it).",

@@ -5,15 +5,18 @@ the network, the compiler and the CUDA graph.
 
     deform     the service's setting `capturable_deform_conv: triton` (serve_app/model/deform_triton.py): the
                deformable convolution as one Triton kernel where CUDA graphs replay it
+    window     the service's setting `window_attention_kernel: triton` (serve_app/model/window_attention_triton.py):
+               each Swin window attention layer as one Triton kernel, its bias and mask read by index
     attention  every Swin window attention layer runs flex_attention, its bias and shifted-window mask read by
                index (compiled executions only: flex_attention is a compiler template, slow when run eagerly)
     linear     every linear layer whose sizes the tensor cores' FP8 takes (multiples of 16) runs in FP8 e4m3, the
                weights scaled per output channel from their float32 values, the inputs per row as they come
 
 The downloaded code and weights stay as they are: after loading, layers are swapped or given another forward. Each
-set that changes the traced forward (attention, linear) compiles into a cache directory of its own (`cache_dir`):
-the compile cache's key sees the model's classes, not a forward set from outside them. The deformable convolution
-is an operator the compiled graph calls, whatever runs it, so the service's cache serves it.
+set that changes the traced forward from outside the service (attention, linear) compiles into a cache directory of
+its own (`cache_dir`): the compile cache's key sees the service's code, not the harness's. The deformable
+convolution is an operator the compiled graph calls, whatever runs it, and the service's key covers its own window
+attention kernels, so the service's cache serves those.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
-KERNELS = ("deform", "attention", "linear")
+KERNELS = ("deform", "window", "attention", "linear")
 # Windows per flex_attention sequence at most: 8 of 144 tokens are 9 of its 128-token blocks, and a block mask of
 # that length is cheap enough to build inside every compiled forward.
 _WINDOWS_PER_SEQUENCE = 8
@@ -57,7 +60,7 @@ def cache_dir(base: Path, kernels: tuple[str, ...]) -> Path:
     """Where `kernels`' compiled buckets go: `base` itself without any, so that the service's cache serves those.
     The name carries a digest of the candidates' code, which a saved bucket's key does not cover: a changed
     kernel compiles afresh instead of loading the old one's trace."""
-    kernels = tuple(kernel for kernel in kernels if kernel != "deform")  # not in the trace (module docstring)
+    kernels = tuple(kernel for kernel in kernels if kernel not in ("deform", "window"))  # the service's (docstring)
     if not kernels:
         return base
     digest = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in (kernel_candidates,
@@ -72,6 +75,8 @@ def load_model(settings: ModelSettings, kernels: tuple[str, ...]) -> BackgroundR
                          f"{settings.execution}: flex_attention run eagerly computes every window pair's scores")
     if "deform" in kernels:
         settings = settings.model_copy(update={"capturable_deform_conv": "triton"})
+    if "window" in kernels:
+        settings = settings.model_copy(update={"window_attention_kernel": "triton"})
     base = settings.compile_cache_dir or default_compile_cache_dir()
     settings = settings.model_copy(update={"compile_cache_dir": cache_dir(base, kernels)})
     if not {"attention", "linear"} & set(kernels):

@@ -59,15 +59,36 @@ def window_attention_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [layer for layer in module.modules() if all(hasattr(layer, part) for part in _WINDOW_ATTENTION_PARTS)]
 
 
-def fuse_window_attention(module: torch.nn.Module) -> int:
-    """Run every window attention layer of `module` through `scaled_dot_product_attention`; returns how many."""
+WINDOW_ATTENTION_KERNELS = ("triton", "sdpa")
+
+
+def fuse_window_attention(module: torch.nn.Module, kernel: str = "sdpa") -> int:
+    """Run every window attention layer of `module` in one kernel; returns how many.
+
+    `kernel` "sdpa": one `scaled_dot_product_attention` call per layer. "triton": on CUDA, the Triton kernel of
+    `serve_app.model.window_attention_triton`, which reads the bias and mask by index and the projections where the
+    qkv layer wrote them; elsewhere, and for windows or heads it does not take, the "sdpa" forward.
+    """
+    if kernel not in WINDOW_ATTENTION_KERNELS:
+        raise ValueError(f"unknown window attention kernel {kernel!r}: choose {' or '.join(WINDOW_ATTENTION_KERNELS)}")
+    forward = _fused_window_attention if kernel == "sdpa" else _triton_window_attention
+    if kernel == "triton":
+        from serve_app.model import window_attention_triton  # noqa: F401  (registers serve_app::window_attention)
     layers = window_attention_layers(module)
     for layer in layers:
-        layer.forward = types.MethodType(_fused_window_attention, layer)
+        layer.forward = types.MethodType(forward, layer)
         # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
-        # getattr(layer, "_fused_window_attention"): the name must resolve on the layer's class.
-        type(layer)._fused_window_attention = _fused_window_attention  # type: ignore[attr-defined]
+        # getattr(layer, forward.__name__): the name must resolve on the layer's class.
+        setattr(type(layer), forward.__name__, forward)
     return len(layers)
+
+
+def fused_attention_kernel(module: torch.nn.Module) -> str | None:
+    """Which kernel `module`'s window attention layers run ("triton", "sdpa"), or None if they keep their own."""
+    names = {getattr(layer.__dict__.get("forward"), "__name__", None) for layer in window_attention_layers(module)}
+    kernels = {"_fused_window_attention": "sdpa", "_triton_window_attention": "triton"}
+    found = sorted(kernels[name] for name in names if name in kernels)
+    return found[0] if found else None
 
 
 def _fused_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,3 +110,17 @@ def _fused_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | Non
     attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
     attended = attended.view(windows // groups, groups, heads, tokens, -1).permute(0, 1, 3, 2, 4)
     return self.proj_drop(self.proj(attended.reshape(windows, tokens, channels)))
+
+
+def _triton_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """What `_fused_window_attention` computes, through the Triton kernel on CUDA (see `fuse_window_attention`)."""
+    from serve_app.model.window_attention_triton import triton_window_attention_available
+
+    windows, tokens, channels = x.shape
+    heads = self.num_heads
+    if not (x.is_cuda and triton_window_attention_available(tokens, channels // heads, x.dtype)):
+        return _fused_window_attention(self, x, mask)
+    bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+    bias = bias.view(tokens, tokens, heads).permute(2, 0, 1).to(x.dtype)  # (heads, tokens, tokens)
+    attended = torch.ops.serve_app.window_attention(self.qkv(x), bias, mask, heads, float(self.scale))
+    return self.proj_drop(self.proj(attended))

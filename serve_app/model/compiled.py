@@ -422,6 +422,9 @@ def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape:
     sources |= {sys.modules[type(part).__module__].__file__ for part in module.modules()}
     for source in sorted(path for path in sources if path):
         digest.update(Path(source).read_bytes())
+    # Forwards given to single layers (the fused window attention's kernel) are traced in place of their class's.
+    digest.update(json.dumps(sorted({f"{type(part).__qualname__}.{getattr(part.__dict__['forward'], '__name__', '?')}"
+                                     for part in module.modules() if "forward" in part.__dict__})).encode())
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return digest.hexdigest()[:20]

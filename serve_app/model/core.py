@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention
+from serve_app.model.attention import ContiguousAttentionMasks, fuse_window_attention, fused_attention_kernel
 from serve_app.model.batch_memory import probe_batch_limit, release_cached_memory, submit_split_on_out_of_memory
 from serve_app.model.compiled import CompiledForward
 from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
@@ -124,7 +124,8 @@ class BackgroundRemovalModel:
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
-                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample"):
+                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample",
+                 window_attention_kernel: str = "sdpa"):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -148,7 +149,8 @@ class BackgroundRemovalModel:
         # The forward pass every execution runs (eager, captured, compiled), so all get the same attention.
         self._segment = segment_logits if contiguous_attention_masks else segment_logits_published_masks
         # Before any compile or capture, which trace whichever forward the layers have.
-        self.fused_window_attention_layers = fuse_window_attention(self.module) if fused_window_attention else 0
+        self.fused_window_attention_layers = (fuse_window_attention(self.module, window_attention_kernel)
+                                              if fused_window_attention else 0)
         if device.type == "cuda":
             self._upload_stream = torch.cuda.Stream(device)
             self._download_stream = torch.cuda.Stream(device)
@@ -243,7 +245,8 @@ class BackgroundRemovalModel:
                         attention_precision=settings.attention_precision,
                         contiguous_attention_masks=settings.contiguous_attention_masks,
                         fused_window_attention=settings.fused_window_attention,
-                        capturable_deform_conv=settings.capturable_deform_conv)
+                        capturable_deform_conv=settings.capturable_deform_conv,
+                        window_attention_kernel=settings.window_attention_kernel)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
@@ -497,6 +500,9 @@ class BackgroundRemovalModel:
             "attention_precision": self.attention_precision,
             "contiguous_attention_masks": self.contiguous_attention_masks,
             "fused_window_attention_layers": self.fused_window_attention_layers,
+            # what runs it: the Triton kernel only on CUDA
+            "window_attention_kernel": (fused_attention_kernel(self.module) if self.device.type == "cuda"
+                                        else fused_attention_kernel(self.module) and "sdpa"),
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "deform_conv_kernel": deform_conv_implementation("CUDA") if self.device.type == "cuda" else "torchvision",
             "out_of_memory_splits": self.out_of_memory_splits,
