@@ -1,0 +1,41 @@
+"""The Triton kernels on the GPU: the window attention's at BiRefNet's window and head sizes gives what the fused
+`scaled_dot_product_attention` forward gives, eagerly and inside a compiled, CUDA-graph-replayed function. Skipped
+without CUDA (tests/unit runs the same kernels through Triton's interpreter).
+
+    .venv/bin/python -m pytest -n 0 -m gpu tests/gpu/test_triton_kernels.py
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from serve_app.model.attention import fuse_window_attention
+from tests.hub_layout.modeling_cutout_net import WindowAttention
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize(("dim", "heads", "windows", "shifted"), [(192, 6, 16, True), (768, 24, 4, False)])
+def test_the_triton_window_attention_gives_the_fused_attention(dim: int, heads: int, windows: int,
+                                                               shifted: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    layer = WindowAttention(dim, heads, 12)
+    with torch.no_grad():
+        layer.relative_position_bias_table.normal_(0, 1, generator=generator)
+    layer = layer.cuda().half().eval()
+    x = torch.randn(2 * windows, 144, dim, generator=generator).cuda().half()
+    regions = torch.randint(0, 3, (windows, 144), generator=generator)
+    mask = ((regions[:, :, None] != regions[:, None, :]).float() * -100.0).cuda() if shifted else None
+    sdpa, triton = copy.deepcopy(layer), copy.deepcopy(layer)
+    fuse_window_attention(sdpa, "sdpa")
+    fuse_window_attention(triton, "triton")
+    with torch.inference_mode():
+        expected = sdpa(x, mask).float()
+        assert torch.allclose(triton(x, mask).float(), expected, atol=2e-2, rtol=2e-2)
+        compiled = torch.compile(triton, mode="reduce-overhead", fullgraph=True)
+        for _ in range(3):  # warm-up, capture, replay
+            replayed = compiled(x, mask).float().clone()
+        assert torch.allclose(replayed, expected, atol=2e-2, rtol=2e-2)
