@@ -104,11 +104,11 @@ class ModelSettings(StrictModel):
         "then run on one thread of their own, and torchvision's deform_conv2d is replaced as for cuda_graphs).",
     )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
-        "grid_sample", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
+        "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "
         "recompute there: 'triton', one fused kernel that gathers the samples straight into the product "
-        "(serve_app/model/deform_triton.py), or 'grid_sample', grid_sample and a matmul (serve_app/model/"
-        "deform_conv.py). Eager execution keeps torchvision's kernel. One process-wide choice: every model of an "
+        "(serve_app/model/deform_triton.py; without Triton installed, 'grid_sample'), or 'grid_sample', grid_sample "
+        "and a matmul (serve_app/model/deform_conv.py). Eager execution keeps torchvision's kernel. One process-wide choice: every model of an "
         "application takes the same.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
@@ -129,7 +129,7 @@ class ModelSettings(StrictModel):
         "weights stay as they are (serve_app/model/attention.py).",
     )
     window_attention_kernel: Literal["triton", "sdpa"] = Field(
-        "sdpa", description="What computes the fused window attention on CUDA: 'triton', one kernel that reads the "
+        "triton", description="What computes the fused window attention on CUDA: 'triton', one kernel that reads the "
         "relative-position bias and the shifted-window mask by index and the projections where the qkv layer wrote "
         "them (serve_app/model/window_attention_triton.py), or 'sdpa', one scaled_dot_product_attention call with the "
         "bias and mask built as one mask tensor. Elsewhere, and for windows of more than 512 tokens, 'sdpa'.",

@@ -124,8 +124,8 @@ class BackgroundRemovalModel:
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8), channels_last: bool = False,
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
-                 fused_window_attention: bool = True, capturable_deform_conv: str = "grid_sample",
-                 window_attention_kernel: str = "sdpa"):
+                 fused_window_attention: bool = True, capturable_deform_conv: str = "triton",
+                 window_attention_kernel: str = "triton"):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device

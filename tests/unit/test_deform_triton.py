@@ -82,8 +82,8 @@ def test_calls_the_kernel_does_not_take_run_the_grid_sample_form() -> None:
 
 
 def test_the_setting_names_the_kernel_and_refuses_others() -> None:
-    assert ModelSettings(model_id="m").capturable_deform_conv == "grid_sample"
-    assert ModelSettings(model_id="m", capturable_deform_conv="triton").capturable_deform_conv == "triton"
+    assert ModelSettings(model_id="m").capturable_deform_conv == "triton"
+    assert ModelSettings(model_id="m", capturable_deform_conv="grid_sample").capturable_deform_conv == "grid_sample"
     with pytest.raises(ValueError):
         ModelSettings(model_id="m", capturable_deform_conv="cuda")
     assert deform_conv.capturable_deform_conv_kernel("triton") is deform_triton.deform_conv2d

@@ -86,8 +86,8 @@ def test_the_triton_forward_off_cuda_is_the_fused_attention() -> None:
 
 
 def test_the_setting_names_the_kernel_and_refuses_others() -> None:
-    assert ModelSettings(model_id="m").window_attention_kernel == "sdpa"
-    assert ModelSettings(model_id="m", window_attention_kernel="triton").window_attention_kernel == "triton"
+    assert ModelSettings(model_id="m").window_attention_kernel == "triton"
+    assert ModelSettings(model_id="m", window_attention_kernel="sdpa").window_attention_kernel == "sdpa"
     with pytest.raises(ValueError):
         ModelSettings(model_id="m", window_attention_kernel="flex")
     with pytest.raises(ValueError, match="choose triton or sdpa"):
