@@ -108,8 +108,8 @@ class ModelSettings(StrictModel):
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "
         "recompute there: 'triton', one fused kernel that gathers the samples straight into the product "
         "(serve_app/model/deform_triton.py; without Triton installed, 'grid_sample'), or 'grid_sample', grid_sample "
-        "and a matmul (serve_app/model/deform_conv.py). Eager execution keeps torchvision's kernel. One process-wide choice: every model of an "
-        "application takes the same.",
+        "and a matmul (serve_app/model/deform_conv.py). Eager execution keeps torchvision's kernel. One process-wide "
+        "choice: every model of an application takes the same.",
     )
     channels_last: bool = Field(False, description="Run convolutions in channels-last memory format.")
     attention_precision: Literal["model", "fp32"] = Field(
