@@ -125,14 +125,15 @@ class ModelSettings(StrictModel):
     fused_window_attention: bool = Field(
         True, description="Give each Swin-style window attention layer of the model (BiRefNet's backbone; the Hub's "
         "code writes it out as matmul and softmax) a forward that computes the same attention, relative-position "
-        "bias and shifted-window mask included, in one scaled_dot_product_attention call; the downloaded code and "
+        "bias and shifted-window mask included, in one kernel (window_attention_kernel); the downloaded code and "
         "weights stay as they are (serve_app/model/attention.py).",
     )
     window_attention_kernel: Literal["triton", "sdpa"] = Field(
         "triton", description="What computes the fused window attention on CUDA: 'triton', one kernel that reads the "
         "relative-position bias and the shifted-window mask by index and the projections where the qkv layer wrote "
         "them (serve_app/model/window_attention_triton.py), or 'sdpa', one scaled_dot_product_attention call with the "
-        "bias and mask built as one mask tensor. Elsewhere, and for windows of more than 512 tokens, 'sdpa'.",
+        "bias and mask built as one mask tensor. Off CUDA, and for windows of more than 512 tokens or heads whose "
+        "width is not a power of two from 16 to 256, 'sdpa'.",
     )
     probe_batch_limit: bool = Field(
         True, description="At start-up on a GPU, find the largest batch whose pass fits in free memory with "

@@ -10,8 +10,10 @@ and the model's code stays as published.
 The Hub's copy of that code (BiRefNet's repositories and RMBG-2.0's) never calls the fused kernels at all: its
 Swin attention is written out as matmul, bias, mask and softmax, and its `SDPA_enabled` branch, off there, drops
 the relative-position bias and the shifted-window mask, so it cannot simply be switched on. `fuse_window_attention`
-gives each such layer a forward that computes the same attention, bias and mask included, in one
-`scaled_dot_product_attention` call, leaving the downloaded file and the weights as they are.
+gives each such layer a forward that computes the same attention, bias and mask included, in one kernel, leaving
+the downloaded file and the weights as they are: on CUDA by default the Triton kernel of
+`serve_app.model.window_attention_triton`, which reads the bias and mask by index instead of a mask tensor built for
+every call, and elsewhere one `scaled_dot_product_attention` call.
 """
 
 from __future__ import annotations
