@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -112,3 +115,13 @@ def serve_running(config: dict, workdir: Path, env: dict[str, str] | None = None
         yield process
     finally:
         process.stop()
+
+
+def triton_interpreter_results(code: str) -> dict:
+    """Run `code` in a child Python under Triton's interpreter (kernels on the CPU) and return the JSON object its
+    last line prints. A child, because the interpreter is chosen before triton is imported."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TRITON_INTERPRET": "1",
+                                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -3,7 +3,6 @@ deform_conv2d, here through Triton's interpreter on the CPU, and the setting tha
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import torchvision
 
 from serve_app.model import deform_conv, deform_triton
 from serve_app.settings import ModelSettings
+from tests.helpers import triton_interpreter_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,12 +53,8 @@ print(json.dumps(results))
 
 
 def test_the_triton_deformable_convolution_matches_torchvision() -> None:
-    # Triton's interpreter runs the kernel on the CPU; it is chosen before triton is imported, hence the child.
     pytest.importorskip("triton")
-    result = subprocess.run([sys.executable, "-c", TRITON_DEFORM], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout.strip().splitlines()[-1])
+    results = triton_interpreter_results(TRITON_DEFORM)
     assert len(results) == 6
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the samples and the output; float32 sums in float32

@@ -4,20 +4,13 @@ names it."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from serve_app.model.attention import fuse_window_attention, fused_attention_kernel
 from serve_app.settings import ModelSettings
+from tests.helpers import triton_interpreter_results
 from tests.hub_layout.modeling_cutout_net import WindowAttention
-
-ROOT = Path(__file__).resolve().parents[2]
 
 TRITON_ATTENTION = """
 import json, torch
@@ -57,12 +50,8 @@ print(json.dumps(results))
 
 
 def test_the_triton_window_attention_matches_the_written_out_layer() -> None:
-    # Triton's interpreter runs the kernel on the CPU; it is chosen before triton is imported, hence the child.
     pytest.importorskip("triton")
-    result = subprocess.run([sys.executable, "-c", TRITON_ATTENTION], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout.strip().splitlines()[-1])
+    results = triton_interpreter_results(TRITON_ATTENTION)
     assert len(results) == 3
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the softmax's weights and the output; float32 computes in float32
