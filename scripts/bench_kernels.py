@@ -8,8 +8,9 @@ with each one's largest difference from an fp32 reference and the total per forw
 Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
 (`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
-with and without the shifted-window mask): one scaled_dot_product_attention call as the service makes it
-(`serve_app.model.attention`), the written-out form compiled by inductor, and flex_attention compiled. The
+with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
+(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the
+written-out form compiled by inductor, and flex_attention compiled. The
 backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and
 per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches.
 """
@@ -34,6 +35,7 @@ from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_wei
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
+from serve_app.model.window_attention_triton import window_attention  # noqa: E402
 
 IMAGES = 8
 # (input side, kernel, calls per forward) of BiRefNet's deformable convolutions at 1024x1024: 64 -> 256 channels.
@@ -95,13 +97,16 @@ def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
 
 
 def measured(row: dict, candidates: dict[str, Callable[[], torch.Tensor]], reference: torch.Tensor,
-             iterations: int, flops: float | None = None) -> dict:
+             iterations: int, flops: float | None = None,
+             layouts: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> dict:
     """`row` with each candidate's ms per call and largest difference from `reference` (the first rows of its
-    output), or the error it raised (a candidate that fails to compile or run costs the others nothing)."""
+    output, in the reference's layout: `layouts` converts a candidate's own, untimed), or the error it raised (a
+    candidate that fails to compile or run costs the others nothing)."""
     for name, function in candidates.items():
         try:
             milliseconds = timed(function, iterations)
-            row[f"{name}_max_diff"] = largest_difference(function()[: len(reference)], reference)
+            output = (layouts or {}).get(name, lambda tensor: tensor)(function())
+            row[f"{name}_max_diff"] = largest_difference(output[: len(reference)], reference)
         except Exception as error:  # noqa: BLE001  (recorded: which candidate failed, and how)
             row[f"{name}_error"] = f"{type(error).__name__}: {error}"[:300]
             continue
@@ -138,16 +143,22 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     combined = bias.unsqueeze(0) if shift is None else bias.unsqueeze(0) + shift.unsqueeze(1)
     sdpa_mask = combined.reshape(1, -1, TOKENS, TOKENS).half()
     q, k, v = (t.reshape(IMAGES, windows * heads, TOKENS, HEAD_DIM) for t in (query, key, value))
+    # the qkv layer's output as the Triton kernel reads it: (windows, tokens, 3 x heads x head_dim)
+    qkv = torch.cat([t.permute(0, 1, 3, 2, 4).reshape(IMAGES * windows, TOKENS, heads * HEAD_DIM)
+                     for t in (query, key, value)], dim=-1)
     candidates = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, scale=scale),
+        "triton": lambda: window_attention(qkv, bias.half(), shift, heads, scale),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
     }
+    layouts = {"triton": lambda out: out.view(IMAGES, windows, TOKENS, heads, HEAD_DIM).permute(0, 1, 3, 2, 4)
+               .reshape(q.shape)}
     reference = F.scaled_dot_product_attention(q[:1].float(), k[:1].float(), v[:1].float(),
                                                attn_mask=sdpa_mask.float(), scale=scale)
     row: dict = {"windows_per_image": windows, "heads": heads, "shifted": shifted,
                  "calls_per_forward": calls}
-    return measured(row, candidates, reference, iterations)
+    return measured(row, candidates, reference, iterations, layouts=layouts)
 
 
 def linear_rows(iterations: int) -> list[dict]:
