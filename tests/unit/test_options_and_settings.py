@@ -132,7 +132,7 @@ def test_several_models_the_default_and_their_names() -> None:
      "leaves no room"),
     ({"models": [{"model_id": "/m/a", "name": "has space"}]}, "args.models.0.name"),
     ({"models": [{"model_id": "/m/a"}, {"model_id": "/m/b", "attention_precision": "fp32"}]}, "attention_precision"),
-    ({"models": [{"model_id": "/m/a"}, {"model_id": "/m/b", "capturable_deform_conv": "triton"}]},
+    ({"models": [{"model_id": "/m/a"}, {"model_id": "/m/b", "capturable_deform_conv": "grid_sample"}]},
      "capturable_deform_conv"),
     ({"models": [{"model_id": "/m/a"}, {"model_id": "/m/b", "resident": False}], "load_wait_s": 60}, "load_wait_s"),
 ])
