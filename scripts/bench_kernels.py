@@ -9,10 +9,11 @@ Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernel
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
 (`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
 with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
-(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the
-written-out form compiled by inductor, and flex_attention compiled. The
-backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and
-per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches.
+(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`) and a
+variant of it that reads each window's keys and values once, the written-out form compiled by inductor, and
+flex_attention compiled. The backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and
+FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s
+each reaches.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.kernel_candidates import flex_window_attention, fp8_linear, fp8_weight  # noqa: E402
+from harness.kernel_candidates import (  # noqa: E402
+    flex_window_attention,
+    fp8_linear,
+    fp8_weight,
+    window_attention_keys_once,
+)
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
@@ -149,11 +155,14 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     candidates = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, scale=scale),
         "triton": lambda: window_attention(qkv, bias.half(), shift, heads, scale),
+        "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
     }
-    layouts = {"triton": lambda out: out.view(IMAGES, windows, TOKENS, heads, HEAD_DIM).permute(0, 1, 3, 2, 4)
-               .reshape(q.shape)}
+    def heads_first(out: torch.Tensor) -> torch.Tensor:
+        return out.view(IMAGES, windows, TOKENS, heads, HEAD_DIM).permute(0, 1, 3, 2, 4).reshape(q.shape)
+
+    layouts = {"triton": heads_first, "triton_keys_once": heads_first}
     reference = F.scaled_dot_product_attention(q[:1].float(), k[:1].float(), v[:1].float(),
                                                attn_mask=sdpa_mask.float(), scale=scale)
     row: dict = {"windows_per_image": windows, "heads": heads, "shifted": shifted,

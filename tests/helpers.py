@@ -122,6 +122,7 @@ def triton_interpreter_results(code: str) -> dict:
     last line prints. A child, because the interpreter is chosen before triton is imported."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TRITON_INTERPRET": "1",
-                                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                                 "PYTHONPATH": os.pathsep.join(str(Path(__file__).resolve().parents[1] / part)
+                                                               for part in ("", "scripts"))})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

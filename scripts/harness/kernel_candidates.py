@@ -2,7 +2,8 @@
 against the kernels the service runs, kept outside the runtime until a measurement of the whole model shows they
 pay.
 
-Window attention through `flex_attention`: see `flex_window_attention`. The backbone's linear layers in FP8: see
+Window attention through `flex_attention`: see `flex_window_attention`; the service's Triton kernel with each
+window's keys and values read once: see `window_attention_keys_once`. The backbone's linear layers in FP8: see
 `fp8_linear`.
 """
 
@@ -11,6 +12,12 @@ from __future__ import annotations
 import functools
 
 import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton
+    triton = None
 
 
 def flex_window_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor,
@@ -90,3 +97,65 @@ def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Te
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight_fp8.shape[0])
+
+
+if triton is not None:
+
+    @triton.jit
+    def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, out_ptr, tokens, channels, mask_windows, scale,
+                          HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        window = tl.program_id(0).to(tl.int64)
+        head = tl.program_id(1)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        n_ok = offs_n < tokens
+        row = 3 * channels
+        rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
+        key = tl.load(rows + channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
+        value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
+        bias_rows = bias_ptr + head * tokens * tokens
+        mask_rows = mask_ptr + (window % mask_windows) * tokens * tokens
+        out_rows = out_ptr + window * tokens * channels + head * HEAD_DIM + offs_d[None, :]
+        for start in range(0, tokens, BLOCK_M):
+            offs_m = start + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < tokens
+            query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
+            scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
+            pairs = offs_m[:, None] * tokens + offs_n[None, :]
+            both = m_ok[:, None] & n_ok[None, :]
+            scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
+            if HAS_MASK:
+                scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
+            scores = tl.where(n_ok[None, :], scores, float("-inf"))
+            weights = tl.exp(scores - tl.max(scores, 1)[:, None])
+            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION) / tl.sum(weights, 1)[:, None]
+            tl.store(out_rows + offs_m[:, None] * channels, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
+
+    _KEYS_ONCE_CONFIGS = [triton.Config({"BLOCK_M": block}, num_warps=warps, num_stages=1)
+                          for block, warps in ((32, 4), (16, 4), (64, 8), (32, 8))]
+    _keys_once_tuned = triton.autotune(_KEYS_ONCE_CONFIGS, key=["tokens", "channels", "HAS_MASK"])(_keys_once_kernel)
+
+
+def window_attention_keys_once(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
+                               scale: float) -> torch.Tensor:
+    """What `serve_app.model.window_attention_triton.triton_window_attention` computes (the same arguments), with
+    one program per window and head that reads the window's keys and values once and walks its blocks of queries,
+    and the shifted-window mask read in the model's precision: the service's kernel reads them again for every
+    block of queries, its programs being (window, head, block of queries)."""
+    windows, tokens, width = qkv.shape
+    channels = width // 3
+    qkv, bias = qkv.contiguous(), bias.to(qkv.dtype).contiguous()
+    out = torch.empty(windows, tokens, channels, device=qkv.device, dtype=qkv.dtype)
+    shifted = mask.to(qkv.dtype).contiguous() if mask is not None else bias  # never read without HAS_MASK
+    arguments = (qkv, bias, shifted, out, tokens, channels, mask.shape[0] if mask is not None else 1, float(scale))
+    constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None,
+                 "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
+                 "BLOCK_N": max(16, triton.next_power_of_2(tokens))}
+    if qkv.is_cuda:
+        _keys_once_tuned[(windows, heads)](*arguments, **constants)
+    else:
+        first = _KEYS_ONCE_CONFIGS[0]
+        _keys_once_kernel[(windows, heads)](*arguments, **constants, **first.kwargs, num_warps=first.num_warps,
+                                            num_stages=first.num_stages)
+    return out

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.kernel_candidates import flex_window_attention
+from tests.helpers import triton_interpreter_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,34 @@ def test_flex_window_attention_is_the_swin_window_attention(shifted: bool) -> No
     key[:, 0] += 1.0
     again = flex_window_attention(query, key, value, bias, mask, scale)
     assert torch.equal(again[:, 1:], got[:, 1:])
+
+
+KEYS_ONCE = """
+import json, torch
+from harness.kernel_candidates import window_attention_keys_once
+from serve_app.model.window_attention_triton import triton_window_attention
+generator = torch.Generator().manual_seed(0)
+results = {}
+for name, (windows, tokens, heads, head_dim, mask_windows, dtype) in {
+    "144 tokens, shifted, fp16": (4, 144, 2, 32, 2, torch.float16),
+    "16 tokens, no mask, fp32": (3, 16, 3, 16, 0, torch.float32),
+}.items():
+    qkv = torch.randn(windows, tokens, 3 * heads * head_dim, generator=generator).to(dtype)
+    bias = torch.randn(heads, tokens, tokens, generator=generator).to(dtype)
+    regions = torch.randint(0, 3, (mask_windows, tokens), generator=generator)
+    mask = (regions[:, :, None] != regions[:, None, :]).float() * -100.0 if mask_windows else None
+    service = triton_window_attention(qkv, bias, mask, heads, head_dim ** -0.5)
+    candidate = window_attention_keys_once(qkv, bias, mask, heads, head_dim ** -0.5)
+    results[name] = float((candidate.double() - service.double()).abs().max())
+print(json.dumps(results))
+"""
+
+
+def test_the_keys_once_window_attention_is_the_services() -> None:
+    pytest.importorskip("triton")
+    results = triton_interpreter_results(KEYS_ONCE)
+    assert len(results) == 2
+    assert all(difference <= 2e-3 for difference in results.values()), results
 
 
 def test_the_kernel_benchmark_needs_a_gpu() -> None:
