@@ -143,19 +143,8 @@ def window_attention_keys_once(qkv: torch.Tensor, bias: torch.Tensor, mask: torc
     one program per window and head that reads the window's keys and values once and walks its blocks of queries,
     and the shifted-window mask read in the model's precision: the service's kernel reads them again for every
     block of queries, its programs being (window, head, block of queries)."""
-    windows, tokens, width = qkv.shape
-    channels = width // 3
-    qkv, bias = qkv.contiguous(), bias.to(qkv.dtype).contiguous()
-    out = torch.empty(windows, tokens, channels, device=qkv.device, dtype=qkv.dtype)
-    shifted = mask.to(qkv.dtype).contiguous() if mask is not None else bias  # never read without HAS_MASK
-    arguments = (qkv, bias, shifted, out, tokens, channels, mask.shape[0] if mask is not None else 1, float(scale))
-    constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None,
-                 "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
-                 "BLOCK_N": max(16, triton.next_power_of_2(tokens))}
-    if qkv.is_cuda:
-        _keys_once_tuned[(windows, heads)](*arguments, **constants)
-    else:
-        first = _KEYS_ONCE_CONFIGS[0]
-        _keys_once_kernel[(windows, heads)](*arguments, **constants, **first.kwargs, num_warps=first.num_warps,
-                                            num_stages=first.num_stages)
-    return out
+    from serve_app.model.window_attention_triton import launch_window_attention
+
+    mask = mask.to(qkv.dtype) if mask is not None else None
+    return launch_window_attention(_keys_once_tuned, _keys_once_kernel, _KEYS_ONCE_CONFIGS[0],
+                                   lambda meta: (qkv.shape[0], heads), qkv, bias.to(qkv.dtype), mask, heads, scale)

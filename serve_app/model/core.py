@@ -151,6 +151,10 @@ class BackgroundRemovalModel:
         # Before any compile or capture, which trace whichever forward the layers have.
         self.fused_window_attention_layers = (fuse_window_attention(self.module, window_attention_kernel)
                                               if fused_window_attention else 0)
+        # What runs the fused layers, for describe(): the Triton kernel only on CUDA.
+        self.window_attention_kernel = fused_attention_kernel(self.module)
+        if self.window_attention_kernel and device.type != "cuda":
+            self.window_attention_kernel = "sdpa"
         if device.type == "cuda":
             self._upload_stream = torch.cuda.Stream(device)
             self._download_stream = torch.cuda.Stream(device)
@@ -500,9 +504,7 @@ class BackgroundRemovalModel:
             "attention_precision": self.attention_precision,
             "contiguous_attention_masks": self.contiguous_attention_masks,
             "fused_window_attention_layers": self.fused_window_attention_layers,
-            # what runs it: the Triton kernel only on CUDA
-            "window_attention_kernel": (fused_attention_kernel(self.module) if self.device.type == "cuda"
-                                        else fused_attention_kernel(self.module) and "sdpa"),
+            "window_attention_kernel": self.window_attention_kernel,
             "capturable_deform_conv": self.device.type == "cuda" and capturable_deform_conv_active("CUDA"),
             "deform_conv_kernel": deform_conv_implementation("CUDA") if self.device.type == "cuda" else "torchvision",
             "out_of_memory_splits": self.out_of_memory_splits,

@@ -14,6 +14,9 @@ products run on the tensor cores in the model's precision, as the fused kernels'
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 try:
@@ -86,29 +89,36 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     (Swin's layout); `bias` is (heads, tokens, tokens); `mask` is (windows per image, tokens, tokens) or None, the
     windows of each image consecutive in `qkv`. Returns (windows, tokens, channels), each token's heads in turn.
     """
+    windows, tokens, _ = qkv.shape
+    return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0],
+                                   lambda meta: (windows, heads, triton.cdiv(tokens, meta["BLOCK_M"])),
+                                   qkv, bias, mask, heads, scale)
+
+
+def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
+                            qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
+                            scale: float) -> torch.Tensor:
+    """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
+    inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
+    configuration. Returns the (windows, tokens, channels) output."""
     windows, tokens, width = qkv.shape
     channels = width // 3
-    head_dim = channels // heads
     qkv = qkv.contiguous()
     bias = bias.contiguous()
     out = torch.empty(windows, tokens, channels, device=qkv.device, dtype=qkv.dtype)
     if out.numel() == 0:
         return out
-    has_mask = mask is not None
     shifted = mask.contiguous() if mask is not None else bias  # never read without HAS_MASK
     mask_windows = mask.shape[0] if mask is not None else 1
     arguments = (qkv, bias, shifted, out, tokens, channels, mask_windows, float(scale))
-    constants = {"HEAD_DIM": head_dim, "HAS_MASK": has_mask,
+    constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
                  "BLOCK_N": max(16, triton.next_power_of_2(tokens))}
     if qkv.is_cuda:
-        def grid(meta: dict) -> tuple[int, int, int]:
-            return windows, heads, triton.cdiv(tokens, meta["BLOCK_M"])
-        _window_attention_tuned[grid](*arguments, **constants)
+        tuned[grid](*arguments, **constants)
     else:
-        first = _ATTENTION_CONFIGS[0]
-        _window_attention_kernel[(windows, heads, triton.cdiv(tokens, first.kwargs["BLOCK_M"]))](
-            *arguments, **constants, **first.kwargs, num_warps=first.num_warps, num_stages=first.num_stages)
+        kernel[grid(first.kwargs)](*arguments, **constants, **first.kwargs, num_warps=first.num_warps,
+                                   num_stages=first.num_stages)
     return out
 
 
