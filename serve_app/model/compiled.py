@@ -52,10 +52,16 @@ CLOSE_WAIT_S = 120.0
 ModuleForward = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
-def use_compile_cache(cache_dir: Path) -> None:
-    """Point inductor's caches at `cache_dir` for this process (inductor reads the variable at each lookup)."""
+def use_compile_cache(cache_dir: Path, device: torch.device) -> None:
+    """Point inductor's caches at `cache_dir` for this process (inductor reads the variable at each lookup), and
+    Triton's too, unless TRITON_CACHE_DIR names another place: the project's own kernels (the deformable convolution
+    and the window attention) keep their compiled binaries and their tile sizes' timings there, so that a restart, or
+    a pod on the same volume, reads each shape's tuning instead of timing every configuration again before its first
+    capture. The directory is the one inductor picks for its kernels once it compiles (`<cache>/triton/<device>`),
+    set here before the eager warm-up runs the project's kernels."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache_dir.resolve() / "triton" / str(device.index or 0)))
 
 
 class CompiledForward:
@@ -103,7 +109,7 @@ class CompiledForward:
                memory_format: torch.memory_format, device: torch.device, cache_dir: Path, options: dict | None,
                capture: bool) -> None:
         self._owner = threading.current_thread()
-        use_compile_cache(cache_dir)
+        use_compile_cache(cache_dir, device)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
         self._memory_format = memory_format

@@ -96,8 +96,9 @@ if triton is not None:
 
     # On a GPU the tile sizes are tuned once per shape (in the warm-up pass that precedes any CUDA graph capture):
     # BiRefNet's calls differ in kernel size (1 to 7) and output size (32 to 256 px), so one tiling fits few of
-    # them. Each run writes the whole output, so the trial runs leave nothing behind. The interpreter (CPU) runs
-    # the first configuration alone.
+    # them. The timings are kept in Triton's cache (compiled.use_compile_cache), which a restart reads instead of
+    # timing each configuration again. Each run writes the whole output, so the trial runs leave nothing behind.
+    # The interpreter (CPU) runs the first configuration alone.
     _DEFORM_CONFIGS = [
         triton.Config({"BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 128}, num_warps=4, num_stages=2),
         triton.Config({"BLOCK_P": 64, "BLOCK_C": 64, "BLOCK_O": 128}, num_warps=4, num_stages=2),
@@ -106,8 +107,8 @@ if triton is not None:
         triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
     ]
-    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS, key=["channels", "out_channels", "pixels", "KERNEL_H"])(
-        _deform_conv_kernel)
+    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS, key=["channels", "out_channels", "pixels", "KERNEL_H"],
+                                         cache_results=True)(_deform_conv_kernel)
 
 
 def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,

@@ -69,7 +69,8 @@ if triton is not None:
         tl.store(out, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
 
     # Tuned once per shape on a GPU, in the warm-up pass that precedes any CUDA graph capture (as the deformable
-    # convolution's kernel is); each run writes the whole output. The interpreter (CPU) runs the first alone.
+    # convolution's kernel is), and the timings kept in Triton's cache (compiled.use_compile_cache), which a restart
+    # reads; each run writes the whole output. The interpreter (CPU) runs the first alone.
     _ATTENTION_CONFIGS = [
         triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1),
         triton.Config({"BLOCK_M": 16}, num_warps=4, num_stages=1),
@@ -77,8 +78,8 @@ if triton is not None:
         triton.Config({"BLOCK_M": 64}, num_warps=8, num_stages=1),
         triton.Config({"BLOCK_M": 32}, num_warps=2, num_stages=1),
     ]
-    _window_attention_tuned = triton.autotune(_ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK"])(
-        _window_attention_kernel)
+    _window_attention_tuned = triton.autotune(_ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK"],
+                                              cache_results=True)(_window_attention_kernel)
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,

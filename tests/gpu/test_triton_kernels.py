@@ -1,5 +1,6 @@
 """The Triton kernels on the GPU: the window attention's at BiRefNet's window and head sizes gives what the fused
-`scaled_dot_product_attention` forward gives, eagerly and inside a compiled, CUDA-graph-replayed function. Skipped
+`scaled_dot_product_attention` forward gives, eagerly and inside a compiled, CUDA-graph-replayed function, and a
+restarted process reads the kernels' tunings from the compile cache instead of timing them again. Skipped
 without CUDA (tests/unit runs the same kernels through Triton's interpreter).
 
     .venv/bin/python -m pytest -n 0 -m gpu tests/gpu/test_triton_kernels.py
@@ -8,6 +9,11 @@ without CUDA (tests/unit runs the same kernels through Triton's interpreter).
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,3 +45,35 @@ def test_the_triton_window_attention_gives_the_fused_attention(dim: int, heads: 
         for _ in range(3):  # warm-up, capture, replay
             replayed = compiled(x, mask).float().clone()
         assert torch.allclose(replayed, expected, atol=2e-2, rtol=2e-2)
+
+
+# One process start: the attention at two shapes, in a model whose compile cache is argv[1]; prints whether each
+# shape's tile sizes were timed here (Triton's autotuner records bench_time only when it times them).
+_START = """
+import json, sys
+from pathlib import Path
+import torch
+from serve_app.model import compiled, window_attention_triton as kernels
+compiled.use_compile_cache(Path(sys.argv[1]), torch.device("cuda"))
+timed = []
+for windows, dim, heads in ((16, 192, 6), (4, 768, 24)):
+    kernels._window_attention_tuned.bench_time = None
+    qkv = torch.randn(windows, 144, 3 * dim, device="cuda", dtype=torch.half)
+    bias = torch.randn(heads, 144, 144, device="cuda", dtype=torch.half)
+    kernels.triton_window_attention(qkv, bias, None, heads, 0.125)
+    timed.append(kernels._window_attention_tuned.bench_time is not None)
+print(json.dumps(timed))
+"""
+
+
+def test_a_restart_reads_the_kernel_tunings_from_the_compile_cache(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_CACHE_DIR"}
+
+    def start() -> list[bool]:
+        run = subprocess.run([sys.executable, "-c", _START, str(tmp_path)], capture_output=True, text=True,
+                             env=env, timeout=300, check=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert start() == [True, True]  # first start: every shape timed
+    assert list(tmp_path.glob("triton/0/**/*.autotune.json"))
+    assert start() == [False, False]  # restart: read from the cache

@@ -7,6 +7,7 @@ never compiles again, and that a restarted process loads the saved buckets, agai
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from serve_app.model.compiled import use_compile_cache
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
 from tests.images import distinct_pictures as photos
@@ -48,6 +50,20 @@ def test_start_up_compiles_every_bucket_into_the_cache_dir(compiled: BackgroundR
     assert not any(warmup["from_cache"] or warmup["precompiled"] for warmup in compiled.compile_warmup.values())
     # Each bucket saved whole, for the next start to load without tracing the model again.
     assert [len(list(cache_dir.glob(f"precompiled/*-batch{size}.bin"))) for size in BUCKETS] == [1] * len(BUCKETS)
+
+
+def test_the_kernels_tunings_are_kept_in_the_compile_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The project's Triton kernels keep their compiled binaries and tile-size timings where the compiled buckets are
+    # (a volume a pod's restart keeps), in the directory inductor uses for its own kernels.
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset")
+    use_compile_cache(tmp_path / "cache", torch.device("cuda", 1))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "cache").resolve())
+    assert os.environ["TRITON_CACHE_DIR"] == str((tmp_path / "cache" / "triton" / "1").resolve())
+    # An operator's own TRITON_CACHE_DIR stays.
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "theirs"))
+    use_compile_cache(tmp_path / "cache", torch.device("cuda", 0))
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "theirs")
 
 
 @pytest.fixture(scope="module")
