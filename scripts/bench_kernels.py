@@ -145,10 +145,12 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     bias = torch.rand(heads, TOKENS, TOKENS, device="cuda", generator=generator) - 0.5
     shift = (torch.where(torch.rand(windows, TOKENS, TOKENS, device="cuda", generator=generator) < 0.3,
                          -100.0, 0.0) if shifted else None)
-    # the service's layout: each image's windows as heads of one call, the mask broadcast over images
+    # the service's layout (serve_app/model/attention.py): with a shifted mask, each image's windows as heads of one
+    # call, the mask broadcast over images; without, one window a call, the bias broadcast over windows
+    groups = windows if shifted else 1
     combined = bias.unsqueeze(0) if shift is None else bias.unsqueeze(0) + shift.unsqueeze(1)
-    sdpa_mask = combined.reshape(1, -1, TOKENS, TOKENS).half()
-    q, k, v = (t.reshape(IMAGES, windows * heads, TOKENS, HEAD_DIM) for t in (query, key, value))
+    sdpa_mask = combined.reshape(1, groups * heads, TOKENS, TOKENS).half()
+    q, k, v = (t.reshape(IMAGES * windows // groups, groups * heads, TOKENS, HEAD_DIM) for t in (query, key, value))
     # the qkv layer's output as the Triton kernel reads it: (windows, tokens, 3 x heads x head_dim)
     qkv = torch.cat([t.permute(0, 1, 3, 2, 4).reshape(IMAGES * windows, TOKENS, heads * HEAD_DIM)
                      for t in (query, key, value)], dim=-1)

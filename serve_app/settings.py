@@ -93,8 +93,10 @@ class ModelSettings(StrictModel):
     )
     compile_cache_dir: Path | None = Field(
         None, description="Inductor's on-disk caches (compiled graphs and kernels, keyed by graph, torch version "
-        f"and GPU); default ${COMPILE_CACHE_ENV} or ~/.cache/serve_app/compiled. Keep it between restarts (and "
-        "share it between machines with the same GPU and torch) so that compiling happens once.",
+        "and GPU), the saved buckets, and Triton's cache (triton/: the project kernels' binaries and tile timings, "
+        f"unless TRITON_CACHE_DIR is set); default ${COMPILE_CACHE_ENV} or ~/.cache/serve_app/compiled. Keep it "
+        "between restarts (and share it between machines with the same GPU and torch) so that compiling and "
+        "tuning happen once.",
     )
     compile_options: dict[str, bool | int | float | str] = Field(
         default_factory=dict,

@@ -18,7 +18,7 @@ every call, and elsewhere one `scaled_dot_product_attention` call.
 
 from __future__ import annotations
 
-import types
+import functools
 from typing import Any
 
 import torch
@@ -78,16 +78,24 @@ def fuse_window_attention(module: torch.nn.Module, kernel: str = "sdpa") -> int:
         from serve_app.model import window_attention_triton  # noqa: F401  (registers serve_app::window_attention)
     layers = window_attention_layers(module)
     for layer in layers:
-        layer.forward = types.MethodType(forward, layer)
-        # A saved compiled model (serve_app/model/compiled.py) pickles this bound method as
-        # getattr(layer, forward.__name__): the name must resolve on the layer's class.
-        setattr(type(layer), forward.__name__, forward)
+        # A partial, not a bound method: a saved compiled model (serve_app/model/compiled.py) pickles the layers
+        # it guards on, and a bound method pickles as a lookup of the function's name on the layer's class, which
+        # a process that loads the same remote code from another directory (another module name) never patched.
+        layer.forward = functools.partial(forward, layer)
     return len(layers)
+
+
+def layer_forward_name(layer: torch.nn.Module) -> str | None:
+    """The name of the forward given to `layer` itself (`fuse_window_attention`), or None if it runs its class's."""
+    forward = layer.__dict__.get("forward")
+    if forward is None:
+        return None
+    return getattr(getattr(forward, "func", forward), "__name__", "?")
 
 
 def fused_attention_kernel(module: torch.nn.Module) -> str | None:
     """Which kernel `module`'s window attention layers run ("triton", "sdpa"), or None if they keep their own."""
-    names = {getattr(layer.__dict__.get("forward"), "__name__", None) for layer in window_attention_layers(module)}
+    names = {layer_forward_name(layer) for layer in window_attention_layers(module)}
     kernels = {"_fused_window_attention": "sdpa", "_triton_window_attention": "triton"}
     found = sorted(kernels[name] for name in names if name in kernels)
     return found[0] if found else None

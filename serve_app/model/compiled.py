@@ -38,6 +38,7 @@ import torch
 from torch._dynamo.guards import CheckFunctionManager
 from torch._dynamo.utils import counters
 
+from serve_app.model.attention import layer_forward_name
 from serve_app.model.buckets import pad_to, run_in_buckets
 from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
 
@@ -48,7 +49,8 @@ CLOSE_WAIT_S = 120.0
 
 
 # (module, batch) -> logits: the module is an argument, not a closure, so that a saved bucket holds the traced code
-# and guards but no weights, and loads into any process that has a module of the same architecture.
+# and guards but no weights, and loads into any process whose module has the same classes (the same code, loaded
+# from the same directory), whatever its weights.
 ModuleForward = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -314,7 +316,8 @@ class SavedBuckets:
     """Compiled buckets saved whole and loaded back, one file per bucket, keyed by all that shapes the compile.
 
     The key covers torch, the device, the forward's and the module's code (this package and every source file the
-    module's classes come from), the parameters' names, shapes and dtypes, the input and the compile options;
+    module's classes come from), the classes' import paths, the parameters' names, shapes and dtypes, the input and
+    the compile options;
     torch checks its own system information again on load. Any failure to save or load is logged and the bucket
     compiles as before.
     """
@@ -429,8 +432,12 @@ def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape:
     for source in sorted(path for path in sources if path):
         digest.update(Path(source).read_bytes())
     # Forwards given to single layers (the fused window attention's kernel) are traced in place of their class's.
-    digest.update(json.dumps(sorted({f"{type(part).__qualname__}.{getattr(part.__dict__['forward'], '__name__', '?')}"
+    digest.update(json.dumps(sorted({f"{type(part).__qualname__}.{layer_forward_name(part)}"
                                      for part in module.modules() if "forward" in part.__dict__})).encode())
+    # The classes themselves, by import path: a saved bucket is guarded on its module's type, and the same remote
+    # code loaded from another directory is another module (transformers_modules.<dir>...) of other classes.
+    digest.update(json.dumps(sorted({f"{type(part).__module__}.{type(part).__qualname__}"
+                                     for part in module.modules()})).encode())
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return digest.hexdigest()[:20]

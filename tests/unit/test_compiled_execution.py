@@ -22,6 +22,7 @@ from torch._dynamo.utils import counters
 from serve_app.model.compiled import use_compile_cache
 from serve_app.model.core import BackgroundRemovalModel
 from serve_app.model.loading import load_segmentation_module
+from tests.hub_layout import write_cutout_net
 from tests.images import distinct_pictures as photos
 
 INPUT_SIZE = (64, 64)
@@ -238,3 +239,42 @@ def test_compiled_graphs_runs_as_compiled_without_cuda(compiled: BackgroundRemov
     assert all(warmup["precompiled"] for warmup in model.compile_warmup.values())
     for mask, reference in zip(model.predict(photos(3)), compiled.predict(photos(3)), strict=True):
         np.testing.assert_array_equal(mask, reference)
+
+
+# One start of a BiRefNet-shaped model (Swin window attention, fused) from argv[1], compile cache argv[2].
+FUSED_START = """
+import json, sys
+from pathlib import Path
+import torch
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.model.loading import load_segmentation_module
+model = BackgroundRemovalModel(load_segmentation_module(sys.argv[1]), input_size=(64, 64), device=torch.device("cpu"),
+                               precision="fp32", execution="compiled", graph_batch_sizes=(1,),
+                               compile_cache_dir=Path(sys.argv[2]))
+assert model.wait_for_buckets(timeout=300)
+print(json.dumps({"warmup": model.compile_warmup, "eager": model.describe()["eager_batch_sizes"],
+                  "fused_layers": model.fused_window_attention_layers}))
+"""
+
+
+def test_saved_buckets_with_fused_attention_load_again_and_each_model_directory_keeps_its_own(tmp_path: Path) -> None:
+    # The saved bucket's guards hold the window attention layers with the forward each was given; the same remote
+    # code from another directory is another module of other classes, which those guards do not match.
+    first = write_cutout_net(tmp_path / "first")
+    second = Path(shutil.copytree(first, tmp_path / "second"))
+    cache = tmp_path / "cache"
+
+    def start(directory: Path) -> dict:
+        output = subprocess.run([sys.executable, "-c", FUSED_START, str(directory), str(cache)], check=True,
+                                capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2]).stdout
+        return json.loads(output.splitlines()[-1])
+
+    compiled = start(first)
+    assert compiled["fused_layers"] > 0 and not compiled["warmup"]["1"]["precompiled"]
+    restarted = start(first)
+    assert restarted["warmup"]["1"]["precompiled"] and restarted["eager"] == []
+    # The copy compiles buckets of its own, rather than serving eager after failing the first's guards, and
+    # leaves the first's in place.
+    other = start(second)
+    assert not other["warmup"]["1"]["precompiled"] and other["eager"] == []
+    assert len(list(cache.glob("precompiled/*-batch1.bin"))) == 2
