@@ -21,7 +21,10 @@ def mask_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
     union = int(np.logical_or(fg_candidate, fg_reference).sum())
     # Two empty masks agree completely.
     iou = 1.0 if union == 0 else int(np.logical_and(fg_candidate, fg_reference).sum()) / union
-    return {"mean_abs_alpha_diff": mean_abs, "iou": iou, "reference_foreground": float(fg_reference.mean())}
+    # IoU counts single pixels on a foreground of a few dozen: the counts say when it does.
+    return {"mean_abs_alpha_diff": mean_abs, "iou": iou, "reference_foreground": float(fg_reference.mean()),
+            "reference_foreground_pixels": int(fg_reference.sum()),
+            "pixels_differing": int(np.logical_xor(fg_candidate, fg_reference).sum())}
 
 
 def logit_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
@@ -39,6 +42,7 @@ def verdict(rows: list[dict]) -> dict:
         "images": len(rows),
         "max_mean_abs_alpha_diff": max(row["mean_abs_alpha_diff"] for row in rows),
         "min_iou": min(row["iou"] for row in rows),
+        "max_pixels_differing": max(row["pixels_differing"] for row in rows),
         "max_abs_logit_diff": max(row["max_abs_logit_diff"] for row in rows),
         # what the reference masks were like: a bound met on masks with no structure proves little
         "reference_foreground_range": [min(row["reference_foreground"] for row in rows),

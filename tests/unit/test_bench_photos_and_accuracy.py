@@ -33,6 +33,14 @@ def test_identical_masks_agree_and_inverted_ones_do_not() -> None:
     inverted = mask_agreement(255 - mask, mask)
     assert inverted["iou"] == 0.0 and inverted["mean_abs_alpha_diff"] == 1.0
     assert mask_agreement(np.zeros_like(mask), np.zeros_like(mask))["iou"] == 1.0  # both empty
+    # A foreground of a few dozen pixels: one pixel more is IoU 0.976, and the counts say so.
+    speck = np.zeros((40, 60), dtype=np.uint8)
+    speck[0, :41] = 255
+    grown = speck.copy()
+    grown[0, 41] = 255
+    one_more = mask_agreement(grown, speck)
+    assert one_more["iou"] == 41 / 42
+    assert one_more["reference_foreground_pixels"] == 41 and one_more["pixels_differing"] == 1
 
 
 def test_verdict_holds_only_within_every_bound() -> None:
