@@ -6,6 +6,9 @@ Runs the reference (eager, fp32, batch 1) and each candidate on the same weights
     python scripts/check_accuracy.py --model-id /path/to/hub-layout-dir --photos 50 \
         --candidates eager:fp16,compiled:fp16 --batch-size 8 --out accuracy.json
 
+`--subjects shapes` uses generated photos of the kind `scripts/train_shapes.py` trains on instead, for its weights:
+their masks of the sample photos can be a few dozen pixels, where IoU counts single pixels.
+
 A candidate may name kernel candidates to put in the model (scripts/harness/model_kernels.py) after a second colon,
 e.g. compiled_graphs:fp16:deform+linear.
 """
@@ -29,12 +32,15 @@ from harness.accuracy import (
     verdict,
 )
 from harness.model_kernels import kernels_label, load_model, parse_kernels
-from harness.photos import sample_photo_jpegs
+from harness.photos import SIZE_RANGE, sample_photo_jpegs
 from harness.run_record import run_record
+from harness.shapes import shape_photos
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
+
+SHAPES_SEED = 2718  # --subjects shapes: a seed of its own, not train_shapes.py's default nor its held-out one
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,6 +49,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--photos", type=int, default=50)
     parser.add_argument("--photo-dir", type=Path, help="folder of scikit-image's sample photos (default: installed)")
+    parser.add_argument("--subjects", choices=["photos", "shapes"], default="photos",
+                        help="photos: scikit-image's samples; shapes: generated photos of the kind "
+                             "scripts/train_shapes.py trains on (not its training or held-out batches), for its "
+                             "weights, whose masks of real photos can be a few pixels")
     parser.add_argument("--candidates", default="compiled:fp16",
                         help="comma-separated EXECUTION:PRECISION[:KERNELS], KERNELS +-joined")
     parser.add_argument("--batch-size", type=int, default=8, help="candidates run in batches of this size")
@@ -71,8 +81,11 @@ def main() -> None:
     # happen again, every thread's Python stack goes to stderr.
     faulthandler.enable()
     args = parse_args()
-    images = [decode_image(jpeg, max_pixels=50_000_000).rgb
-              for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
+    if args.subjects == "shapes":
+        images = shape_photos(args.photos, SIZE_RANGE, seed=SHAPES_SEED)
+    else:
+        images = [decode_image(jpeg, max_pixels=50_000_000).rgb
+                  for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
 
     def load(execution: str, precision: str, kernels: tuple[str, ...] = ()) -> BackgroundRemovalModel:
         return load_model(ModelSettings(
@@ -85,7 +98,8 @@ def main() -> None:
     record: dict = run_record(versions=component_versions(), device=reference.describe()["device_name"],
                               bounds={"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
                                       "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
-                              photo_sizes=[list(image.shape[1::-1]) for image in images], candidates=[])
+                              subjects=args.subjects, photo_sizes=[list(image.shape[1::-1]) for image in images],
+                              candidates=[])
     del reference
     for candidate in args.candidates.split(","):
         execution, precision, kernels = (*candidate.split(":"), "none")[:3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +41,22 @@ def shapes_batch(batch: int, size: tuple[int, int], generator: torch.Generator, 
         photos.append(torch.where(mask, subject, background).clamp(0, 1))
         masks.append(mask[None].float())
     return torch.stack(photos), torch.stack(masks)
+
+
+def shape_photos(count: int, size_range: tuple[tuple[int, int], tuple[int, int]], *, seed: int,
+                 scenes: float = 0.5) -> list[np.ndarray]:
+    """`count` generated photos (H, W, 3) uint8 of sizes drawn from `size_range` ((min width, min height), (max
+    width, max height)), the same for the same `seed`: accuracy checks of weights trained on such photos
+    (scripts/check_accuracy.py --subjects shapes), whose masks then have subjects of some size to compare."""
+    generator = torch.Generator().manual_seed(seed)
+    (min_width, min_height), (max_width, max_height) = size_range
+    photos = []
+    for _ in range(count):
+        width = int(torch.randint(min_width, max_width + 1, (1,), generator=generator))
+        height = int(torch.randint(min_height, max_height + 1, (1,), generator=generator))
+        pixels, _ = shapes_batch(1, (width, height), generator, scenes=scenes)
+        photos.append((pixels[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    return photos
 
 
 def _uniform(generator: torch.Generator, low: float, high: float, count: int = 1) -> torch.Tensor:

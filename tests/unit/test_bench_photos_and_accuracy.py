@@ -9,6 +9,7 @@ from PIL import Image
 
 from harness.accuracy import MAX_MEAN_ALPHA_DIFF, logit_agreement, mask_agreement, verdict
 from harness.photos import SAMPLE_PHOTOS, SIZE_RANGE, sample_photo_dir, sample_photo_jpegs
+from harness.shapes import shape_photos
 
 
 def test_sample_photos_are_jpegs_of_mixed_sizes_within_the_range_and_repeatable() -> None:
@@ -65,3 +66,14 @@ def test_the_verdict_says_how_much_structure_the_reference_masks_had() -> None:
     assert verdict([flat])["reference_confident_share_min"] == 0.0
     assert verdict([structured])["reference_confident_share_min"] == 1.0
     assert verdict([structured])["reference_foreground_range"] == [0.5, 0.5]
+
+
+def test_shape_photos_are_repeatable_rgb_photos_of_sizes_within_the_range() -> None:
+    size_range = ((64, 48), (96, 80))
+    photos = shape_photos(3, size_range, seed=1)
+    for photo in photos:
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3
+        assert 48 <= photo.shape[0] <= 80 and 64 <= photo.shape[1] <= 96
+        assert photo.std() > 5  # a subject on a backdrop or scene, not a flat image
+    assert all(np.array_equal(a, b) for a, b in zip(photos, shape_photos(3, size_range, seed=1), strict=True))
+    assert not np.array_equal(photos[0], shape_photos(1, size_range, seed=2)[0])
