@@ -36,7 +36,14 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProv
 DTYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
+class ProviderUnavailable(RuntimeError):
+    """The execution provider asked for did not start here: a figure from the fallback would not be its figure."""
+
+
 def open_runtime(path: Path, provider: str, profile_nodes: bool) -> onnxruntime.InferenceSession:
+    if PROVIDERS[provider] not in onnxruntime.get_available_providers():
+        raise ProviderUnavailable(f"this onnxruntime ({onnxruntime.__version__}) has no {PROVIDERS[provider]}: "
+                                  f"only {', '.join(onnxruntime.get_available_providers())}")
     if provider != "cpu":
         # CUDA, cuBLAS and cuDNN as torch loaded them (its pip packages), then ONNX Runtime's own search for them
         torch.zeros(1, device="cuda")
@@ -50,8 +57,14 @@ def open_runtime(path: Path, provider: str, profile_nodes: bool) -> onnxruntime.
         options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="bench_onnxruntime_")) / "profile")
     provider_options = {"device_id": 0} if provider != "cpu" else {}
     fallback = ["CPUExecutionProvider"] if provider != "cpu" else []  # for the nodes the provider has no kernel of
-    return onnxruntime.InferenceSession(str(path), options,
-                                        providers=[(PROVIDERS[provider], provider_options), *fallback])
+    runtime = onnxruntime.InferenceSession(str(path), options,
+                                           providers=[(PROVIDERS[provider], provider_options), *fallback])
+    # A provider whose libraries do not load (TensorRT's without libnvinfer) leaves the runtime on the CPU alone,
+    # with ONNX Runtime's reason in its log above.
+    if PROVIDERS[provider] not in runtime.get_providers():
+        raise ProviderUnavailable(f"{PROVIDERS[provider]} did not start (the runtime runs on "
+                                  f"{', '.join(runtime.get_providers())}); ONNX Runtime's log above says why")
+    return runtime
 
 
 def nodes_by_provider(profile_file: str) -> dict[str, int]:
@@ -135,8 +148,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    record, pixels, logits = measure(args.onnx, args.provider, iterations=args.iterations, warmup=args.warmup,
-                                     seed=args.seed)
+    try:
+        record, pixels, logits = measure(args.onnx, args.provider, iterations=args.iterations, warmup=args.warmup,
+                                         seed=args.seed)
+    except ProviderUnavailable as error:
+        sys.exit(f"bench_onnxruntime: {error}")
     if args.model_id:
         record["against_eager_fp32"] = against_eager_fp32(load_segmentation_module(args.model_id), pixels, logits)
     print(json.dumps(record, indent=2))

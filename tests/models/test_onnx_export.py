@@ -53,3 +53,17 @@ def test_the_runtime_benchmark_times_the_file_and_checks_it_against_pytorch(expo
     span = agreement["logit_range"][1] - agreement["logit_range"][0]
     assert span > 0.1 and agreement["max_abs_logit_diff"] <= 1e-4 * max(1.0, span), agreement
     assert agreement["min_iou"] > 0.99
+
+
+def test_the_runtime_benchmark_refuses_a_provider_that_does_not_start(exported) -> None:
+    import onnxruntime
+    from bench_onnxruntime import PROVIDERS, ProviderUnavailable, measure
+
+    _, path, _ = exported
+    missing = next((name for name, provider in PROVIDERS.items()
+                    if provider not in onnxruntime.get_available_providers()), None)
+    if missing is None:
+        pytest.skip("every provider is available here")
+    # never a CPU figure under another provider's name
+    with pytest.raises(ProviderUnavailable, match=PROVIDERS[missing]):
+        measure(path, missing, iterations=1, warmup=0)
