@@ -73,7 +73,7 @@ def fuse_window_attention(module: torch.nn.Module, kernel: str = "sdpa") -> int:
     """
     if kernel not in WINDOW_ATTENTION_KERNELS:
         raise ValueError(f"unknown window attention kernel {kernel!r}: choose {' or '.join(WINDOW_ATTENTION_KERNELS)}")
-    forward = _fused_window_attention if kernel == "sdpa" else _triton_window_attention
+    forward = _KERNEL_FORWARDS[kernel]
     if kernel == "triton":
         from serve_app.model import window_attention_triton  # noqa: F401  (registers serve_app::window_attention)
     layers = window_attention_layers(module)
@@ -96,7 +96,7 @@ def layer_forward_name(layer: torch.nn.Module) -> str | None:
 def fused_attention_kernel(module: torch.nn.Module) -> str | None:
     """Which kernel `module`'s window attention layers run ("triton", "sdpa"), or None if they keep their own."""
     names = {layer_forward_name(layer) for layer in window_attention_layers(module)}
-    kernels = {"_fused_window_attention": "sdpa", "_triton_window_attention": "triton"}
+    kernels = {forward.__name__: kernel for kernel, forward in _KERNEL_FORWARDS.items()}
     found = sorted(kernels[name] for name in names if name in kernels)
     return found[0] if found else None
 
@@ -134,3 +134,7 @@ def _triton_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | No
     bias = bias.view(tokens, tokens, heads).permute(2, 0, 1).to(x.dtype)  # (heads, tokens, tokens)
     attended = torch.ops.serve_app.window_attention(self.qkv(x), bias, mask, heads, float(self.scale))
     return self.proj_drop(self.proj(attended))
+
+
+# The forward each WINDOW_ATTENTION_KERNELS choice gives the layers (and, by its name, which one a layer runs).
+_KERNEL_FORWARDS = {"triton": _triton_window_attention, "sdpa": _fused_window_attention}
