@@ -9,9 +9,10 @@ Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernel
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
 (`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
 with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
-(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`) and a
-variant of it that reads each window's keys and values once, the written-out form compiled by inductor, and
-flex_attention compiled. The backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and
+(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the same
+kernel with its keys in one padded block, reading every window's mask rows, or both, a variant that reads each
+window's keys and values once, the written-out form compiled by inductor, and flex_attention compiled; the
+shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and
 FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s
 each reaches.
 """
@@ -41,7 +42,7 @@ from harness.kernel_candidates import (  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
-from serve_app.model.window_attention_triton import window_attention  # noqa: E402
+from serve_app.model.window_attention_triton import triton_window_attention, window_attention  # noqa: E402
 
 IMAGES = 8
 # (input side, kernel, calls per forward) of BiRefNet's deformable convolutions at 1024x1024: 64 -> 256 channels.
@@ -132,6 +133,21 @@ def _written_out(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
 _flex = torch.compile(flex_window_attention, dynamic=False)
 
 
+def swin_shift_mask(windows: int, side: int = 12, shift: int = 6) -> torch.Tensor:
+    """Swin's shifted-window mask for one image of `windows` windows (a square grid) of `side` x `side` tokens: 0
+    between tokens of one region of the shifted image, -100 across regions. Only the windows along the image's
+    bottom and right edges straddle regions; the others' rows are all zeros."""
+    grid = round(windows ** 0.5)
+    size = grid * side
+    regions = torch.zeros(size, size, dtype=torch.long)
+    bands = (slice(0, size - side), slice(size - side, size - shift), slice(size - shift, None))
+    for row, rows in enumerate(bands):
+        for column, columns in enumerate(bands):
+            regions[rows, columns] = 3 * row + column
+    per_window = regions.view(grid, side, grid, side).permute(0, 2, 1, 3).reshape(windows, side * side)
+    return (per_window[:, :, None] != per_window[:, None, :]).float() * -100.0
+
+
 def attention_rows(iterations: int) -> list[dict]:
     return [attention_row(windows, heads, shifted, calls, iterations) for windows, heads, calls in ATTENTION_CALLS
             for shifted in (False, True)]
@@ -143,8 +159,7 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     query, key, value = ((torch.rand(IMAGES, windows, heads, TOKENS, HEAD_DIM, device="cuda",
                                      generator=generator) * 2 - 1).half() for _ in range(3))
     bias = torch.rand(heads, TOKENS, TOKENS, device="cuda", generator=generator) - 0.5
-    shift = (torch.where(torch.rand(windows, TOKENS, TOKENS, device="cuda", generator=generator) < 0.3,
-                         -100.0, 0.0) if shifted else None)
+    shift = swin_shift_mask(windows).cuda() if shifted else None
     # the service's layout (serve_app/model/attention.py): with a shifted mask, each image's windows as heads of one
     # call, the mask broadcast over images; without, one window a call, the bias broadcast over windows
     groups = windows if shifted else 1
@@ -157,6 +172,12 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     candidates = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, scale=scale),
         "triton": lambda: window_attention(qkv, bias.half(), shift, heads, scale),
+        "triton_one_key_block": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
+                                                                split_keys=False),
+        "triton_every_mask_row": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
+                                                                 skip_unmasked=False),
+        "triton_neither": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale, split_keys=False,
+                                                          skip_unmasked=False),
         "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
@@ -164,7 +185,7 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     def heads_first(out: torch.Tensor) -> torch.Tensor:
         return out.view(IMAGES, windows, TOKENS, heads, HEAD_DIM).permute(0, 1, 3, 2, 4).reshape(q.shape)
 
-    layouts = {"triton": heads_first, "triton_keys_once": heads_first}
+    layouts = {name: heads_first for name in candidates if name.startswith("triton")}
     reference = F.scaled_dot_product_attention(q[:1].float(), k[:1].float(), v[:1].float(),
                                                attn_mask=sdpa_mask.float(), scale=scale)
     row: dict = {"windows_per_image": windows, "heads": heads, "shifted": shifted,

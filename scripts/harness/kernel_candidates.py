@@ -102,9 +102,10 @@ def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Te
 if triton is not None:
 
     @triton.jit
-    def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, out_ptr, tokens, channels, mask_windows, scale,
+    def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows, scale,
                           HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr):
+        # the service kernel's arguments; keys in one block (BLOCK_N2 is 0), every mask row read (masked unused)
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         offs_n = tl.arange(0, BLOCK_N)
@@ -147,4 +148,5 @@ def window_attention_keys_once(qkv: torch.Tensor, bias: torch.Tensor, mask: torc
 
     mask = mask.to(qkv.dtype) if mask is not None else None
     return launch_window_attention(_keys_once_tuned, _keys_once_kernel, _KEYS_ONCE_CONFIGS[0],
-                                   lambda meta: (qkv.shape[0], heads), qkv, bias.to(qkv.dtype), mask, heads, scale)
+                                   lambda meta: (qkv.shape[0], heads), qkv, bias.to(qkv.dtype), mask, heads, scale,
+                                   split_keys=False, skip_unmasked=False)

@@ -7,9 +7,11 @@ value are copied out of the qkv layer's output into heads-first tensors, and its
 projection. Here each program takes one window, one head and a block of its queries: it reads the query, key and
 value rows straight from the qkv layer's (windows, tokens, 3 x channels) output, adds the head's bias (heads x
 tokens x tokens, a few hundred kB that stay in cache) and the window's mask row by index, and writes its rows of the
-(windows, tokens, channels) output that the projection reads. One window's keys fit in one block (144 tokens for
-BiRefNet's 12x12 windows), so the softmax needs no online rescaling. Scores and the softmax are float32; the
-products run on the tensor cores in the model's precision, as the fused kernels' do.
+(windows, tokens, channels) output that the projection reads. One window's keys fit in one block, or in two of
+powers of two (BiRefNet's 12x12 windows: 128 and 16 keys, with no padded scores: `key_blocks`), so the softmax needs
+no online rescaling. The shifted-window mask is read only for the windows it splits (those at the shifted image's
+edges; the others' mask rows are all zeros). Scores and the softmax are float32; the products run on the tensor
+cores in the model's precision, as the fused kernels' do.
 """
 
 from __future__ import annotations
@@ -36,37 +38,77 @@ def triton_window_attention_available(tokens: int, head_dim: int, dtype: torch.d
             and head_dim & (head_dim - 1) == 0 and dtype in (torch.float16, torch.bfloat16, torch.float32))
 
 
+def key_blocks(tokens: int) -> tuple[int, int]:
+    """The sizes of the blocks a window's keys are computed in: (first, second), second 0 for one block.
+
+    Triton's blocks are powers of two. 144 keys (12x12 windows) in one block of 256 compute 112 padded scores of
+    every 256; in blocks of 128 and 16 they compute none. Two blocks are taken only where they compute less than one.
+    """
+    whole = max(16, 1 << (tokens - 1).bit_length())
+    first = max(16, 1 << (tokens.bit_length() - 1))
+    rest = tokens - first
+    second = max(16, 1 << (rest - 1).bit_length()) if rest > 0 else 0
+    return (first, second) if second and first + second < whole else (whole, 0)
+
+
 if triton is not None:
 
     @triton.jit
-    def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, out_ptr, tokens, channels, mask_windows, scale,
-                                 HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
-                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        window = tl.program_id(0).to(tl.int64)
-        head = tl.program_id(1)
-        offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < tokens
+    def _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n, tokens, channels, scale,
+                          masked, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
+        """q k^T * scale + bias (+ mask) for one block of a window's keys, -inf where the block runs past them."""
         n_ok = offs_n < tokens
-        row = 3 * channels  # a token's query, key and value, each heads x HEAD_DIM
-        rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
-        query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
-        key = tl.load(rows + channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
-        value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
+        key = tl.load(rows + channels + offs_n[:, None] * (3 * channels), mask=n_ok[:, None], other=0.0)
         scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
         pairs = offs_m[:, None] * tokens + offs_n[None, :]
         both = m_ok[:, None] & n_ok[None, :]
-        scores += tl.load(bias_ptr + head * tokens * tokens + pairs, mask=both, other=0.0).to(tl.float32)
+        scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
         if HAS_MASK:
-            # the batch's windows are its images' windows in turn; the mask holds one image's
-            shifted = mask_ptr + (window % mask_windows) * tokens * tokens
-            scores += tl.load(shifted + pairs, mask=both, other=0.0).to(tl.float32)
-        scores = tl.where(n_ok[None, :], scores, float("-inf"))
-        weights = tl.exp(scores - tl.max(scores, 1)[:, None])
-        attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION) / tl.sum(weights, 1)[:, None]
+            if masked != 0:  # most windows' masks are all zeros: only the shifted image's edges are split
+                scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
+        return tl.where(n_ok[None, :], scores, float("-inf"))
+
+    @triton.jit
+    def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows,
+                                 scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr):
+        window = tl.program_id(0).to(tl.int64)
+        head = tl.program_id(1)
+        offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < tokens
+        row = 3 * channels  # a token's query, key and value, each heads x HEAD_DIM
+        rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
+        query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
+        bias_rows = bias_ptr + head * tokens * tokens
+        # the batch's windows are its images' windows in turn; the mask holds one image's
+        image_window = window % mask_windows
+        mask_rows = mask_ptr + image_window * tokens * tokens
+        masked = 0
+        if HAS_MASK:
+            masked = tl.load(masked_ptr + image_window).to(tl.int32)
+        offs_n = tl.arange(0, BLOCK_N)
+        scores = _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n, tokens, channels, scale,
+                                   masked, HAS_MASK, PRECISION)
+        value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=(offs_n < tokens)[:, None], other=0.0)
+        if BLOCK_N2 > 0:  # the keys past the first block, in a second: one softmax over both
+            offs_n2 = BLOCK_N + tl.arange(0, BLOCK_N2)
+            scores2 = _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n2, tokens, channels,
+                                        scale, masked, HAS_MASK, PRECISION)
+            value2 = tl.load(rows + 2 * channels + offs_n2[:, None] * row, mask=(offs_n2 < tokens)[:, None],
+                             other=0.0)
+            top = tl.maximum(tl.max(scores, 1), tl.max(scores2, 1))
+            weights = tl.exp(scores - top[:, None])
+            weights2 = tl.exp(scores2 - top[:, None])
+            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+            attended = tl.dot(weights2.to(value.dtype), value2, acc=attended, input_precision=PRECISION)
+            total = tl.sum(weights, 1) + tl.sum(weights2, 1)
+        else:
+            weights = tl.exp(scores - tl.max(scores, 1)[:, None])
+            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+            total = tl.sum(weights, 1)
         out = out_ptr + window * tokens * channels + offs_m[:, None] * channels + head * HEAD_DIM + offs_d[None, :]
-        tl.store(out, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
+        tl.store(out, (attended / total[:, None]).to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
 
     # Tuned once per shape on a GPU, in the warm-up pass that precedes any CUDA graph capture (as the deformable
     # convolution's kernel is), and the timings kept in Triton's cache (compiled.use_compile_cache), which a restart
@@ -78,27 +120,29 @@ if triton is not None:
         triton.Config({"BLOCK_M": 64}, num_warps=8, num_stages=1),
         triton.Config({"BLOCK_M": 32}, num_warps=2, num_stages=1),
     ]
-    _window_attention_tuned = triton.autotune(_ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK"],
+    _window_attention_tuned = triton.autotune(_ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "BLOCK_N"],
                                               cache_results=True)(_window_attention_kernel)
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float) -> torch.Tensor:
+                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v for every window and head, from the qkv layer's output.
 
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
     (Swin's layout); `bias` is (heads, tokens, tokens); `mask` is (windows per image, tokens, tokens) or None, the
     windows of each image consecutive in `qkv`. Returns (windows, tokens, channels), each token's heads in turn.
+    `split_keys` (key_blocks) and `skip_unmasked` (windows whose mask is all zeros skip reading it) are on in the
+    service; off, the kernel computes the same with more work (scripts/bench_kernels.py times each).
     """
     windows, tokens, _ = qkv.shape
     return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0],
                                    lambda meta: (windows, heads, triton.cdiv(tokens, meta["BLOCK_M"])),
-                                   qkv, bias, mask, heads, scale)
+                                   qkv, bias, mask, heads, scale, split_keys=split_keys, skip_unmasked=skip_unmasked)
 
 
 def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
                             qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float) -> torch.Tensor:
+                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = True) -> torch.Tensor:
     """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
     inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
     configuration. Returns the (windows, tokens, channels) output."""
@@ -111,10 +155,17 @@ def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[
         return out
     shifted = mask.contiguous() if mask is not None else bias  # never read without HAS_MASK
     mask_windows = mask.shape[0] if mask is not None else 1
-    arguments = (qkv, bias, shifted, out, tokens, channels, mask_windows, float(scale))
+    if mask is None:
+        masked = bias  # never read without HAS_MASK
+    elif skip_unmasked:  # one pass over the mask here, instead of one per head and block of queries
+        masked = shifted.reshape(mask_windows, -1).ne(0).any(dim=1).to(torch.int8)
+    else:
+        masked = torch.ones(mask_windows, dtype=torch.int8, device=qkv.device)
+    block_n, block_n2 = key_blocks(tokens) if split_keys else (max(16, triton.next_power_of_2(tokens)), 0)
+    arguments = (qkv, bias, shifted, masked, out, tokens, channels, mask_windows, float(scale))
     constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
-                 "BLOCK_N": max(16, triton.next_power_of_2(tokens))}
+                 "BLOCK_N": block_n, "BLOCK_N2": block_n2}
     if qkv.is_cuda:
         tuned[grid](*arguments, **constants)
     else:

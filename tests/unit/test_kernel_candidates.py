@@ -92,6 +92,19 @@ def test_sdpa_reference_layout_matches_the_services() -> None:
     assert torch.allclose(service, flex, rtol=1e-4, atol=1e-5)
 
 
+def test_the_benchmarks_shifted_mask_splits_only_the_edge_windows() -> None:
+    from bench_kernels import swin_shift_mask
+
+    mask = swin_shift_mask(9, side=4, shift=2)  # 3x3 windows of 4x4 tokens
+    assert mask.shape == (9, 16, 16) and set(mask.unique().tolist()) == {-100.0, 0.0}
+    split = mask.reshape(9, -1).ne(0).any(dim=1).view(3, 3)
+    # the last row and column of windows straddle the shifted image's regions; the other four lie inside one
+    assert split.tolist() == [[False, False, True], [False, False, True], [True, True, True]]
+    corner = mask[8]
+    assert corner[0, 0] == 0 and corner[0, 2] == -100.0 and corner[0, 8] == -100.0 and corner[0, 10] == -100.0
+    assert torch.equal(corner, corner.t())
+
+
 def test_the_fp8_linear_layer_is_the_linear_layer_to_fp8_precision() -> None:
     from harness.kernel_candidates import fp8_linear, fp8_weight
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from serve_app.model.attention import fuse_window_attention, fused_attention_kernel
+from serve_app.model.window_attention_triton import key_blocks
 from serve_app.settings import ModelSettings
 from tests.helpers import triton_interpreter_results
 from tests.hub_layout.modeling_cutout_net import WindowAttention
@@ -32,6 +33,7 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
     mask = None
     if shifted:  # Swin's mask: 0 within a region of the shifted window, -100 across two
         regions = torch.randint(0, 3, (windows, tokens), generator=generator)
+        regions[0] = 1  # a window inside one region, whose mask rows are all zeros: the kernel skips reading them
         mask = (regions[:, :, None] != regions[:, None, :]).float() * -100.0
     with torch.no_grad():
         expected = type(layer).forward(layer.double(), x.double(), None if mask is None else mask.double())
@@ -57,6 +59,19 @@ def test_the_triton_window_attention_matches_the_written_out_layer() -> None:
         # fp16 rounds the inputs, the softmax's weights and the output; float32 computes in float32
         tolerance = 2e-2 * max(scale, 1.0) if "fp16" in name else 1e-4 * max(scale, 1.0)
         assert difference <= tolerance, (name, difference, scale)
+
+
+def test_a_windows_keys_are_computed_in_blocks_that_pad_the_least() -> None:
+    assert key_blocks(144) == (128, 16)  # BiRefNet's 12x12 windows: no padded key, where one block pads 112
+    assert key_blocks(160) == (128, 32)
+    assert key_blocks(49) == (64, 0)  # 32 + 32 pads as much as 64
+    assert key_blocks(200) == (256, 0)
+    assert key_blocks(256) == (256, 0)
+    assert key_blocks(16) == (16, 0)
+    assert key_blocks(4) == (16, 0)  # tl.dot takes blocks of at least 16
+    for tokens in range(1, 513):
+        first, second = key_blocks(tokens)
+        assert first + second >= tokens and first >= 16 and second in (0,) + tuple(2 ** n for n in range(4, 10))
 
 
 def test_the_triton_forward_off_cuda_is_the_fused_attention() -> None:
