@@ -12,9 +12,9 @@ with and without the shifted-window mask): one scaled_dot_product_attention call
 (`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the same
 kernel with its keys in one padded block, reading every window's mask rows, or both, a variant that reads each
 window's keys and values once, the written-out form compiled by inductor, and flex_attention compiled; the
-shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs them, and
-FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s
-each reaches.
+shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16
+as the service runs them, and FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows'
+scaling compiled), with the TFLOP/s each reaches.
 """
 
 from __future__ import annotations
