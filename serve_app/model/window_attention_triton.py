@@ -125,7 +125,7 @@ if triton is not None:
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = True) -> torch.Tensor:
+                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = False) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v for every window and head, from the qkv layer's output.
 
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
