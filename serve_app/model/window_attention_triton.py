@@ -9,9 +9,8 @@ value rows straight from the qkv layer's (windows, tokens, 3 x channels) output,
 tokens x tokens, a few hundred kB that stay in cache) and the window's mask row by index, and writes its rows of the
 (windows, tokens, channels) output that the projection reads. One window's keys fit in one block, or in two of
 powers of two (BiRefNet's 12x12 windows: 128 and 16 keys, with no padded scores: `key_blocks`), so the softmax needs
-no online rescaling. The shifted-window mask is read only for the windows it splits (those at the shifted image's
-edges; the others' mask rows are all zeros). Scores and the softmax are float32; the products run on the tensor
-cores in the model's precision, as the fused kernels' do.
+no online rescaling. Scores and the softmax are float32; the products run on the tensor cores in the model's
+precision, as the fused kernels' do.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ if triton is not None:
         both = m_ok[:, None] & n_ok[None, :]
         scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
         if HAS_MASK:
-            if masked != 0:  # most windows' masks are all zeros: only the shifted image's edges are split
+            if masked != 0:  # 0 only for a window whose mask rows are all zeros (skip_unmasked)
                 scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
         return tl.where(n_ok[None, :], scores, float("-inf"))
 
@@ -131,8 +130,10 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
     (Swin's layout); `bias` is (heads, tokens, tokens); `mask` is (windows per image, tokens, tokens) or None, the
     windows of each image consecutive in `qkv`. Returns (windows, tokens, channels), each token's heads in turn.
-    `split_keys` (key_blocks) and `skip_unmasked` (windows whose mask is all zeros skip reading it) are on in the
-    service; off, the kernel computes the same with more work (scripts/bench_kernels.py times each).
+    The same result either way, timed by scripts/bench_kernels.py: `split_keys` (on) computes the keys in
+    `key_blocks`, else in one padded block; `skip_unmasked` (off) first finds the windows whose mask rows are all
+    zeros (most of Swin's: only the shifted image's edges are split) and skips reading theirs. That pass costs more
+    than it saves on BiRefNet's later stages, with 9 to 36 windows an image.
     """
     windows, tokens, _ = qkv.shape
     return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0],
@@ -142,7 +143,7 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
 
 def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
                             qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = True) -> torch.Tensor:
+                            scale: float, *, split_keys: bool, skip_unmasked: bool) -> torch.Tensor:
     """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
     inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
     configuration. Returns the (windows, tokens, channels) output."""

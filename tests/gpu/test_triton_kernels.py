@@ -34,7 +34,7 @@ def test_the_triton_window_attention_gives_the_fused_attention(dim: int, heads: 
     layer = layer.cuda().half().eval()
     x = torch.randn(2 * windows, 144, dim, generator=generator).cuda().half()
     regions = torch.randint(0, 3, (windows, 144), generator=generator)
-    regions[0] = 1  # a window inside one region: its mask rows are all zeros, which the kernel skips
+    regions[0] = 1  # a window inside one region, whose mask rows are all zeros (as most of Swin's are)
     mask = ((regions[:, :, None] != regions[:, None, :]).float() * -100.0).cuda() if shifted else None
     sdpa, triton = copy.deepcopy(layer), copy.deepcopy(layer)
     fuse_window_attention(sdpa, "sdpa")

@@ -15,7 +15,8 @@ from tests.hub_layout.modeling_cutout_net import WindowAttention
 
 TRITON_ATTENTION = """
 import json, torch
-from serve_app.model.window_attention_triton import triton_window_attention_available, window_attention
+from serve_app.model.window_attention_triton import (triton_window_attention, triton_window_attention_available,
+                                                     window_attention)
 from tests.hub_layout.modeling_cutout_net import WindowAttention
 generator = torch.Generator().manual_seed(0)
 results = {}
@@ -33,7 +34,7 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
     mask = None
     if shifted:  # Swin's mask: 0 within a region of the shifted window, -100 across two
         regions = torch.randint(0, 3, (windows, tokens), generator=generator)
-        regions[0] = 1  # a window inside one region, whose mask rows are all zeros: the kernel skips reading them
+        regions[0] = 1  # a window inside one region, whose mask rows are all zeros (as most of Swin's are)
         mask = (regions[:, :, None] != regions[:, None, :]).float() * -100.0
     with torch.no_grad():
         expected = type(layer).forward(layer.double(), x.double(), None if mask is None else mask.double())
@@ -41,10 +42,16 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
         assert triton_window_attention_available(tokens, head_dim, dtype)
         bias = layer.relative_position_bias_table[layer.relative_position_index.view(-1)]
         bias = bias.view(tokens, tokens, heads).permute(2, 0, 1)
-        attended = window_attention(layer.qkv(x.to(dtype)), bias, mask, heads, float(layer.scale))
-        got = layer.proj(attended)
+        qkv = layer.qkv(x.to(dtype))
+        got = layer.proj(window_attention(qkv, bias, mask, heads, float(layer.scale)))
+        # the other ways the kernel computes the same: keys in one padded block, all-zero mask rows skipped
+        others = {"one key block": {"split_keys": False}, "zero mask rows skipped": {"skip_unmasked": True}}
+        others = {f"{name}, {how}": layer.proj(triton_window_attention(qkv, bias, mask, heads, float(layer.scale),
+                                                                       **how_kwargs))
+                  for how, how_kwargs in others.items()}
     assert got.dtype == dtype and got.shape == expected.shape, (got.dtype, got.shape)
-    results[name] = [float((got.double() - expected).abs().max()), float(expected.abs().max())]
+    for label, output in {name: got, **others}.items():
+        results[label] = [float((output.double() - expected).abs().max()), float(expected.abs().max())]
 qkv = torch.randn(4, 16, 3 * 32, generator=generator)
 torch.library.opcheck(window_attention, (qkv, torch.randn(2, 16, 16), torch.zeros(2, 16, 16), 2, 0.25))
 print(json.dumps(results))
@@ -54,7 +61,7 @@ print(json.dumps(results))
 def test_the_triton_window_attention_matches_the_written_out_layer() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(TRITON_ATTENTION)
-    assert len(results) == 3
+    assert len(results) == 9
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the softmax's weights and the output; float32 computes in float32
         tolerance = 2e-2 * max(scale, 1.0) if "fp16" in name else 1e-4 * max(scale, 1.0)
