@@ -299,6 +299,11 @@ def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluste
     wait_until(lambda: not replica_nodes("BackgroundRemover"), "the model replicas gone")
     # and their GPUs given back: the tool starts with the actors it can place, and one would take every batch
     wait_until(lambda: ray.available_resources().get("GPU", 0) >= len(running.workers), "every GPU free")
+    # and the killed node's GPU gone from the cluster's totals (Ray's health checks take a while to declare it
+    # dead): the tool sizes its pool from those totals, and a pool larger than the free GPUs does not wait for its
+    # actors, so the first to load would take every batch
+    wait_until(lambda: ray.cluster_resources().get("GPU", 0) == len(running.workers), "only live GPUs counted",
+               timeout_s=120)
     photos = tmp_path / "in"
     photos.mkdir()
     for index, box in enumerate(distinct_boxes(24)):
