@@ -7,7 +7,7 @@ with each one's largest difference from an fp32 reference and the total per forw
 
 Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
-(`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
+(`serve_app.model.deform_conv`), and the Triton kernel, with its bias added in the kernel or in a pass after it. Window attention (48 calls, 144-token windows, head dim 32,
 with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
 (`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the same
 kernel with its keys in one padded block, reading every window's mask rows, or both, a variant that reads each
@@ -89,12 +89,14 @@ def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
     weight = ((rand(256, 64, kernel, kernel) * 2 - 1) / (64 * taps) ** 0.5).half()
     offset = ((rand(IMAGES, 2 * taps, side, side) * 2 - 1) * 3).half()  # a few pixels, some past the border
     mask = (rand(IMAGES, taps, side, side) * 2).half()
-    bias = torch.zeros(256, device="cuda", dtype=torch.float16)
+    bias = (rand(256) - 0.5).half()
     geometry = (1, 1, padding, padding, 1, 1)
     candidates = {
         "torchvision": lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=padding, mask=mask),
         "grid_sample": lambda: deform_conv.deform_conv2d(x, weight, offset, mask, bias, *geometry, 1, 1, True),
         "triton": lambda: triton_deform_conv2d(x, weight, offset, mask, bias, *geometry, True),
+        "triton_bias_after": lambda: triton_deform_conv2d(x, weight, offset, mask, None, *geometry, True)
+        + bias.view(1, -1, 1, 1),
     }
     reference = torchvision.ops.deform_conv2d(x[:1].float(), offset[:1].float(), weight.float(), bias.float(),
                                               padding=padding, mask=mask[:1].float())
