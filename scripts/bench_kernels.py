@@ -8,13 +8,13 @@ with each one's largest difference from an fp32 reference and the total per forw
 Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
 (`serve_app.model.deform_conv`), and the Triton kernel, with its bias added in the kernel or in a pass after it.
-Window attention (48 calls, 144-token windows, head dim 32, with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
-(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the same
-kernel with its keys in one padded block, reading every window's mask rows, or both, a variant that reads each
-window's keys and values once, the written-out form compiled by inductor, and flex_attention compiled; the
-shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16
-as the service runs them, and FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows'
-scaling compiled), with the TFLOP/s each reaches.
+Window attention (48 calls, 144-token windows, head dim 32, with and without the shifted-window mask): one
+scaled_dot_product_attention call as the `sdpa` setting makes it (`serve_app.model.attention`), the service's Triton
+kernel (`serve_app.model.window_attention_triton`), the same kernel with its keys in one padded block, reading every
+window's mask rows, or both, a variant that reads each window's keys and values once, the written-out form compiled
+by inductor, and flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's
+linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output
+channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches.
 """
 
 from __future__ import annotations
