@@ -7,14 +7,15 @@ with each one's largest difference from an fp32 reference and the total per forw
 
 Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
-(`serve_app.model.deform_conv`), and the Triton kernel. Window attention (48 calls, 144-token windows, head dim 32,
-with and without the shifted-window mask): one scaled_dot_product_attention call as the `sdpa` setting makes it
-(`serve_app.model.attention`), the service's Triton kernel (`serve_app.model.window_attention_triton`), the same
-kernel with its keys in one padded block, reading every window's mask rows, or both, a variant that reads each
-window's keys and values once, the written-out form compiled by inductor, and flex_attention compiled; the
-shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16
-as the service runs them, and FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows'
-scaling compiled), with the TFLOP/s each reaches.
+(`serve_app.model.deform_conv`), and the Triton kernel, with its bias added in the kernel or in a pass after it.
+Window attention (48 calls, 144-token windows, head dim 32, with and without the shifted-window mask): one
+scaled_dot_product_attention call as the `sdpa` setting makes it (`serve_app.model.attention`), the service's Triton
+kernel (`serve_app.model.window_attention_triton`), the same kernel with its keys in one padded block, reading every
+window's mask rows, or both, a variant that reads each window's keys and values once, the written-out form compiled
+by inductor, and flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's
+linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output
+channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches. The decoder's last step
+(`--kinds tail`): its 1x1 convolution after the upsampling, as written, and before it (`conv_before_upsample`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from harness.kernel_candidates import (  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
+from serve_app.model.graph_rewrites import ConvBeforeUpsample  # noqa: E402
 from serve_app.model.window_attention_triton import triton_window_attention, window_attention  # noqa: E402
 
 IMAGES = 8
@@ -89,12 +91,14 @@ def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
     weight = ((rand(256, 64, kernel, kernel) * 2 - 1) / (64 * taps) ** 0.5).half()
     offset = ((rand(IMAGES, 2 * taps, side, side) * 2 - 1) * 3).half()  # a few pixels, some past the border
     mask = (rand(IMAGES, taps, side, side) * 2).half()
-    bias = torch.zeros(256, device="cuda", dtype=torch.float16)
+    bias = (rand(256) - 0.5).half()
     geometry = (1, 1, padding, padding, 1, 1)
     candidates = {
         "torchvision": lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=padding, mask=mask),
         "grid_sample": lambda: deform_conv.deform_conv2d(x, weight, offset, mask, bias, *geometry, 1, 1, True),
         "triton": lambda: triton_deform_conv2d(x, weight, offset, mask, bias, *geometry, True),
+        "triton_bias_after": lambda: triton_deform_conv2d(x, weight, offset, mask, None, *geometry, True)
+        + bias.view(1, -1, 1, 1),
     }
     reference = torchvision.ops.deform_conv2d(x[:1].float(), offset[:1].float(), weight.float(), bias.float(),
                                               padding=padding, mask=mask[:1].float())
@@ -193,6 +197,41 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
     return measured(row, candidates, reference, iterations, layouts=layouts)
 
 
+def _decoder_tail(low: torch.Tensor, side: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    upsampled = F.interpolate(low, size=side.shape[2:], mode="bilinear", align_corners=True)
+    return F.conv2d(torch.cat((upsampled, side), 1), weight, bias)
+
+
+def _decoder_tail_by_hand(low: torch.Tensor, side: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor) -> torch.Tensor:
+    channels = low.shape[1]
+    reduced = F.conv2d(low, weight[:, :channels])
+    upsampled = F.interpolate(reduced, size=side.shape[2:], mode="bilinear", align_corners=True)
+    return upsampled + F.conv2d(side, weight[:, channels:], bias)
+
+
+def tail_rows(iterations: int) -> list[dict]:
+    """BiRefNet's last decoder step at batch 8: 192 channels at 256x256 upsampled to 1024x1024, concatenated with 48
+    computed there, reduced to the mask by a 1x1 convolution (240 -> 1); as written, and with the convolution
+    before the upsampling (by hand, and by `conv_before_upsample`'s rewrite when compiled)."""
+    generator = torch.Generator(device="cuda").manual_seed(11)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, device="cuda", generator=generator) * 2 - 1).half()
+
+    low, side, weight, bias = rand(IMAGES, 192, 256, 256), rand(IMAGES, 48, 1024, 1024), rand(1, 240, 1, 1), rand(1)
+    written = torch.compile(_decoder_tail, dynamic=False)
+    rewritten = torch.compile(_decoder_tail, dynamic=False, options={"pre_grad_custom_pass": ConvBeforeUpsample()})
+    candidates = {
+        "eager": lambda: _decoder_tail(low, side, weight, bias),
+        "eager_conv_first": lambda: _decoder_tail_by_hand(low, side, weight, bias),
+        "compiled": lambda: written(low, side, weight, bias),
+        "compiled_conv_before_upsample": lambda: rewritten(low, side, weight, bias),
+    }
+    reference = _decoder_tail(low[:1].float(), side[:1].float(), weight.float(), bias.float())
+    return [measured({"calls_per_forward": 1}, candidates, reference, iterations)]
+
+
 def linear_rows(iterations: int) -> list[dict]:
     return [linear_row(tokens, channels * ins, channels * outs, blocks, iterations)
             for tokens, channels, blocks in LINEAR_STAGES for ins, outs in ((1, 3), (1, 1), (1, 4), (4, 1))]
@@ -228,14 +267,14 @@ def per_forward(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="deform,attention,linear",
-                        help="comma-separated: deform, attention, linear")
+                        help="comma-separated: deform, attention, linear, tail")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times GPU kernels: no CUDA device here")
     record: dict = {**run_record(), "device_name": torch.cuda.get_device_name(), "images": IMAGES}
-    measure = {"deform": deform_rows, "attention": attention_rows, "linear": linear_rows}
+    measure = {"deform": deform_rows, "attention": attention_rows, "linear": linear_rows, "tail": tail_rows}
     for kind in args.kinds.split(","):
         rows = measure[kind](args.iterations)
         record[kind] = {"ms_per_forward": per_forward(rows), "calls": rows}

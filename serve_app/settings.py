@@ -105,6 +105,12 @@ class ModelSettings(StrictModel):
         "the reason logged. {triton.cudagraphs: true} replays each bucket as a CUDA graph (the compiled graphs "
         "then run on one thread of their own, and torchvision's deform_conv2d is replaced as for cuda_graphs).",
     )
+    conv_before_upsample: bool = Field(
+        True, description="In the compiled executions, compute a 1x1 convolution of a concatenation that holds an "
+        "upsampling before the upsampling, on the fewer pixels, and upsample its output instead (BiRefNet's "
+        "decoder ends so: 1 channel is upsampled to the input's size instead of 96 or more); the same result up to "
+        "rounding (serve_app/model/graph_rewrites.py).",
+    )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
         "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "

@@ -131,7 +131,9 @@ def _triton_window_attention(self: Any, x: torch.Tensor, mask: torch.Tensor | No
     if not (x.is_cuda and triton_window_attention_available(tokens, channels // heads, x.dtype)):
         return _fused_window_attention(self, x, mask)
     bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-    bias = bias.view(tokens, tokens, heads).permute(2, 0, 1).to(x.dtype)  # (heads, tokens, tokens)
+    # (heads, tokens, tokens), laid out here, where inductor makes it in the kernel that gathers it: the operator
+    # would otherwise copy the permuted view on every call, outside the compiled graph
+    bias = bias.view(tokens, tokens, heads).permute(2, 0, 1).to(x.dtype).contiguous()
     attended = torch.ops.serve_app.window_attention(self.qkv(x), bias, mask, heads, float(self.scale))
     return self.proj_drop(self.proj(attended))
 

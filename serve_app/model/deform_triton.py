@@ -33,11 +33,11 @@ def triton_deform_available(input: torch.Tensor, weight: torch.Tensor, groups: i
 if triton is not None:
 
     @triton.jit
-    def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, out_ptr, channels, height, width,
+    def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr, channels, height, width,
                             out_channels, out_w, pixels, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                             KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_MASK: tl.constexpr,
-                            PRECISION: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                            BLOCK_O: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
         TAPS: tl.constexpr = KERNEL_H * KERNEL_W
         pid_p = tl.program_id(0)
         pid_o = tl.program_id(1)
@@ -91,6 +91,8 @@ if triton is not None:
                 kernel = tl.load(weight_ptr + (tap * channels + offs_c[:, None]) * out_channels + offs_o[None, :],
                                  mask=c_ok[:, None] & o_ok[None, :], other=0.0)
                 acc += tl.dot(sample.to(kernel.dtype), kernel, input_precision=PRECISION)
+        if HAS_BIAS:  # here, not in a pass of its own over the output
+            acc += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
         out = out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * pixels + offs_p[:, None]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
@@ -128,9 +130,11 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     weight = weight.permute(2, 3, 1, 0).contiguous()
     offset = offset.contiguous()
     mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
-    arguments = (input, offset, mask, weight, out, channels, height, width, out_channels, out_w, pixels, stride_h,
-                 stride_w, pad_h, pad_w, dilation_h, dilation_w)
-    constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask,
+    has_bias = bias is not None and bias.numel() > 0
+    bias = bias.contiguous() if bias is not None and has_bias else offset  # never read without HAS_BIAS
+    arguments = (input, offset, mask, weight, bias, out, channels, height, width, out_channels, out_w, pixels,
+                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask, "HAS_BIAS": has_bias,
                  "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
     if input.is_cuda:
         def grid(meta: dict) -> tuple[int, int, int]:
@@ -142,8 +146,6 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
         grid_cpu = (triton.cdiv(pixels, blocks["BLOCK_P"]), triton.cdiv(out_channels, blocks["BLOCK_O"]), batch)
         _deform_conv_kernel[grid_cpu](*arguments, **constants, **blocks, num_warps=first.num_warps,
                                       num_stages=first.num_stages)
-    if bias is not None and bias.numel():
-        out += bias.view(1, out_channels, 1, 1).to(out.dtype)
     return out
 
 

@@ -69,8 +69,9 @@ if triton is not None:
 
     @triton.jit
     def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows,
-                                 scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
-                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr):
+                                 scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
+                                 PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                 BLOCK_N2: tl.constexpr):
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -83,8 +84,8 @@ if triton is not None:
         # the batch's windows are its images' windows in turn; the mask holds one image's
         image_window = window % mask_windows
         mask_rows = mask_ptr + image_window * tokens * tokens
-        masked = 0
-        if HAS_MASK:
+        masked = 1  # read every mask row, unless the window's flag says they are all zeros
+        if HAS_MASK and SKIP_UNMASKED:
             masked = tl.load(masked_ptr + image_window).to(tl.int32)
         offs_n = tl.arange(0, BLOCK_N)
         scores = _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n, tokens, channels, scale,
@@ -119,8 +120,9 @@ if triton is not None:
         triton.Config({"BLOCK_M": 64}, num_warps=8, num_stages=1),
         triton.Config({"BLOCK_M": 32}, num_warps=2, num_stages=1),
     ]
-    _window_attention_tuned = triton.autotune(_ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "BLOCK_N"],
-                                              cache_results=True)(_window_attention_kernel)
+    _window_attention_tuned = triton.autotune(
+        _ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "SKIP_UNMASKED", "BLOCK_N"],
+        cache_results=True)(_window_attention_kernel)
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
@@ -156,15 +158,12 @@ def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[
         return out
     shifted = mask.contiguous() if mask is not None else bias  # never read without HAS_MASK
     mask_windows = mask.shape[0] if mask is not None else 1
-    if mask is None:
-        masked = bias  # never read without HAS_MASK
-    elif skip_unmasked:  # one pass over the mask here, instead of one per head and block of queries
-        masked = shifted.reshape(mask_windows, -1).ne(0).any(dim=1).to(torch.int8)
-    else:
-        masked = torch.ones(mask_windows, dtype=torch.int8, device=qkv.device)
+    skip = mask is not None and skip_unmasked
+    # one pass over the mask here, instead of one per head and block of queries; never read without SKIP_UNMASKED
+    masked = shifted.reshape(mask_windows, -1).ne(0).any(dim=1).to(torch.int8) if skip else bias
     block_n, block_n2 = key_blocks(tokens) if split_keys else (max(16, triton.next_power_of_2(tokens)), 0)
     arguments = (qkv, bias, shifted, masked, out, tokens, channels, mask_windows, float(scale))
-    constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None,
+    constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None, "SKIP_UNMASKED": skip,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
                  "BLOCK_N": block_n, "BLOCK_N2": block_n2}
     if qkv.is_cuda:

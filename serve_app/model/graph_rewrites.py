@@ -1,0 +1,137 @@
+"""Rewrites of the traced forward before inductor compiles it: the same result up to rounding, less work.
+
+BiRefNet's decoder ends at full resolution: it upsamples its last features (96 or more channels at a quarter of the
+input's side) to the input's size, concatenates a few channels computed there, and reduces the concatenation to the
+one-channel mask with a 1x1 convolution. At 1024x1024 and batch 8 the upsampled features alone are gigabytes written
+and read again. Upsampling and a 1x1 convolution commute: upsampling mixes pixels with the same weights in every
+channel, a 1x1 convolution mixes channels with the same weights at every pixel, and both are linear. So
+`conv1x1(cat(upsample(a), b))` is `upsample(conv1x1_a(a)) + conv1x1_b(b)`, where the weight splits along its input
+channels at `a`'s count and the bias goes with `b`: the convolution of `a` runs at its own resolution and one channel
+is upsampled instead of all of `a`'s.
+
+`ConvBeforeUpsample` makes that rewrite on the graph Dynamo traces (torch-level calls, before inductor lowers them),
+wherever the pattern is exact and saves work: a 1x1 convolution (stride 1, no padding or dilation, one group) of a
+concatenation along the channels, one of whose parts is a bilinear or nearest upsampling to a fixed, larger size that
+nothing else uses, with no more channels out of the convolution than the upsampled part has. The encoder's
+multi-scale features take it too where a 1x1 lateral convolution reads them (the half-size copy's, upsampled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.fx import Graph, Node
+
+try:
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+except ImportError:  # pragma: no cover - torch versions without it call a plain function
+    CustomGraphPass = object  # type: ignore[assignment,misc]
+
+_CONVOLUTIONS = (torch.conv2d, F.conv2d)
+_CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
+_LINEAR_MODES = ("bilinear", "nearest")
+
+
+class ConvBeforeUpsample(CustomGraphPass):  # type: ignore[misc]
+    """The pre-grad pass (`torch._inductor.config.pre_grad_custom_pass`): every match rewritten, in place."""
+
+    applied: ClassVar[int] = 0  # rewrites made in this process, by every instance
+
+    def __call__(self, graph: Graph) -> None:
+        for node in list(graph.nodes):
+            match = _match(node)
+            if match is not None:
+                _rewrite(graph, node, *match)
+                ConvBeforeUpsample.applied += 1
+
+    def uuid(self) -> bytes:
+        """Inductor's cache key for the pass: its code."""
+        return hashlib.sha256(inspect.getsource(inspect.getmodule(ConvBeforeUpsample))  # type: ignore[arg-type]
+                              .encode()).digest()
+
+
+def _match(conv: Node) -> tuple[Node, int] | None:
+    """(the concatenation, the index of its upsampled part) where `conv` is the pattern, else None."""
+    if conv.op != "call_function" or conv.target not in _CONVOLUTIONS:
+        return None
+    arguments = _conv_arguments(conv)
+    if arguments is None:
+        return None
+    concatenated, kernel = arguments["input"], _shape(arguments["weight"])
+    if not (isinstance(concatenated, Node) and concatenated.op == "call_function"
+            and concatenated.target in _CONCATENATIONS and len(concatenated.users) == 1):
+        return None
+    parts, dim = _concatenation(concatenated)
+    if len(parts) < 2 or dim not in (1, -3) or kernel is None or tuple(kernel[2:]) != (1, 1):
+        return None
+    for index, part in enumerate(parts):
+        if not (isinstance(part, Node) and part.op == "call_function" and part.target is F.interpolate
+                and len(part.users) == 1 and _fixed_size_linear_upsampling(part)):
+            continue
+        low, high = _shape(part.args[0]), _shape(part)
+        # worth it where the upsampling enlarges and the convolution has no more channels out than the part in
+        if (low is not None and high is not None and len(low) == 4 and low[2] * low[3] < high[2] * high[3]
+                and kernel[0] <= low[1]):
+            return concatenated, index
+    return None
+
+
+def _concatenation(node: Node) -> tuple[list[Any], Any]:
+    parts = node.args[0] if node.args else node.kwargs.get("tensors", ())
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return (list(parts) if isinstance(parts, (list, tuple)) else []), dim
+
+
+def _conv_arguments(conv: Node) -> dict[str, Any] | None:
+    """conv2d's arguments by name, or None unless it is a 1-group convolution with stride 1, no padding, no dilation."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    defaults: dict[str, Any] = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    arguments = {**defaults, **dict(zip(names, conv.args, strict=False)), **conv.kwargs}
+    if set(arguments) - set(names) or "input" not in arguments or "weight" not in arguments:
+        return None
+    ones = (1, [1, 1], (1, 1))
+    zeros = (0, [0, 0], (0, 0))
+    if arguments["stride"] not in ones or arguments["dilation"] not in ones or arguments["padding"] not in zeros:
+        return None
+    return arguments if arguments["groups"] == 1 else None
+
+
+def _fixed_size_linear_upsampling(node: Node) -> bool:
+    names = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+    arguments = {"scale_factor": None, "mode": "nearest", "antialias": False,
+                 **dict(zip(names, node.args, strict=False)), **node.kwargs}
+    return (arguments.get("size") is not None and arguments["scale_factor"] is None
+            and arguments["mode"] in _LINEAR_MODES and not arguments["antialias"])
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    value = node.meta.get("example_value") if isinstance(node, Node) else None
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _rewrite(graph: Graph, conv: Node, concatenated: Node, index: int) -> None:
+    arguments = _conv_arguments(conv)
+    assert arguments is not None
+    weight, bias = arguments["weight"], arguments["bias"]
+    parts, _ = _concatenation(concatenated)
+    upsampled = parts[index]
+    counts = [_shape(part)[1] for part in parts]  # type: ignore[index]
+    start, channels, total = sum(counts[:index]), counts[index], sum(counts)
+    with graph.inserting_before(conv):
+        low = graph.call_function(torch.conv2d, (upsampled.args[0],
+                                                 graph.call_function(torch.narrow, (weight, 1, start, channels))))
+        raised = graph.call_function(F.interpolate, (low, *upsampled.args[1:]), dict(upsampled.kwargs))
+        others = parts[:index] + parts[index + 1:]
+        rest = others[0] if len(others) == 1 else graph.call_function(torch.cat, (others, 1))
+        slices = [graph.call_function(torch.narrow, (weight, 1, first, count))
+                  for first, count in ((0, start), (start + channels, total - start - channels)) if count]
+        rest_weight = slices[0] if len(slices) == 1 else graph.call_function(torch.cat, (slices, 1))
+        result = graph.call_function(torch.add, (raised, graph.call_function(torch.conv2d, (rest, rest_weight, bias))))
+    result.meta.update(conv.meta)
+    conv.replace_all_uses_with(result)
+    for done in (conv, concatenated, upsampled):
+        graph.erase_node(done)

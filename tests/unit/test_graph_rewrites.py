@@ -1,0 +1,153 @@
+"""The compiled executions' graph rewrite (serve_app/model/graph_rewrites.py): a 1x1 convolution of a concatenation
+that holds an upsampling runs before the upsampling, on the fewer pixels, with the same result; where the pattern
+is not exact, or would not save work, the graph is left as it was. Then the same through inductor on the CPU, as
+the service compiles, saves and loads a bucket."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from serve_app.model.graph_rewrites import ConvBeforeUpsample
+
+
+class DecoderTail(nn.Module):
+    """BiRefNet's last decoder step: features at a quarter of the side, upsampled to the input's size, beside a block
+    computed there, reduced to one channel by a 1x1 convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 16, 4, stride=4)
+        self.side = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.BatchNorm2d(8))
+        self.out = nn.Sequential(nn.Conv2d(16 + 8, 1, 1, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        upsampled = F.interpolate(self.features(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+        return self.out(torch.cat((upsampled, self.side(x)), 1))
+
+
+class Lateral(nn.Module):
+    """The encoder's multi-scale features: a half-size copy upsampled between two parts, into a 1x1 convolution with
+    `out` channels."""
+
+    def __init__(self, out: int, kernel: int = 1, mode: str = "bilinear") -> None:
+        super().__init__()
+        self.mode = mode
+        self.lateral = nn.Conv2d(2 + 3 + 1, out, kernel, padding=kernel // 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        upsampled = F.interpolate(b, size=a.shape[2:], mode=self.mode)
+        return self.lateral(torch.cat([a, upsampled, c], dim=1))
+
+
+def forward(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The compiled forward's function of (module, batch), as the model core's `segment_logits` is."""
+    return module(batch)
+
+
+def traced_and_rewritten(module: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """`module`'s output through the graph Dynamo traces, after the rewrite, and the calls left in that graph."""
+    calls: list[str] = []
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        ConvBeforeUpsample()(graph_module.graph)
+        graph_module.recompile()
+        calls.extend(getattr(node.target, "__name__", str(node.target)) for node in graph_module.graph.nodes
+                     if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(*inputs)
+    return out, calls
+
+
+def test_the_decoders_last_convolution_runs_before_its_upsampling() -> None:
+    torch.manual_seed(0)
+    tail = DecoderTail().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = tail(x)
+    got, calls = traced_and_rewritten(tail, x)
+    assert "cat" not in calls and calls.count("interpolate") == 1 and "add" in calls
+    assert got.shape == expected.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_upsampled_part_between_others_splits_the_weight_around_it() -> None:
+    torch.manual_seed(1)
+    lateral = Lateral(out=3).eval()
+    inputs = (torch.randn(2, 2, 16, 16), torch.randn(2, 3, 8, 8), torch.randn(2, 1, 16, 16))
+    with torch.no_grad():
+        expected = lateral(*inputs)
+    got, calls = traced_and_rewritten(lateral, *inputs)
+    assert calls.count("conv2d") == 2 and calls.count("interpolate") == 1 and "add" in calls
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("lateral", "why"), [
+    (Lateral(out=4), "more channels out than the upsampled part has: no saving"),
+    (Lateral(out=3, kernel=3), "a 3x3 convolution mixes pixels: not exact"),
+    (Lateral(out=3, mode="bicubic"), "only bilinear and nearest upsampling are taken"),
+])
+def test_a_graph_outside_the_pattern_is_left_as_it_was(lateral: Lateral, why: str) -> None:
+    inputs = (torch.randn(2, 2, 16, 16), torch.randn(2, 3, 8, 8), torch.randn(2, 1, 16, 16))
+    with torch.no_grad():
+        expected = lateral.eval()(*inputs)
+    got, calls = traced_and_rewritten(lateral, *inputs)
+    assert calls.count("cat") == 1 and calls.count("conv2d") == 1, why
+    torch.testing.assert_close(got, expected)
+
+
+def test_an_upsampling_that_something_else_reads_is_kept() -> None:
+    class Shared(DecoderTail):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            upsampled = F.interpolate(self.features(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+            return self.out(torch.cat((upsampled, self.side(x)), 1)), upsampled.mean()
+
+    _, calls = traced_and_rewritten(Shared().eval(), torch.randn(1, 3, 16, 16))
+    assert calls.count("cat") == 1
+
+
+# Compiles DecoderTail's batch-1 bucket with inductor on the CPU into the cache argv[1], as the service does, and
+# prints its output beside eager's and whether the bucket was compiled or loaded from the cache.
+_COMPILE = """
+import json, sys
+from pathlib import Path
+import torch
+from serve_app.model.compiled import CompiledForward
+from serve_app.model.graph_rewrites import ConvBeforeUpsample
+from tests.unit.test_graph_rewrites import DecoderTail, forward
+torch.manual_seed(0)
+tail = DecoderTail().eval()
+x = torch.randn(1, 3, 32, 32)
+compiled = CompiledForward(forward, tail, sample_shape=(3, 32, 32), dtype=torch.float32,
+                           memory_format=torch.contiguous_format, device=torch.device("cpu"), batch_sizes=[1],
+                           cache_dir=Path(sys.argv[1]), conv_before_upsample=True)
+compiled.wait_for_buckets(timeout=600)
+with torch.no_grad():
+    got, expected = compiled(x), tail(x)
+print(json.dumps({"difference": float((got - expected).abs().max()), "scale": float(expected.abs().max()),
+                  "precompiled": compiled.warmup[1]["precompiled"], "rewrites": ConvBeforeUpsample.applied}))
+"""
+
+
+def test_the_rewritten_bucket_compiles_saves_and_loads_with_the_same_result(tmp_path: Path) -> None:
+    def start() -> dict:
+        output = subprocess.run([sys.executable, "-c", _COMPILE, str(tmp_path)], check=True, capture_output=True,
+                                text=True, timeout=600, cwd=Path(__file__).parents[2]).stdout
+        return json.loads(output.splitlines()[-1])
+
+    first, again = start(), start()
+    # compiled with the rewrite, then loaded as saved, without tracing again
+    assert not first["precompiled"] and first["rewrites"] == 1
+    assert again["precompiled"] and again["rewrites"] == 0
+    for run in (first, again):
+        assert run["difference"] <= 1e-5 * max(run["scale"], 1.0), run
