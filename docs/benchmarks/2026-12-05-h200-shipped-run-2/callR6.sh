@@ -1,0 +1,3 @@
+# Lease R, call 6 (call R5's machine; carry .gpurun): accuracy on the trained weights with conv_before_upsample off
+# (the setting's default edited to False in this call's copy of the tree), compiled cold into a cache of its own.
+source .gpurun/setup.sh; sed -i '109s/^        True,/        False,/' serve_app/settings.py; sed -n 109p serve_app/settings.py | cut -c1-30; timeout 370 python3 scripts/check_accuracy.py --model-id /tmp/trained --photo-dir /tmp/photos --candidates compiled_graphs:fp16 --batch-size 8 --compile-cache-dir /tmp/cache-without --out $OUT/accuracy_trained_without.json > $OUT/accuracy_trained_without.log 2>&1; echo exit $?; tail -c 700 $OUT/accuracy_trained_without.log
