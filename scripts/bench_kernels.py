@@ -112,8 +112,10 @@ def measured(row: dict, candidates: dict[str, Callable[[], torch.Tensor]], refer
              layouts: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> dict:
     """`row` with each candidate's ms per call and largest difference from `reference` (the first rows of its
     output, in the reference's layout: `layouts` converts a candidate's own, untimed), or the error it raised (a
-    candidate that fails to compile or run costs the others nothing)."""
+    candidate that fails to compile or run costs the others nothing). Only the `--candidates` named, if any."""
     for name, function in candidates.items():
+        if SELECTED and name not in SELECTED:
+            continue
         try:
             milliseconds = timed(function, iterations)
             output = (layouts or {}).get(name, lambda tensor: tensor)(function())
@@ -126,6 +128,9 @@ def measured(row: dict, candidates: dict[str, Callable[[], torch.Tensor]], refer
             row[f"{name}_tflops"] = round(flops / milliseconds / 1e9, 1)
     print(json.dumps(row), flush=True)
     return row
+
+
+SELECTED: set[str] = set()  # --candidates: the names to time (empty: all)
 
 
 @torch.compile(dynamic=False)
@@ -182,6 +187,8 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
                                                                  skip_unmasked=False),
         "triton_neither": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale, split_keys=False,
                                                           skip_unmasked=False),
+        "triton_adjacent_blocks": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
+                                                                  adjacent_blocks=True),
         "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
@@ -268,9 +275,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="deform,attention,linear",
                         help="comma-separated: deform, attention, linear, tail")
+    parser.add_argument("--candidates", default="",
+                        help="comma-separated names to time, e.g. triton,triton_adjacent_blocks (default: all)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    SELECTED.update(name for name in args.candidates.split(",") if name)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times GPU kernels: no CUDA device here")
     record: dict = {**run_record(), "device_name": torch.cuda.get_device_name(), "images": IMAGES}

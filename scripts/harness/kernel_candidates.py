@@ -105,8 +105,9 @@ if triton is not None:
     def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows, scale,
                           HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_N2: tl.constexpr):
-        # the service kernel's arguments; keys in one block (BLOCK_N2 is 0), every mask row read (masked unused)
+                          BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
+        # the service kernel's arguments; keys in one block (BLOCK_N2 is 0), every mask row read (masked unused),
+        # one program per window and head (ADJACENT_BLOCKS unused)
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         offs_n = tl.arange(0, BLOCK_N)

@@ -71,10 +71,19 @@ if triton is not None:
     def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows,
                                  scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
                                  PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                 BLOCK_N2: tl.constexpr):
-        window = tl.program_id(0).to(tl.int64)
-        head = tl.program_id(1)
-        offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+                                 BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
+        if ADJACENT_BLOCKS:  # one axis, a window's heads and each head's blocks of queries in turn
+            program = tl.program_id(0)
+            query_blocks = tl.cdiv(tokens, BLOCK_M)
+            heads = channels // HEAD_DIM
+            block = program % query_blocks
+            head = (program // query_blocks) % heads
+            window = (program // (query_blocks * heads)).to(tl.int64)
+        else:  # (window, head, block of queries), windows first
+            window = tl.program_id(0).to(tl.int64)
+            head = tl.program_id(1)
+            block = tl.program_id(2)
+        offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
         m_ok = offs_m < tokens
         row = 3 * channels  # a token's query, key and value, each heads x HEAD_DIM
@@ -121,12 +130,13 @@ if triton is not None:
         triton.Config({"BLOCK_M": 32}, num_warps=2, num_stages=1),
     ]
     _window_attention_tuned = triton.autotune(
-        _ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "SKIP_UNMASKED", "BLOCK_N"],
+        _ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "SKIP_UNMASKED", "BLOCK_N", "ADJACENT_BLOCKS"],
         cache_results=True)(_window_attention_kernel)
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = False) -> torch.Tensor:
+                            scale: float, *, split_keys: bool = True, skip_unmasked: bool = False,
+                            adjacent_blocks: bool = False) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v for every window and head, from the qkv layer's output.
 
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
@@ -135,17 +145,28 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     The same result either way, timed by scripts/bench_kernels.py: `split_keys` (on) computes the keys in
     `key_blocks`, else in one padded block; `skip_unmasked` (off) first finds the windows whose mask rows are all
     zeros (most of Swin's: only the shifted image's edges are split) and skips reading theirs. That pass costs more
-    than it saves on BiRefNet's later stages, with 9 to 36 windows an image.
+    than it saves on BiRefNet's later stages, with 9 to 36 windows an image. `adjacent_blocks` (off) launches
+    the programs of one window's heads and blocks of queries one after another, so that the blocks of one head
+    read its keys and values while the first block's reads are still in the GPU's cache; off, the programs of one
+    block of queries run for every window first, and each window's keys and values come from memory once per
+    block of queries.
     """
     windows, tokens, _ = qkv.shape
-    return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0],
-                                   lambda meta: (windows, heads, triton.cdiv(tokens, meta["BLOCK_M"])),
-                                   qkv, bias, mask, heads, scale, split_keys=split_keys, skip_unmasked=skip_unmasked)
+    if adjacent_blocks:
+        def grid(meta: dict) -> tuple[int, ...]:
+            return (windows * heads * triton.cdiv(tokens, meta["BLOCK_M"]),)
+    else:
+        def grid(meta: dict) -> tuple[int, ...]:
+            return (windows, heads, triton.cdiv(tokens, meta["BLOCK_M"]))
+    return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0], grid,
+                                   qkv, bias, mask, heads, scale, split_keys=split_keys, skip_unmasked=skip_unmasked,
+                                   adjacent_blocks=adjacent_blocks)
 
 
 def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
                             qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                            scale: float, *, split_keys: bool, skip_unmasked: bool) -> torch.Tensor:
+                            scale: float, *, split_keys: bool, skip_unmasked: bool,
+                            adjacent_blocks: bool = False) -> torch.Tensor:
     """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
     inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
     configuration. Returns the (windows, tokens, channels) output."""
@@ -165,7 +186,7 @@ def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[
     arguments = (qkv, bias, shifted, masked, out, tokens, channels, mask_windows, float(scale))
     constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None, "SKIP_UNMASKED": skip,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
-                 "BLOCK_N": block_n, "BLOCK_N2": block_n2}
+                 "BLOCK_N": block_n, "BLOCK_N2": block_n2, "ADJACENT_BLOCKS": adjacent_blocks}
     if qkv.is_cuda:
         tuned[grid](*arguments, **constants)
     else:

@@ -44,8 +44,10 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
         bias = bias.view(tokens, tokens, heads).permute(2, 0, 1)
         qkv = layer.qkv(x.to(dtype))
         got = layer.proj(window_attention(qkv, bias, mask, heads, float(layer.scale)))
-        # the other ways the kernel computes the same: keys in one padded block, all-zero mask rows skipped
-        others = {"one key block": {"split_keys": False}, "zero mask rows skipped": {"skip_unmasked": True}}
+        # the other ways the kernel computes the same: keys in one padded block, all-zero mask rows skipped, the
+        # programs on one axis with a window's heads and blocks of queries in turn
+        others = {"one key block": {"split_keys": False}, "zero mask rows skipped": {"skip_unmasked": True},
+                  "adjacent query blocks": {"adjacent_blocks": True}}
         others = {f"{name}, {how}": layer.proj(triton_window_attention(qkv, bias, mask, heads, float(layer.scale),
                                                                        **how_kwargs))
                   for how, how_kwargs in others.items()}
@@ -61,7 +63,7 @@ print(json.dumps(results))
 def test_the_triton_window_attention_matches_the_written_out_layer() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(TRITON_ATTENTION)
-    assert len(results) == 9
+    assert len(results) == 12
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the softmax's weights and the output; float32 computes in float32
         tolerance = 2e-2 * max(scale, 1.0) if "fp16" in name else 1e-4 * max(scale, 1.0)
