@@ -7,15 +7,17 @@ with each one's largest difference from an fp32 reference and the total per forw
 
 Deformable convolution (20 calls per forward, 64 channels in and 256 out, kernels 1, 3 and 7 at 32 to 256 pixels
 square): torchvision's CUDA kernel (eager execution), the grid_sample + matmul form the CUDA-graph executions run
-(`serve_app.model.deform_conv`), and the Triton kernel, with its bias added in the kernel or in a pass after it.
+(`serve_app.model.deform_conv`), and the Triton kernel, with its bias added in the kernel or in a pass after it, and
+with its input and output channels-last (`deform_conv_channels_last`).
 Window attention (48 calls, 144-token windows, head dim 32, with and without the shifted-window mask): one
 scaled_dot_product_attention call as the `sdpa` setting makes it (`serve_app.model.attention`), the service's Triton
 kernel (`serve_app.model.window_attention_triton`), the same kernel with its keys in one padded block, reading every
-window's mask rows, or both, a variant that reads each window's keys and values once, the written-out form compiled
-by inductor, and flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's
-linear layers (4 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output
-channel (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches. The decoder's last step
-(`--kinds tail`): its 1x1 convolution after the upsampling, as written, and before it (`conv_before_upsample`).
+window's mask rows, or both, or its programs launched every window first, a variant that reads each window's keys
+and values once, the written-out form compiled by inductor, and flex_attention compiled; the shifted-window mask is
+Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16 as the service runs
+them, and FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows' scaling compiled), with the
+TFLOP/s each reaches. The decoder's last step (`--kinds tail`): its 1x1 convolution after the upsampling, as
+written, and before it (`conv_before_upsample`).
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ def deform_row(side: int, kernel: int, calls: int, iterations: int) -> dict:
     mask = (rand(IMAGES, taps, side, side) * 2).half()
     bias = (rand(256) - 0.5).half()
     geometry = (1, 1, padding, padding, 1, 1)
+    x_last = x.contiguous(memory_format=torch.channels_last)
     candidates = {
         "torchvision": lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=padding, mask=mask),
         "grid_sample": lambda: deform_conv.deform_conv2d(x, weight, offset, mask, bias, *geometry, 1, 1, True),
         "triton": lambda: triton_deform_conv2d(x, weight, offset, mask, bias, *geometry, True),
         "triton_bias_after": lambda: triton_deform_conv2d(x, weight, offset, mask, None, *geometry, True)
         + bias.view(1, -1, 1, 1),
+        # input and output channels-last, as the compiled model hands them over with deform_conv_channels_last
+        "triton_channels_last": lambda: triton_deform_conv2d(x_last, weight, offset, mask, bias, *geometry, True,
+                                                             channels_last=True),
     }
     reference = torchvision.ops.deform_conv2d(x[:1].float(), offset[:1].float(), weight.float(), bias.float(),
                                               padding=padding, mask=mask[:1].float())
@@ -187,8 +193,8 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
                                                                  skip_unmasked=False),
         "triton_neither": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale, split_keys=False,
                                                           skip_unmasked=False),
-        "triton_adjacent_blocks": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
-                                                                  adjacent_blocks=True),
+        "triton_windows_first": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
+                                                                adjacent_blocks=False),
         "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
@@ -276,7 +282,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="deform,attention,linear",
                         help="comma-separated: deform, attention, linear, tail")
     parser.add_argument("--candidates", default="",
-                        help="comma-separated names to time, e.g. triton,triton_adjacent_blocks (default: all)")
+                        help="comma-separated names to time, e.g. triton,triton_windows_first (default: all)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -111,6 +111,11 @@ class ModelSettings(StrictModel):
         "decoder ends so: 1 channel is upsampled to the input's size instead of 96 or more); the same result up to "
         "rounding (serve_app/model/graph_rewrites.py).",
     )
+    deform_conv_channels_last: bool = Field(
+        False, description="In the compiled executions, have the deformable convolutions write their output "
+        "channels-last, the layout the compiler gives the other convolutions, so that BiRefNet's ASPP blocks read "
+        "their five branches along one grain; the same values (serve_app/model/graph_rewrites.py).",
+    )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
         "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "

@@ -41,7 +41,7 @@ from torch._dynamo.utils import counters
 from serve_app.model.attention import layer_forward_name
 from serve_app.model.buckets import pad_to, run_in_buckets
 from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
-from serve_app.model.graph_rewrites import ConvBeforeUpsample
+from serve_app.model.graph_rewrites import GraphRewrites
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +78,13 @@ class CompiledForward:
     def __init__(self, forward: ModuleForward, module: torch.nn.Module, *, sample_shape: tuple[int, int, int],
                  dtype: torch.dtype, memory_format: torch.memory_format, device: torch.device,
                  batch_sizes: Sequence[int], cache_dir: Path, options: dict | None = None, capture: bool = False,
-                 conv_before_upsample: bool = False):
+                 rewrites: Sequence[str] = ()):
         """With `capture` (CUDA only, and not with inductor's own `triton.cudagraphs`), each compiled bucket is then
         captured whole in one CUDA graph of this class's making, and a pass replays it: one input copy and one
         launch. Inductor's CUDA graphs replay too, but every call first pays for Dynamo's guards on the model's
         ~800 parameters, the pre-graph bytecode that gathers them and the graph tree's bookkeeping: milliseconds of
         CPU before a lone batch-1 pass reaches the GPU, which sits idle meanwhile; queued passes hide it, a lone
-        request pays it. With `conv_before_upsample`, the traced graph is rewritten first (graph_rewrites.py)."""
+        request pays it. `rewrites` names the rewrites of the traced graph made first (graph_rewrites.REWRITES)."""
         self.batch_sizes = sorted(set(batch_sizes))
         # per bucket: seconds to be ready, whether inductor's cache served it, and whether a saved bucket did
         self.warmup: dict[int, dict] = {}
@@ -107,22 +107,22 @@ class CompiledForward:
         self._all_in = threading.Event()
         self._closing = False
         self.executor.submit(self._build, forward, sample_shape, dtype, memory_format, device, cache_dir,
-                             options, capture, conv_before_upsample).result()
+                             options, capture, tuple(rewrites)).result()
 
     def _build(self, forward: ModuleForward, sample_shape: tuple[int, int, int], dtype: torch.dtype,
                memory_format: torch.memory_format, device: torch.device, cache_dir: Path, options: dict | None,
-               capture: bool, conv_before_upsample: bool) -> None:
+               capture: bool, rewrites: tuple[str, ...]) -> None:
         self._owner = threading.current_thread()
         use_compile_cache(cache_dir, device)
         # One graph per bucket; dynamo gives up (and runs eager) past its recompile limit.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(self.batch_sizes) + 1)
         self._memory_format = memory_format
         self._example_spec = (sample_shape, dtype, memory_format, device)
-        self._compile_spec = (forward, _with_rewrites(options, conv_before_upsample))
+        self._compile_spec = (forward, _with_rewrites(options, rewrites))
         self._traced: Callable[..., torch.Tensor] | None = None  # made when first needed (_torch_compiled)
         # Inductor's CUDA graph trees keep per-call state that a saved function does not carry.
         saved = None if self._cuda_graphs else SavedBuckets(cache_dir, forward, self._module, sample_shape, dtype,
-                                                            memory_format, device, options, conv_before_upsample)
+                                                            memory_format, device, options, rewrites)
         now, later = self.batch_sizes, []
         if saved is not None and saved.available and all(saved.path(size).is_file() for size in now):
             # Each saved bucket loads behind serving, the largest (the load's) first; the eager forward runs meanwhile.
@@ -326,13 +326,13 @@ class SavedBuckets:
 
     def __init__(self, cache_dir: Path, forward: ModuleForward, module: torch.nn.Module,
                  sample_shape: tuple[int, int, int], dtype: torch.dtype, memory_format: torch.memory_format,
-                 device: torch.device, options: dict | None, conv_before_upsample: bool = False):
+                 device: torch.device, options: dict | None, rewrites: Sequence[str] = ()):
         self.directory = cache_dir / "precompiled"
         self._forward = forward
         self._module = module
-        self._options = _with_rewrites(options, conv_before_upsample)
+        self._options = _with_rewrites(options, rewrites)
         self._key = _artifact_key(forward, module, sample_shape, dtype, memory_format, device,
-                                  {**(options or {}), "conv_before_upsample": conv_before_upsample})
+                                  {**(options or {}), "rewrites": sorted(rewrites)})
         self.available = hasattr(torch.compiler, "load_compiled_function")
 
     def path(self, size: int) -> Path:
@@ -421,12 +421,13 @@ def _aot_compile_enabled() -> AbstractContextManager:
     return nullcontext()
 
 
-def _with_rewrites(options: dict | None, conv_before_upsample: bool) -> dict | None:
-    """Inductor's options for a compile: `options`, with graph_rewrites' pass on the traced graph before inductor
-    lowers it. Not in the saved buckets' key as an object (its address differs in every process): as a flag."""
-    if not conv_before_upsample:
+def _with_rewrites(options: dict | None, rewrites: Sequence[str]) -> dict | None:
+    """Inductor's options for a compile: `options`, with graph_rewrites' passes that `rewrites` names on the traced
+    graph before inductor lowers it. Not in the saved buckets' key as an object (its address differs in every
+    process): as the names."""
+    if not rewrites:
         return options or None
-    return {**(options or {}), "pre_grad_custom_pass": ConvBeforeUpsample()}
+    return {**(options or {}), "pre_grad_custom_pass": GraphRewrites(rewrites)}
 
 
 def _artifact_key(forward: ModuleForward, module: torch.nn.Module, sample_shape: tuple[int, int, int],

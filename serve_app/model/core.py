@@ -125,7 +125,8 @@ class BackgroundRemovalModel:
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
                  fused_window_attention: bool = True, capturable_deform_conv: str = "triton",
-                 window_attention_kernel: str = "triton", conv_before_upsample: bool = True):
+                 window_attention_kernel: str = "triton", conv_before_upsample: bool = True,
+                 deform_conv_channels_last: bool = False):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -175,7 +176,10 @@ class BackgroundRemovalModel:
         self.compile_warmup: dict[int, dict] = {}  # per bucket: seconds to compile or load, and from_cache
         self.load_phases: dict[str, float] = {}  # seconds per start-up step (from_settings), for /v1/info
         self.compile_options = dict(compile_options or {})
-        self.conv_before_upsample = conv_before_upsample
+        # the compiled executions' rewrites of the traced graph, by setting name (graph_rewrites.REWRITES)
+        self.graph_rewrites = tuple(name for name, on in (("conv_before_upsample", conv_before_upsample),
+                                                          ("deform_conv_channels_last", deform_conv_channels_last))
+                                    if on)
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
         # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
@@ -226,7 +230,7 @@ class BackgroundRemovalModel:
             compiled = CompiledForward(self._segment, self.module, sample_shape=(3, height, width), dtype=self.dtype,
                                        memory_format=self.memory_format, device=self.device,
                                        batch_sizes=batch_sizes, cache_dir=cache_dir, options=self.compile_options,
-                                       capture=capture, conv_before_upsample=self.conv_before_upsample)
+                                       capture=capture, rewrites=self.graph_rewrites)
             self.compile_warmup = compiled.warmup
             return compiled
         return self._or_eager(compile_buckets, "compiling")
@@ -252,7 +256,8 @@ class BackgroundRemovalModel:
                         fused_window_attention=settings.fused_window_attention,
                         capturable_deform_conv=settings.capturable_deform_conv,
                         window_attention_kernel=settings.window_attention_kernel,
-                        conv_before_upsample=settings.conv_before_upsample)
+                        conv_before_upsample=settings.conv_before_upsample,
+                        deform_conv_channels_last=settings.deform_conv_channels_last)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
@@ -512,7 +517,8 @@ class BackgroundRemovalModel:
             "out_of_memory_splits": self.out_of_memory_splits,
             "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,
-            "conv_before_upsample": self.execution in COMPILED_EXECUTIONS and self.conv_before_upsample,
+            **{name: self.execution in COMPILED_EXECUTIONS and name in self.graph_rewrites
+               for name in ("conv_before_upsample", "deform_conv_channels_last")},
             # A copy first: the compiled forward adds the buckets it loads after start-up from another thread.
             "compile_warmup": {str(size): warmup for size, warmup in dict(self.compile_warmup).items()},
             "eager_batch_sizes": eager_batch_sizes,  # buckets on the eager forward while their saved form loads

@@ -34,7 +34,8 @@ if triton is not None:
 
     @triton.jit
     def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr, channels, height, width,
-                            out_channels, out_w, pixels, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                            out_channels, out_w, pixels, out_stride_c, out_stride_p, stride_h, stride_w, pad_h,
+                            pad_w, dil_h, dil_w,
                             KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_MASK: tl.constexpr,
                             HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_P: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
@@ -93,7 +94,8 @@ if triton is not None:
                 acc += tl.dot(sample.to(kernel.dtype), kernel, input_precision=PRECISION)
         if HAS_BIAS:  # here, not in a pass of its own over the output
             acc += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-        out = out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * pixels + offs_p[:, None]
+        out = (out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * out_stride_c
+               + offs_p[:, None].to(tl.int64) * out_stride_p)
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
     # On a GPU the tile sizes are tuned once per shape (in the warm-up pass that precedes any CUDA graph capture):
@@ -115,13 +117,16 @@ if triton is not None:
 
 def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                          bias: torch.Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                         dilation_h: int, dilation_w: int, use_mask: bool) -> torch.Tensor:
-    """torchvision::deform_conv2d's forward (its CUDA kernel's arguments) for one weight group and one offset group."""
+                         dilation_h: int, dilation_w: int, use_mask: bool, *,
+                         channels_last: bool = False) -> torch.Tensor:
+    """torchvision::deform_conv2d's forward (its CUDA kernel's arguments) for one weight group and one offset group;
+    with `channels_last`, the output in channels-last memory (the same values)."""
     batch, channels, height, width = input.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = offset.shape[-2:]
     pixels = out_h * out_w
-    out = torch.empty(batch, out_channels, out_h, out_w, device=input.device, dtype=input.dtype)
+    out = torch.empty(batch, out_channels, out_h, out_w, device=input.device, dtype=input.dtype,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if out.numel() == 0:
         return out
     # Channels-last input and (taps, in, out) weights: one pass over each, so that every gather and weight read in
@@ -132,8 +137,9 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
     has_bias = bias is not None and bias.numel() > 0
     bias = bias.contiguous() if bias is not None and has_bias else offset  # never read without HAS_BIAS
+    out_stride_c, out_stride_p = (1, out_channels) if channels_last else (pixels, 1)
     arguments = (input, offset, mask, weight, bias, out, channels, height, width, out_channels, out_w, pixels,
-                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+                 out_stride_c, out_stride_p, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
     constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask, "HAS_BIAS": has_bias,
                  "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
     if input.is_cuda:
@@ -159,3 +165,32 @@ def deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tenso
                                     dilation_w, use_mask)
     return grid_sample_deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
                                      dilation_h, dilation_w, groups, offset_groups, use_mask)
+
+
+@torch.library.custom_op("serve_app::deform_conv2d_channels_last", mutates_args=(), tags=(torch.Tag.flexible_layout,))
+def deform_conv2d_channels_last(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                                bias: torch.Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                                dilation_h: int, dilation_w: int, groups: int, offset_groups: int,
+                                use_mask: bool) -> torch.Tensor:
+    """torchvision::deform_conv2d (its arguments, the same values) with the output in channels-last memory, and any
+    memory layout of the inputs (`flexible_layout`: the compiler hands them over as they are).
+
+    The compiled model's convolutions run channels-last (inductor's layout choice) and torchvision's operator writes
+    its output channels-first, so whatever reads both (BiRefNet's ASPP block concatenates a 1x1 convolution, three
+    deformable ones and a pooled branch, each after a batch norm and a ReLU) reads one side across the grain. Here
+    the Triton kernel writes its tiles channels-last instead; elsewhere torchvision's result is converted."""
+    if input.is_cuda and triton_deform_available(input, weight, groups, offset_groups):
+        return triton_deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                                    dilation_h, dilation_w, use_mask, channels_last=True)
+    out = torch.ops.torchvision.deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                                              dilation_h, dilation_w, groups, offset_groups, use_mask)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+@deform_conv2d_channels_last.register_fake
+def _deform_conv2d_channels_last_shape(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor,
+                                       mask: torch.Tensor, bias: torch.Tensor, stride_h: int, stride_w: int,
+                                       pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, groups: int,
+                                       offset_groups: int, use_mask: bool) -> torch.Tensor:
+    shape = (input.shape[0], weight.shape[0], *offset.shape[-2:])
+    return input.new_empty(shape).contiguous(memory_format=torch.channels_last)

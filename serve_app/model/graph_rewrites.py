@@ -14,12 +14,19 @@ wherever the pattern is exact and saves work: a 1x1 convolution (stride 1, no pa
 concatenation along the channels, one of whose parts is a bilinear or nearest upsampling to a fixed, larger size that
 nothing else uses, with no more channels out of the convolution than the upsampled part has. The encoder's
 multi-scale features take it too where a 1x1 lateral convolution reads them (the half-size copy's, upsampled).
+
+`DeformChannelsLast` has every `torchvision::deform_conv2d` call write its output channels-last
+(`serve_app::deform_conv2d_channels_last`, the same values), the layout inductor gives the compiled model's
+convolutions, so that what reads a deformable convolution beside an ordinary one reads both along the grain.
+
+`REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -50,8 +57,7 @@ class ConvBeforeUpsample(CustomGraphPass):  # type: ignore[misc]
 
     def uuid(self) -> bytes:
         """Inductor's cache key for the pass: its code."""
-        return hashlib.sha256(inspect.getsource(inspect.getmodule(ConvBeforeUpsample))  # type: ignore[arg-type]
-                              .encode()).digest()
+        return _code_digest()
 
 
 def _match(conv: Node) -> tuple[Node, int] | None:
@@ -135,3 +141,60 @@ def _rewrite(graph: Graph, conv: Node, concatenated: Node, index: int) -> None:
     conv.replace_all_uses_with(result)
     for done in (conv, concatenated, upsampled):
         graph.erase_node(done)
+
+
+class DeformChannelsLast(CustomGraphPass):  # type: ignore[misc]
+    """The pre-grad pass that has every deformable convolution write channels-last: its operator swapped for
+    `serve_app::deform_conv2d_channels_last`, which takes the same arguments (serve_app/model/deform_triton.py)."""
+
+    applied: ClassVar[int] = 0  # calls swapped in this process, by every instance
+
+    def __call__(self, graph: Graph) -> None:
+        targets = _deform_conv_targets()
+        if not targets:
+            return
+        from serve_app.model.deform_triton import deform_conv2d_channels_last  # registers the operator
+
+        for node in graph.nodes:
+            if node.op == "call_function" and node.target in targets:
+                node.target = deform_conv2d_channels_last._opoverload
+                DeformChannelsLast.applied += 1
+
+    def uuid(self) -> bytes:
+        return _code_digest()
+
+
+def _deform_conv_targets() -> tuple[Any, ...]:
+    """torchvision's deformable convolution as a traced graph names it, or () without torchvision's operators."""
+    try:
+        packet = torch.ops.torchvision.deform_conv2d
+        return packet, packet.default
+    except (AttributeError, RuntimeError):
+        return ()
+
+
+REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,
+                             "deform_conv_channels_last": DeformChannelsLast}
+
+
+class GraphRewrites(CustomGraphPass):  # type: ignore[misc]
+    """Several of the passes above, in `REWRITES`' order, as inductor's one pre-grad pass."""
+
+    def __init__(self, names: Sequence[str]):
+        unknown = set(names) - set(REWRITES)
+        if unknown:
+            raise ValueError(f"unknown graph rewrites {sorted(unknown)}: choose from {sorted(REWRITES)}")
+        self.names = [name for name in REWRITES if name in names]
+        self._passes = [REWRITES[name]() for name in self.names]
+
+    def __call__(self, graph: Graph) -> None:
+        for rewrite in self._passes:
+            rewrite(graph)
+
+    def uuid(self) -> bytes:
+        return hashlib.sha256(_code_digest() + ",".join(self.names).encode()).digest()
+
+
+def _code_digest() -> bytes:
+    """This module's code, which every pass here is keyed by in inductor's cache."""
+    return hashlib.sha256(inspect.getsource(inspect.getmodule(_code_digest)).encode()).digest()  # type: ignore[arg-type]

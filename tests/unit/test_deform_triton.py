@@ -48,6 +48,11 @@ for name, (channels, out, (height, width), k, stride, pad, dil, dtype, spread, w
     got = triton_deform_conv2d(x, weight, offset, mask, bias, stride, stride, pad, pad, dil, dil, with_mask)
     assert got.dtype == dtype and got.shape == expected.shape, (got.dtype, got.shape)
     results[name] = [float((got.double() - expected).abs().max()), float(expected.abs().max())]
+    # the same tiles written channels-last (the compiled model's layout, deform_conv_channels_last)
+    last = triton_deform_conv2d(x, weight, offset, mask, bias, stride, stride, pad, pad, dil, dil, with_mask,
+                                channels_last=True)
+    assert last.is_contiguous(memory_format=torch.channels_last) and last.shape == expected.shape
+    results[f"{name}, channels-last"] = [float((last.double() - expected).abs().max()), float(expected.abs().max())]
 print(json.dumps(results))
 """
 
@@ -55,7 +60,7 @@ print(json.dumps(results))
 def test_the_triton_deformable_convolution_matches_torchvision() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(TRITON_DEFORM)
-    assert len(results) == 6
+    assert len(results) == 12
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the samples and the output; float32 sums in float32
         tolerance = 2e-2 * scale if "fp16" in name else 1e-4 * max(scale, 1.0)

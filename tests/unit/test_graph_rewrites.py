@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from serve_app.model.graph_rewrites import ConvBeforeUpsample
+from serve_app.model.graph_rewrites import ConvBeforeUpsample, DeformChannelsLast, GraphRewrites
 
 
 class DecoderTail(nn.Module):
@@ -130,7 +130,7 @@ tail = DecoderTail().eval()
 x = torch.randn(1, 3, 32, 32)
 compiled = CompiledForward(forward, tail, sample_shape=(3, 32, 32), dtype=torch.float32,
                            memory_format=torch.contiguous_format, device=torch.device("cpu"), batch_sizes=[1],
-                           cache_dir=Path(sys.argv[1]), conv_before_upsample=True)
+                           cache_dir=Path(sys.argv[1]), rewrites=("conv_before_upsample",))
 compiled.wait_for_buckets(timeout=600)
 with torch.no_grad():
     got, expected = compiled(x), tail(x)
@@ -151,3 +151,76 @@ def test_the_rewritten_bucket_compiles_saves_and_loads_with_the_same_result(tmp_
     assert again["precompiled"] and again["rewrites"] == 0
     for run in (first, again):
         assert run["difference"] <= 1e-5 * max(run["scale"], 1.0), run
+
+
+class AsppBranches(nn.Module):
+    """BiRefNet's ASPP block in small: a 1x1 convolution and a modulated deformable one of the same input, each after
+    its own batch norm and ReLU, concatenated for a 1x1 convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain = nn.Conv2d(4, 6, 1)
+        self.offsets = nn.Conv2d(4, 2 * 9, 3, padding=1)
+        self.modulation = nn.Conv2d(4, 9, 3, padding=1)
+        self.deform_weight = nn.Parameter(torch.randn(6, 4, 3, 3) * 0.2)
+        self.norms = nn.ModuleList([nn.BatchNorm2d(6), nn.BatchNorm2d(6)])
+        self.out = nn.Conv2d(12, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision
+
+        deformed = torchvision.ops.deform_conv2d(x, self.offsets(x), self.deform_weight, padding=1,
+                                                 mask=self.modulation(x).sigmoid())
+        branches = [F.relu(norm(branch)) for norm, branch in zip(self.norms, (self.plain(x), deformed), strict=True)]
+        return self.out(torch.cat(branches, 1))
+
+
+def test_deformable_convolutions_write_channels_last_with_the_same_values() -> None:
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    block = AsppBranches().eval()
+    x = torch.randn(2, 4, 10, 12)
+    calls: list[str] = []
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        DeformChannelsLast()(graph_module.graph)
+        graph_module.recompile()
+        calls.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    before = DeformChannelsLast.applied
+    with torch.no_grad():
+        expected = block(x)
+        got = torch.compile(block, backend=backend, fullgraph=True, dynamic=False)(x)
+    assert DeformChannelsLast.applied == before + 1
+    assert "serve_app.deform_conv2d_channels_last.default" in calls
+    assert not any(call.startswith("torchvision.deform_conv2d") for call in calls), calls
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the operator itself: torchvision's values, channels-last, from inputs in either layout
+    offsets, modulation = block.offsets(x).detach(), block.modulation(x).sigmoid().detach()
+    arguments = (block.deform_weight.detach(), offsets, modulation, torch.zeros(6), 1, 1, 1, 1, 1, 1, 1, 1, True)
+    reference = torch.ops.torchvision.deform_conv2d(x, *arguments)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = torch.ops.serve_app.deform_conv2d_channels_last(x.contiguous(memory_format=layout), *arguments)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, reference)
+
+
+def test_inductor_compiles_both_rewrites_with_the_same_result() -> None:
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    block = AsppBranches().eval()
+    x = torch.randn(2, 4, 10, 12)
+    torch._dynamo.reset()
+    rewrites = GraphRewrites(["deform_conv_channels_last", "conv_before_upsample"])
+    assert rewrites.names == ["conv_before_upsample", "deform_conv_channels_last"]  # one order, one cache key
+    before = DeformChannelsLast.applied
+    # compiled afresh, not served by a cache of an earlier run, so that the pass runs in this process
+    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
+          torch._functorch.config.patch(enable_autograd_cache=False)):
+        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
+    assert DeformChannelsLast.applied == before + 1
+    torch.testing.assert_close(got, block(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown graph rewrites"):
+        GraphRewrites(["conv_first"])

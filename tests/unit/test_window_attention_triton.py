@@ -45,9 +45,9 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
         qkv = layer.qkv(x.to(dtype))
         got = layer.proj(window_attention(qkv, bias, mask, heads, float(layer.scale)))
         # the other ways the kernel computes the same: keys in one padded block, all-zero mask rows skipped, the
-        # programs on one axis with a window's heads and blocks of queries in turn
+        # programs on three axes, every window first
         others = {"one key block": {"split_keys": False}, "zero mask rows skipped": {"skip_unmasked": True},
-                  "adjacent query blocks": {"adjacent_blocks": True}}
+                  "windows first": {"adjacent_blocks": False}}
         others = {f"{name}, {how}": layer.proj(triton_window_attention(qkv, bias, mask, heads, float(layer.scale),
                                                                        **how_kwargs))
                   for how, how_kwargs in others.items()}
