@@ -45,9 +45,9 @@ for name, (images, windows, side, heads, head_dim, shifted, dtype) in cases.item
         qkv = layer.qkv(x.to(dtype))
         got = layer.proj(window_attention(qkv, bias, mask, heads, float(layer.scale)))
         # the other ways the kernel computes the same: keys in one padded block, all-zero mask rows skipped, the
-        # programs on three axes, every window first
+        # programs of a window's heads and blocks of queries launched one after another
         others = {"one key block": {"split_keys": False}, "zero mask rows skipped": {"skip_unmasked": True},
-                  "windows first": {"adjacent_blocks": False}}
+                  "adjacent query blocks": {"adjacent_blocks": True}}
         others = {f"{name}, {how}": layer.proj(triton_window_attention(qkv, bias, mask, heads, float(layer.scale),
                                                                        **how_kwargs))
                   for how, how_kwargs in others.items()}
