@@ -19,6 +19,7 @@ import argparse
 import faulthandler
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from harness.run_record import run_record
 from harness.shapes import shape_photos
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
+from serve_app.serve_config import parse_overrides
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
 
@@ -58,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="candidates run in batches of this size")
     parser.add_argument("--compile-cache-dir", type=Path)
     parser.add_argument("--compile-options", type=json.loads, default={})
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other model setting of the candidates (serve_app/settings.py ModelSettings), "
+                             "value as YAML, e.g. --set deform_conv_channels_last=true; repeatable")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
@@ -87,23 +92,25 @@ def main() -> None:
         images = [decode_image(jpeg, max_pixels=50_000_000).rgb
                   for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
 
-    def load(execution: str, precision: str, kernels: tuple[str, ...] = ()) -> BackgroundRemovalModel:
-        return load_model(ModelSettings(
-            model_id=args.model_id, input_size=args.input_size, precision=precision, device=args.device,
-            execution=execution, graph_batch_sizes=(args.batch_size,), compile_cache_dir=args.compile_cache_dir,
-            compile_options=args.compile_options, probe_batch_limit=False), kernels)
+    def load(execution: str, precision: str, kernels: tuple[str, ...] = (), **settings: Any) -> BackgroundRemovalModel:
+        return load_model(ModelSettings.model_validate({
+            "model_id": args.model_id, "input_size": args.input_size, "precision": precision, "device": args.device,
+            "execution": execution, "graph_batch_sizes": (args.batch_size,),
+            "compile_cache_dir": args.compile_cache_dir, "compile_options": args.compile_options,
+            "probe_batch_limit": False, **settings}), kernels)
 
     reference = load("eager", "fp32")
     reference_masks, reference_logits = outputs(reference, images, batch_size=1)
     record: dict = run_record(versions=component_versions(), device=reference.describe()["device_name"],
                               bounds={"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
                                       "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
-                              subjects=args.subjects, photo_sizes=[list(image.shape[1::-1]) for image in images],
+                              subjects=args.subjects, settings=parse_overrides(args.set),
+                              photo_sizes=[list(image.shape[1::-1]) for image in images],
                               candidates=[])
     del reference
     for candidate in args.candidates.split(","):
         execution, precision, kernels = (*candidate.split(":"), "none")[:3]
-        model = load(execution, precision, parse_kernels(kernels))
+        model = load(execution, precision, parse_kernels(kernels), **parse_overrides(args.set))
         model.wait_for_buckets()  # every batch through the candidate's own compiled code, not the eager stand-in
         masks, logits = outputs(model, images, args.batch_size)
         rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
@@ -113,7 +120,9 @@ def main() -> None:
                    "kernels": kernels_label(parse_kernels(kernels)),
                    "capturable_deform_conv": description["capturable_deform_conv"],
                    "deform_conv_kernel": description["deform_conv_kernel"],
-                   "window_attention_kernel": description["window_attention_kernel"], **verdict(rows)}
+                   "window_attention_kernel": description["window_attention_kernel"],
+                   "conv_before_upsample": description["conv_before_upsample"],
+                   "deform_conv_channels_last": description["deform_conv_channels_last"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

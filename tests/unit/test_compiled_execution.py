@@ -278,3 +278,40 @@ def test_saved_buckets_with_fused_attention_load_again_and_each_model_directory_
     other = start(second)
     assert not other["warmup"]["1"]["precompiled"] and other["eager"] == []
     assert len(list(cache.glob("precompiled/*-batch1.bin"))) == 2
+
+
+# A BiRefNet-shaped model (argv[1]) compiled with both graph rewrites into a fresh cache (argv[2]), against eager.
+REWRITTEN_START = """
+import json, sys
+from pathlib import Path
+import torch
+from serve_app.model.core import BackgroundRemovalModel
+from serve_app.model.graph_rewrites import DeformChannelsLast
+from serve_app.model.loading import load_segmentation_module
+
+def start(execution):
+    return BackgroundRemovalModel(load_segmentation_module(sys.argv[1]), input_size=(64, 64),
+                                  device=torch.device("cpu"), precision="fp32", execution=execution,
+                                  graph_batch_sizes=(2,), compile_cache_dir=Path(sys.argv[2]),
+                                  conv_before_upsample=True, deform_conv_channels_last=True)
+
+compiled, eager = start("compiled"), start("eager")
+assert compiled.wait_for_buckets(timeout=300)
+batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+with torch.inference_mode():
+    got, expected = compiled.forward(batch), eager.forward(batch)
+description = compiled.describe()
+print(json.dumps({"difference": float((got.float() - expected.float()).abs().max()),
+                  "scale": float(expected.float().abs().max()), "swapped": DeformChannelsLast.applied,
+                  "rewrites": [description["conv_before_upsample"], description["deform_conv_channels_last"]]}))
+"""
+
+
+def test_the_deformable_convolutions_written_channels_last_give_the_eager_logits(tmp_path: Path) -> None:
+    directory = write_cutout_net(tmp_path / "net")
+    output = subprocess.run([sys.executable, "-c", REWRITTEN_START, str(directory), str(tmp_path / "cache")],
+                            check=True, capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).parents[2]).stdout
+    result = json.loads(output.splitlines()[-1])
+    assert result["swapped"] >= 1 and result["rewrites"] == [True, True]
+    assert result["difference"] <= 1e-4 * max(result["scale"], 1.0), result
