@@ -111,7 +111,9 @@ if triton is not None:
         triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
     ]
-    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS, key=["channels", "out_channels", "pixels", "KERNEL_H"],
+    # out_stride_c tells the two output layouts apart (1: channels-last), whose best tiles may differ
+    _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS,
+                                         key=["channels", "out_channels", "pixels", "KERNEL_H", "out_stride_c"],
                                          cache_results=True)(_deform_conv_kernel)
 
 

@@ -153,11 +153,11 @@ class DeformChannelsLast(CustomGraphPass):  # type: ignore[misc]
         targets = _deform_conv_targets()
         if not targets:
             return
-        from serve_app.model.deform_triton import deform_conv2d_channels_last  # registers the operator
+        from serve_app.model import deform_triton  # noqa: F401  (registers the operator)
 
         for node in graph.nodes:
             if node.op == "call_function" and node.target in targets:
-                node.target = deform_conv2d_channels_last._opoverload
+                node.target = torch.ops.serve_app.deform_conv2d_channels_last.default
                 DeformChannelsLast.applied += 1
 
     def uuid(self) -> bytes:
