@@ -13,6 +13,9 @@ kernel and the matmul do. One weight group and one offset group (BiRefNet's case
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from serve_app.model.deform_conv import deform_conv2d as grid_sample_deform_conv2d
@@ -169,7 +172,17 @@ def deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tenso
                                      dilation_h, dilation_w, groups, offset_groups, use_mask)
 
 
-@torch.library.custom_op("serve_app::deform_conv2d_channels_last", mutates_args=(), tags=(torch.Tag.flexible_layout,))
+def _operator_taking_any_layout(function: Callable[..., torch.Tensor]) -> Any:
+    """`function` as the custom operator of its name in serve_app, tagged `flexible_layout` where torch's custom_op
+    takes tags (else inductor hands over the inputs in the layout they were traced in, and the kernel copies)."""
+    name = f"serve_app::{function.__name__}"
+    try:
+        return torch.library.custom_op(name, mutates_args=(), tags=(torch.Tag.flexible_layout,))(function)
+    except TypeError:  # pragma: no cover - torch versions whose custom_op takes no tags
+        return torch.library.custom_op(name, mutates_args=())(function)
+
+
+@_operator_taking_any_layout
 def deform_conv2d_channels_last(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
                                 bias: torch.Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                                 dilation_h: int, dilation_w: int, groups: int, offset_groups: int,
