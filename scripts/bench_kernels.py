@@ -13,11 +13,11 @@ Window attention (48 calls, 144-token windows, head dim 32, with and without the
 scaled_dot_product_attention call as the `sdpa` setting makes it (`serve_app.model.attention`), the service's Triton
 kernel (`serve_app.model.window_attention_triton`), the same kernel with its keys in one padded block, reading every
 window's mask rows, or both, or a window's programs launched one after another, a variant that reads each window's
-keys and values once, the written-out form compiled by inductor, and flex_attention compiled; the shifted-window
-mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4 per block, 48 blocks): fp16 as the service
-runs them, and FP8 with a scale per row and per output channel (`torch._scaled_mm`, the rows' scaling compiled),
-with the TFLOP/s each reaches. The decoder's last step (`--kinds tail`): its 1x1 convolution after the upsampling,
-as written, and before it (`conv_before_upsample`).
+keys and values once (its keys in one padded block or split), the written-out form compiled by inductor, and
+flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4
+per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output channel
+(`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches. The decoder's last step (`--kinds
+tail`): its 1x1 convolution after the upsampling, as written, and before it (`conv_before_upsample`).
 """
 
 from __future__ import annotations
@@ -196,6 +196,8 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
         "triton_adjacent_blocks": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
                                                                   adjacent_blocks=True),
         "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
+        "triton_keys_once_split": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale,
+                                                                     split_keys=True),
         "written_out_compiled": lambda: _written_out(q, k, v, sdpa_mask, scale),
         "flex_compiled": lambda: _flex(query, key, value, bias, shift, scale).reshape(q.shape),
     }

@@ -106,7 +106,7 @@ if triton is not None:
                           HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
-        # the service kernel's arguments; keys in one block (BLOCK_N2 is 0), every mask row read (masked unused),
+        # the service kernel's arguments; keys in one block or two (BLOCK_N2), every mask row read (masked unused),
         # one program per window and head (ADJACENT_BLOCKS unused)
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
@@ -117,6 +117,11 @@ if triton is not None:
         rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
         key = tl.load(rows + channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
         value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
+        if BLOCK_N2 > 0:  # the keys past the first block, read once too
+            offs_n2 = BLOCK_N + tl.arange(0, BLOCK_N2)
+            n2_ok = offs_n2 < tokens
+            key2 = tl.load(rows + channels + offs_n2[:, None] * row, mask=n2_ok[:, None], other=0.0)
+            value2 = tl.load(rows + 2 * channels + offs_n2[:, None] * row, mask=n2_ok[:, None], other=0.0)
         bias_rows = bias_ptr + head * tokens * tokens
         mask_rows = mask_ptr + (window % mask_windows) * tokens * tokens
         out_rows = out_ptr + window * tokens * channels + head * HEAD_DIM + offs_d[None, :]
@@ -124,31 +129,52 @@ if triton is not None:
             offs_m = start + tl.arange(0, BLOCK_M)
             m_ok = offs_m < tokens
             query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
-            scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
-            pairs = offs_m[:, None] * tokens + offs_n[None, :]
-            both = m_ok[:, None] & n_ok[None, :]
-            scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
-            if HAS_MASK:
-                scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
-            scores = tl.where(n_ok[None, :], scores, float("-inf"))
-            weights = tl.exp(scores - tl.max(scores, 1)[:, None])
-            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION) / tl.sum(weights, 1)[:, None]
-            tl.store(out_rows + offs_m[:, None] * channels, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
+            scores = _scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, HAS_MASK,
+                             PRECISION)
+            if BLOCK_N2 > 0:
+                scores2 = _scores(query, key2, bias_rows, mask_rows, offs_m, m_ok, offs_n2, n2_ok, tokens, scale,
+                                  HAS_MASK, PRECISION)
+                top = tl.maximum(tl.max(scores, 1), tl.max(scores2, 1))
+                weights = tl.exp(scores - top[:, None])
+                weights2 = tl.exp(scores2 - top[:, None])
+                attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+                attended = tl.dot(weights2.to(value.dtype), value2, acc=attended, input_precision=PRECISION)
+                total = tl.sum(weights, 1) + tl.sum(weights2, 1)
+            else:
+                weights = tl.exp(scores - tl.max(scores, 1)[:, None])
+                attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+                total = tl.sum(weights, 1)
+            tl.store(out_rows + offs_m[:, None] * channels, (attended / total[:, None]).to(out_ptr.dtype.element_ty),
+                     mask=m_ok[:, None])
+
+    @triton.jit
+    def _scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, HAS_MASK: tl.constexpr,
+                PRECISION: tl.constexpr):
+        """q k^T * scale + bias (+ mask) against keys already loaded, -inf past the window's."""
+        scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
+        pairs = offs_m[:, None] * tokens + offs_n[None, :]
+        both = m_ok[:, None] & n_ok[None, :]
+        scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
+        if HAS_MASK:
+            scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
+        return tl.where(n_ok[None, :], scores, float("-inf"))
 
     _KEYS_ONCE_CONFIGS = [triton.Config({"BLOCK_M": block}, num_warps=warps, num_stages=1)
                           for block, warps in ((32, 4), (16, 4), (64, 8), (32, 8))]
-    _keys_once_tuned = triton.autotune(_KEYS_ONCE_CONFIGS, key=["tokens", "channels", "HAS_MASK"])(_keys_once_kernel)
+    _keys_once_tuned = triton.autotune(_KEYS_ONCE_CONFIGS, key=["tokens", "channels", "HAS_MASK", "BLOCK_N"])(
+        _keys_once_kernel)
 
 
 def window_attention_keys_once(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
-                               scale: float) -> torch.Tensor:
+                               scale: float, *, split_keys: bool = False) -> torch.Tensor:
     """What `serve_app.model.window_attention_triton.triton_window_attention` computes (the same arguments), with
     one program per window and head that reads the window's keys and values once and walks its blocks of queries,
     and the shifted-window mask read in the model's precision: the service's kernel reads them again for every
-    block of queries, its programs being (window, head, block of queries)."""
+    block of queries, its programs being (window, head, block of queries). `split_keys` as the service kernel's
+    (keys in blocks of 128 and 16 for 144 tokens; off: one padded block)."""
     from serve_app.model.window_attention_triton import launch_window_attention
 
     mask = mask.to(qkv.dtype) if mask is not None else None
     return launch_window_attention(_keys_once_tuned, _keys_once_kernel, _KEYS_ONCE_CONFIGS[0],
                                    lambda meta: (qkv.shape[0], heads), qkv, bias.to(qkv.dtype), mask, heads, scale,
-                                   split_keys=False, skip_unmasked=False)
+                                   split_keys=split_keys, skip_unmasked=False)

@@ -57,8 +57,9 @@ for name, (windows, tokens, heads, head_dim, mask_windows, dtype) in {
     regions = torch.randint(0, 3, (mask_windows, tokens), generator=generator)
     mask = (regions[:, :, None] != regions[:, None, :]).float() * -100.0 if mask_windows else None
     service = triton_window_attention(qkv, bias, mask, heads, head_dim ** -0.5)
-    candidate = window_attention_keys_once(qkv, bias, mask, heads, head_dim ** -0.5)
-    results[name] = float((candidate.double() - service.double()).abs().max())
+    for split in (False, True):
+        candidate = window_attention_keys_once(qkv, bias, mask, heads, head_dim ** -0.5, split_keys=split)
+        results[f"{name}, split keys {split}"] = float((candidate.double() - service.double()).abs().max())
 print(json.dumps(results))
 """
 
@@ -66,7 +67,7 @@ print(json.dumps(results))
 def test_the_keys_once_window_attention_is_the_services() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(KEYS_ONCE)
-    assert len(results) == 2
+    assert len(results) == 4
     assert all(difference <= 2e-3 for difference in results.values()), results
 
 
