@@ -149,12 +149,15 @@ class DeformChannelsLast(CustomGraphPass):  # type: ignore[misc]
 
     applied: ClassVar[int] = 0  # calls swapped in this process, by every instance
 
+    def __init__(self) -> None:
+        # The operator is registered here, before a saved bucket that calls it loads, whatever else this process
+        # imported (the grid_sample deformable convolution leaves the Triton module alone).
+        from serve_app.model import deform_triton  # noqa: F401
+
     def __call__(self, graph: Graph) -> None:
         targets = _deform_conv_targets()
         if not targets:
             return
-        from serve_app.model import deform_triton  # noqa: F401  (registers the operator)
-
         for node in graph.nodes:
             if node.op == "call_function" and node.target in targets:
                 node.target = torch.ops.serve_app.deform_conv2d_channels_last.default

@@ -303,15 +303,24 @@ with torch.inference_mode():
 description = compiled.describe()
 print(json.dumps({"difference": float((got.float() - expected.float()).abs().max()),
                   "scale": float(expected.float().abs().max()), "swapped": DeformChannelsLast.applied,
-                  "rewrites": [description["conv_before_upsample"], description["deform_conv_channels_last"]]}))
+                  "rewrites": [description["conv_before_upsample"], description["deform_conv_channels_last"]],
+                  "precompiled": compiled.compile_warmup[2]["precompiled"]}))
 """
 
 
 def test_the_deformable_convolutions_written_channels_last_give_the_eager_logits(tmp_path: Path) -> None:
     directory = write_cutout_net(tmp_path / "net")
-    output = subprocess.run([sys.executable, "-c", REWRITTEN_START, str(directory), str(tmp_path / "cache")],
-                            check=True, capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).parents[2]).stdout
-    result = json.loads(output.splitlines()[-1])
-    assert result["swapped"] >= 1 and result["rewrites"] == [True, True]
-    assert result["difference"] <= 1e-4 * max(result["scale"], 1.0), result
+
+    def start() -> dict:
+        output = subprocess.run([sys.executable, "-c", REWRITTEN_START, str(directory), str(tmp_path / "cache")],
+                                check=True, capture_output=True, text=True, timeout=600,
+                                cwd=Path(__file__).parents[2]).stdout
+        return json.loads(output.splitlines()[-1])
+
+    compiled = start()
+    assert compiled["swapped"] >= 1 and compiled["rewrites"] == [True, True] and not compiled["precompiled"]
+    assert compiled["difference"] <= 1e-4 * max(compiled["scale"], 1.0), compiled
+    # a restart loads the saved bucket, which calls the operator the pass swapped in, without tracing again
+    restarted = start()
+    assert restarted["precompiled"] and restarted["swapped"] == 0
+    assert restarted["difference"] <= 1e-4 * max(restarted["scale"], 1.0), restarted
