@@ -101,27 +101,31 @@ def fp8_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Te
 
 if triton is not None:
 
+    from serve_app.model.window_attention_triton import (
+        attend_one_block,
+        attend_two_blocks,
+        key_block_scores,
+        key_value_block,
+        launch_window_attention,
+    )
+
     @triton.jit
     def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows, scale,
                           HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
-        # the service kernel's arguments; keys in one block or two (BLOCK_N2), every mask row read (masked unused),
-        # one program per window and head (ADJACENT_BLOCKS unused)
+        # the service kernel's arguments and pieces; keys in one block or two (BLOCK_N2), every mask row read
+        # (masked unused), one program per window and head (ADJACENT_BLOCKS unused)
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
-        offs_n = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
-        n_ok = offs_n < tokens
         row = 3 * channels
         rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
-        key = tl.load(rows + channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
-        value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=n_ok[:, None], other=0.0)
+        offs_n = tl.arange(0, BLOCK_N)
+        key, value, n_ok = key_value_block(rows, offs_n, tokens, channels)
         if BLOCK_N2 > 0:  # the keys past the first block, read once too
             offs_n2 = BLOCK_N + tl.arange(0, BLOCK_N2)
-            n2_ok = offs_n2 < tokens
-            key2 = tl.load(rows + channels + offs_n2[:, None] * row, mask=n2_ok[:, None], other=0.0)
-            value2 = tl.load(rows + 2 * channels + offs_n2[:, None] * row, mask=n2_ok[:, None], other=0.0)
+            key2, value2, n2_ok = key_value_block(rows, offs_n2, tokens, channels)
         bias_rows = bias_ptr + head * tokens * tokens
         mask_rows = mask_ptr + (window % mask_windows) * tokens * tokens
         out_rows = out_ptr + window * tokens * channels + head * HEAD_DIM + offs_d[None, :]
@@ -129,35 +133,15 @@ if triton is not None:
             offs_m = start + tl.arange(0, BLOCK_M)
             m_ok = offs_m < tokens
             query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
-            scores = _scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, HAS_MASK,
-                             PRECISION)
+            scores = key_block_scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, 1,
+                                      HAS_MASK, PRECISION)
             if BLOCK_N2 > 0:
-                scores2 = _scores(query, key2, bias_rows, mask_rows, offs_m, m_ok, offs_n2, n2_ok, tokens, scale,
-                                  HAS_MASK, PRECISION)
-                top = tl.maximum(tl.max(scores, 1), tl.max(scores2, 1))
-                weights = tl.exp(scores - top[:, None])
-                weights2 = tl.exp(scores2 - top[:, None])
-                attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
-                attended = tl.dot(weights2.to(value.dtype), value2, acc=attended, input_precision=PRECISION)
-                total = tl.sum(weights, 1) + tl.sum(weights2, 1)
+                scores2 = key_block_scores(query, key2, bias_rows, mask_rows, offs_m, m_ok, offs_n2, n2_ok, tokens,
+                                           scale, 1, HAS_MASK, PRECISION)
+                attended = attend_two_blocks(scores, value, scores2, value2, PRECISION)
             else:
-                weights = tl.exp(scores - tl.max(scores, 1)[:, None])
-                attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
-                total = tl.sum(weights, 1)
-            tl.store(out_rows + offs_m[:, None] * channels, (attended / total[:, None]).to(out_ptr.dtype.element_ty),
-                     mask=m_ok[:, None])
-
-    @triton.jit
-    def _scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, HAS_MASK: tl.constexpr,
-                PRECISION: tl.constexpr):
-        """q k^T * scale + bias (+ mask) against keys already loaded, -inf past the window's."""
-        scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
-        pairs = offs_m[:, None] * tokens + offs_n[None, :]
-        both = m_ok[:, None] & n_ok[None, :]
-        scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
-        if HAS_MASK:
-            scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
-        return tl.where(n_ok[None, :], scores, float("-inf"))
+                attended = attend_one_block(scores, value, PRECISION)
+            tl.store(out_rows + offs_m[:, None] * channels, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
 
     _KEYS_ONCE_CONFIGS = [triton.Config({"BLOCK_M": block}, num_warps=warps, num_stages=1)
                           for block, warps in ((32, 4), (16, 4), (64, 8), (32, 8))]
@@ -172,8 +156,6 @@ def window_attention_keys_once(qkv: torch.Tensor, bias: torch.Tensor, mask: torc
     and the shifted-window mask read in the model's precision: the service's kernel reads them again for every
     block of queries, its programs being (window, head, block of queries). `split_keys` as the service kernel's
     (keys in blocks of 128 and 16 for 144 tokens; off: one padded block)."""
-    from serve_app.model.window_attention_triton import launch_window_attention
-
     mask = mask.to(qkv.dtype) if mask is not None else None
     return launch_window_attention(_keys_once_tuned, _keys_once_kernel, _KEYS_ONCE_CONFIGS[0],
                                    lambda meta: (qkv.shape[0], heads), qkv, bias.to(qkv.dtype), mask, heads, scale,

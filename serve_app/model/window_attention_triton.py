@@ -53,11 +53,17 @@ def key_blocks(tokens: int) -> tuple[int, int]:
 if triton is not None:
 
     @triton.jit
-    def _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n, tokens, channels, scale,
-                          masked, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
-        """q k^T * scale + bias (+ mask) for one block of a window's keys, -inf where the block runs past them."""
+    def key_value_block(rows, offs_n, tokens, channels):
+        """One block of a window's keys and values (zeros past the window's tokens) and which of them are real."""
         n_ok = offs_n < tokens
         key = tl.load(rows + channels + offs_n[:, None] * (3 * channels), mask=n_ok[:, None], other=0.0)
+        value = tl.load(rows + 2 * channels + offs_n[:, None] * (3 * channels), mask=n_ok[:, None], other=0.0)
+        return key, value, n_ok
+
+    @triton.jit
+    def key_block_scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, masked,
+                         HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
+        """q k^T * scale + bias (+ mask) for one block of a window's keys, -inf where the block runs past them."""
         scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
         pairs = offs_m[:, None] * tokens + offs_n[None, :]
         both = m_ok[:, None] & n_ok[None, :]
@@ -66,6 +72,23 @@ if triton is not None:
             if masked != 0:  # 0 only for a window whose mask rows are all zeros (skip_unmasked)
                 scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
         return tl.where(n_ok[None, :], scores, float("-inf"))
+
+    @triton.jit
+    def attend_one_block(scores, value, PRECISION: tl.constexpr):
+        """softmax(scores) v, in float32."""
+        weights = tl.exp(scores - tl.max(scores, 1)[:, None])
+        attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+        return attended / tl.sum(weights, 1)[:, None]
+
+    @triton.jit
+    def attend_two_blocks(scores, value, scores2, value2, PRECISION: tl.constexpr):
+        """One softmax over both blocks' scores, times their values, in float32."""
+        top = tl.maximum(tl.max(scores, 1), tl.max(scores2, 1))
+        weights = tl.exp(scores - top[:, None])
+        weights2 = tl.exp(scores2 - top[:, None])
+        attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
+        attended = tl.dot(weights2.to(value.dtype), value2, acc=attended, input_precision=PRECISION)
+        return attended / (tl.sum(weights, 1) + tl.sum(weights2, 1))[:, None]
 
     @triton.jit
     def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows,
@@ -97,27 +120,19 @@ if triton is not None:
         if HAS_MASK and SKIP_UNMASKED:
             masked = tl.load(masked_ptr + image_window).to(tl.int32)
         offs_n = tl.arange(0, BLOCK_N)
-        scores = _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n, tokens, channels, scale,
-                                   masked, HAS_MASK, PRECISION)
-        value = tl.load(rows + 2 * channels + offs_n[:, None] * row, mask=(offs_n < tokens)[:, None], other=0.0)
+        key, value, n_ok = key_value_block(rows, offs_n, tokens, channels)
+        scores = key_block_scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, masked,
+                                  HAS_MASK, PRECISION)
         if BLOCK_N2 > 0:  # the keys past the first block, in a second: one softmax over both
             offs_n2 = BLOCK_N + tl.arange(0, BLOCK_N2)
-            scores2 = _key_block_scores(query, rows, bias_rows, mask_rows, offs_m, m_ok, offs_n2, tokens, channels,
-                                        scale, masked, HAS_MASK, PRECISION)
-            value2 = tl.load(rows + 2 * channels + offs_n2[:, None] * row, mask=(offs_n2 < tokens)[:, None],
-                             other=0.0)
-            top = tl.maximum(tl.max(scores, 1), tl.max(scores2, 1))
-            weights = tl.exp(scores - top[:, None])
-            weights2 = tl.exp(scores2 - top[:, None])
-            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
-            attended = tl.dot(weights2.to(value.dtype), value2, acc=attended, input_precision=PRECISION)
-            total = tl.sum(weights, 1) + tl.sum(weights2, 1)
+            key2, value2, n2_ok = key_value_block(rows, offs_n2, tokens, channels)
+            scores2 = key_block_scores(query, key2, bias_rows, mask_rows, offs_m, m_ok, offs_n2, n2_ok, tokens, scale,
+                                       masked, HAS_MASK, PRECISION)
+            attended = attend_two_blocks(scores, value, scores2, value2, PRECISION)
         else:
-            weights = tl.exp(scores - tl.max(scores, 1)[:, None])
-            attended = tl.dot(weights.to(value.dtype), value, input_precision=PRECISION)
-            total = tl.sum(weights, 1)
+            attended = attend_one_block(scores, value, PRECISION)
         out = out_ptr + window * tokens * channels + offs_m[:, None] * channels + head * HEAD_DIM + offs_d[None, :]
-        tl.store(out, (attended / total[:, None]).to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
+        tl.store(out, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
 
     # Tuned once per shape on a GPU, in the warm-up pass that precedes any CUDA graph capture (as the deformable
     # convolution's kernel is), and the timings kept in Triton's cache (compiled.use_compile_cache), which a restart
