@@ -30,6 +30,7 @@ from serve_app.model.deform_conv import (
     use_capturable_deform_conv,
 )
 from serve_app.model.foreground import refine_foreground_uint8
+from serve_app.model.graph_rewrites import REWRITES
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.timeline import PassTimeline, PassTiming
@@ -518,7 +519,7 @@ class BackgroundRemovalModel:
             "device_passes": self.pass_timeline.summary(),
             "compile_options": self.compile_options,
             **{name: self.execution in COMPILED_EXECUTIONS and name in self.graph_rewrites
-               for name in ("conv_before_upsample", "deform_conv_channels_last")},
+               for name in REWRITES},
             # A copy first: the compiled forward adds the buckets it loads after start-up from another thread.
             "compile_warmup": {str(size): warmup for size, warmup in dict(self.compile_warmup).items()},
             "eager_batch_sizes": eager_batch_sizes,  # buckets on the eager forward while their saved form loads
