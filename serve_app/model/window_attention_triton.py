@@ -151,7 +151,7 @@ if triton is not None:
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
                             scale: float, *, split_keys: bool = True, skip_unmasked: bool = False,
-                            adjacent_blocks: bool = False) -> torch.Tensor:
+                            adjacent_blocks: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v for every window and head, from the qkv layer's output.
 
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
@@ -160,7 +160,7 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     The same result either way, timed by scripts/bench_kernels.py: `split_keys` (on) computes the keys in
     `key_blocks`, else in one padded block; `skip_unmasked` (off) first finds the windows whose mask rows are all
     zeros (most of Swin's: only the shifted image's edges are split) and skips reading theirs. That pass costs more
-    than it saves on BiRefNet's later stages, with 9 to 36 windows an image. `adjacent_blocks` (off) launches
+    than it saves on BiRefNet's later stages, with 9 to 36 windows an image. `adjacent_blocks` (on) launches
     the programs of one window's heads and blocks of queries one after another, so that the later blocks of a
     head read its keys and values from the GPU's cache, where the first block's reads left them (FlashAttention
     orders its grid so too); off, the programs of one block of queries run for every window first, and a batch's
