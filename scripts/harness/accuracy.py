@@ -31,7 +31,12 @@ def logit_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
     difference = np.abs(candidate.astype(np.float32) - reference.astype(np.float32))
     # The share of confident reference pixels (|logit| > 2, alpha beyond 0.12..0.88): near 0 for random weights,
     # whose masks are ~0.5 everywhere; most of the image for weights with structure (scripts/train_shapes.py).
+    uncertain = np.abs(reference) <= 2
+    # Where the largest difference sits: beyond |logit| 2 a difference moves alpha less than half as much as near 0,
+    # where masks are decided, and at |logit| 10 about 2e-4 times as much.
     return {"max_abs_logit_diff": float(difference.max()), "mean_abs_logit_diff": float(difference.mean()),
+            "reference_logit_at_max_diff": float(reference.reshape(-1)[int(difference.argmax())]),
+            "max_abs_logit_diff_uncertain": float(difference[uncertain].max()) if uncertain.any() else 0.0,
             "reference_logit_range": [float(reference.min()), float(reference.max())],
             "reference_confident_share": float((np.abs(reference) > 2).mean())}
 
@@ -44,6 +49,7 @@ def verdict(rows: list[dict]) -> dict:
         "min_iou": min(row["iou"] for row in rows),
         "max_pixels_differing": max(row["pixels_differing"] for row in rows),
         "max_abs_logit_diff": max(row["max_abs_logit_diff"] for row in rows),
+        "max_abs_logit_diff_uncertain": max(row["max_abs_logit_diff_uncertain"] for row in rows),
         # what the reference masks were like: a bound met on masks with no structure proves little
         "reference_foreground_range": [min(row["reference_foreground"] for row in rows),
                                        max(row["reference_foreground"] for row in rows)],

@@ -68,6 +68,17 @@ def test_the_verdict_says_how_much_structure_the_reference_masks_had() -> None:
     assert verdict([structured])["reference_foreground_range"] == [0.5, 0.5]
 
 
+def test_the_largest_logit_difference_is_placed_among_confident_or_uncertain_pixels() -> None:
+    reference = np.array([[[-11.0, -0.5], [1.5, 9.0]]], dtype=np.float32)
+    candidate = reference + np.array([[[0.12, 0.03], [-0.05, 0.0]]], dtype=np.float32)
+    row = logit_agreement(candidate, reference)
+    assert row["reference_logit_at_max_diff"] == -11.0
+    assert abs(row["max_abs_logit_diff"] - 0.12) < 1e-5
+    assert abs(row["max_abs_logit_diff_uncertain"] - 0.05) < 1e-5
+    assert abs(verdict([mask_agreement(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8)) | row])[
+        "max_abs_logit_diff_uncertain"] - 0.05) < 1e-5
+
+
 def test_shape_photos_are_repeatable_rgb_photos_of_sizes_within_the_range() -> None:
     size_range = ((64, 48), (96, 80))
     photos = shape_photos(3, size_range, seed=1)
