@@ -122,7 +122,8 @@ def main() -> None:
                    "deform_conv_kernel": description["deform_conv_kernel"],
                    "window_attention_kernel": description["window_attention_kernel"],
                    "conv_before_upsample": description["conv_before_upsample"],
-                   "deform_conv_channels_last": description["deform_conv_channels_last"], **verdict(rows)}
+                   "deform_conv_channels_last": description["deform_conv_channels_last"],
+                   "gelu_in_matmul": description["gelu_in_matmul"], **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

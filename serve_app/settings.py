@@ -116,6 +116,12 @@ class ModelSettings(StrictModel):
         "channels-last, the layout the compiler gives the other convolutions, so that BiRefNet's ASPP blocks read "
         "their five branches along one grain; the same values (serve_app/model/graph_rewrites.py).",
     )
+    gelu_in_matmul: bool = Field(
+        False, description="In the compiled executions, compute a linear layer's GELU in its matrix product's "
+        "epilogue where the GELU alone reads the product (the Swin backbone's MLPs), instead of writing the "
+        "product and reading it back; on CUDA cuBLASLt computes GELU's tanh form, within 4.7e-4 of the exact one "
+        "(serve_app/model/graph_rewrites.py).",
+    )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
         "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "

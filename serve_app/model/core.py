@@ -127,7 +127,7 @@ class BackgroundRemovalModel:
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
                  fused_window_attention: bool = True, capturable_deform_conv: str = "triton",
                  window_attention_kernel: str = "triton", conv_before_upsample: bool = True,
-                 deform_conv_channels_last: bool = False):
+                 deform_conv_channels_last: bool = False, gelu_in_matmul: bool = False):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -179,7 +179,8 @@ class BackgroundRemovalModel:
         self.compile_options = dict(compile_options or {})
         # the compiled executions' rewrites of the traced graph, by setting name (graph_rewrites.REWRITES)
         self.graph_rewrites = tuple(name for name, on in (("conv_before_upsample", conv_before_upsample),
-                                                          ("deform_conv_channels_last", deform_conv_channels_last))
+                                                          ("deform_conv_channels_last", deform_conv_channels_last),
+                                                          ("gelu_in_matmul", gelu_in_matmul))
                                     if on)
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
@@ -258,7 +259,8 @@ class BackgroundRemovalModel:
                         capturable_deform_conv=settings.capturable_deform_conv,
                         window_attention_kernel=settings.window_attention_kernel,
                         conv_before_upsample=settings.conv_before_upsample,
-                        deform_conv_channels_last=settings.deform_conv_channels_last)
+                        deform_conv_channels_last=settings.deform_conv_channels_last,
+                        gelu_in_matmul=settings.gelu_in_matmul)
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)

@@ -1,7 +1,8 @@
-"""The compiled executions' graph rewrite (serve_app/model/graph_rewrites.py): a 1x1 convolution of a concatenation
+"""The compiled executions' graph rewrites (serve_app/model/graph_rewrites.py): a 1x1 convolution of a concatenation
 that holds an upsampling runs before the upsampling, on the fewer pixels, with the same result; where the pattern
 is not exact, or would not save work, the graph is left as it was. Then the same through inductor on the CPU, as
-the service compiles, saves and loads a bucket."""
+the service compiles, saves and loads a bucket. The deformable convolutions written channels-last, and the MLPs'
+GELU joined to their first product, with the same values."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from serve_app.model.graph_rewrites import ConvBeforeUpsample, DeformChannelsLast, GraphRewrites
+from serve_app.model.graph_rewrites import ConvBeforeUpsample, DeformChannelsLast, GeluInMatmul, GraphRewrites
 
 
 class DecoderTail(nn.Module):
@@ -224,3 +225,82 @@ def test_inductor_compiles_both_rewrites_with_the_same_result() -> None:
     torch.testing.assert_close(got, block(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown graph rewrites"):
         GraphRewrites(["conv_first"])
+
+
+class SwinMlp(nn.Module):
+    """A Swin block's MLP as timm and BiRefNet write it: a linear layer, GELU, dropout, a linear layer."""
+
+    def __init__(self, approximate: str = "none", bias: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 32, bias=bias)
+        self.act = nn.GELU(approximate=approximate)
+        self.drop = nn.Dropout(0.0)
+        self.fc2 = nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+def traced_with(rewrite: object, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    calls: list[str] = []
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        rewrite(graph_module.graph)  # type: ignore[operator]
+        graph_module.recompile()
+        calls.extend(getattr(node.target, "__name__", str(node.target)) for node in graph_module.graph.nodes
+                     if node.op == "call_function")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(x)
+    return out, calls
+
+
+def test_the_mlps_gelu_joins_its_first_product() -> None:
+    torch.manual_seed(0)
+    mlp = SwinMlp().eval()
+    x = torch.randn(3, 5, 8)  # tokens of windows: the product takes them as rows
+    with torch.no_grad():
+        expected = mlp(x)
+    got, calls = traced_with(GeluInMatmul(), mlp, x)
+    assert "_addmm_activation.default" in calls and "gelu" not in calls and calls.count("linear") == 1
+    assert got.shape == expected.shape
+    # the CPU computes the exact GELU in the joined call: the same values up to the product's rounding
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("mlp", "why"), [
+    (SwinMlp(approximate="tanh"), "the tanh form is another function on the CPU"),
+    (SwinMlp(bias=False), "no bias to carry into the epilogue"),
+])
+def test_a_gelu_outside_the_pattern_is_left_as_it_was(mlp: SwinMlp, why: str) -> None:
+    x = torch.randn(2, 4, 8)
+    got, calls = traced_with(GeluInMatmul(), mlp.eval(), x)
+    assert "gelu" in calls and calls.count("linear") == 2, why
+    with torch.no_grad():
+        torch.testing.assert_close(got, mlp(x))
+
+
+def test_a_product_that_something_else_reads_keeps_its_gelu_apart() -> None:
+    class Shared(SwinMlp):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hidden = self.fc1(x)
+            return self.fc2(self.act(hidden)) + hidden[..., :8]
+
+    _, calls = traced_with(GeluInMatmul(), Shared().eval(), torch.randn(2, 4, 8))
+    assert "gelu" in calls and calls.count("linear") == 2
+
+
+def test_inductor_compiles_the_joined_gelu_with_the_same_result() -> None:
+    torch.manual_seed(0)
+    mlp = SwinMlp().eval()
+    x = torch.randn(2, 6, 8)
+    torch._dynamo.reset()
+    before = GeluInMatmul.applied
+    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
+          torch._functorch.config.patch(enable_autograd_cache=False)):
+        got = torch.compile(mlp, dynamic=False, options={"pre_grad_custom_pass": GraphRewrites(["gelu_in_matmul"])})(x)
+        expected = mlp(x)
+    assert GeluInMatmul.applied == before + 1
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
