@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from serve_app.model.attention import fuse_window_attention
+from serve_app.model.window_attention_triton import triton_window_attention
 from tests.hub_layout.modeling_cutout_net import WindowAttention
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -42,6 +43,13 @@ def test_the_triton_window_attention_gives_the_fused_attention(dim: int, heads: 
     with torch.inference_mode():
         expected = sdpa(x, mask).float()
         assert torch.allclose(triton(x, mask).float(), expected, atol=2e-2, rtol=2e-2)
+        # the kernel's other launch forms, compiled for the GPU rather than interpreted
+        qkv = layer.qkv(x)
+        bias = layer.relative_position_bias_table[layer.relative_position_index.view(-1)]
+        bias = bias.view(144, 144, heads).permute(2, 0, 1).contiguous()
+        for how in ({"adjacent_blocks": False}, {"windows_inner": True}, {"windows_inner": True, "split_keys": False}):
+            other = layer.proj(triton_window_attention(qkv, bias, mask, heads, float(layer.scale), **how)).float()
+            assert torch.allclose(other, expected, atol=2e-2, rtol=2e-2), how
         compiled = torch.compile(triton, mode="reduce-overhead", fullgraph=True)
         for _ in range(3):  # warm-up, capture, replay
             replayed = compiled(x, mask).float().clone()
