@@ -54,11 +54,16 @@ def forward(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 def traced_and_rewritten(module: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    """`module`'s output through the graph Dynamo traces, after the rewrite, and the calls left in that graph."""
+    """`module`'s output through the graph Dynamo traces, after the upsampling rewrite, and the calls left in it."""
+    return traced_with(ConvBeforeUpsample(), module, *inputs)
+
+
+def traced_with(rewrite: object, module: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """`module`'s output through the graph Dynamo traces, after `rewrite`, and the calls left in that graph."""
     calls: list[str] = []
 
     def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
-        ConvBeforeUpsample()(graph_module.graph)
+        rewrite(graph_module.graph)  # type: ignore[operator]
         graph_module.recompile()
         calls.extend(getattr(node.target, "__name__", str(node.target)) for node in graph_module.graph.nodes
                      if node.op == "call_function")
@@ -239,22 +244,6 @@ class SwinMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.fc1(x))))
-
-
-def traced_with(rewrite: object, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    calls: list[str] = []
-
-    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
-        rewrite(graph_module.graph)  # type: ignore[operator]
-        graph_module.recompile()
-        calls.extend(getattr(node.target, "__name__", str(node.target)) for node in graph_module.graph.nodes
-                     if node.op == "call_function")
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    with torch.no_grad():
-        out = torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(x)
-    return out, calls
 
 
 def test_the_mlps_gelu_joins_its_first_product() -> None:
