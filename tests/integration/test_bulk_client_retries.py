@@ -86,3 +86,18 @@ def test_client_errors_are_not_retried(scripted: tuple[str, Path]) -> None:
     (failure,) = [json.loads(line) for line in (root / "out" / "_failures.jsonl").read_text().splitlines()]
     assert failure["code"] == "x" and failure["reason"] == "scripted 422"
     assert summary["failed"] == 1
+
+
+def test_a_refused_connection_is_retried_then_recorded(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
+    summary = run(f"http://127.0.0.1:{port}", tmp_path, retries=2)
+    assert summary["failed"] == 1 and not (tmp_path / "out" / "one.png").exists()
+    (failure,) = [json.loads(line) for line in (tmp_path / "out" / "_failures.jsonl").read_text().splitlines()]
+    assert failure["code"] == "retries_exhausted" and "3 attempts" in failure["reason"]
+    assert "Connect" in failure["reason"]  # the connection's error, named
