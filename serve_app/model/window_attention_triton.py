@@ -15,6 +15,7 @@ precision, as the fused kernels' do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,25 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; a CP
 
 # Keys of one window in one block: windows larger than this take the fused scaled_dot_product_attention forward.
 MAX_TOKENS = 512
-# Windows without a mask that one program of `windows_inner` computes, reading the head's bias once.
+# The most windows without a mask that one program of `windows_inner` computes, reading the head's bias once, and
+# the programs per multiprocessor it keeps at least (fewer windows a program where a call has few: batch 1).
 WINDOW_GROUP = 8
+PROGRAMS_PER_SM = 4
+
+
+@functools.cache
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def window_group(windows: int, heads: int, tokens: int, device: torch.device) -> int:
+    """How many windows without a mask one `windows_inner` program computes: up to WINDOW_GROUP, fewer where that
+    would leave under PROGRAMS_PER_SM programs a multiprocessor (counting blocks of 32 queries)."""
+    processors = _multiprocessors(device.index or 0) if device.type == "cuda" else 1
+    group = WINDOW_GROUP
+    while group > 1 and -(-windows // group) * heads * -(-tokens // 32) < PROGRAMS_PER_SM * processors:
+        group //= 2
+    return group
 
 
 def triton_window_attention_available(tokens: int, head_dim: int, dtype: torch.dtype) -> bool:
@@ -105,12 +123,11 @@ if triton is not None:
 
     @triton.jit
     def _windows_inner_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, windows, tokens, channels,
-                              mask_windows, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
+                              mask_windows, window_group, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
                               SKIP_UNMASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr,
-                              WINDOW_GROUP: tl.constexpr):
+                              BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
         """One head and block of queries of several windows that add the same bias and mask: the same window of
-        every image with a mask, else WINDOW_GROUP windows in a row; bias and mask read once for all of them.
+        every image with a mask, else `window_group` windows in a row; bias and mask read once for all of them.
         `_window_attention_kernel`'s arguments; every mask row is read (masked, SKIP_UNMASKED unused), and a
         program's blocks of queries are adjacent (ADJACENT_BLOCKS unused)."""
         program = tl.program_id(0)
@@ -124,9 +141,9 @@ if triton is not None:
             stride = mask_windows
             count = windows // mask_windows
         else:
-            first = group * WINDOW_GROUP
+            first = group * window_group
             stride = 1
-            count = tl.minimum(WINDOW_GROUP, windows - first)
+            count = tl.minimum(window_group, windows - first)
         offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
         m_ok = offs_m < tokens
@@ -157,10 +174,9 @@ if triton is not None:
 
     @triton.jit
     def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, windows, tokens, channels,
-                                 mask_windows, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
+                                 mask_windows, window_group, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
                                  SKIP_UNMASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                                 BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr,
-                                 WINDOW_GROUP: tl.constexpr):
+                                 BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
         if ADJACENT_BLOCKS:  # one axis, a window's heads and each head's blocks of queries in turn
             program = tl.program_id(0)
             query_blocks = tl.cdiv(tokens, BLOCK_M)
@@ -222,7 +238,8 @@ if triton is not None:
         triton.Config({"BLOCK_M": 32}, num_warps=8, num_stages=1),
     ]
     _windows_inner_tuned = triton.autotune(
-        _WINDOWS_INNER_CONFIGS, key=["windows", "tokens", "channels", "HAS_MASK", "BLOCK_N"], cache_results=True)(
+        _WINDOWS_INNER_CONFIGS, key=["windows", "window_group", "tokens", "channels", "HAS_MASK", "BLOCK_N"],
+        cache_results=True)(
         _windows_inner_kernel)
 
 
@@ -243,13 +260,14 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     orders its grid so too); off, the programs of one block of queries run for every window first, and a batch's
     keys and values (hundreds of MB) come from memory once per block of queries. `windows_inner` (off) gives each
     program a head and block of queries of several windows that add the same bias and mask (with a mask, one
-    window of every image; without, `WINDOW_GROUP` windows in a row), so that it reads those once for all of them
+    window of every image; without, `window_group`'s count in a row), so that it reads those once for all of them
     instead of once per window: they are more of a program's reads than its queries, keys and values (a block of
     queries' rows of the bias, fp16, and of the mask, float32, against its 144 keys and values of 32 channels).
     """
     windows, tokens, _ = qkv.shape
+    group = window_group(windows, heads, tokens, qkv.device) if windows_inner else 1
     if windows_inner:
-        groups = mask.shape[0] if mask is not None else triton.cdiv(windows, WINDOW_GROUP)
+        groups = mask.shape[0] if mask is not None else triton.cdiv(windows, group)
 
         def grid(meta: dict) -> tuple[int, ...]:
             return (groups * heads * triton.cdiv(tokens, meta["BLOCK_M"]),)
@@ -262,13 +280,14 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     kernels = ((_windows_inner_tuned, _windows_inner_kernel, _WINDOWS_INNER_CONFIGS[0]) if windows_inner
                else (_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0]))
     return launch_window_attention(*kernels, grid, qkv, bias, mask, heads, scale, split_keys=split_keys,
-                                   skip_unmasked=skip_unmasked and not windows_inner, adjacent_blocks=adjacent_blocks)
+                                   skip_unmasked=skip_unmasked and not windows_inner, adjacent_blocks=adjacent_blocks,
+                                   window_group=group)
 
 
 def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
                             qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
                             scale: float, *, split_keys: bool, skip_unmasked: bool,
-                            adjacent_blocks: bool = False) -> torch.Tensor:
+                            adjacent_blocks: bool = False, window_group: int = 1) -> torch.Tensor:
     """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
     inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
     configuration. Returns the (windows, tokens, channels) output."""
@@ -285,11 +304,10 @@ def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[
     # one pass over the mask here, instead of one per head and block of queries; never read without SKIP_UNMASKED
     masked = shifted.reshape(mask_windows, -1).ne(0).any(dim=1).to(torch.int8) if skip else bias
     block_n, block_n2 = key_blocks(tokens) if split_keys else (max(16, triton.next_power_of_2(tokens)), 0)
-    arguments = (qkv, bias, shifted, masked, out, windows, tokens, channels, mask_windows, float(scale))
+    arguments = (qkv, bias, shifted, masked, out, windows, tokens, channels, mask_windows, window_group, float(scale))
     constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None, "SKIP_UNMASKED": skip,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
-                 "BLOCK_N": block_n, "BLOCK_N2": block_n2, "ADJACENT_BLOCKS": adjacent_blocks,
-                 "WINDOW_GROUP": WINDOW_GROUP}
+                 "BLOCK_N": block_n, "BLOCK_N2": block_n2, "ADJACENT_BLOCKS": adjacent_blocks}
     if qkv.is_cuda:
         tuned[grid](*arguments, **constants)
     else:

@@ -110,3 +110,14 @@ def test_the_setting_names_the_kernel_and_refuses_others() -> None:
     assert fused_attention_kernel(layer) is None
     fuse_window_attention(layer)
     assert fused_attention_kernel(layer) == "sdpa"
+
+
+def test_a_program_takes_fewer_windows_where_a_call_has_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.model import window_attention_triton as kernels
+
+    monkeypatch.setattr(kernels, "_multiprocessors", lambda index: 132)  # an H100's
+    gpu = torch.device("cuda", 0)
+    assert kernels.window_group(72, 48, 144, gpu) == 8  # BiRefNet's last stage at batch 8: 9 groups x 48 heads
+    assert kernels.window_group(9, 48, 144, gpu) == 4  # at batch 1, groups of 8 would leave 480 programs for 132 SMs
+    assert kernels.window_group(1, 2, 144, gpu) == 1
+    assert kernels.window_group(12, 3, 25, torch.device("cpu")) == 8  # the interpreter: groups of 8 and 4
