@@ -18,7 +18,8 @@ once (its keys in one padded block or split), the written-out form compiled by i
 flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4
 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output channel
 (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches. The decoder's last step (`--kinds
-tail`): its 1x1 convolution after the upsampling, as written, and before it (`conv_before_upsample`).
+tail`): its 1x1 convolution after the upsampling, as written, and before it (`conv_before_upsample`). The MLPs'
+first layer and GELU (`--kinds mlp`): compiled as written, and with the GELU in the product (`gelu_in_matmul`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from harness.kernel_candidates import (  # noqa: E402
 from harness.run_record import run_record  # noqa: E402
 from serve_app.model import deform_conv  # noqa: E402
 from serve_app.model.deform_triton import triton_deform_conv2d  # noqa: E402
-from serve_app.model.graph_rewrites import ConvBeforeUpsample  # noqa: E402
+from serve_app.model.graph_rewrites import ConvBeforeUpsample, GeluInMatmul  # noqa: E402
 from serve_app.model.window_attention_triton import triton_window_attention, window_attention  # noqa: E402
 
 IMAGES = 8
@@ -274,6 +275,34 @@ def linear_row(tokens: int, inputs: int, outputs: int, calls: int, iterations: i
     return measured(row, candidates, reference, iterations, flops=2 * IMAGES * tokens * inputs * outputs)
 
 
+def _mlp_first_layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return F.gelu(F.linear(x, weight, bias))
+
+
+def mlp_rows(iterations: int) -> list[dict]:
+    """The Swin MLPs' first layer and its GELU (channels to 4 x channels) at each stage, batch 8: compiled as
+    written (the product, then a Triton pass for the GELU), and with `gelu_in_matmul`'s rewrite (the GELU in
+    cuBLASLt's epilogue, its tanh form)."""
+    written = torch.compile(_mlp_first_layer, dynamic=False)
+    joined = torch.compile(_mlp_first_layer, dynamic=False, options={"pre_grad_custom_pass": GeluInMatmul()})
+    return [mlp_row(tokens, channels, blocks, iterations, written, joined)
+            for tokens, channels, blocks in LINEAR_STAGES]
+
+
+def mlp_row(tokens: int, channels: int, calls: int, iterations: int, written: Callable, joined: Callable) -> dict:
+    generator = torch.Generator(device="cuda").manual_seed(tokens + channels)
+    x = (torch.rand(IMAGES * tokens, channels, device="cuda", generator=generator) * 2 - 1).half()
+    weight = ((torch.rand(4 * channels, channels, device="cuda", generator=generator) * 2 - 1) / channels ** 0.5).half()
+    bias = (torch.rand(4 * channels, device="cuda", generator=generator) - 0.5).half()
+    candidates = {
+        "compiled": lambda: written(x, weight, bias),
+        "compiled_gelu_in_matmul": lambda: joined(x, weight, bias),
+    }
+    reference = _mlp_first_layer(x[:4096].float(), weight.float(), bias.float())
+    row: dict = {"rows": IMAGES * tokens, "in": channels, "out": 4 * channels, "calls_per_forward": calls}
+    return measured(row, candidates, reference, iterations, flops=2 * IMAGES * tokens * channels * 4 * channels)
+
+
 def per_forward(rows: list[dict]) -> dict[str, float]:
     """Each candidate's milliseconds per forward pass, its per-call time times the calls (candidates that ran on
     every row)."""
@@ -285,7 +314,7 @@ def per_forward(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="deform,attention,linear",
-                        help="comma-separated: deform, attention, linear, tail")
+                        help="comma-separated: deform, attention, linear, tail, mlp")
     parser.add_argument("--candidates", default="",
                         help="comma-separated names to time, e.g. triton,triton_windows_inner (default: all)")
     parser.add_argument("--iterations", type=int, default=20)
@@ -295,7 +324,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times GPU kernels: no CUDA device here")
     record: dict = {**run_record(), "device_name": torch.cuda.get_device_name(), "images": IMAGES}
-    measure = {"deform": deform_rows, "attention": attention_rows, "linear": linear_rows, "tail": tail_rows}
+    measure = {"deform": deform_rows, "attention": attention_rows, "linear": linear_rows, "tail": tail_rows,
+               "mlp": mlp_rows}
     for kind in args.kinds.split(","):
         rows = measure[kind](args.iterations)
         record[kind] = {"ms_per_forward": per_forward(rows), "calls": rows}
