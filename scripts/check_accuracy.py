@@ -38,6 +38,7 @@ from harness.run_record import run_record
 from harness.shapes import shape_photos
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
+from serve_app.model.graph_rewrites import REWRITES
 from serve_app.serve_config import parse_overrides
 from serve_app.settings import ModelSettings
 from serve_app.versions import component_versions
@@ -121,9 +122,7 @@ def main() -> None:
                    "capturable_deform_conv": description["capturable_deform_conv"],
                    "deform_conv_kernel": description["deform_conv_kernel"],
                    "window_attention_kernel": description["window_attention_kernel"],
-                   "conv_before_upsample": description["conv_before_upsample"],
-                   "deform_conv_channels_last": description["deform_conv_channels_last"],
-                   "gelu_in_matmul": description["gelu_in_matmul"], **verdict(rows)}
+                   **{name: description[name] for name in REWRITES}, **verdict(rows)}
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model

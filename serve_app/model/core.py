@@ -126,8 +126,7 @@ class BackgroundRemovalModel:
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
                  fused_window_attention: bool = True, capturable_deform_conv: str = "triton",
-                 window_attention_kernel: str = "triton", conv_before_upsample: bool = True,
-                 deform_conv_channels_last: bool = False, gelu_in_matmul: bool = False):
+                 window_attention_kernel: str = "triton", graph_rewrites: Sequence[str] = ("conv_before_upsample",)):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -178,10 +177,7 @@ class BackgroundRemovalModel:
         self.load_phases: dict[str, float] = {}  # seconds per start-up step (from_settings), for /v1/info
         self.compile_options = dict(compile_options or {})
         # the compiled executions' rewrites of the traced graph, by setting name (graph_rewrites.REWRITES)
-        self.graph_rewrites = tuple(name for name, on in (("conv_before_upsample", conv_before_upsample),
-                                                          ("deform_conv_channels_last", deform_conv_channels_last),
-                                                          ("gelu_in_matmul", gelu_in_matmul))
-                                    if on)
+        self.graph_rewrites = tuple(graph_rewrites)
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
         # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
@@ -258,9 +254,7 @@ class BackgroundRemovalModel:
                         fused_window_attention=settings.fused_window_attention,
                         capturable_deform_conv=settings.capturable_deform_conv,
                         window_attention_kernel=settings.window_attention_kernel,
-                        conv_before_upsample=settings.conv_before_upsample,
-                        deform_conv_channels_last=settings.deform_conv_channels_last,
-                        gelu_in_matmul=settings.gelu_in_matmul)
+                        graph_rewrites=tuple(name for name in REWRITES if getattr(settings, name)))
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)

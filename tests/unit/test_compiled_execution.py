@@ -293,7 +293,7 @@ def start(execution):
     return BackgroundRemovalModel(load_segmentation_module(sys.argv[1]), input_size=(64, 64),
                                   device=torch.device("cpu"), precision="fp32", execution=execution,
                                   graph_batch_sizes=(2,), compile_cache_dir=Path(sys.argv[2]),
-                                  conv_before_upsample=True, deform_conv_channels_last=True)
+                                  graph_rewrites=("conv_before_upsample", "deform_conv_channels_last"))
 
 compiled, eager = start("compiled"), start("eager")
 assert compiled.wait_for_buckets(timeout=300)

@@ -293,3 +293,12 @@ def test_inductor_compiles_the_joined_gelu_with_the_same_result() -> None:
         expected = mlp(x)
     assert GeluInMatmul.applied == before + 1
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_every_rewrite_is_a_model_setting_of_its_name() -> None:
+    from serve_app.model.graph_rewrites import REWRITES
+    from serve_app.settings import ModelSettings
+
+    # the model takes the rewrites whose settings are on, by these names (BackgroundRemovalModel.from_settings)
+    for name in REWRITES:
+        assert ModelSettings.model_fields[name].annotation is bool, name
