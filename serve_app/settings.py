@@ -117,7 +117,7 @@ class ModelSettings(StrictModel):
         "their five branches along one grain; the same values (serve_app/model/graph_rewrites.py).",
     )
     gelu_in_matmul: bool = Field(
-        False, description="In the compiled executions, compute a linear layer's GELU in its matrix product's "
+        True, description="In the compiled executions, compute a linear layer's GELU in its matrix product's "
         "epilogue where the GELU alone reads the product (the Swin backbone's MLPs), instead of writing the "
         "product and reading it back; on CUDA cuBLASLt computes GELU's tanh form, within 4.7e-4 of the exact one "
         "(serve_app/model/graph_rewrites.py).",
