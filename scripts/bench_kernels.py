@@ -12,9 +12,8 @@ with its input and output channels-last (`deform_conv_channels_last`).
 Window attention (48 calls, 144-token windows, head dim 32, with and without the shifted-window mask): one
 scaled_dot_product_attention call as the `sdpa` setting makes it (`serve_app.model.attention`), the service's Triton
 kernel (`serve_app.model.window_attention_triton`), the same kernel with its keys in one padded block, reading every
-window's mask rows, or both, or every window of a block of queries launched first, or each program reading the bias
-and mask once for the windows that add them (`windows_inner`), a variant that reads each window's keys and values
-once (its keys in one padded block or split), the written-out form compiled by inductor, and
+window's mask rows, or both, or every window of a block of queries launched first, a variant that reads each
+window's keys and values once (its keys in one padded block or split), the written-out form compiled by inductor, and
 flex_attention compiled; the shifted-window mask is Swin's own (`swin_shift_mask`). The backbone's linear layers (4
 per block, 48 blocks): fp16 as the service runs them, and FP8 with a scale per row and per output channel
 (`torch._scaled_mm`, the rows' scaling compiled), with the TFLOP/s each reaches. The decoder's last step (`--kinds
@@ -197,8 +196,6 @@ def attention_row(windows: int, heads: int, shifted: bool, calls: int, iteration
                                                           skip_unmasked=False),
         "triton_every_window_first": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
                                                                      adjacent_blocks=False),
-        "triton_windows_inner": lambda: triton_window_attention(qkv, bias.half(), shift, heads, scale,
-                                                                windows_inner=True),
         "triton_keys_once": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale),
         "triton_keys_once_split": lambda: window_attention_keys_once(qkv, bias.half(), shift, heads, scale,
                                                                      split_keys=True),
@@ -316,7 +313,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="deform,attention,linear",
                         help="comma-separated: deform, attention, linear, tail, mlp")
     parser.add_argument("--candidates", default="",
-                        help="comma-separated names to time, e.g. triton,triton_windows_inner (default: all)")
+                        help="comma-separated names to time, e.g. triton,triton_every_window_first (default: all)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

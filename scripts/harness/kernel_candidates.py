@@ -110,12 +110,12 @@ if triton is not None:
     )
 
     @triton.jit
-    def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, windows, tokens, channels, mask_windows,
-                          window_group, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
-                          SKIP_UNMASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
+    def _keys_once_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows, scale,
+                          HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
         # the service kernel's arguments and pieces; keys in one block or two (BLOCK_N2), every mask row read
-        # (masked unused), one program per window and head (windows, window_group, ADJACENT_BLOCKS unused)
+        # (masked unused), one program per window and head (ADJACENT_BLOCKS unused)
         window = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         offs_d = tl.arange(0, HEAD_DIM)

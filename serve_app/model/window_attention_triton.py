@@ -15,7 +15,6 @@ precision, as the fused kernels' do.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,25 +28,6 @@ except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; a CP
 
 # Keys of one window in one block: windows larger than this take the fused scaled_dot_product_attention forward.
 MAX_TOKENS = 512
-# The most windows without a mask that one program of `windows_inner` computes, reading the head's bias once, and
-# the programs per multiprocessor it keeps at least (fewer windows a program where a call has few: batch 1).
-WINDOW_GROUP = 8
-PROGRAMS_PER_SM = 4
-
-
-@functools.cache
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def window_group(windows: int, heads: int, tokens: int, device: torch.device) -> int:
-    """How many windows without a mask one `windows_inner` program computes: up to WINDOW_GROUP, fewer where that
-    would leave under PROGRAMS_PER_SM programs a multiprocessor (counting blocks of 32 queries)."""
-    processors = _multiprocessors(device.index or 0) if device.type == "cuda" else 1
-    group = WINDOW_GROUP
-    while group > 1 and -(-windows // group) * heads * -(-tokens // 32) < PROGRAMS_PER_SM * processors:
-        group //= 2
-    return group
 
 
 def triton_window_attention_available(tokens: int, head_dim: int, dtype: torch.dtype) -> bool:
@@ -81,28 +61,17 @@ if triton is not None:
         return key, value, n_ok
 
     @triton.jit
-    def bias_block(bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, masked, HAS_MASK: tl.constexpr):
-        """The head's bias (+ the window's mask) for a block of queries and one of keys, in float32."""
-        pairs = offs_m[:, None] * tokens + offs_n[None, :]
-        both = m_ok[:, None] & n_ok[None, :]
-        added = tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
-        if HAS_MASK:
-            if masked != 0:  # 0 only for a window whose mask rows are all zeros (skip_unmasked)
-                added += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
-        return added
-
-    @triton.jit
-    def block_scores(query, key, added, n_ok, scale, PRECISION: tl.constexpr):
-        """q k^T * scale + `added` for one block of a window's keys, -inf where the block runs past them."""
-        scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale + added
-        return tl.where(n_ok[None, :], scores, float("-inf"))
-
-    @triton.jit
     def key_block_scores(query, key, bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, scale, masked,
                          HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
         """q k^T * scale + bias (+ mask) for one block of a window's keys, -inf where the block runs past them."""
-        added = bias_block(bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, masked, HAS_MASK)
-        return block_scores(query, key, added, n_ok, scale, PRECISION)
+        scores = tl.dot(query, tl.trans(key), input_precision=PRECISION) * scale
+        pairs = offs_m[:, None] * tokens + offs_n[None, :]
+        both = m_ok[:, None] & n_ok[None, :]
+        scores += tl.load(bias_rows + pairs, mask=both, other=0.0).to(tl.float32)
+        if HAS_MASK:
+            if masked != 0:  # 0 only for a window whose mask rows are all zeros (skip_unmasked)
+                scores += tl.load(mask_rows + pairs, mask=both, other=0.0).to(tl.float32)
+        return tl.where(n_ok[None, :], scores, float("-inf"))
 
     @triton.jit
     def attend_one_block(scores, value, PRECISION: tl.constexpr):
@@ -122,61 +91,10 @@ if triton is not None:
         return attended / (tl.sum(weights, 1) + tl.sum(weights2, 1))[:, None]
 
     @triton.jit
-    def _windows_inner_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, windows, tokens, channels,
-                              mask_windows, window_group, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
-                              SKIP_UNMASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
-        """One head and block of queries of several windows that add the same bias and mask: the same window of
-        every image with a mask, else `window_group` windows in a row; bias and mask read once for all of them.
-        `_window_attention_kernel`'s arguments; every mask row is read (masked, SKIP_UNMASKED unused), and a
-        program's blocks of queries are adjacent (ADJACENT_BLOCKS unused)."""
-        program = tl.program_id(0)
-        query_blocks = tl.cdiv(tokens, BLOCK_M)
-        heads = channels // HEAD_DIM
-        block = program % query_blocks
-        head = (program // query_blocks) % heads
-        group = program // (query_blocks * heads)
-        if HAS_MASK:  # the batch's windows are its images' windows in turn; the mask holds one image's
-            first = group
-            stride = mask_windows
-            count = windows // mask_windows
-        else:
-            first = group * window_group
-            stride = 1
-            count = tl.minimum(window_group, windows - first)
-        offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < tokens
-        offs_n = tl.arange(0, BLOCK_N)
-        n_ok = offs_n < tokens
-        bias_rows = bias_ptr + head * tokens * tokens
-        mask_rows = mask_ptr + group * tokens * tokens  # read only with HAS_MASK, where group is the image's window
-        added = bias_block(bias_rows, mask_rows, offs_m, m_ok, offs_n, n_ok, tokens, 1, HAS_MASK)
-        if BLOCK_N2 > 0:  # the keys past the first block: their bias and mask too, read once
-            offs_n2 = BLOCK_N + tl.arange(0, BLOCK_N2)
-            n2_ok = offs_n2 < tokens
-            added2 = bias_block(bias_rows, mask_rows, offs_m, m_ok, offs_n2, n2_ok, tokens, 1, HAS_MASK)
-        row = 3 * channels
-        for i in range(0, count):
-            window = (first + i * stride).to(tl.int64)
-            rows = qkv_ptr + window * tokens * row + head * HEAD_DIM + offs_d[None, :]
-            query = tl.load(rows + offs_m[:, None] * row, mask=m_ok[:, None], other=0.0)
-            key, value, _ = key_value_block(rows, offs_n, tokens, channels)
-            scores = block_scores(query, key, added, n_ok, scale, PRECISION)
-            if BLOCK_N2 > 0:
-                key2, value2, _ = key_value_block(rows, offs_n2, tokens, channels)
-                scores2 = block_scores(query, key2, added2, n2_ok, scale, PRECISION)
-                attended = attend_two_blocks(scores, value, scores2, value2, PRECISION)
-            else:
-                attended = attend_one_block(scores, value, PRECISION)
-            out = out_ptr + window * tokens * channels + offs_m[:, None] * channels + head * HEAD_DIM + offs_d[None, :]
-            tl.store(out, attended.to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
-
-    @triton.jit
-    def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, windows, tokens, channels,
-                                 mask_windows, window_group, scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
-                                 SKIP_UNMASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                                 BLOCK_N: tl.constexpr, BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
+    def _window_attention_kernel(qkv_ptr, bias_ptr, mask_ptr, masked_ptr, out_ptr, tokens, channels, mask_windows,
+                                 scale, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, SKIP_UNMASKED: tl.constexpr,
+                                 PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                 BLOCK_N2: tl.constexpr, ADJACENT_BLOCKS: tl.constexpr):
         if ADJACENT_BLOCKS:  # one axis, a window's heads and each head's blocks of queries in turn
             program = tl.program_id(0)
             query_blocks = tl.cdiv(tokens, BLOCK_M)
@@ -229,23 +147,11 @@ if triton is not None:
     _window_attention_tuned = triton.autotune(
         _ATTENTION_CONFIGS, key=["tokens", "channels", "HAS_MASK", "SKIP_UNMASKED", "BLOCK_N", "ADJACENT_BLOCKS"],
         cache_results=True)(_window_attention_kernel)
-    # the bias and mask tiles stay in registers across a program's windows: larger blocks of queries hold more
-    _WINDOWS_INNER_CONFIGS = [
-        triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1),
-        triton.Config({"BLOCK_M": 16}, num_warps=4, num_stages=1),
-        triton.Config({"BLOCK_M": 16}, num_warps=2, num_stages=1),
-        triton.Config({"BLOCK_M": 64}, num_warps=8, num_stages=1),
-        triton.Config({"BLOCK_M": 32}, num_warps=8, num_stages=1),
-    ]
-    _windows_inner_tuned = triton.autotune(
-        _WINDOWS_INNER_CONFIGS, key=["windows", "window_group", "tokens", "channels", "HAS_MASK", "BLOCK_N"],
-        cache_results=True)(
-        _windows_inner_kernel)
 
 
 def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
                             scale: float, *, split_keys: bool = True, skip_unmasked: bool = False,
-                            adjacent_blocks: bool = True, windows_inner: bool = False) -> torch.Tensor:
+                            adjacent_blocks: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v for every window and head, from the qkv layer's output.
 
     `qkv` is (windows, tokens, 3 x channels), each token's queries, keys and values in turn, each heads x head_dim
@@ -258,36 +164,24 @@ def triton_window_attention(qkv: torch.Tensor, bias: torch.Tensor, mask: torch.T
     the programs of one window's heads and blocks of queries one after another, so that the later blocks of a
     head read its keys and values from the GPU's cache, where the first block's reads left them (FlashAttention
     orders its grid so too); off, the programs of one block of queries run for every window first, and a batch's
-    keys and values (hundreds of MB) come from memory once per block of queries. `windows_inner` (off) gives each
-    program a head and block of queries of several windows that add the same bias and mask (with a mask, one
-    window of every image; without, `window_group`'s count in a row), so that it reads those once for all of them
-    instead of once per window: they are more of a program's reads than its queries, keys and values (a block of
-    queries' rows of the bias, fp16, and of the mask, float32, against its 144 keys and values of 32 channels).
+    keys and values (hundreds of MB) come from memory once per block of queries.
     """
     windows, tokens, _ = qkv.shape
-    group = window_group(windows, heads, tokens, qkv.device) if windows_inner else 1
-    if windows_inner:
-        groups = mask.shape[0] if mask is not None else triton.cdiv(windows, group)
-
-        def grid(meta: dict) -> tuple[int, ...]:
-            return (groups * heads * triton.cdiv(tokens, meta["BLOCK_M"]),)
-    elif adjacent_blocks:
+    if adjacent_blocks:
         def grid(meta: dict) -> tuple[int, ...]:
             return (windows * heads * triton.cdiv(tokens, meta["BLOCK_M"]),)
     else:
         def grid(meta: dict) -> tuple[int, ...]:
             return (windows, heads, triton.cdiv(tokens, meta["BLOCK_M"]))
-    kernels = ((_windows_inner_tuned, _windows_inner_kernel, _WINDOWS_INNER_CONFIGS[0]) if windows_inner
-               else (_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0]))
-    return launch_window_attention(*kernels, grid, qkv, bias, mask, heads, scale, split_keys=split_keys,
-                                   skip_unmasked=skip_unmasked and not windows_inner, adjacent_blocks=adjacent_blocks,
-                                   window_group=group)
+    return launch_window_attention(_window_attention_tuned, _window_attention_kernel, _ATTENTION_CONFIGS[0], grid,
+                                   qkv, bias, mask, heads, scale, split_keys=split_keys, skip_unmasked=skip_unmasked,
+                                   adjacent_blocks=adjacent_blocks)
 
 
 def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[[dict], tuple[int, ...]],
                             qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, heads: int,
                             scale: float, *, split_keys: bool, skip_unmasked: bool,
-                            adjacent_blocks: bool = False, window_group: int = 1) -> torch.Tensor:
+                            adjacent_blocks: bool = False) -> torch.Tensor:
     """Run a window attention kernel with `_window_attention_kernel`'s arguments on `triton_window_attention`'s
     inputs: on a GPU its autotuned form `tuned` over `grid`, in the interpreter (CPU) `kernel` with the `first`
     configuration. Returns the (windows, tokens, channels) output."""
@@ -304,7 +198,7 @@ def launch_window_attention(tuned: Any, kernel: Any, first: Any, grid: Callable[
     # one pass over the mask here, instead of one per head and block of queries; never read without SKIP_UNMASKED
     masked = shifted.reshape(mask_windows, -1).ne(0).any(dim=1).to(torch.int8) if skip else bias
     block_n, block_n2 = key_blocks(tokens) if split_keys else (max(16, triton.next_power_of_2(tokens)), 0)
-    arguments = (qkv, bias, shifted, masked, out, windows, tokens, channels, mask_windows, window_group, float(scale))
+    arguments = (qkv, bias, shifted, masked, out, tokens, channels, mask_windows, float(scale))
     constants = {"HEAD_DIM": channels // heads, "HAS_MASK": mask is not None, "SKIP_UNMASKED": skip,
                  "PRECISION": "ieee" if qkv.dtype == torch.float32 else "tf32",
                  "BLOCK_N": block_n, "BLOCK_N2": block_n2, "ADJACENT_BLOCKS": adjacent_blocks}
