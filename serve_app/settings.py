@@ -111,6 +111,12 @@ class ModelSettings(StrictModel):
         "decoder ends so: 1 channel is upsampled to the input's size instead of 96 or more); the same result up to "
         "rounding (serve_app/model/graph_rewrites.py).",
     )
+    deform_bn_relu_concat: bool = Field(
+        False, description="In the compiled executions, have the deformable convolutions that a concatenation reads "
+        "through a batch norm and a ReLU (BiRefNet's ASPP blocks) apply both to their float32 sums and write "
+        "straight into their channels of the concatenation, which is then not written a second time "
+        "(serve_app/model/graph_rewrites.py).",
+    )
     deform_conv_channels_last: bool = Field(
         False, description="In the compiled executions, have the deformable convolutions write their output "
         "channels-last, the layout the compiler gives the other convolutions, so that BiRefNet's ASPP blocks read "

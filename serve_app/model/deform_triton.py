@@ -36,12 +36,12 @@ def triton_deform_available(input: torch.Tensor, weight: torch.Tensor, groups: i
 if triton is not None:
 
     @triton.jit
-    def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr, channels, height, width,
-                            out_channels, out_w, pixels, out_stride_c, out_stride_p, stride_h, stride_w, pad_h,
-                            pad_w, dil_h, dil_w,
+    def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr, out_ptr,
+                            channels, height, width, out_channels, out_w, pixels, out_stride_n, out_stride_c,
+                            out_stride_p, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                             KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_MASK: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, AFFINE_RELU: tl.constexpr, PRECISION: tl.constexpr,
+                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
         TAPS: tl.constexpr = KERNEL_H * KERNEL_W
         pid_p = tl.program_id(0)
         pid_o = tl.program_id(1)
@@ -97,7 +97,11 @@ if triton is not None:
                 acc += tl.dot(sample.to(kernel.dtype), kernel, input_precision=PRECISION)
         if HAS_BIAS:  # here, not in a pass of its own over the output
             acc += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-        out = (out_ptr + image * out_channels * pixels + offs_o[None, :].to(tl.int64) * out_stride_c
+        if AFFINE_RELU:  # a batch norm's per-channel scale and shift, then ReLU, on the float32 sums
+            scale = tl.load(scale_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)
+            shift = tl.load(shift_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)
+            acc = tl.maximum(acc * scale[None, :] + shift[None, :], 0.0)
+        out = (out_ptr + image * out_stride_n + offs_o[None, :].to(tl.int64) * out_stride_c
                + offs_p[:, None].to(tl.int64) * out_stride_p)
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
 
@@ -114,24 +118,34 @@ if triton is not None:
         triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
     ]
-    # out_stride_c tells the two output layouts apart (1: channels-last), whose best tiles may differ
+    # the output's strides tell its layouts apart (channels-last, or a slice of a concatenation's channels), whose
+    # best tiles may differ
     _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS,
-                                         key=["channels", "out_channels", "pixels", "KERNEL_H", "out_stride_c"],
+                                         key=["channels", "out_channels", "pixels", "KERNEL_H", "out_stride_c",
+                                              "out_stride_p"],
                                          cache_results=True)(_deform_conv_kernel)
 
 
 def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                          bias: torch.Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                         dilation_h: int, dilation_w: int, use_mask: bool, *,
-                         channels_last: bool = False) -> torch.Tensor:
+                         dilation_h: int, dilation_w: int, use_mask: bool, *, channels_last: bool = False,
+                         out: torch.Tensor | None = None,
+                         affine_relu: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """torchvision::deform_conv2d's forward (its CUDA kernel's arguments) for one weight group and one offset group;
-    with `channels_last`, the output in channels-last memory (the same values)."""
+    with `channels_last`, the output in channels-last memory (the same values). With `out`, the result is written
+    there instead (any tensor of the output's shape whose pixels of a channel are one stride apart: contiguous,
+    channels-last, or a slice of channels of either). With `affine_relu` (scale, shift; one float32 value per
+    output channel), the output is relu(result * scale + shift), computed on the float32 sums."""
     batch, channels, height, width = input.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = offset.shape[-2:]
     pixels = out_h * out_w
-    out = torch.empty(batch, out_channels, out_h, out_w, device=input.device, dtype=input.dtype,
-                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if out is None:
+        out = torch.empty(batch, out_channels, out_h, out_w, device=input.device, dtype=input.dtype,
+                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if out.shape != (batch, out_channels, out_h, out_w) or out.stride(2) != out_w * out.stride(3):
+        raise ValueError(f"out must be {(batch, out_channels, out_h, out_w)} with a channel's pixels one stride "
+                         f"apart, got {tuple(out.shape)} with strides {out.stride()}")
     if out.numel() == 0:
         return out
     # Channels-last input and (taps, in, out) weights: one pass over each, so that every gather and weight read in
@@ -142,10 +156,13 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
     has_bias = bias is not None and bias.numel() > 0
     bias = bias.contiguous() if bias is not None and has_bias else offset  # never read without HAS_BIAS
-    out_stride_c, out_stride_p = (1, out_channels) if channels_last else (pixels, 1)
-    arguments = (input, offset, mask, weight, bias, out, channels, height, width, out_channels, out_w, pixels,
-                 out_stride_c, out_stride_p, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    scale, shift = ((affine_relu[0].float().contiguous(), affine_relu[1].float().contiguous()) if affine_relu
+                    else (offset, offset))  # never read without AFFINE_RELU
+    arguments = (input, offset, mask, weight, bias, scale, shift, out, channels, height, width, out_channels, out_w,
+                 pixels, out.stride(0), out.stride(1), out.stride(3), stride_h, stride_w, pad_h, pad_w, dilation_h,
+                 dilation_w)
     constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask, "HAS_BIAS": has_bias,
+                 "AFFINE_RELU": affine_relu is not None,
                  "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
     if input.is_cuda:
         def grid(meta: dict) -> tuple[int, int, int]:
@@ -209,3 +226,62 @@ def _deform_conv2d_channels_last_shape(input: torch.Tensor, weight: torch.Tensor
                                        offset_groups: int, use_mask: bool) -> torch.Tensor:
     shape = (input.shape[0], weight.shape[0], *offset.shape[-2:])
     return input.new_empty(shape).contiguous(memory_format=torch.channels_last)
+
+
+def _concatenation_layout(inputs: list[torch.Tensor], weights: list[torch.Tensor], offsets: list[torch.Tensor],
+                          others: list[torch.Tensor], order: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """An empty channels-last tensor for `deform_bn_relu_concat`'s result, and each part's channel count in turn."""
+    first = inputs[order[0]] if order[0] >= 0 else others[-order[0] - 1]
+    out_h, out_w = (offsets[order[0]] if order[0] >= 0 else first).shape[-2:]
+    channels = [weights[b].shape[0] if b >= 0 else others[-b - 1].shape[1] for b in order]
+    out = first.new_empty(first.shape[0], sum(channels), out_h, out_w).contiguous(memory_format=torch.channels_last)
+    return out, channels
+
+
+@_operator_taking_any_layout
+def deform_bn_relu_concat(inputs: list[torch.Tensor], weights: list[torch.Tensor], offsets: list[torch.Tensor],
+                          masks: list[torch.Tensor], scales: list[torch.Tensor], shifts: list[torch.Tensor],
+                          geometry: list[int], others: list[torch.Tensor], order: list[int]) -> torch.Tensor:
+    """torch.cat(parts, dim=1) in channels-last memory, where part i of `order` is deformable branch b = order[i]
+    (b >= 0): relu(deform_conv2d(inputs[b], weights[b], offsets[b], masks[b]) * scales[b] + shifts[b]), with
+    stride, padding and dilation (h, w each) at geometry[6b:6b+6], one weight and one offset group; or
+    others[-b - 1] (b < 0), copied as it is.
+
+    BiRefNet's ASPP blocks concatenate four deformable convolutions, each after a batch norm and a ReLU, and a pooled
+    branch, and a 1x1 convolution reads the concatenation. Compiled as written, one kernel reads the four outputs
+    back to apply the batch norms and ReLUs and writes every channel of the concatenation again. Here the Triton
+    kernel applies them to its float32 sums and writes each branch's tiles straight into its channels of the
+    concatenation; elsewhere the deformable convolution runs as `deform_conv2d` would and is copied in."""
+    out, channels = _concatenation_layout(inputs, weights, offsets, others, order)
+    # the kernel reads its input channels-last: each distinct input converted once, not once per branch reading it
+    last = {id(x): x.contiguous(memory_format=torch.channels_last) for x in inputs}
+    start = 0
+    for b, count in zip(order, channels, strict=True):
+        target = out[:, start:start + count]
+        start += count
+        if b < 0:
+            target.copy_(others[-b - 1])
+            continue
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w = geometry[6 * b:6 * b + 6]
+        x, weight, offset, mask = last[id(inputs[b])], weights[b], offsets[b], masks[b]
+        if x.is_cuda and triton_deform_available(x, weight, 1, 1):
+            triton_deform_conv2d(x, weight, offset, mask, None, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, True,
+                                 out=target, affine_relu=(scales[b], shifts[b]))
+            continue
+        zeros = x.new_zeros(weight.shape[0])
+        if x.is_cuda:  # the capturable form, as the model's other deformable convolutions take it
+            result = deform_conv2d(x, weight, offset, mask, zeros, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 1, 1,
+                                   True)
+        else:
+            result = torch.ops.torchvision.deform_conv2d(x, weight, offset, mask, zeros, stride_h, stride_w, pad_h,
+                                                         pad_w, dil_h, dil_w, 1, 1, True)
+        target.copy_(torch.relu(result.float() * scales[b].float()[:, None, None] + shifts[b].float()[:, None, None]))
+    return out
+
+
+@deform_bn_relu_concat.register_fake
+def _deform_bn_relu_concat_shape(inputs: list[torch.Tensor], weights: list[torch.Tensor],
+                                 offsets: list[torch.Tensor], masks: list[torch.Tensor], scales: list[torch.Tensor],
+                                 shifts: list[torch.Tensor], geometry: list[int], others: list[torch.Tensor],
+                                 order: list[int]) -> torch.Tensor:
+    return _concatenation_layout(inputs, weights, offsets, others, order)[0]

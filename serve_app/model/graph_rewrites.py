@@ -25,6 +25,11 @@ form), wherever the GELU alone reads the layer's output: the Swin blocks' MLPs, 
 the block's width, are otherwise written by the product, read and written again by the GELU, and read by the next
 product.
 
+`DeformBnReluConcat` has the deformable convolutions that a concatenation reads through a batch norm (inference) and
+a ReLU write relu(batch norm) of their sums straight into their channels of the concatenation
+(`serve_app::deform_bn_relu_concat`): BiRefNet's ASPP blocks, whose concatenation kernel otherwise reads four
+branches back and writes all their channels again.
+
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
 """
 
@@ -235,7 +240,102 @@ def _join(graph: Graph, gelu: Node, linear: Node) -> None:
     graph.erase_node(linear)
 
 
+class DeformBnReluConcat(CustomGraphPass):  # type: ignore[misc]
+    """The pre-grad pass that turns `cat([relu(batch_norm(deform_conv2d(...))), ..., other, ...], dim=1)` into one
+    `serve_app::deform_bn_relu_concat` call (serve_app/model/deform_triton.py), wherever each such branch is read by
+    the concatenation alone, its batch norm uses running statistics and its deformable convolution has one weight
+    and one offset group and a mask; the concatenation's other parts are copied in."""
+
+    applied: ClassVar[int] = 0  # concatenations rewritten in this process, by every instance
+
+    def __init__(self) -> None:
+        from serve_app.model import deform_triton  # noqa: F401  (registers the operator before a bucket loads)
+
+    def __call__(self, graph: Graph) -> None:
+        targets = _deform_conv_targets()
+        if not targets:
+            return
+        targets += (torch.ops.serve_app.deform_conv2d_channels_last.default,)
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target not in _CONCATENATIONS:
+                continue
+            parts, dim = _concatenation(node)
+            branches = [_deform_bn_relu(part, targets) for part in parts]
+            shapes = [_shape(part) for part in parts]
+            if (dim not in (1, -3) or not any(branches) or any(shape is None or len(shape) != 4 for shape in shapes)
+                    or len({shape[2:] for shape in shapes if shape is not None}) != 1):
+                continue
+            _concatenate_branches(graph, node, parts, branches)
+            DeformBnReluConcat.applied += 1
+
+    def uuid(self) -> bytes:
+        return _code_digest()
+
+
+_RELUS = (F.relu, torch.relu, torch.relu_)
+
+
+def _deform_bn_relu(part: Any, targets: tuple[Any, ...]) -> tuple[Node, Node, Node] | None:
+    """(relu, batch norm, deformable convolution) where `part` is such a branch that only its reader reads."""
+    if not (isinstance(part, Node) and part.op == "call_function" and part.target in _RELUS
+            and len(part.args) == 1 and len(part.users) == 1):
+        return None
+    norm = part.args[0]
+    if not (isinstance(norm, Node) and norm.op == "call_function" and norm.target is F.batch_norm
+            and len(norm.users) == 1 and not norm.kwargs and len(norm.args) == 8 and norm.args[5] is False):
+        return None
+    deform = norm.args[0]
+    if not (isinstance(deform, Node) and deform.op == "call_function" and deform.target in targets
+            and len(deform.users) == 1 and not deform.kwargs and len(deform.args) == 14):
+        return None
+    groups, offset_groups, use_mask = deform.args[11:14]
+    if (groups, offset_groups, use_mask) != (1, 1, True) or not all(isinstance(a, int) for a in deform.args[5:11]):
+        return None
+    return part, norm, deform
+
+
+def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
+                          branches: list[tuple[Node, Node, Node] | None]) -> None:
+    columns: dict[str, list[Any]] = {name: [] for name in ("inputs", "weights", "offsets", "masks", "scales",
+                                                             "shifts", "geometry", "others", "order")}
+    with graph.inserting_before(cat):
+        for part, branch in zip(parts, branches, strict=True):
+            if branch is None:
+                columns["order"].append(-len(columns["others"]) - 1)
+                columns["others"].append(part)
+                continue
+            _, norm, deform = branch
+            x, weight, offset, mask, bias = deform.args[:5]
+            _, mean, variance, gamma, beta, _, _, eps = norm.args
+            # the batch norm as one scale and shift a channel, in float32; the convolution's bias goes into the shift
+            scale = graph.call_function(torch.rsqrt, (graph.call_function(
+                torch.add, (graph.call_method("float", (variance,)), eps)),))
+            if gamma is not None:
+                scale = graph.call_function(torch.mul, (scale, graph.call_method("float", (gamma,))))
+            centred = graph.call_method("float", (mean,))
+            if bias is not None:
+                centred = graph.call_function(torch.sub, (centred, graph.call_method("float", (bias,))))
+            shift = graph.call_function(torch.neg, (graph.call_function(torch.mul, (centred, scale)),))
+            if beta is not None:
+                shift = graph.call_function(torch.add, (shift, graph.call_method("float", (beta,))))
+            columns["order"].append(len(columns["inputs"]))
+            for name, value in (("inputs", x), ("weights", weight), ("offsets", offset), ("masks", mask),
+                                ("scales", scale), ("shifts", shift)):
+                columns[name].append(value)
+            columns["geometry"].extend(deform.args[5:11])
+        joined = graph.call_function(torch.ops.serve_app.deform_bn_relu_concat.default,
+                                     tuple(columns[name] for name in columns))
+    joined.meta.update(cat.meta)
+    cat.replace_all_uses_with(joined)
+    graph.erase_node(cat)
+    for branch in branches:
+        if branch is not None:
+            for node in branch:  # relu, then its batch norm, then its convolution: each read only by the next
+                graph.erase_node(node)
+
+
 REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,
+                             "deform_bn_relu_concat": DeformBnReluConcat,
                              "deform_conv_channels_last": DeformChannelsLast,
                              "gelu_in_matmul": GeluInMatmul}
 

@@ -86,3 +86,34 @@ def test_a_restart_reads_the_kernel_tunings_from_the_compile_cache(tmp_path: Pat
     assert start() == [True, True]  # first start: every shape timed
     assert list(tmp_path.glob("triton/0/**/*.autotune.json"))
     assert start() == [False, False]  # restart: read from the cache
+
+
+def test_the_deformable_branches_write_batch_norm_and_relu_into_their_concatenation() -> None:
+    import torchvision  # noqa: F401  (its operators)
+
+    from serve_app.model import deform_triton  # noqa: F401  (serve_app::deform_bn_relu_concat)
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(2, 64, 32, 32, device="cuda", generator=generator).half()
+    columns: dict[str, list] = {name: [] for name in ("weights", "offsets", "masks", "scales", "shifts")}
+    geometry: list[int] = []
+    expected = []
+    for kernel in (1, 1, 3, 7):  # BiRefNet's ASPP branches, 256 channels each
+        pad = kernel // 2
+        weight = (torch.randn(256, 64, kernel, kernel, device="cuda", generator=generator) * 0.05).half()
+        offset = (torch.randn(2, 2 * kernel * kernel, 32, 32, device="cuda", generator=generator) * 2).half()
+        mask = torch.rand(2, kernel * kernel, 32, 32, device="cuda", generator=generator).half() * 2
+        scale = torch.rand(256, device="cuda", generator=generator) + 0.5
+        shift = torch.randn(256, device="cuda", generator=generator)
+        sums = torch.ops.torchvision.deform_conv2d(x.float(), weight.float(), offset.float(), mask.float(),
+                                                   torch.zeros(256, device="cuda"), 1, 1, pad, pad, 1, 1, 1, 1, True)
+        expected.append(torch.relu(sums * scale[:, None, None] + shift[:, None, None]))
+        for name, value in zip(columns, (weight, offset, mask, scale, shift), strict=True):
+            columns[name].append(value)
+        geometry += [1, 1, pad, pad, 1, 1]
+    pooled = torch.randn(2, 256, 32, 32, device="cuda", generator=generator).half()
+    got = torch.ops.serve_app.deform_bn_relu_concat([x] * 4, *columns.values(), geometry, [pooled],
+                                                    [0, 1, 2, 3, -1])
+    reference = torch.cat([*expected, pooled.float()], 1)
+    assert got.shape == reference.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert float((got.float() - reference).abs().max()) <= 2e-2 * float(reference.abs().max())

@@ -53,6 +53,16 @@ for name, (channels, out, (height, width), k, stride, pad, dil, dtype, spread, w
                                 channels_last=True)
     assert last.is_contiguous(memory_format=torch.channels_last) and last.shape == expected.shape
     results[f"{name}, channels-last"] = [float((last.double() - expected).abs().max()), float(expected.abs().max())]
+    # relu(result * scale + shift) written into channels 3.. of a wider channels-last buffer (a concatenation),
+    # whose other channels stay as they were
+    scale, shift = torch.rand(out, generator=generator) + 0.5, torch.randn(out, generator=generator)
+    wide = torch.full((2, out + 5, *expected.shape[2:]), 7.0, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    triton_deform_conv2d(x, weight, offset, mask, bias, stride, stride, pad, pad, dil, dil, with_mask,
+                         out=wide[:, 3:3 + out], affine_relu=(scale, shift))
+    assert bool((wide[:, :3] == 7).all() and (wide[:, 3 + out:] == 7).all()), name
+    activated = torch.relu(expected * scale.double()[:, None, None] + shift.double()[:, None, None])
+    results[f"{name}, batch norm and ReLU into a concatenation"] = [
+        float((wide[:, 3:3 + out].double() - activated).abs().max()), float(activated.abs().max())]
 print(json.dumps(results))
 """
 
@@ -60,7 +70,7 @@ print(json.dumps(results))
 def test_the_triton_deformable_convolution_matches_torchvision() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(TRITON_DEFORM)
-    assert len(results) == 12
+    assert len(results) == 18
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the samples and the output; float32 sums in float32
         tolerance = 2e-2 * scale if "fp16" in name else 1e-4 * max(scale, 1.0)

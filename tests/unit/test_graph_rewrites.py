@@ -1,8 +1,9 @@
 """The compiled executions' graph rewrites (serve_app/model/graph_rewrites.py): a 1x1 convolution of a concatenation
 that holds an upsampling runs before the upsampling, on the fewer pixels, with the same result; where the pattern
 is not exact, or would not save work, the graph is left as it was. Then the same through inductor on the CPU, as
-the service compiles, saves and loads a bucket. The deformable convolutions written channels-last, and the MLPs'
-GELU joined to their first product, with the same values."""
+the service compiles, saves and loads a bucket. The deformable convolutions written channels-last, or with their
+batch norm and ReLU straight into the concatenation that reads them, and the MLPs' GELU joined to their first
+product, with the same values."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from serve_app.model.graph_rewrites import ConvBeforeUpsample, DeformChannelsLast, GeluInMatmul, GraphRewrites
+from serve_app.model.graph_rewrites import (
+    ConvBeforeUpsample,
+    DeformBnReluConcat,
+    DeformChannelsLast,
+    GeluInMatmul,
+    GraphRewrites,
+)
 
 
 class DecoderTail(nn.Module):
@@ -230,6 +237,56 @@ def test_inductor_compiles_both_rewrites_with_the_same_result() -> None:
     torch.testing.assert_close(got, block(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown graph rewrites"):
         GraphRewrites(["conv_first"])
+
+
+def aspp_with_statistics() -> AsppBranches:
+    """`AsppBranches` in inference, its batch norms' statistics and affine values away from the defaults."""
+    torch.manual_seed(0)
+    block = AsppBranches().eval()
+    for norm in block.norms:
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.normal_()
+    return block
+
+
+def test_a_concatenations_deformable_branch_writes_its_batch_norm_and_relu_into_it() -> None:
+    pytest.importorskip("torchvision")
+    block = aspp_with_statistics()
+    x = torch.randn(2, 4, 10, 12)
+    with torch.no_grad():
+        expected = block(x)
+    before = DeformBnReluConcat.applied
+    got, calls = traced_with(DeformBnReluConcat(), block, x)
+    assert DeformBnReluConcat.applied == before + 1
+    assert "deform_bn_relu_concat.default" in calls and "cat" not in calls and "deform_conv2d" not in calls
+    assert calls.count("batch_norm") == 1  # the plain branch's, copied into the concatenation as it is
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_branch_whose_batch_norm_uses_the_batchs_statistics_is_left_as_it_was() -> None:
+    pytest.importorskip("torchvision")
+    block = aspp_with_statistics().train()
+    before = DeformBnReluConcat.applied
+    _, calls = traced_with(DeformBnReluConcat(), block, torch.randn(2, 4, 10, 12))
+    assert DeformBnReluConcat.applied == before and "cat" in calls and "deform_conv2d" in calls
+
+
+def test_inductor_compiles_the_concatenated_branches_with_the_same_result() -> None:
+    pytest.importorskip("torchvision")
+    block = aspp_with_statistics()
+    x = torch.randn(2, 4, 10, 12)
+    torch._dynamo.reset()
+    concatenated, channels_last = DeformBnReluConcat.applied, DeformChannelsLast.applied
+    rewrites = GraphRewrites(["deform_conv_channels_last", "deform_bn_relu_concat"])
+    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
+          torch._functorch.config.patch(enable_autograd_cache=False)):
+        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
+        expected = block(x)
+    # the concatenation's rewrite runs first and takes the deformable convolution: none is left to swap
+    assert (DeformBnReluConcat.applied, DeformChannelsLast.applied) == (concatenated + 1, channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 class SwinMlp(nn.Module):
