@@ -230,11 +230,12 @@ def _deform_conv2d_channels_last_shape(input: torch.Tensor, weight: torch.Tensor
 
 def _concatenation_layout(inputs: list[torch.Tensor], weights: list[torch.Tensor], offsets: list[torch.Tensor],
                           others: list[torch.Tensor], order: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """An empty channels-last tensor for `deform_bn_relu_concat`'s result, and each part's channel count in turn."""
-    first = inputs[order[0]] if order[0] >= 0 else others[-order[0] - 1]
-    out_h, out_w = (offsets[order[0]] if order[0] >= 0 else first).shape[-2:]
+    """An empty channels-last tensor for `deform_bn_relu_concat`'s result (the size of its first deformable
+    branch's output), and each part's channel count in turn."""
+    branch = next(b for b in order if b >= 0)
+    batch, _, out_h, out_w = offsets[branch].shape
     channels = [weights[b].shape[0] if b >= 0 else others[-b - 1].shape[1] for b in order]
-    out = first.new_empty(first.shape[0], sum(channels), out_h, out_w).contiguous(memory_format=torch.channels_last)
+    out = inputs[branch].new_empty(batch, sum(channels), out_h, out_w).contiguous(memory_format=torch.channels_last)
     return out, channels
 
 
@@ -245,7 +246,7 @@ def deform_bn_relu_concat(inputs: list[torch.Tensor], weights: list[torch.Tensor
     """torch.cat(parts, dim=1) in channels-last memory, where part i of `order` is deformable branch b = order[i]
     (b >= 0): relu(deform_conv2d(inputs[b], weights[b], offsets[b], masks[b]) * scales[b] + shifts[b]), with
     stride, padding and dilation (h, w each) at geometry[6b:6b+6], one weight and one offset group; or
-    others[-b - 1] (b < 0), copied as it is.
+    others[-b - 1] (b < 0), copied in (one pixel of it broadcast over the whole: an upsampled pooled branch).
 
     BiRefNet's ASPP blocks concatenate four deformable convolutions, each after a batch norm and a ReLU, and a pooled
     branch, and a 1x1 convolution reads the concatenation. Compiled as written, one kernel reads the four outputs

@@ -294,15 +294,30 @@ def _deform_bn_relu(part: Any, targets: tuple[Any, ...]) -> tuple[Node, Node, No
     return part, norm, deform
 
 
+def _one_pixel_before_upsampling(part: Any) -> Node | None:
+    """The one-pixel input of `part` where `part` is a linear upsampling of it that only its reader reads (every
+    output pixel then equals that pixel: the ASPP blocks' pooled branch), else None."""
+    if not (isinstance(part, Node) and part.op == "call_function" and part.target is F.interpolate
+            and len(part.users) == 1 and _fixed_size_linear_upsampling(part)):
+        return None
+    pixel = part.args[0] if part.args else part.kwargs.get("input")
+    shape = _shape(pixel)
+    return pixel if isinstance(pixel, Node) and shape is not None and len(shape) == 4 and shape[2:] == (1, 1) else None
+
+
 def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
                           branches: list[tuple[Node, Node, Node] | None]) -> None:
     columns: dict[str, list[Any]] = {name: [] for name in ("inputs", "weights", "offsets", "masks", "scales",
                                                              "shifts", "geometry", "others", "order")}
+    upsamplings: list[Node] = []  # of one pixel, which the copy into the concatenation broadcasts instead
     with graph.inserting_before(cat):
         for part, branch in zip(parts, branches, strict=True):
             if branch is None:
+                pixel = _one_pixel_before_upsampling(part)
+                if pixel is not None:
+                    upsamplings.append(part)
                 columns["order"].append(-len(columns["others"]) - 1)
-                columns["others"].append(part)
+                columns["others"].append(pixel or part)
                 continue
             _, norm, deform = branch
             x, weight, offset, mask, bias = deform.args[:5]
@@ -328,6 +343,8 @@ def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
     joined.meta.update(cat.meta)
     cat.replace_all_uses_with(joined)
     graph.erase_node(cat)
+    for upsampling in upsamplings:
+        graph.erase_node(upsampling)
     for branch in branches:
         if branch is not None:
             for node in branch:  # relu, then its batch norm, then its convolution: each read only by the next

@@ -239,10 +239,29 @@ def test_inductor_compiles_both_rewrites_with_the_same_result() -> None:
         GraphRewrites(["conv_first"])
 
 
-def aspp_with_statistics() -> AsppBranches:
-    """`AsppBranches` in inference, its batch norms' statistics and affine values away from the defaults."""
+class AsppWithPool(AsppBranches):
+    """`AsppBranches` with BiRefNet's fifth branch: the input pooled to one pixel, convolved and upsampled back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pooled = nn.Conv2d(4, 5, 1)
+        self.out = nn.Conv2d(12 + 5, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision
+
+        deformed = torchvision.ops.deform_conv2d(x, self.offsets(x), self.deform_weight, padding=1,
+                                                 mask=self.modulation(x).sigmoid())
+        branches = [F.relu(norm(branch)) for norm, branch in zip(self.norms, (self.plain(x), deformed), strict=True)]
+        pooled = F.relu(self.pooled(F.adaptive_avg_pool2d(x, (1, 1))))
+        upsampled = F.interpolate(pooled, size=x.shape[2:], mode="bilinear", align_corners=True)
+        return self.out(torch.cat([*branches, upsampled], 1))
+
+
+def aspp_with_statistics() -> AsppWithPool:
+    """`AsppWithPool` in inference, its batch norms' statistics and affine values away from the defaults."""
     torch.manual_seed(0)
-    block = AsppBranches().eval()
+    block = AsppWithPool().eval()
     for norm in block.norms:
         norm.running_mean.normal_()
         norm.running_var.uniform_(0.5, 2.0)
@@ -251,6 +270,7 @@ def aspp_with_statistics() -> AsppBranches:
     return block
 
 
+@pytest.mark.filterwarnings("error:erase_node")  # each replaced node erased once
 def test_a_concatenations_deformable_branch_writes_its_batch_norm_and_relu_into_it() -> None:
     pytest.importorskip("torchvision")
     block = aspp_with_statistics()
@@ -262,6 +282,7 @@ def test_a_concatenations_deformable_branch_writes_its_batch_norm_and_relu_into_
     assert DeformBnReluConcat.applied == before + 1
     assert "deform_bn_relu_concat.default" in calls and "cat" not in calls and "deform_conv2d" not in calls
     assert calls.count("batch_norm") == 1  # the plain branch's, copied into the concatenation as it is
+    assert "interpolate" not in calls  # the pooled pixel is broadcast into its channels, not upsampled first
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
