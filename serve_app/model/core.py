@@ -117,6 +117,12 @@ class PendingMasks:
         return split_masks(self.host, self.sizes)
 
 
+def rewrites_on(settings: ModelSettings | None) -> tuple[str, ...]:
+    """The graph rewrites (graph_rewrites.REWRITES) whose model settings are on in `settings`, or by default."""
+    values = settings if settings is not None else ModelSettings.model_construct()
+    return tuple(name for name in REWRITES if getattr(values, name))
+
+
 class BackgroundRemovalModel:
     """A segmentation network wrapped with its pre- and post-processing."""
 
@@ -126,7 +132,7 @@ class BackgroundRemovalModel:
                  compile_cache_dir: Path | None = None, compile_options: dict | None = None,
                  attention_precision: str = "model", contiguous_attention_masks: bool = True,
                  fused_window_attention: bool = True, capturable_deform_conv: str = "triton",
-                 window_attention_kernel: str = "triton", graph_rewrites: Sequence[str] = ("conv_before_upsample",)):
+                 window_attention_kernel: str = "triton", graph_rewrites: Sequence[str] | None = None):
         self.model_id = model_id
         self.input_size = input_size  # (width, height)
         self.device = device
@@ -176,8 +182,9 @@ class BackgroundRemovalModel:
         self.compile_warmup: dict[int, dict] = {}  # per bucket: seconds to compile or load, and from_cache
         self.load_phases: dict[str, float] = {}  # seconds per start-up step (from_settings), for /v1/info
         self.compile_options = dict(compile_options or {})
-        # the compiled executions' rewrites of the traced graph, by setting name (graph_rewrites.REWRITES)
-        self.graph_rewrites = tuple(graph_rewrites)
+        # the compiled executions' rewrites of the traced graph, by setting name (graph_rewrites.REWRITES); by
+        # default those the model settings turn on by default
+        self.graph_rewrites = tuple(graph_rewrites) if graph_rewrites is not None else rewrites_on(None)
         # torchvision's deform_conv2d kernel is not recomputed when a CUDA graph replays (serve_app/model/
         # deform_conv.py); BiRefNet's decoder calls it. Process-wide, like the settings above.
         # A later model in the same process (benchmarks run several) gets it too, whatever its execution:
@@ -254,7 +261,7 @@ class BackgroundRemovalModel:
                         fused_window_attention=settings.fused_window_attention,
                         capturable_deform_conv=settings.capturable_deform_conv,
                         window_attention_kernel=settings.window_attention_kernel,
-                        graph_rewrites=tuple(name for name in REWRITES if getattr(settings, name)))
+                        graph_rewrites=rewrites_on(settings))
         model.load_phases = {"module_s": round(module_s, 1), **model.load_phases}
         logger.info("loaded %s on %s in %s (%.1f s: %s)", settings.model_id, device, precision,
                     time.perf_counter() - started, model.load_phases)
