@@ -37,7 +37,8 @@ if triton is not None:
 
     @triton.jit
     def _deform_conv_kernel(x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr, out_ptr,
-                            channels, height, width, out_channels, out_w, pixels, out_stride_n, out_stride_c,
+                            channels, height, width, out_channels, out_w, pixels, offset_stride_n, offset_stride_c,
+                            offset_stride_p, mask_stride_n, mask_stride_c, mask_stride_p, out_stride_n, out_stride_c,
                             out_stride_p, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                             KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_MASK: tl.constexpr,
                             HAS_BIAS: tl.constexpr, AFFINE_RELU: tl.constexpr, PRECISION: tl.constexpr,
@@ -53,12 +54,13 @@ if triton is not None:
         row = (offs_p // out_w).to(tl.float32) * stride_h - pad_h
         col = (offs_p % out_w).to(tl.float32) * stride_w - pad_w
         x_image = x_ptr + image * height * width * channels
-        offset_image = offset_ptr + image * 2 * TAPS * pixels
-        mask_image = mask_ptr + image * TAPS * pixels
+        # offsets and mask in any layout whose pixels are one stride apart (contiguous or channels-last)
+        offset_pixels = offset_ptr + image * offset_stride_n + offs_p.to(tl.int64) * offset_stride_p
+        mask_pixels = mask_ptr + image * mask_stride_n + offs_p.to(tl.int64) * mask_stride_p
         acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)
         for tap in range(TAPS):
-            dy = tl.load(offset_image + (2 * tap) * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
-            dx = tl.load(offset_image + (2 * tap + 1) * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+            dy = tl.load(offset_pixels + (2 * tap) * offset_stride_c, mask=p_ok, other=0.0).to(tl.float32)
+            dx = tl.load(offset_pixels + (2 * tap + 1) * offset_stride_c, mask=p_ok, other=0.0).to(tl.float32)
             y = row + (tap // KERNEL_W) * dil_h + dy
             x = col + (tap % KERNEL_W) * dil_w + dx
             inside = p_ok & (y > -1.0) & (x > -1.0) & (y < height) & (x < width)
@@ -70,7 +72,7 @@ if triton is not None:
             x0 = x0f.to(tl.int32)
             scale = tl.full((BLOCK_P,), 1.0, tl.float32)
             if HAS_MASK:
-                scale = tl.load(mask_image + tap * pixels + offs_p, mask=p_ok, other=0.0).to(tl.float32)
+                scale = tl.load(mask_pixels + tap * mask_stride_c, mask=p_ok, other=0.0).to(tl.float32)
             # a corner outside the image counts as zero, as in torchvision
             w00 = tl.where(inside & (y0 >= 0) & (x0 >= 0), (1 - ly) * (1 - lx) * scale, 0.0)
             w01 = tl.where(inside & (y0 >= 0) & (x0 + 1 < width), (1 - ly) * lx * scale, 0.0)
@@ -118,11 +120,11 @@ if triton is not None:
         triton.Config({"BLOCK_P": 128, "BLOCK_C": 64, "BLOCK_O": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 64, "BLOCK_O": 256}, num_warps=4, num_stages=2),
     ]
-    # the output's strides tell its layouts apart (channels-last, or a slice of a concatenation's channels), whose
-    # best tiles may differ
+    # the offsets' and output's strides tell their layouts apart (channels-last, or a slice of a concatenation's
+    # channels), whose best tiles may differ
     _deform_conv_tuned = triton.autotune(_DEFORM_CONFIGS,
-                                         key=["channels", "out_channels", "pixels", "KERNEL_H", "out_stride_c",
-                                              "out_stride_p"],
+                                         key=["channels", "out_channels", "pixels", "KERNEL_H", "offset_stride_p",
+                                              "out_stride_c", "out_stride_p"],
                                          cache_results=True)(_deform_conv_kernel)
 
 
@@ -152,15 +154,18 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
     # the kernel is contiguous along the dimension the threads run over.
     input = input.permute(0, 2, 3, 1).contiguous()
     weight = weight.permute(2, 3, 1, 0).contiguous()
-    offset = offset.contiguous()
-    mask = mask.contiguous() if use_mask and mask is not None else offset  # never read without use_mask
+    # offsets and masks are read in the layout they come in, not copied first: the compiled model hands them over
+    # channels-last, as the convolutions that compute them write
+    offset, offset_strides = _with_pixel_stride(offset)
+    mask, mask_strides = (_with_pixel_stride(mask) if use_mask and mask is not None
+                          else (offset, offset_strides))  # never read without use_mask
     has_bias = bias is not None and bias.numel() > 0
     bias = bias.contiguous() if bias is not None and has_bias else offset  # never read without HAS_BIAS
     scale, shift = ((affine_relu[0].float().contiguous(), affine_relu[1].float().contiguous()) if affine_relu
                     else (offset, offset))  # never read without AFFINE_RELU
     arguments = (input, offset, mask, weight, bias, scale, shift, out, channels, height, width, out_channels, out_w,
-                 pixels, out.stride(0), out.stride(1), out.stride(3), stride_h, stride_w, pad_h, pad_w, dilation_h,
-                 dilation_w)
+                 pixels, *offset_strides, *mask_strides, out.stride(0), out.stride(1), out.stride(3), stride_h,
+                 stride_w, pad_h, pad_w, dilation_h, dilation_w)
     constants = {"KERNEL_H": kernel_h, "KERNEL_W": kernel_w, "HAS_MASK": use_mask, "HAS_BIAS": has_bias,
                  "AFFINE_RELU": affine_relu is not None,
                  "PRECISION": "ieee" if input.dtype == torch.float32 else "tf32"}
@@ -175,6 +180,14 @@ def triton_deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torc
         _deform_conv_kernel[grid_cpu](*arguments, **constants, **blocks, num_warps=first.num_warps,
                                       num_stages=first.num_stages)
     return out
+
+
+def _with_pixel_stride(tensor: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(N, C, H, W) `tensor` and its image, channel and pixel strides; copied contiguous only where its pixels are not
+    one stride apart (contiguous and channels-last tensors are read as they are)."""
+    if tensor.shape[2] > 1 and tensor.stride(2) != tensor.shape[3] * tensor.stride(3):
+        tensor = tensor.contiguous()
+    return tensor, (tensor.stride(0), tensor.stride(1), tensor.stride(3))
 
 
 def deform_conv2d(input: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
