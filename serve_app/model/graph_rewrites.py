@@ -30,6 +30,12 @@ a ReLU write relu(batch norm) of their sums straight into their channels of the 
 (`serve_app::deform_bn_relu_concat`): BiRefNet's ASPP blocks, whose concatenation kernel otherwise reads four
 branches back and writes all their channels again.
 
+`OffsetMaskConv` computes a modulated deformable convolution's offsets and mask (BiRefNet's `DeformableConv2d`: two
+convolutions of the same input, 2 x taps and taps channels, 98 and 49 for a 7x7 kernel) as one convolution, its
+output channels padded with zero filters to a multiple of 8, read as two slices: the input is read once, and cuDNN
+takes its tensor-core kernels, which odd channel counts keep it from. The Triton deformable convolution reads the
+slices where they lie.
+
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
 """
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -103,12 +110,22 @@ def _concatenation(node: Node) -> tuple[list[Any], Any]:
     return (list(parts) if isinstance(parts, (list, tuple)) else []), dim
 
 
-def _conv_arguments(conv: Node) -> dict[str, Any] | None:
-    """conv2d's arguments by name, or None unless it is a 1-group convolution with stride 1, no padding, no dilation."""
+def _conv_call(conv: Node) -> dict[str, Any] | None:
+    """conv2d's arguments by name (defaults filled in), or None where `conv` is not a conv2d call."""
+    if conv.op != "call_function" or conv.target not in _CONVOLUTIONS:
+        return None
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     defaults: dict[str, Any] = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
     arguments = {**defaults, **dict(zip(names, conv.args, strict=False)), **conv.kwargs}
     if set(arguments) - set(names) or "input" not in arguments or "weight" not in arguments:
+        return None
+    return arguments
+
+
+def _conv_arguments(conv: Node) -> dict[str, Any] | None:
+    """conv2d's arguments by name, or None unless it is a 1-group convolution with stride 1, no padding, no dilation."""
+    arguments = _conv_call(conv)
+    if arguments is None:
         return None
     ones = (1, [1, 1], (1, 1))
     zeros = (0, [0, 0], (0, 0))
@@ -240,6 +257,106 @@ def _join(graph: Graph, gelu: Node, linear: Node) -> None:
     graph.erase_node(linear)
 
 
+class OffsetMaskConv(CustomGraphPass):  # type: ignore[misc]
+    """The pre-grad pass that computes a modulated deformable convolution's offsets and mask, two convolutions of the
+    same input with the same geometry, as one convolution whose output channels are both sets, padded with zero
+    filters to a multiple of 8, and read as two slices of its output."""
+
+    applied: ClassVar[int] = 0  # pairs joined in this process, by every instance
+
+    def __init__(self) -> None:
+        from serve_app.model import deform_triton  # noqa: F401  (serve_app::deform_conv2d_channels_last)
+
+    def __call__(self, graph: Graph) -> None:
+        targets = _deform_conv_targets()
+        if not targets:
+            return
+        targets += (torch.ops.serve_app.deform_conv2d_channels_last.default,)
+        order = {node: index for index, node in enumerate(graph.nodes)}
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target not in targets or node.kwargs or len(node.args) != 14:
+                continue
+            pair = _offset_and_mask_convolutions(node)
+            if pair is None:
+                continue
+            earlier, later = sorted(pair, key=order.__getitem__)
+            # the joined convolution goes where the earlier one was: before anything reads either
+            if all(order.get(source, len(order)) < order[earlier] for source in later.all_input_nodes):
+                _join_convolutions(graph, *pair, at=earlier)
+                OffsetMaskConv.applied += 1
+
+    def uuid(self) -> bytes:
+        return _code_digest()
+
+
+def _offset_and_mask_convolutions(deform: Node) -> tuple[Node, Node] | None:
+    """The convolutions that compute `deform`'s offsets and (through a sigmoid and products with numbers) its mask,
+    where only those read them, they read the same input with the same geometry and one group, and their weights'
+    shapes are known; else None."""
+    offset, mask, use_mask = deform.args[2], deform.args[3], deform.args[13]
+    if use_mask is not True:
+        return None
+    offsets_conv, mask_conv = _through_elementwise(offset), _through_elementwise(mask)
+    if offsets_conv is None or mask_conv is None or offsets_conv is mask_conv:
+        return None
+    calls = [_conv_call(offsets_conv) or {}, _conv_call(mask_conv) or {}]  # found as conv2d calls, so parsed
+    shapes = [_shape(call.get("weight")) for call in calls]
+    geometry = [tuple(_pair(call[name]) for name in ("stride", "padding", "dilation")) for call in calls]
+    if (shapes[0] is None or shapes[1] is None or len(shapes[0]) != 4 or shapes[0][1:] != shapes[1][1:]
+            or calls[0]["input"] is not calls[1]["input"] or geometry[0] != geometry[1]
+            or calls[0]["groups"] != 1 or calls[1]["groups"] != 1
+            or (calls[0]["bias"] is None) != (calls[1]["bias"] is None)):
+        return None
+    return offsets_conv, mask_conv
+
+
+def _pair(value: Any) -> Any:
+    return (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, list) else value
+
+
+def _through_elementwise(node: Any) -> Node | None:
+    """The convolution whose output `node` is, through sigmoids and products with numbers that only the next step
+    reads, or None."""
+    while isinstance(node, Node) and node.op in ("call_function", "call_method") and len(node.users) == 1:
+        if node.op == "call_function" and node.target in _CONVOLUTIONS:
+            return node
+        if (node.target in (torch.sigmoid, "sigmoid") and len(node.args) == 1 and not node.kwargs):
+            node = node.args[0]
+        elif (node.target in (operator.mul, torch.mul) and len(node.args) == 2 and not node.kwargs
+              and sum(isinstance(argument, Node) for argument in node.args) == 1
+              and all(isinstance(argument, (Node, int, float)) for argument in node.args)):
+            node = next(argument for argument in node.args if isinstance(argument, Node))
+        else:
+            return None
+    return None
+
+
+def _join_convolutions(graph: Graph, offsets: Node, mask: Node, *, at: Node) -> None:
+    first, second = _conv_call(offsets), _conv_call(mask)
+    assert first is not None and second is not None
+    shapes = [_shape(first["weight"]), _shape(second["weight"])]
+    assert shapes[0] is not None and shapes[1] is not None
+    counts = [shapes[0][0], shapes[1][0]]
+    padding = -sum(counts) % 8  # tensor-core convolution kernels take channel counts in multiples of 8
+    with graph.inserting_before(at):
+        weights = [first["weight"], second["weight"]]
+        biases = [first["bias"], second["bias"]]
+        if padding:
+            weights.append(graph.call_method("new_zeros", (first["weight"], (padding, *shapes[0][1:]))))
+            if biases[0] is not None:
+                biases.append(graph.call_method("new_zeros", (biases[0], (padding,))))
+        joined = graph.call_function(torch.conv2d, (
+            first["input"], graph.call_function(torch.cat, (weights, 0)),
+            graph.call_function(torch.cat, (biases, 0)) if biases[0] is not None else None,
+            first["stride"], first["padding"], first["dilation"], 1))
+        slices = [graph.call_function(torch.narrow, (joined, 1, start, count))
+                  for start, count in ((0, counts[0]), (counts[0], counts[1]))]
+    for conv, part in zip((offsets, mask), slices, strict=True):
+        part.meta.update(conv.meta)
+        conv.replace_all_uses_with(part)
+        graph.erase_node(conv)
+
+
 class DeformBnReluConcat(CustomGraphPass):  # type: ignore[misc]
     """The pre-grad pass that turns `cat([relu(batch_norm(deform_conv2d(...))), ..., other, ...], dim=1)` into one
     `serve_app::deform_bn_relu_concat` call (serve_app/model/deform_triton.py), wherever each such branch is read by
@@ -352,6 +469,7 @@ def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
 
 
 REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,
+                             "offset_mask_conv": OffsetMaskConv,
                              "deform_bn_relu_concat": DeformBnReluConcat,
                              "deform_conv_channels_last": DeformChannelsLast,
                              "gelu_in_matmul": GeluInMatmul}

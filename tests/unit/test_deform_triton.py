@@ -63,12 +63,17 @@ for name, (channels, out, (height, width), k, stride, pad, dil, dtype, spread, w
     activated = torch.relu(expected * scale.double()[:, None, None] + shift.double()[:, None, None])
     results[f"{name}, batch norm and ReLU into a concatenation"] = [
         float((wide[:, 3:3 + out].double() - activated).abs().max()), float(activated.abs().max())]
-    # offsets and mask channels-last, as the compiled model hands them over, and one with its rows and columns
-    # swapped in memory (pixels not one stride apart)
+    # offsets and mask channels-last, as the compiled model hands them over; both as slices of one wider
+    # channels-last tensor (offset_mask_conv's joined convolution); offsets with rows and columns swapped in memory
+    # (pixels not one stride apart)
     swapped = offset.transpose(2, 3).contiguous().transpose(2, 3)
+    parts = [offset] + ([] if mask is None else [mask])
+    padding = offset.new_zeros(offset.shape[0], 3, *offset.shape[2:])
+    joined = torch.cat([*parts, padding], 1).contiguous(memory_format=torch.channels_last)
+    sliced = (joined[:, :offset.shape[1]], None if mask is None else joined[:, offset.shape[1]:-3])
     for layout, offset_in, mask_in in (("channels-last", offset.contiguous(memory_format=torch.channels_last),
                                         None if mask is None else mask.contiguous(memory_format=torch.channels_last)),
-                                       ("rows and columns swapped", swapped, mask)):
+                                       ("sliced", *sliced), ("rows and columns swapped", swapped, mask)):
         got = triton_deform_conv2d(x, weight, offset_in, mask_in, bias, stride, stride, pad, pad, dil, dil, with_mask)
         results[f"{name}, offsets {layout}"] = [float((got.double() - expected).abs().max()),
                                                 float(expected.abs().max())]
@@ -79,7 +84,7 @@ print(json.dumps(results))
 def test_the_triton_deformable_convolution_matches_torchvision() -> None:
     pytest.importorskip("triton")
     results = triton_interpreter_results(TRITON_DEFORM)
-    assert len(results) == 30
+    assert len(results) == 36
     for name, (difference, scale) in results.items():
         # fp16 rounds the inputs, the samples and the output; float32 sums in float32
         tolerance = 2e-2 * scale if "fp16" in name else 1e-4 * max(scale, 1.0)

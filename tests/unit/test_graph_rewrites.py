@@ -2,8 +2,8 @@
 that holds an upsampling runs before the upsampling, on the fewer pixels, with the same result; where the pattern
 is not exact, or would not save work, the graph is left as it was. Then the same through inductor on the CPU, as
 the service compiles, saves and loads a bucket. The deformable convolutions written channels-last, or with their
-batch norm and ReLU straight into the concatenation that reads them, and the MLPs' GELU joined to their first
-product, with the same values."""
+batch norm and ReLU straight into the concatenation that reads them, their offsets and mask from one convolution,
+and the MLPs' GELU joined to their first product, with the same values."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from serve_app.model.graph_rewrites import (
     DeformChannelsLast,
     GeluInMatmul,
     GraphRewrites,
+    OffsetMaskConv,
 )
 
 
@@ -307,6 +308,72 @@ def test_inductor_compiles_the_concatenated_branches_with_the_same_result() -> N
         expected = block(x)
     # the concatenation's rewrite runs first and takes the deformable convolution: none is left to swap
     assert (DeformBnReluConcat.applied, DeformChannelsLast.applied) == (concatenated + 1, channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+class ModulatedDeformable(nn.Module):
+    """A modulated deformable convolution as BiRefNet's decoder writes one: offsets and a mask (twice a sigmoid) from
+    two convolutions of its input with the kernel's geometry, 2 x taps and taps channels."""
+
+    def __init__(self, kernel: int = 7, mask_padding: int | None = None) -> None:
+        super().__init__()
+        taps, pad = kernel * kernel, kernel // 2
+        self.offsets = nn.Conv2d(4, 2 * taps, kernel, padding=pad)
+        self.mask = nn.Conv2d(4, taps, kernel, padding=pad if mask_padding is None else mask_padding)
+        self.weight = nn.Parameter(torch.randn(6, 4, kernel, kernel) * 0.1)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision
+
+        mask = 2.0 * torch.sigmoid(self.mask(x))
+        return torchvision.ops.deform_conv2d(x, self.offsets(x), self.weight, padding=self.pad, mask=mask)
+
+
+@pytest.mark.filterwarnings("error:erase_node")
+@pytest.mark.parametrize("block", [ModulatedDeformable, AsppBranches], ids=["7x7, 98 + 49 channels", "ASPP, 18 + 9"])
+def test_a_deformable_convolutions_offsets_and_mask_come_from_one_convolution(block: type) -> None:
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    module = block().eval()
+    x = torch.randn(2, 4, 10, 12)
+    with torch.no_grad():
+        expected = module(x)
+    convolutions = sum(isinstance(layer, nn.Conv2d) for layer in module.modules())
+    before = OffsetMaskConv.applied
+    got, calls = traced_with(OffsetMaskConv(), module, x)
+    assert OffsetMaskConv.applied == before + 1
+    assert calls.count("conv2d") == convolutions - 1 and calls.count("narrow") == 2
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_offsets_and_a_mask_of_another_geometry_stay_two_convolutions() -> None:
+    pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    module = ModulatedDeformable(kernel=3).eval()
+    module.mask = nn.Conv2d(4, 9, 3, padding=2, dilation=2)  # the same output size from other input pixels
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        expected = module(x)
+    before = OffsetMaskConv.applied
+    got, calls = traced_with(OffsetMaskConv(), module, x)
+    assert OffsetMaskConv.applied == before and calls.count("conv2d") == 2 and "narrow" not in calls
+    torch.testing.assert_close(got, expected)
+
+
+def test_inductor_compiles_the_joined_convolution_with_the_concatenation_rewrite() -> None:
+    pytest.importorskip("torchvision")
+    block = aspp_with_statistics()
+    x = torch.randn(2, 4, 10, 12)
+    torch._dynamo.reset()
+    joined, concatenated = OffsetMaskConv.applied, DeformBnReluConcat.applied
+    rewrites = GraphRewrites(["deform_bn_relu_concat", "offset_mask_conv"])
+    assert rewrites.names == ["offset_mask_conv", "deform_bn_relu_concat"]  # the convolutions joined first
+    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
+          torch._functorch.config.patch(enable_autograd_cache=False)):
+        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
+        expected = block(x)
+    assert (OffsetMaskConv.applied, DeformBnReluConcat.applied) == (joined + 1, concatenated + 1)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
