@@ -204,6 +204,13 @@ def _deform_conv_targets() -> tuple[Any, ...]:
         return ()
 
 
+def _deformable_convolutions() -> tuple[Any, ...]:
+    """Every target of a deformable convolution call in a traced graph: torchvision's, and the channels-last one
+    `DeformChannelsLast` puts in its place; () without torchvision's operators."""
+    targets = _deform_conv_targets()
+    return (*targets, torch.ops.serve_app.deform_conv2d_channels_last.default) if targets else ()
+
+
 class GeluInMatmul(CustomGraphPass):  # type: ignore[misc]
     """The pre-grad pass that joins `gelu(linear(x, weight, bias))` into one `aten._addmm_activation` call, where
     the GELU is the exact form and alone reads the linear layer's output, and the shapes are fixed."""
@@ -268,10 +275,7 @@ class OffsetMaskConv(CustomGraphPass):  # type: ignore[misc]
         from serve_app.model import deform_triton  # noqa: F401  (serve_app::deform_conv2d_channels_last)
 
     def __call__(self, graph: Graph) -> None:
-        targets = _deform_conv_targets()
-        if not targets:
-            return
-        targets += (torch.ops.serve_app.deform_conv2d_channels_last.default,)
+        targets = _deformable_convolutions()
         order = {node: index for index, node in enumerate(graph.nodes)}
         for node in list(graph.nodes):
             if node.op != "call_function" or node.target not in targets or node.kwargs or len(node.args) != 14:
@@ -369,10 +373,9 @@ class DeformBnReluConcat(CustomGraphPass):  # type: ignore[misc]
         from serve_app.model import deform_triton  # noqa: F401  (registers the operator before a bucket loads)
 
     def __call__(self, graph: Graph) -> None:
-        targets = _deform_conv_targets()
+        targets = _deformable_convolutions()
         if not targets:
             return
-        targets += (torch.ops.serve_app.deform_conv2d_channels_last.default,)
         for node in list(graph.nodes):
             if node.op != "call_function" or node.target not in _CONCATENATIONS:
                 continue
