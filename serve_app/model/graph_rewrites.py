@@ -32,8 +32,8 @@ branches back and writes all their channels again.
 
 `OffsetMaskConv` computes a modulated deformable convolution's offsets and mask (BiRefNet's `DeformableConv2d`: two
 convolutions of the same input, 2 x taps and taps channels, 98 and 49 for a 7x7 kernel) as one convolution, its
-output channels padded with zero filters to a multiple of 8, read as two slices: the input is read once, and cuDNN
-takes its tensor-core kernels, which odd channel counts keep it from. The Triton deformable convolution reads the
+output channels padded with zero filters to a multiple of 8, read as two slices: the input is read once, and cuDNN can
+take its tensor-core kernels, which odd channel counts can keep it from. The Triton deformable convolution reads the
 slices where they lie.
 
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
