@@ -61,7 +61,23 @@ _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
 _LINEAR_MODES = ("bilinear", "nearest")
 
 
-class ConvBeforeUpsample(CustomGraphPass):  # type: ignore[misc]
+class _Rewrite(CustomGraphPass):  # type: ignore[misc]
+    """A pre-grad pass of this module: inductor's cache key for it is the module's code."""
+
+    def uuid(self) -> bytes:
+        return _code_digest()
+
+
+class _DeformRewrite(_Rewrite):
+    """A pass that names or inserts this package's deformable convolution operators."""
+
+    def __init__(self) -> None:
+        # The operators are registered here, before a saved bucket that calls them loads, whatever else this process
+        # imported (the grid_sample deformable convolution leaves the Triton module alone).
+        from serve_app.model import deform_triton  # noqa: F401
+
+
+class ConvBeforeUpsample(_Rewrite):
     """The pre-grad pass (`torch._inductor.config.pre_grad_custom_pass`): every match rewritten, in place."""
 
     applied: ClassVar[int] = 0  # rewrites made in this process, by every instance
@@ -72,10 +88,6 @@ class ConvBeforeUpsample(CustomGraphPass):  # type: ignore[misc]
             if match is not None:
                 _rewrite(graph, node, *match)
                 ConvBeforeUpsample.applied += 1
-
-    def uuid(self) -> bytes:
-        """Inductor's cache key for the pass: its code."""
-        return _code_digest()
 
 
 def _match(conv: Node) -> tuple[Node, int] | None:
@@ -171,16 +183,11 @@ def _rewrite(graph: Graph, conv: Node, concatenated: Node, index: int) -> None:
         graph.erase_node(done)
 
 
-class DeformChannelsLast(CustomGraphPass):  # type: ignore[misc]
+class DeformChannelsLast(_DeformRewrite):
     """The pre-grad pass that has every deformable convolution write channels-last: its operator swapped for
     `serve_app::deform_conv2d_channels_last`, which takes the same arguments (serve_app/model/deform_triton.py)."""
 
     applied: ClassVar[int] = 0  # calls swapped in this process, by every instance
-
-    def __init__(self) -> None:
-        # The operator is registered here, before a saved bucket that calls it loads, whatever else this process
-        # imported (the grid_sample deformable convolution leaves the Triton module alone).
-        from serve_app.model import deform_triton  # noqa: F401
 
     def __call__(self, graph: Graph) -> None:
         targets = _deform_conv_targets()
@@ -190,9 +197,6 @@ class DeformChannelsLast(CustomGraphPass):  # type: ignore[misc]
             if node.op == "call_function" and node.target in targets:
                 node.target = torch.ops.serve_app.deform_conv2d_channels_last.default
                 DeformChannelsLast.applied += 1
-
-    def uuid(self) -> bytes:
-        return _code_digest()
 
 
 def _deform_conv_targets() -> tuple[Any, ...]:
@@ -211,7 +215,7 @@ def _deformable_convolutions() -> tuple[Any, ...]:
     return (*targets, torch.ops.serve_app.deform_conv2d_channels_last.default) if targets else ()
 
 
-class GeluInMatmul(CustomGraphPass):  # type: ignore[misc]
+class GeluInMatmul(_Rewrite):
     """The pre-grad pass that joins `gelu(linear(x, weight, bias))` into one `aten._addmm_activation` call, where
     the GELU is the exact form and alone reads the linear layer's output, and the shapes are fixed."""
 
@@ -223,9 +227,6 @@ class GeluInMatmul(CustomGraphPass):  # type: ignore[misc]
             if linear is not None:
                 _join(graph, node, linear)
                 GeluInMatmul.applied += 1
-
-    def uuid(self) -> bytes:
-        return _code_digest()
 
 
 _GELUS = (F.gelu, torch._C._nn.gelu)
@@ -264,15 +265,12 @@ def _join(graph: Graph, gelu: Node, linear: Node) -> None:
     graph.erase_node(linear)
 
 
-class OffsetMaskConv(CustomGraphPass):  # type: ignore[misc]
+class OffsetMaskConv(_DeformRewrite):
     """The pre-grad pass that computes a modulated deformable convolution's offsets and mask, two convolutions of the
     same input with the same geometry, as one convolution whose output channels are both sets, padded with zero
     filters to a multiple of 8, and read as two slices of its output."""
 
     applied: ClassVar[int] = 0  # pairs joined in this process, by every instance
-
-    def __init__(self) -> None:
-        from serve_app.model import deform_triton  # noqa: F401  (serve_app::deform_conv2d_channels_last)
 
     def __call__(self, graph: Graph) -> None:
         targets = _deformable_convolutions()
@@ -288,9 +286,6 @@ class OffsetMaskConv(CustomGraphPass):  # type: ignore[misc]
             if all(order.get(source, len(order)) < order[earlier] for source in later.all_input_nodes):
                 _join_convolutions(graph, *pair, at=earlier)
                 OffsetMaskConv.applied += 1
-
-    def uuid(self) -> bytes:
-        return _code_digest()
 
 
 def _offset_and_mask_convolutions(deform: Node) -> tuple[Node, Node] | None:
@@ -361,16 +356,13 @@ def _join_convolutions(graph: Graph, offsets: Node, mask: Node, *, at: Node) -> 
         graph.erase_node(conv)
 
 
-class DeformBnReluConcat(CustomGraphPass):  # type: ignore[misc]
+class DeformBnReluConcat(_DeformRewrite):
     """The pre-grad pass that turns `cat([relu(batch_norm(deform_conv2d(...))), ..., other, ...], dim=1)` into one
     `serve_app::deform_bn_relu_concat` call (serve_app/model/deform_triton.py), wherever each such branch is read by
     the concatenation alone, its batch norm uses running statistics and its deformable convolution has one weight
     and one offset group and a mask; the concatenation's other parts are copied in."""
 
     applied: ClassVar[int] = 0  # concatenations rewritten in this process, by every instance
-
-    def __init__(self) -> None:
-        from serve_app.model import deform_triton  # noqa: F401  (registers the operator before a bucket loads)
 
     def __call__(self, graph: Graph) -> None:
         targets = _deformable_convolutions()
@@ -387,9 +379,6 @@ class DeformBnReluConcat(CustomGraphPass):  # type: ignore[misc]
                 continue
             _concatenate_branches(graph, node, parts, branches)
             DeformBnReluConcat.applied += 1
-
-    def uuid(self) -> bytes:
-        return _code_digest()
 
 
 _RELUS = (F.relu, torch.relu, torch.relu_)

@@ -83,6 +83,17 @@ def traced_with(rewrite: object, module: nn.Module, *inputs: torch.Tensor) -> tu
     return out, calls
 
 
+def compiled_afresh(rewrites: GraphRewrites, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`module`'s output compiled by inductor with `rewrites` as its pre-grad pass, and its eager output. Compiled
+    afresh, not served by a cache of an earlier run, so that the passes run in this process."""
+    torch._dynamo.reset()
+    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
+          torch._functorch.config.patch(enable_autograd_cache=False)):
+        got = torch.compile(module, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
+        expected = module(x)
+    return got, expected
+
+
 def test_the_decoders_last_convolution_runs_before_its_upsampling() -> None:
     torch.manual_seed(0)
     tail = DecoderTail().eval()
@@ -226,16 +237,12 @@ def test_inductor_compiles_both_rewrites_with_the_same_result() -> None:
     torch.manual_seed(0)
     block = AsppBranches().eval()
     x = torch.randn(2, 4, 10, 12)
-    torch._dynamo.reset()
     rewrites = GraphRewrites(["deform_conv_channels_last", "conv_before_upsample"])
     assert rewrites.names == ["conv_before_upsample", "deform_conv_channels_last"]  # one order, one cache key
     before = DeformChannelsLast.applied
-    # compiled afresh, not served by a cache of an earlier run, so that the pass runs in this process
-    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
-          torch._functorch.config.patch(enable_autograd_cache=False)):
-        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
+    got, expected = compiled_afresh(rewrites, block, x)
     assert DeformChannelsLast.applied == before + 1
-    torch.testing.assert_close(got, block(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown graph rewrites"):
         GraphRewrites(["conv_first"])
 
@@ -299,13 +306,8 @@ def test_inductor_compiles_the_concatenated_branches_with_the_same_result() -> N
     pytest.importorskip("torchvision")
     block = aspp_with_statistics()
     x = torch.randn(2, 4, 10, 12)
-    torch._dynamo.reset()
     concatenated, channels_last = DeformBnReluConcat.applied, DeformChannelsLast.applied
-    rewrites = GraphRewrites(["deform_conv_channels_last", "deform_bn_relu_concat"])
-    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
-          torch._functorch.config.patch(enable_autograd_cache=False)):
-        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
-        expected = block(x)
+    got, expected = compiled_afresh(GraphRewrites(["deform_conv_channels_last", "deform_bn_relu_concat"]), block, x)
     # the concatenation's rewrite runs first and takes the deformable convolution: none is left to swap
     assert (DeformBnReluConcat.applied, DeformChannelsLast.applied) == (concatenated + 1, channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -365,14 +367,10 @@ def test_inductor_compiles_the_joined_convolution_with_the_concatenation_rewrite
     pytest.importorskip("torchvision")
     block = aspp_with_statistics()
     x = torch.randn(2, 4, 10, 12)
-    torch._dynamo.reset()
     joined, concatenated = OffsetMaskConv.applied, DeformBnReluConcat.applied
     rewrites = GraphRewrites(["deform_bn_relu_concat", "offset_mask_conv"])
     assert rewrites.names == ["offset_mask_conv", "deform_bn_relu_concat"]  # the convolutions joined first
-    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
-          torch._functorch.config.patch(enable_autograd_cache=False)):
-        got = torch.compile(block, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
-        expected = block(x)
+    got, expected = compiled_afresh(rewrites, block, x)
     assert (OffsetMaskConv.applied, DeformBnReluConcat.applied) == (joined + 1, concatenated + 1)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -430,12 +428,8 @@ def test_inductor_compiles_the_joined_gelu_with_the_same_result() -> None:
     torch.manual_seed(0)
     mlp = SwinMlp().eval()
     x = torch.randn(2, 6, 8)
-    torch._dynamo.reset()
     before = GeluInMatmul.applied
-    with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
-          torch._functorch.config.patch(enable_autograd_cache=False)):
-        got = torch.compile(mlp, dynamic=False, options={"pre_grad_custom_pass": GraphRewrites(["gelu_in_matmul"])})(x)
-        expected = mlp(x)
+    got, expected = compiled_afresh(GraphRewrites(["gelu_in_matmul"]), mlp, x)
     assert GeluInMatmul.applied == before + 1
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
