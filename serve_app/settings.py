@@ -112,13 +112,13 @@ class ModelSettings(StrictModel):
         "rounding (serve_app/model/graph_rewrites.py).",
     )
     offset_mask_conv: bool = Field(
-        False, description="In the compiled executions, compute each modulated deformable convolution's offsets and "
+        True, description="In the compiled executions, compute each modulated deformable convolution's offsets and "
         "mask (two convolutions of the same input, as BiRefNet writes them) in one convolution, its output channels "
         "padded with zero filters to a multiple of 8, read as two slices; the same values up to rounding "
         "(serve_app/model/graph_rewrites.py).",
     )
     deform_bn_relu_concat: bool = Field(
-        False, description="In the compiled executions, have the deformable convolutions that a concatenation reads "
+        True, description="In the compiled executions, have the deformable convolutions that a concatenation reads "
         "through a batch norm and a ReLU (BiRefNet's ASPP blocks) apply both to their float32 sums and write "
         "straight into their channels of the concatenation, which is then not written a second time "
         "(serve_app/model/graph_rewrites.py).",
