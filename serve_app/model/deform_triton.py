@@ -238,7 +238,7 @@ def _deform_conv2d_channels_last_shape(input: torch.Tensor, weight: torch.Tensor
                                        pad_h: int, pad_w: int, dilation_h: int, dilation_w: int, groups: int,
                                        offset_groups: int, use_mask: bool) -> torch.Tensor:
     shape = (input.shape[0], weight.shape[0], *offset.shape[-2:])
-    return input.new_empty(shape).contiguous(memory_format=torch.channels_last)
+    return _empty_channels_last(input, shape)
 
 
 def _concatenation_layout(inputs: list[torch.Tensor], weights: list[torch.Tensor], offsets: list[torch.Tensor],
@@ -248,8 +248,14 @@ def _concatenation_layout(inputs: list[torch.Tensor], weights: list[torch.Tensor
     branch = next(b for b in order if b >= 0)
     batch, _, out_h, out_w = offsets[branch].shape
     channels = [weights[b].shape[0] if b >= 0 else others[-b - 1].shape[1] for b in order]
-    out = inputs[branch].new_empty(batch, sum(channels), out_h, out_w).contiguous(memory_format=torch.channels_last)
-    return out, channels
+    return _empty_channels_last(inputs[branch], (batch, sum(channels), out_h, out_w)), channels
+
+
+def _empty_channels_last(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised channels-last tensor of `shape`, `like`'s dtype and device, allocated so at once: an empty
+    tensor made contiguous first and converted after costs a copy of the whole, on every call (a concatenation of
+    five branches at the decoder's largest size is hundreds of MB a batch)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
 
 
 @_operator_taking_any_layout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from serve_app.model import deform_conv, deform_triton
 from serve_app.settings import ModelSettings
@@ -104,6 +105,28 @@ def test_calls_the_kernel_does_not_take_run_the_grid_sample_form() -> None:
         expected = torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
         got = deform_triton.deform_conv2d(x, weight, offset, mask, bias, 1, 1, 1, 1, 1, 1, groups, 1, True)
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_concatenation_is_allocated_channels_last_without_a_copy() -> None:
+    # deform_bn_relu_concat writes every branch into this tensor; a contiguous allocation converted afterwards would
+    # copy the whole concatenation on every forward
+    calls: list[str] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.zeros(2, 6, 9, 7, dtype=torch.float16)
+    weights = [torch.zeros(5, 6, k, k, dtype=torch.float16) for k in (1, 3)]
+    offsets = [torch.zeros(2, 2 * k * k, 9, 7, dtype=torch.float16) for k in (1, 3)]
+    pooled = torch.zeros(2, 4, 1, 1, dtype=torch.float16)
+    with Recorder():
+        out, channels = deform_triton._concatenation_layout([x, x], weights, offsets, [pooled], [0, 1, -1])
+    assert channels == [5, 5, 4]
+    assert out.shape == (2, 14, 9, 7) and out.dtype == torch.float16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert calls and all("empty" in call for call in calls), calls
 
 
 def test_the_setting_names_the_kernel_and_refuses_others() -> None:
