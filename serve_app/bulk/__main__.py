@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 
-from serve_app.bulk.client import ClientSettings, run_client
+from serve_app.bulk.client import API_KEY_ENV, ClientSettings, ServiceUnusable, run_client
 from serve_app.bulk.layout import Layout, LayoutError
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
@@ -34,6 +35,17 @@ def at_least(lowest: int):
     return parse
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serve_app.bulk", description=__doc__.splitlines()[0])
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -52,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
     client.add_argument("--retries", type=at_least(0), default=5, help="retries per image on 429/5xx/connection errors")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    client.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                        help=f"the service's API key, if it asks for one (default: ${API_KEY_ENV}, which keeps it out "
+                             "of the process list)")
+    client.add_argument("--wait-ready", type=seconds, default=120.0, metavar="SECONDS",
+                        help="how long to wait for a service that is still starting (/readyz 503) before giving up")
     offline.add_argument("--config", type=Path,
                          help="take the model (--model's, or the default) and limits from this Serve config "
                               "(e.g. configs/prod.yaml)")
@@ -91,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     try:  # both modes plan the work (and raise LayoutError) before any image is sent or Ray starts
         if args.mode == "client":
             settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
-                                      timeout_s=args.timeout)
-            summary = asyncio.run(run_client(layout, options, settings))
+                                      timeout_s=args.timeout, api_key=args.api_key, ready_wait_s=args.wait_ready)
+            try:
+                summary = asyncio.run(run_client(layout, options, settings))
+            except ServiceUnusable as error:
+                raise SystemExit(f"error: {error}") from None
         else:
             from serve_app.bulk.offline import run_offline  # imports Ray Data only when used
 

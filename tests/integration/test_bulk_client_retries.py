@@ -1,17 +1,20 @@
-"""The bulk client against a loopback server that answers 503, 500 or 422: retries, then success or a failure."""
+"""The bulk client against a loopback server that answers 503, 500 or 422 (retries, then success or a failure),
+drops connections, is not ready yet, asks for an API key, or is not there at all (the run stops at once, nothing
+recorded as failed)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from serve_app.bulk.client import ClientSettings, run_client
+from serve_app.bulk.client import ClientSettings, ServiceUnusable, run_client
 from serve_app.bulk.layout import Layout
 from serve_app.options import OutputOptions
 from tests.images import encode, red_square
@@ -20,16 +23,37 @@ PNG = encode(red_square())
 
 
 class ScriptedService(BaseHTTPRequestHandler):
-    """Answers each request with the next status of `script` (then 200 with a PNG)."""
+    """Answers each request with the next status of `script` (then 200 with a PNG; 0 closes the connection
+    unanswered), and GET /readyz with the next of `readiness` (then 200). With `key`, a POST without
+    `Authorization: Bearer <key>` gets 401 whatever the script says."""
 
     script: list[int] = []
     seen: list[int] = []
+    readiness: list[int] = []
+    key: str | None = None
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        status = (self.readiness.pop(0) if self.readiness else 200) if self.path == "/readyz" else 404
+        body = json.dumps({"status": "ready"} if status == 200 else
+                          {"error": {"code": "not_ready", "message": "model deployment not ready"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        status = self.script.pop(0) if self.script else 200
+        if self.key is not None and self.headers.get("authorization") != f"Bearer {self.key}":
+            status = 401
+        else:
+            status = self.script.pop(0) if self.script else 200
         self.seen.append(status)
-        body = PNG if status == 200 else json.dumps({"error": {"code": "overloaded" if status == 503 else "x",
+        if status == 0:  # the connection closed with no answer, as a replica killed mid-request leaves it
+            self.close_connection = True
+            return
+        code = {503: "overloaded", 401: "unauthorized"}.get(status, "x")
+        body = PNG if status == 200 else json.dumps({"error": {"code": code,
                                                                "message": f"scripted {status}"}}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "image/png" if status == 200 else "application/json")
@@ -45,7 +69,7 @@ class ScriptedService(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    ScriptedService.script, ScriptedService.seen = [], []
+    ScriptedService.script, ScriptedService.seen, ScriptedService.readiness, ScriptedService.key = [], [], [], None
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedService)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     (tmp_path / "in").mkdir()
@@ -54,9 +78,10 @@ def scripted(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.shutdown()
 
 
-def run(url: str, root: Path, retries: int = 3) -> dict:
-    settings = ClientSettings(url=url, concurrency=1, max_retries=retries, backoff_s=0.01, timeout_s=10)
-    return asyncio.run(run_client(Layout(str(root / "in"), str(root / "out"), "png"), OutputOptions(), settings))
+def run(url: str, root: Path, retries: int = 3, **settings: object) -> dict:
+    client = ClientSettings(url=url, concurrency=1, max_retries=retries, backoff_s=0.01, timeout_s=10,
+                            ready_poll_s=0.01, **settings)  # type: ignore[arg-type]
+    return asyncio.run(run_client(Layout(str(root / "in"), str(root / "out"), "png"), OutputOptions(), client))
 
 
 def test_503s_and_500s_are_retried_until_the_image_succeeds(scripted: tuple[str, Path]) -> None:
@@ -88,7 +113,25 @@ def test_client_errors_are_not_retried(scripted: tuple[str, Path]) -> None:
     assert summary["failed"] == 1
 
 
-def test_a_refused_connection_is_retried_then_recorded(tmp_path: Path) -> None:
+def test_a_dropped_connection_is_retried(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.script = [0, 0]
+    summary = run(url, root)
+    assert ScriptedService.seen == [0, 0, 200]
+    assert summary["failed"] == 0 and (root / "out" / "one.png").read_bytes() == PNG
+
+
+def test_connections_dropped_every_time_are_recorded_as_a_failure(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.script = [0] * 10
+    summary = run(url, root, retries=2)
+    assert summary["failed"] == 1 and not (root / "out" / "one.png").exists()
+    (failure,) = [json.loads(line) for line in (root / "out" / "_failures.jsonl").read_text().splitlines()]
+    assert failure["code"] == "retries_exhausted" and "3 attempts" in failure["reason"]
+    assert "Disconnected" in failure["reason"]  # the connection's error, named
+
+
+def test_nothing_listening_stops_the_run_before_anything_is_written(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
@@ -96,8 +139,54 @@ def test_a_refused_connection_is_retried_then_recorded(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
-    summary = run(f"http://127.0.0.1:{port}", tmp_path, retries=2)
-    assert summary["failed"] == 1 and not (tmp_path / "out" / "one.png").exists()
-    (failure,) = [json.loads(line) for line in (tmp_path / "out" / "_failures.jsonl").read_text().splitlines()]
-    assert failure["code"] == "retries_exhausted" and "3 attempts" in failure["reason"]
-    assert "Connect" in failure["reason"]  # the connection's error, named
+    started = time.monotonic()
+    with pytest.raises(ServiceUnusable, match=f"cannot reach the service at http://127.0.0.1:{port}"):
+        run(f"http://127.0.0.1:{port}", tmp_path, retries=5)
+    assert time.monotonic() - started < 5  # not after every image's retries
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_starting_service_is_waited_for(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.readiness = [503, 503]
+    summary = run(url, root)
+    assert summary["failed"] == 0 and (root / "out" / "one.png").read_bytes() == PNG
+    assert ScriptedService.readiness == []  # both 503s were read before the image was sent
+
+
+def test_a_service_that_never_turns_ready_stops_the_run(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.readiness = [503] * 1000
+    with pytest.raises(ServiceUnusable, match="did not turn ready within 0.2 s: model deployment not ready"):
+        run(url, root, ready_wait_s=0.2)
+    assert ScriptedService.seen == []  # no image was sent
+
+
+def test_a_url_that_is_not_the_service_stops_the_run(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    with pytest.raises(ServiceUnusable, match="answered HTTP 404.*base URL"):
+        run(url + "/v1", root)
+
+
+def test_the_api_key_is_sent(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.key = "s3cret"
+    summary = run(url, root, api_key="s3cret")
+    assert ScriptedService.seen == [200] and summary["failed"] == 0
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_a_refused_api_key_stops_the_run_and_leaves_the_images_pending(scripted: tuple[str, Path],
+                                                                      key: str | None) -> None:
+    url, root = scripted
+    for name in ("two", "three"):
+        (root / "in" / f"{name}.jpg").write_bytes(encode(red_square(), "JPEG"))
+    ScriptedService.key = "s3cret"
+    with pytest.raises(ServiceUnusable, match="the service refused (the API key given|no API key).*scripted 401"):
+        run(url, root, api_key=key)
+    assert ScriptedService.seen == [401]  # one refusal, not one per image
+    summary = json.loads((root / "out" / "_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["processed_this_run"] == 0
+    assert not (root / "out" / "_failures.jsonl").exists() or not (root / "out" / "_failures.jsonl").read_text()
+    ScriptedService.key = None  # the next run, with the key right, does all three
+    assert run(url, root)["processed_this_run"] == 3

@@ -36,6 +36,8 @@ def test_an_unknown_execution_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     (["client", "in", "out", "--url", "http://127.0.0.1:1", "--concurrency", "0"], "must be at least 1, got 0"),
     (["client", "in", "out", "--url", "http://127.0.0.1:1", "--retries", "-1"], "must be at least 0, got -1"),
     (["offline", "in", "out", "--batch-size", "eight"], "not a whole number: 'eight'"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--wait-ready", "-1"], "must be 0 or more seconds"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--wait-ready", "nan"], "must be 0 or more seconds"),
 ])
 def test_counts_that_cannot_work_are_refused_by_the_parser(argv: list[str], message: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,3 +53,27 @@ def test_a_missing_input_folder_ends_the_command_before_anything_runs(tmp_path: 
     with pytest.raises(SystemExit, match="error: INPUT .*nope is not a folder"):
         main(["client", str(tmp_path / "nope"), str(tmp_path / "out"), "--url", "http://127.0.0.1:1"])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_api_key_comes_from_the_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = ["client", "in", "out", "--url", "http://127.0.0.1:1"]
+    monkeypatch.delenv("SERVE_APP_API_KEY", raising=False)
+    assert parse_args(client).api_key is None
+    monkeypatch.setenv("SERVE_APP_API_KEY", "from-env")
+    assert parse_args(client).api_key == "from-env"
+    assert parse_args([*client, "--api-key", "given"]).api_key == "given"
+
+
+def test_an_unreachable_service_ends_the_command_with_its_error(tmp_path: Path) -> None:
+    import socket
+
+    from serve_app.bulk.__main__ import main
+    from tests.images import encode, red_square
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
+    with pytest.raises(SystemExit, match=f"error: cannot reach the service at http://127.0.0.1:{port} .*--url"):
+        main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", f"http://127.0.0.1:{port}"])
