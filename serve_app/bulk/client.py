@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from dataclasses import dataclass
 
 import aiohttp
@@ -76,30 +77,35 @@ def _retry_delay(attempt: int, settings: ClientSettings, answer: Answer | None) 
     return delay
 
 
-async def remove_one(http: aiohttp.ClientSession, item: WorkItem, options: OutputOptions,
-                     settings: ClientSettings) -> bytes:
-    """The service's answer for one input, retrying overload, server errors and connection failures."""
+async def remove_one(http: aiohttp.ClientSession, item: WorkItem, options: OutputOptions, settings: ClientSettings,
+                     readiness: Readiness | None = None) -> bytes:
+    """The service's answer for one input, retrying overload, server errors and connection failures. With
+    `readiness`, an image out of retries waits for the service first: one that comes back gets one more round;
+    ServiceUnusable if it does not (the image stays pending); a failure of its own if the service was ready all along.
+    """
     body = await asyncio.to_thread(read_bytes, item.source)
     endpoint = f"{settings.url.rstrip('/')}/v1/remove-background"
     headers = {"Content-Type": "application/octet-stream", **_auth(settings)}
-    for attempt in range(settings.max_retries + 1):
-        answer = None
-        try:
-            async with http.post(endpoint, params=_query(options), data=body, headers=headers) as response:
-                answer = Answer(response.status, response.headers.get("retry-after", ""), await response.read())
-        except (aiohttp.ClientError, TimeoutError) as error:  # refused, reset, cut short or timed out
-            last = f"{type(error).__name__}: {error}"
-        else:
-            if answer.status == 200:
-                return answer.body
-            last = f"HTTP {answer.status}: {answer.text()}"
-            if answer.status in AUTH_STATUSES:
-                given = "the API key given" if settings.api_key else "no API key (--api-key or $SERVE_APP_API_KEY)"
-                raise ServiceUnusable(f"the service refused {given}: {_error(answer)[1]}")
-            if answer.status not in RETRIED_STATUSES:
-                raise PermanentFailure(*_error(answer))
-        if attempt < settings.max_retries:
-            await asyncio.sleep(_retry_delay(attempt, settings, answer))
+    for _round in range(2):
+        for attempt in range(settings.max_retries + 1):
+            answer = None
+            try:
+                async with http.post(endpoint, params=_query(options), data=body, headers=headers) as response:
+                    answer = Answer(response.status, response.headers.get("retry-after", ""), await response.read())
+            except (aiohttp.ClientError, TimeoutError) as error:  # refused, reset, cut short or timed out
+                last = f"{type(error).__name__}: {error}"
+            else:
+                if answer.status == 200:
+                    return answer.body
+                last = f"HTTP {answer.status}: {answer.text()}"
+                if answer.status in AUTH_STATUSES:
+                    raise _refused(answer, settings)
+                if answer.status not in RETRIED_STATUSES:
+                    raise PermanentFailure(*_error(answer))
+            if attempt < settings.max_retries:
+                await asyncio.sleep(_retry_delay(attempt, settings, answer))
+        if readiness is None or not await readiness.wait():
+            break
     raise PermanentFailure("retries_exhausted", f"gave up after {settings.max_retries + 1} attempts; last: {last}")
 
 
@@ -107,33 +113,63 @@ def _auth(settings: ClientSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
 
 
-async def wait_until_ready(http: aiohttp.ClientSession, settings: ClientSettings) -> None:
-    """Return once the service's /readyz answers 200; wait while it answers 503 (its model still loading), up to
-    `ready_wait_s`. ServiceUnusable at once when nothing answers at the URL or something other than the service
-    does: a wrong URL or a stopped service would otherwise fail every image after its retries, minutes later."""
-    endpoint = f"{settings.url.rstrip('/')}/readyz"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.ready_wait_s
-    told = False
-    while True:
+def _refused(answer: Answer, settings: ClientSettings) -> ServiceUnusable:
+    given = "the API key given" if settings.api_key else f"to answer without an API key (--api-key or ${API_KEY_ENV})"
+    return ServiceUnusable(f"the service refused {given}: {_error(answer)[1]}")
+
+
+class Readiness:
+    """The service's /readyz, asked before the first image and again whenever an image runs out of retries.
+
+    Anything but a yes is waited out, up to `ready_wait_s`: a service just started refuses connections, then
+    answers 404 (Serve's proxy, before the application's routes) or 500 (HAProxy, before a replica), then 503 (the
+    ingress, before the model). Only a refused API key, or the service's own 404 (a `--url` that is not its base
+    URL), ends the run at once. Without this, a stopped service or a wrong URL would fail every image after its
+    retries, minutes later for a large folder."""
+
+    def __init__(self, http: aiohttp.ClientSession, settings: ClientSettings):
+        self.http = http
+        self.settings = settings
+        self.endpoint = f"{settings.url.rstrip('/')}/readyz"
+        self.announced = False  # the wait is announced once a run, whichever worker waits first
+
+    async def wait(self) -> bool:
+        """Return once /readyz answers 200, True if it had to wait; ServiceUnusable when it will not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.ready_wait_s
+        waited = False
+        while True:
+            reason = await self._ask()
+            if reason is None:
+                return waited
+            if loop.time() >= deadline:
+                raise ServiceUnusable(f"the service at {self.settings.url} is not ready after "
+                                      f"{self.settings.ready_wait_s:g} s ({reason}); is it running, and is --url its "
+                                      "base URL?")
+            if not self.announced:
+                self.announced = True
+                tqdm.write(f"waiting up to {self.settings.ready_wait_s:g} s for the service at {self.settings.url} "
+                           f"to turn ready: {reason}", file=sys.stderr)
+            waited = True
+            await asyncio.sleep(self.settings.ready_poll_s)
+
+    async def _ask(self) -> str | None:
+        """None if the service is ready, else why not."""
         try:
-            async with http.get(endpoint, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            async with self.http.get(self.endpoint, headers=_auth(self.settings),
+                                     timeout=aiohttp.ClientTimeout(total=10)) as response:
                 answer = Answer(response.status, response.headers.get("retry-after", ""), await response.read())
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ServiceUnusable(f"cannot reach the service at {settings.url} ({type(error).__name__}: {error}); "
-                                  "is it running, and is --url its base URL?") from None
+            return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if answer.status == 200:
-            return
-        if answer.status != 503:
-            raise ServiceUnusable(f"{endpoint} answered HTTP {answer.status}, not the service's readiness: is --url "
-                                  f"the service's base URL? ({answer.text()!r})")
-        if loop.time() >= deadline:
-            raise ServiceUnusable(f"the service at {settings.url} did not turn ready within {settings.ready_wait_s:g} "
-                                  f"s: {_error(answer)[1]}")
-        if not told:
-            tqdm.write(f"waiting up to {settings.ready_wait_s:g} s for the service to turn ready: {_error(answer)[1]}")
-            told = True
-        await asyncio.sleep(settings.ready_poll_s)
+            return None
+        if answer.status in AUTH_STATUSES:
+            raise _refused(answer, self.settings)
+        code, message = _error(answer)
+        if answer.status == 404 and not code.startswith("http_"):  # the service itself: no /readyz under this URL
+            raise ServiceUnusable(f"{self.endpoint} is not the service's readiness check ({message}): is --url the "
+                                  "service's base URL?")
+        return message
 
 
 def _error(answer: Answer) -> tuple[str, str]:
@@ -146,16 +182,17 @@ def _error(answer: Answer) -> tuple[str, str]:
 
 
 async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
-    """Send every pending image under the layout's INPUT; the run's summary. ServiceUnusable, before anything is
-    written or after the images in flight are settled, when no image can get through."""
+    """Send every pending image under the layout's INPUT; the run's summary. ServiceUnusable, before the first image
+    or once the images in flight are settled, when no image can get through: those not done stay pending."""
     pending, skipped = layout.plan()
+    layout.claim_output(job_options(options, options.model))
     # aiohttp rather than httpx: with 64 connections httpx's pool scans every connection for each request and reads
     # a body in many small steps, so the event loop's one thread, not the service, limits a run near its speed
     connector = aiohttp.TCPConnector(limit=settings.concurrency)
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
-        await wait_until_ready(http, settings)
-        layout.claim_output(job_options(options, options.model))
+        readiness = Readiness(http, settings)
+        await readiness.wait()
         removed = layout.remove_stale_temporaries()
         ledger = Ledger(layout, "client", skipped=skipped)
         ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
@@ -164,16 +201,17 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
             queue.put_nowait(item)
         progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
         if removed:
-            tqdm.write(f"removed {removed} temporary files left by an earlier run")
+            tqdm.write(f"removed {removed} temporary files left by an earlier run", file=sys.stderr)
         if layout.ignored:
-            tqdm.write(f"passed over {layout.ignored} files under INPUT that are not images by their extension")
+            tqdm.write(f"passed over {layout.ignored} files under INPUT that are not images by their extension",
+                       file=sys.stderr)
         unusable: list[ServiceUnusable] = []
 
         async def worker() -> None:
             while not queue.empty() and not unusable:
                 item = queue.get_nowait()
                 try:
-                    encoded = await remove_one(http, item, options, settings)
+                    encoded = await remove_one(http, item, options, settings, readiness)
                     await asyncio.to_thread(write_atomically, item.target, encoded)
                     ledger.succeeded(item)
                 except PermanentFailure as failure:

@@ -75,6 +75,16 @@ def _error_response(status: int, code: str, message: str, headers: dict[str, str
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path within this application. Serve's proxy keeps an application's route prefix in the path
+    and names it in `root_path`, as ASGI has it: under the prefix `/lite`, `/lite/readyz` is this app's `/readyz`
+    (open without a key) and `/lite/api/remove` rembg's route (answered in rembg's shape)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
+
+
 def _in_route_shape(path: str, error: ApiError) -> ApiError:
     """The error as the API of `path` shapes it: rembg's `{"detail": ...}`, remove.bg's `{"errors": [...]}` (with
     its status codes), or this service's own."""
@@ -97,7 +107,7 @@ class RequireApiKey:
         if scope["type"] == "http":
             request = Request(scope)
             keys: tuple[str, ...] = getattr(request.app.state, "api_keys", ())
-            path = request.url.path
+            path = route_path(scope)
             presented = [request.headers.get("authorization")]
             if path.startswith(REMOVEBG_PREFIX) and request.headers.get("x-api-key"):
                 presented.append(f"Bearer {request.headers['x-api-key']}")  # remove.bg's clients send X-Api-Key
@@ -145,13 +155,13 @@ api.add_middleware(AllowedOrigins)
 
 @api.exception_handler(ApiError)
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-    error = _in_route_shape(request.url.path, error)
+    error = _in_route_shape(route_path(request.scope), error)
     return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers or None)
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    if request.url.path.startswith(REMBG_PREFIX):  # FastAPI's own shape, which rembg's server answers with
+    if route_path(request.scope).startswith(REMBG_PREFIX):  # FastAPI's own shape, which rembg's server answers with
         return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     return await _api_error(request, InvalidOption(problems))

@@ -24,18 +24,26 @@ PNG = encode(red_square())
 
 class ScriptedService(BaseHTTPRequestHandler):
     """Answers each request with the next status of `script` (then 200 with a PNG; 0 closes the connection
-    unanswered), and GET /readyz with the next of `readiness` (then 200). With `key`, a POST without
-    `Authorization: Bearer <key>` gets 401 whatever the script says."""
+    unanswered), and GET /readyz with the next of `readiness` (then 200). With `key`, a POST (and without
+    `open_readyz`, a GET) without `Authorization: Bearer <key>` gets 401 whatever the scripts say."""
 
     script: list[int] = []
     seen: list[int] = []
     readiness: list[int] = []
     key: str | None = None
+    open_readyz = True  # as the service's: /readyz answers without a key
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        status = (self.readiness.pop(0) if self.readiness else 200) if self.path == "/readyz" else 404
-        body = json.dumps({"status": "ready"} if status == 200 else
-                          {"error": {"code": "not_ready", "message": "model deployment not ready"}}).encode()
+        if self.path != "/readyz":  # the service's own 404, in its error shape
+            status, body = 404, json.dumps({"error": {"code": "not_found", "message": "Not Found"}}).encode()
+        elif (self.key is not None and not self.open_readyz
+              and self.headers.get("authorization") != f"Bearer {self.key}"):
+            status, body = 401, json.dumps({"error": {"code": "unauthorized", "message": "scripted 401"}}).encode()
+        else:  # 503 as the ingress answers before its model; anything else as a proxy does, in plain text
+            status = self.readiness.pop(0) if self.readiness else 200
+            body = (json.dumps({"status": "ready"}) if status == 200 else
+                    json.dumps({"error": {"code": "not_ready", "message": "model deployment not ready"}})
+                    if status == 503 else f"Path '/readyz' not found (scripted {status})").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -70,6 +78,7 @@ class ScriptedService(BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ScriptedService.script, ScriptedService.seen, ScriptedService.readiness, ScriptedService.key = [], [], [], None
+    ScriptedService.open_readyz = True
     server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedService)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     (tmp_path / "in").mkdir()
@@ -131,7 +140,7 @@ def test_connections_dropped_every_time_are_recorded_as_a_failure(scripted: tupl
     assert "Disconnected" in failure["reason"]  # the connection's error, named
 
 
-def test_nothing_listening_stops_the_run_before_anything_is_written(tmp_path: Path) -> None:
+def test_nothing_listening_stops_the_run_before_the_first_image(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
@@ -140,10 +149,11 @@ def test_nothing_listening_stops_the_run_before_anything_is_written(tmp_path: Pa
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
     started = time.monotonic()
-    with pytest.raises(ServiceUnusable, match=f"cannot reach the service at http://127.0.0.1:{port}"):
-        run(f"http://127.0.0.1:{port}", tmp_path, retries=5)
+    refused = rf"at http://127.0.0.1:{port} is not ready after 0.3 s \(Client.*Connect"
+    with pytest.raises(ServiceUnusable, match=refused):
+        run(f"http://127.0.0.1:{port}", tmp_path, retries=5, ready_wait_s=0.3)
     assert time.monotonic() - started < 5  # not after every image's retries
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out" / "_failures.jsonl").exists() and not (tmp_path / "out" / "one.png").exists()
 
 
 def test_a_starting_service_is_waited_for(scripted: tuple[str, Path]) -> None:
@@ -157,15 +167,54 @@ def test_a_starting_service_is_waited_for(scripted: tuple[str, Path]) -> None:
 def test_a_service_that_never_turns_ready_stops_the_run(scripted: tuple[str, Path]) -> None:
     url, root = scripted
     ScriptedService.readiness = [503] * 1000
-    with pytest.raises(ServiceUnusable, match="did not turn ready within 0.2 s: model deployment not ready"):
+    with pytest.raises(ServiceUnusable, match=r"is not ready after 0.2 s \(model deployment not ready\)"):
         run(url, root, ready_wait_s=0.2)
     assert ScriptedService.seen == []  # no image was sent
 
 
 def test_a_url_that_is_not_the_service_stops_the_run(scripted: tuple[str, Path]) -> None:
     url, root = scripted
-    with pytest.raises(ServiceUnusable, match="answered HTTP 404.*base URL"):
-        run(url + "/v1", root)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnusable, match="/v1/readyz is not the service's readiness check.*base URL"):
+        run(url + "/v1", root)  # at once, not after --wait-ready
+    assert time.monotonic() - started < 5 and ScriptedService.seen == []
+
+
+def test_a_service_still_starting_behind_its_proxy_is_waited_for(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.readiness = [404, 500, 503]  # Serve's proxy before the routes, HAProxy before a replica, the model
+    summary = run(url, root)
+    assert summary["failed"] == 0 and (root / "out" / "one.png").read_bytes() == PNG
+    assert ScriptedService.readiness == []
+
+
+def test_a_service_lost_mid_run_stops_the_run_and_leaves_the_images_pending(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    (root / "in" / "two.jpg").write_bytes(encode(red_square(), "JPEG"))
+    ScriptedService.script = [0] * 100  # every image's connection drops
+    ScriptedService.readiness = [200] + [500] * 1000  # ready at the start, then gone
+    with pytest.raises(ServiceUnusable, match="is not ready after 0.2 s"):
+        run(url, root, retries=1, ready_wait_s=0.2)
+    assert ScriptedService.seen == [0, 0]  # the first image's two attempts; the second never sent
+    summary = json.loads((root / "out" / "_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["processed_this_run"] == 0
+
+
+def test_a_service_back_after_an_outage_gets_the_image_again(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.script = [0, 0]  # dropped while the service restarts, then answered
+    ScriptedService.readiness = [200, 503, 503]  # ready at the start, starting again when asked after the drops
+    summary = run(url, root, retries=1)
+    assert ScriptedService.seen == [0, 0, 200]
+    assert summary["failed"] == 0 and (root / "out" / "one.png").read_bytes() == PNG
+
+
+def test_a_refused_key_at_the_readiness_check_stops_the_run(scripted: tuple[str, Path]) -> None:
+    url, root = scripted
+    ScriptedService.key, ScriptedService.open_readyz = "s3cret", False  # a proxy in front that guards every path
+    with pytest.raises(ServiceUnusable, match="the service refused the API key given: scripted 401"):
+        run(url, root, api_key="wrong")
+    assert ScriptedService.seen == []
 
 
 def test_the_api_key_is_sent(scripted: tuple[str, Path]) -> None:
@@ -182,7 +231,8 @@ def test_a_refused_api_key_stops_the_run_and_leaves_the_images_pending(scripted:
     for name in ("two", "three"):
         (root / "in" / f"{name}.jpg").write_bytes(encode(red_square(), "JPEG"))
     ScriptedService.key = "s3cret"
-    with pytest.raises(ServiceUnusable, match="the service refused (the API key given|no API key).*scripted 401"):
+    refused = "the service refused (the API key given|to answer without).*scripted 401"
+    with pytest.raises(ServiceUnusable, match=refused):
         run(url, root, api_key=key)
     assert ScriptedService.seen == [401]  # one refusal, not one per image
     summary = json.loads((root / "out" / "_summary.json").read_text())

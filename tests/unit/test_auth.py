@@ -72,3 +72,28 @@ def test_the_middleware_refuses_without_a_key_and_passes_bodies_through_with_one
         assert refused.json()["error"]["code"] == "unauthorized"
     assert allowed.status_code == 200 and allowed.content == body
     assert health.status_code == 200
+
+
+def test_under_a_route_prefix_the_open_paths_stay_open_and_the_rest_still_needs_a_key() -> None:
+    # Serve's proxy hands an application behind `route_prefix: /lite` the whole path and root_path "/lite"
+    async def exchange() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=_guarded_app(), root_path="/lite")  # in-process: no socket is opened
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [await client.get("/lite/healthz"),
+                    await client.post("/lite/v1/echo", content=b"x"),
+                    await client.post("/lite/v1/echo", content=b"x", headers={"Authorization": "Bearer beta-key"})]
+
+    health, missing, allowed = asyncio.run(exchange())
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert allowed.status_code == 200 and allowed.content == b"x"
+
+
+@pytest.mark.parametrize(("path", "root", "inside"), [
+    ("/readyz", "", "/readyz"), ("/lite/readyz", "/lite", "/readyz"), ("/lite", "/lite", "/"),
+    ("/literal/readyz", "/lite", "/literal/readyz"), ("/other/readyz", "/lite", "/other/readyz"),
+])
+def test_route_path_strips_only_the_whole_prefix(path: str, root: str, inside: str) -> None:
+    from serve_app.deployments.ingress import route_path
+
+    assert route_path({"type": "http", "path": path, "root_path": root}) == inside

@@ -75,5 +75,8 @@ def test_an_unreachable_service_ends_the_command_with_its_error(tmp_path: Path) 
         port = probe.getsockname()[1]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
-    with pytest.raises(SystemExit, match=f"error: cannot reach the service at http://127.0.0.1:{port} .*--url"):
-        main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", f"http://127.0.0.1:{port}"])
+    with pytest.raises(SystemExit, match=rf"error: the service at http://127.0.0.1:{port} is not ready after 0.2 s "
+                                         r"\(Client.*Connect.*\); is it running, and is --url its base URL\?"):
+        main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", f"http://127.0.0.1:{port}",
+              "--wait-ready", "0.2"])
+    assert not (tmp_path / "out" / "_failures.jsonl").exists()
