@@ -17,6 +17,7 @@ import pytest
 from serve_app.bulk.client import ClientSettings, ServiceUnusable, run_client
 from serve_app.bulk.layout import Layout
 from serve_app.options import OutputOptions
+from tests.helpers import unused_loopback_port
 from tests.images import encode, red_square
 
 PNG = encode(red_square())
@@ -141,11 +142,7 @@ def test_connections_dropped_every_time_are_recorded_as_a_failure(scripted: tupl
 
 
 def test_nothing_listening_stops_the_run_before_the_first_image(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a loopback port that nothing listens on once the probe closes
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_loopback_port()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
     started = time.monotonic()
