@@ -131,7 +131,7 @@ class Readiness:
         self.http = http
         self.settings = settings
         self.endpoint = f"{settings.url.rstrip('/')}/readyz"
-        self.announced = False  # the wait is announced once a run, whichever worker waits first
+        self.announced = False  # a wait is announced once, whichever worker waits first, until the service is back
 
     async def wait(self) -> bool:
         """Return once /readyz answers 200, True if it had to wait; ServiceUnusable when it will not."""
@@ -141,6 +141,8 @@ class Readiness:
         while True:
             reason = await self._ask()
             if reason is None:
+                if waited:
+                    self.announced = False
                 return waited
             if loop.time() >= deadline:
                 raise ServiceUnusable(f"the service at {self.settings.url} is not ready after "
