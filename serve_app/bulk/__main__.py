@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"the service's API key, if it asks for one (default: ${API_KEY_ENV}, which keeps it out "
                              "of the process list)")
     client.add_argument("--wait-ready", type=seconds, default=120.0, metavar="SECONDS",
-                        help="how long to wait for a service that is still starting (/readyz 503) before giving up")
+                        help="how long to wait for the service's /readyz, before the first image and after an "
+                             "outage, before stopping with the images not done left pending")
     offline.add_argument("--config", type=Path,
                          help="take the model (--model's, or the default) and limits from this Serve config "
                               "(e.g. configs/prod.yaml)")
