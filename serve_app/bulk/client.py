@@ -66,6 +66,10 @@ class Answer:
     retry_after: str
     body: bytes
 
+    @classmethod
+    async def read(cls, response: aiohttp.ClientResponse) -> Answer:
+        return cls(response.status, response.headers.get("retry-after", ""), await response.read())
+
     def text(self) -> str:
         return self.body[:300].decode("utf-8", "replace")
 
@@ -91,7 +95,7 @@ async def remove_one(http: aiohttp.ClientSession, item: WorkItem, options: Outpu
             answer = None
             try:
                 async with http.post(endpoint, params=_query(options), data=body, headers=headers) as response:
-                    answer = Answer(response.status, response.headers.get("retry-after", ""), await response.read())
+                    answer = await Answer.read(response)
             except (aiohttp.ClientError, TimeoutError) as error:  # refused, reset, cut short or timed out
                 last = f"{type(error).__name__}: {error}"
             else:
@@ -160,7 +164,7 @@ class Readiness:
         try:
             async with self.http.get(self.endpoint, headers=_auth(self.settings),
                                      timeout=aiohttp.ClientTimeout(total=10)) as response:
-                answer = Answer(response.status, response.headers.get("retry-after", ""), await response.read())
+                answer = await Answer.read(response)
         except (aiohttp.ClientError, TimeoutError) as error:
             return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if answer.status == 200:
