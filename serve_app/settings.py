@@ -134,6 +134,12 @@ class ModelSettings(StrictModel):
         "product and reading it back; on CUDA cuBLASLt computes GELU's tanh form, within 4.7e-4 of the exact one "
         "(serve_app/model/graph_rewrites.py).",
     )
+    features_channels_last: bool = Field(
+        True, description="In the compiled executions, keep a transformer backbone's feature maps (tokens viewed as "
+        "an image and permuted channels-first, BiRefNet's Swin stages) in the tokens' memory order, channels-last, "
+        "instead of copying them channels-first, wherever only convolutions, upsamplings, concatenations and sums "
+        "read them; the same values (serve_app/model/graph_rewrites.py).",
+    )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
         "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "
         "graph replays it (cuda_graphs, compiled_graphs, compiled with triton.cudagraphs), whose own kernel does not "

@@ -36,6 +36,14 @@ output channels padded with zero filters to a multiple of 8, read as two slices:
 take its tensor-core kernels, which odd channel counts can keep it from. The Triton deformable convolution reads the
 slices where they lie.
 
+`FeaturesChannelsLast` keeps a transformer backbone's feature maps in the order its tokens lie in memory. Swin ends
+each stage with `x.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()`: a copy of every stage's output into
+channels-first memory, which the compiled model's convolutions, channels-last, read across the grain, and which
+BiRefNet's multi-scale input upsamples into a concatenation that inductor lays out channels-last, each sample of
+the upsampling gathered across the grain too. Where only convolutions, upsamplings, concatenations and sums read
+such a map, its `.contiguous()` becomes `.contiguous(memory_format=torch.channels_last)`: the tokens' own order, no
+copy, the same values.
+
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
 """
 
@@ -460,11 +468,74 @@ def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
                 graph.erase_node(node)
 
 
+class FeaturesChannelsLast(_Rewrite):
+    """The pre-grad pass that makes `.permute(0, 3, 1, 2).contiguous()` of a contiguous 4-D tensor (tokens viewed
+    as an image) `.contiguous(memory_format=torch.channels_last)`, where nothing reads the result, directly or
+    through concatenations, upsamplings and sums, but those, convolutions and shape queries."""
+
+    applied: ClassVar[int] = 0  # copies kept in the tokens' order in this process, by every instance
+
+    def __call__(self, graph: Graph) -> None:
+        for node in graph.nodes:
+            if _channels_first_copy_of_tokens(node) and _read_only_by_layout_free_ops(node):
+                node.kwargs = {"memory_format": torch.channels_last}
+                FeaturesChannelsLast.applied += 1
+
+
+def _channels_first_copy_of_tokens(node: Node) -> bool:
+    """Whether `node` is `.contiguous()` of `.permute(0, 3, 1, 2)` of a contiguous 4-D tensor."""
+    if not (node.op == "call_method" and node.target == "contiguous" and len(node.args) == 1
+            and node.kwargs.get("memory_format", torch.contiguous_format) is torch.contiguous_format):
+        return False
+    permute = node.args[0]
+    if not (isinstance(permute, Node) and permute.op == "call_method" and permute.target == "permute"
+            and not permute.kwargs and isinstance(permute.args[0], Node)):
+        return False
+    dims = permute.args[1:]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    tokens = permute.args[0].meta.get("example_value")
+    return (tuple(dims) == (0, 3, 1, 2) and isinstance(tokens, torch.Tensor) and tokens.dim() == 4
+            and tokens.is_contiguous())
+
+
+# What may read a feature map whose strides change: ops whose result does not depend on their inputs' memory
+# layout. A convolution's output takes the layout the compiler gives it; the others' results are followed further.
+_LAYOUT_FREE_FOLLOWED = (F.interpolate, *_CONCATENATIONS, operator.add, torch.add, operator.mul, torch.mul)
+_LAYOUT_FREE_ENDS = (*_CONVOLUTIONS,)
+_LAYOUT_FREE_METHODS = ("size", "dim")
+
+
+def _read_only_by_layout_free_ops(node: Node, limit: int = 64) -> bool:
+    """Whether every node that reads `node`, and every node reading those that are followed, is layout-free (and
+    there are at most `limit` of them): never a view, a reshape, a graph output or anything else that could see the
+    strides."""
+    pending, seen = list(node.users), set()
+    while pending:
+        user = pending.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if len(seen) > limit:
+            return False
+        if user.op == "call_method" and user.target in _LAYOUT_FREE_METHODS:
+            continue
+        if user.op != "call_function":
+            return False
+        if user.target in _LAYOUT_FREE_ENDS:
+            continue
+        if user.target not in _LAYOUT_FREE_FOLLOWED:
+            return False
+        pending.extend(user.users)
+    return True
+
+
 REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,
                              "offset_mask_conv": OffsetMaskConv,
                              "deform_bn_relu_concat": DeformBnReluConcat,
                              "deform_conv_channels_last": DeformChannelsLast,
-                             "gelu_in_matmul": GeluInMatmul}
+                             "gelu_in_matmul": GeluInMatmul,
+                             "features_channels_last": FeaturesChannelsLast}
 
 
 class GraphRewrites(CustomGraphPass):  # type: ignore[misc]

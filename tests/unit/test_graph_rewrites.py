@@ -21,6 +21,7 @@ from serve_app.model.graph_rewrites import (
     ConvBeforeUpsample,
     DeformBnReluConcat,
     DeformChannelsLast,
+    FeaturesChannelsLast,
     GeluInMatmul,
     GraphRewrites,
     OffsetMaskConv,
@@ -83,14 +84,17 @@ def traced_with(rewrite: object, module: nn.Module, *inputs: torch.Tensor) -> tu
     return out, calls
 
 
-def compiled_afresh(rewrites: GraphRewrites, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`module`'s output compiled by inductor with `rewrites` as its pre-grad pass, and its eager output. Compiled
-    afresh, not served by a cache of an earlier run, so that the passes run in this process."""
+def compiled_afresh(rewrites: GraphRewrites, module: nn.Module,
+                    x: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`module`'s output for `x` (one input or a tuple of them) compiled by inductor with `rewrites` as its pre-grad
+    pass, and its eager output. Compiled afresh, not served by a cache of an earlier run, so that the passes run in
+    this process."""
+    inputs = x if isinstance(x, tuple) else (x,)
     torch._dynamo.reset()
     with (torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False),
           torch._functorch.config.patch(enable_autograd_cache=False)):
-        got = torch.compile(module, dynamic=False, options={"pre_grad_custom_pass": rewrites})(x)
-        expected = module(x)
+        got = torch.compile(module, dynamic=False, options={"pre_grad_custom_pass": rewrites})(*inputs)
+        expected = module(*inputs)
     return got, expected
 
 
@@ -441,3 +445,58 @@ def test_every_rewrite_is_a_model_setting_of_its_name() -> None:
     # the model takes the rewrites whose settings are on, by these names (BackgroundRemovalModel.from_settings)
     for name in REWRITES:
         assert ModelSettings.model_fields[name].annotation is bool, name
+
+
+class SwinFeatures(nn.Module):
+    """A Swin backbone's last steps as BiRefNet reads them: each stage's normalised tokens viewed as an image and
+    copied channels-first, the half-size input's map upsampled beside the full-size one, into a 1x1 convolution."""
+
+    def __init__(self, reader: str = "conv") -> None:
+        super().__init__()
+        self.reader = reader
+        self.norm = nn.LayerNorm(8)
+        self.lateral = nn.Conv2d(16, 4, 1)
+
+    def forward(self, tokens: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+        x = self.norm(tokens).view(-1, 6, 6, 8).permute(0, 3, 1, 2).contiguous()
+        y = self.norm(half).view(-1, 3, 3, 8).permute(0, 3, 1, 2).contiguous()
+        both = torch.cat([x, F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=True)], dim=1)
+        if self.reader == "view":  # something that needs the channels-first strides
+            return both.view(both.shape[0], 16, 36)
+        return self.lateral(both)
+
+
+def rewritten_copies(module: nn.Module, *inputs: torch.Tensor) -> list[dict]:
+    """The keyword arguments of every `.contiguous()` left in `module`'s traced graph after FeaturesChannelsLast."""
+    found: list[dict] = []
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
+        FeaturesChannelsLast()(graph_module.graph)
+        graph_module.recompile()
+        found.extend(dict(node.kwargs) for node in graph_module.graph.nodes if node.target == "contiguous")
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(*inputs)
+    return found
+
+
+def test_a_swin_stages_feature_maps_stay_in_the_tokens_order() -> None:
+    torch.manual_seed(0)
+    features = SwinFeatures().eval()
+    tokens, half = torch.randn(2, 36, 8), torch.randn(2, 9, 8)
+    assert rewritten_copies(features, tokens, half) == [{"memory_format": torch.channels_last}] * 2
+    before = FeaturesChannelsLast.applied
+    got, expected = compiled_afresh(GraphRewrites(["features_channels_last"]), features, (tokens, half))
+    assert FeaturesChannelsLast.applied == before + 2
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_feature_map_that_a_view_reads_is_copied_channels_first_as_written() -> None:
+    features = SwinFeatures(reader="view").eval()
+    tokens, half = torch.randn(2, 36, 8), torch.randn(2, 9, 8)
+    assert rewritten_copies(features, tokens, half) == [{}, {}]
+    with torch.no_grad():  # a view of channels-last memory would fail here
+        got, expected = compiled_afresh(GraphRewrites(["features_channels_last"]), features, (tokens, half))
+    torch.testing.assert_close(got, expected)
