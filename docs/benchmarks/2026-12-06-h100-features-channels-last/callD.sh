@@ -1,0 +1,2 @@
+# Call 4 (call 3's machine, 125 s of device time left; carry .gpurun): the accuracy check call 3 ran out of time for.
+source .gpurun/setup.sh; timeout 125 python3 scripts/check_accuracy.py --model-id /tmp/trained --photo-dir /tmp/photos --candidates compiled_graphs:fp16 --batch-size 8 --out /tmp/r/accuracy_trained.json > /tmp/r/accuracy_trained.log 2>&1; ph "accuracy trained exit $?"; tail -1 /tmp/r/accuracy_trained.log | cut -c1-700; cp /tmp/r/accuracy_trained.* $OUT/ 2>/dev/null; cp /tmp/r/phases_c.txt $OUT/ 2>/dev/null; true
