@@ -38,11 +38,11 @@ slices where they lie.
 
 `FeaturesChannelsLast` keeps a transformer backbone's feature maps in the order its tokens lie in memory. Swin ends
 each stage with `x.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()`: a copy of every stage's output into
-channels-first memory, which the compiled model's convolutions, channels-last, read across the grain, and which
-BiRefNet's multi-scale input upsamples into a concatenation that inductor lays out channels-last, each sample of
-the upsampling gathered across the grain too. Where only convolutions, upsamplings, concatenations and sums read
-such a map, its `.contiguous()` becomes `.contiguous(memory_format=torch.channels_last)`: the tokens' own order, no
-copy, the same values.
+channels-first memory, while the compiled model's convolutions run channels-last. BiRefNet upsamples the half-size
+input's maps beside the full-size ones into the concatenations its lateral convolutions read, and those upsamplings
+were among the slowest elementwise kernels of the compiled forward until the maps kept the tokens' order. Where only
+convolutions, upsamplings, concatenations and sums read such a map, its `.contiguous()` becomes
+`.contiguous(memory_format=torch.channels_last)`: the tokens' own order, no copy, the same values.
 
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
 """
