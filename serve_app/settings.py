@@ -137,8 +137,8 @@ class ModelSettings(StrictModel):
     features_channels_last: bool = Field(
         True, description="In the compiled executions, keep a transformer backbone's feature maps (tokens viewed as "
         "an image and permuted channels-first, BiRefNet's Swin stages) in the tokens' memory order, channels-last, "
-        "instead of copying them channels-first, wherever only convolutions, upsamplings, concatenations and sums "
-        "read them; the same values (serve_app/model/graph_rewrites.py).",
+        "instead of copying them channels-first, wherever only convolutions, upsamplings, concatenations, sums and "
+        "products read them and the outputs keep their layout; the same values (serve_app/model/graph_rewrites.py).",
     )
     capturable_deform_conv: Literal["triton", "grid_sample"] = Field(
         "triton", description="What runs torchvision's deform_conv2d (BiRefNet's decoder) on CUDA where a CUDA "

@@ -41,7 +41,8 @@ each stage with `x.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()`: a copy of
 channels-first memory, while the compiled model's convolutions run channels-last. BiRefNet upsamples the half-size
 input's maps beside the full-size ones into the concatenations its lateral convolutions read, and those upsamplings
 were among the slowest elementwise kernels of the compiled forward until the maps kept the tokens' order. Where only
-convolutions, upsamplings, concatenations and sums read such a map, its `.contiguous()` becomes
+convolutions, upsamplings, concatenations, sums and products read such a map, nothing else reads its tokens, and the
+graph still traces to outputs of the same layout, its `.contiguous()` becomes
 `.contiguous(memory_format=torch.channels_last)`: the tokens' own order, no copy, the same values.
 
 `REWRITES` names them as the model settings do; `GraphRewrites` is the one pass that runs those named.
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -63,6 +65,8 @@ try:
     from torch._inductor.custom_graph_pass import CustomGraphPass
 except ImportError:  # pragma: no cover - torch versions without it call a plain function
     CustomGraphPass = object  # type: ignore[assignment,misc]
+
+logger = logging.getLogger(__name__)
 
 _CONVOLUTIONS = (torch.conv2d, F.conv2d)
 _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
@@ -469,38 +473,58 @@ def _concatenate_branches(graph: Graph, cat: Node, parts: list[Any],
 
 
 class FeaturesChannelsLast(_Rewrite):
-    """The pre-grad pass that makes `.permute(0, 3, 1, 2).contiguous()` of a contiguous 4-D tensor (tokens viewed
-    as an image) `.contiguous(memory_format=torch.channels_last)`, where nothing reads the result, directly or
-    through concatenations, upsamplings and sums, but those, convolutions and shape queries."""
+    """The pre-grad pass that makes `.permute(0, 3, 1, 2).contiguous()` of a freshly computed contiguous 4-D tensor
+    (tokens viewed as an image, nothing else reading them) `.contiguous(memory_format=torch.channels_last)`, where
+    nothing reads the result, directly or through concatenations, upsamplings, sums and products, but those,
+    convolutions and shape queries. The rewrites stand only if the whole graph still traces (fake tensors) to
+    outputs of the same strides: what lies past the convolutions, which keep their input's layout, is checked so."""
 
     applied: ClassVar[int] = 0  # copies kept in the tokens' order in this process, by every instance
 
     def __call__(self, graph: Graph) -> None:
-        for node in graph.nodes:
-            if _channels_first_copy_of_tokens(node) and _read_only_by_layout_free_ops(node):
-                node.kwargs = {"memory_format": torch.channels_last}
-                FeaturesChannelsLast.applied += 1
+        copies = [node for node in graph.nodes
+                  if _channels_first_copy_of_tokens(node) and _read_only_by_layout_free_ops(node)]
+        if not copies:
+            return
+        for node in copies:
+            node.kwargs = {"memory_format": torch.channels_last}
+        if not _traces_to_outputs_of_the_same_strides(graph):
+            for node in copies:
+                node.kwargs = {}
+            logger.info("features_channels_last: %d feature maps left channels-first, as written: with them "
+                        "channels-last the graph does not trace to outputs of the same layout", len(copies))
+            return
+        FeaturesChannelsLast.applied += len(copies)
 
 
 def _channels_first_copy_of_tokens(node: Node) -> bool:
-    """Whether `node` is `.contiguous()` of `.permute(0, 3, 1, 2)` of a contiguous 4-D tensor."""
+    """Whether `node` is `.contiguous()` of `.permute(0, 3, 1, 2)` of a contiguous 4-D tensor that only this chain
+    reads: the result of an op (through views and reshapes), each step read by the next alone. The channels-last
+    copy of such a tensor is the tensor itself, so nothing else may see or change that memory."""
     if not (node.op == "call_method" and node.target == "contiguous" and len(node.args) == 1
             and node.kwargs.get("memory_format", torch.contiguous_format) is torch.contiguous_format):
         return False
     permute = node.args[0]
     if not (isinstance(permute, Node) and permute.op == "call_method" and permute.target == "permute"
-            and not permute.kwargs and isinstance(permute.args[0], Node)):
+            and not permute.kwargs and len(permute.users) == 1 and isinstance(permute.args[0], Node)):
         return False
     dims = permute.args[1:]
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = tuple(dims[0])
     tokens = permute.args[0].meta.get("example_value")
-    return (tuple(dims) == (0, 3, 1, 2) and isinstance(tokens, torch.Tensor) and tokens.dim() == 4
-            and tokens.is_contiguous())
+    if not (tuple(dims) == (0, 3, 1, 2) and isinstance(tokens, torch.Tensor) and tokens.dim() == 4
+            and tokens.is_contiguous()):
+        return False
+    source = permute.args[0]
+    while source.op == "call_method" and source.target in ("view", "reshape") and isinstance(source.args[0], Node):
+        if len(source.users) != 1:
+            return False
+        source = source.args[0]
+    return source.op in ("call_function", "call_module") and len(source.users) == 1
 
 
 # What may read a feature map whose strides change: ops whose result does not depend on their inputs' memory
-# layout. A convolution's output takes the layout the compiler gives it; the others' results are followed further.
+# layout. The others' results are followed further; a convolution's are checked by tracing the whole graph.
 _LAYOUT_FREE_FOLLOWED = (F.interpolate, *_CONCATENATIONS, operator.add, torch.add, operator.mul, torch.mul)
 _LAYOUT_FREE_ENDS = (*_CONVOLUTIONS,)
 _LAYOUT_FREE_METHODS = ("size", "dim")
@@ -508,8 +532,8 @@ _LAYOUT_FREE_METHODS = ("size", "dim")
 
 def _read_only_by_layout_free_ops(node: Node, limit: int = 64) -> bool:
     """Whether every node that reads `node`, and every node reading those that are followed, is layout-free (and
-    there are at most `limit` of them): never a view, a reshape, a graph output or anything else that could see the
-    strides."""
+    there are at most `limit` of them): never a view, a reshape, a graph output, an in-place op or anything else
+    that could see the strides."""
     pending, seen = list(node.users), set()
     while pending:
         user = pending.pop()
@@ -528,6 +552,46 @@ def _read_only_by_layout_free_ops(node: Node, limit: int = 64) -> bool:
             return False
         pending.extend(user.users)
     return True
+
+
+def _traces_to_outputs_of_the_same_strides(graph: Graph) -> bool:
+    """Whether `graph` runs on fake tensors of its example inputs (a view that the new strides cannot express would
+    raise) to outputs with the strides Dynamo recorded for them. Run on a copy, so that the graph's metadata stays
+    as Dynamo wrote it."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    inputs = [node.meta.get("example_value") for node in graph.nodes if node.op == "placeholder"]
+    output = next(node for node in reversed(graph.nodes) if node.op == "output")
+    expected = [value.meta.get("example_value") if isinstance(value, Node) else value
+                for value in _flattened(output.args[0])]
+    mode = next((value.fake_mode for value in inputs if isinstance(value, FakeTensor)), None)
+    if mode is None or graph.owning_module is None:
+        return False
+    copy = Graph()
+    copy.output(copy.graph_copy(graph, {}))
+    try:
+        got = _flattened(FakeTensorProp(torch.fx.GraphModule(graph.owning_module, copy), mode)
+                         .propagate_dont_convert_inputs(*inputs))
+    except Exception:  # noqa: BLE001 - any failure to trace means the rewrite does not hold
+        return False
+    return len(got) == len(expected) and all(
+        not isinstance(want, torch.Tensor) or (isinstance(have, torch.Tensor) and _same_layout(have, want))
+        for have, want in zip(got, expected, strict=True))
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors of one shape lie alike in memory: the same stride wherever a dimension has more than one
+    element (a one-channel map is channels-first and channels-last at once)."""
+    return a.shape == b.shape and all(size < 2 or x == y for size, x, y in zip(a.shape, a.stride(), b.stride(),
+                                                                                strict=True))
+
+
+def _flattened(value: Any) -> list[Any]:
+    """The leaves of nested tuples and lists, in order."""
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _flattened(item)]
+    return [value]
 
 
 REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,

@@ -449,21 +449,28 @@ def test_every_rewrite_is_a_model_setting_of_its_name() -> None:
 
 class SwinFeatures(nn.Module):
     """A Swin backbone's last steps as BiRefNet reads them: each stage's normalised tokens viewed as an image and
-    copied channels-first, the half-size input's map upsampled beside the full-size one, into a 1x1 convolution."""
+    copied channels-first, the half-size input's map upsampled beside the full-size one, into a convolution whose
+    one channel is the output; `reader` names another ending, or tokens that something else reads too."""
 
-    def __init__(self, reader: str = "conv") -> None:
+    def __init__(self, reader: str = "one channel") -> None:
         super().__init__()
         self.reader = reader
         self.norm = nn.LayerNorm(8)
-        self.lateral = nn.Conv2d(16, 4, 1)
+        self.lateral = nn.Conv2d(16, 4 if reader.startswith("conv") else 1, 1)
 
     def forward(self, tokens: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
-        x = self.norm(tokens).view(-1, 6, 6, 8).permute(0, 3, 1, 2).contiguous()
+        normed = self.norm(tokens)
+        x = normed.view(-1, 6, 6, 8).permute(0, 3, 1, 2).contiguous()
         y = self.norm(half).view(-1, 3, 3, 8).permute(0, 3, 1, 2).contiguous()
         both = torch.cat([x, F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=True)], dim=1)
-        if self.reader == "view":  # something that needs the channels-first strides
-            return both.view(both.shape[0], 16, 36)
-        return self.lateral(both)
+        if self.reader == "view":  # reads the channels-first strides: C, H and W merged
+            return both.view(both.shape[0], -1)
+        out = self.lateral(both)
+        if self.reader == "conv then view":  # the convolution's output keeps its input's layout
+            return out.view(out.shape[0], -1)
+        if self.reader == "tokens read twice":  # the channels-last map would be the tokens' own memory
+            return out + normed.sum()
+        return out  # "conv": four channels out, whose strides would change
 
 
 def rewritten_copies(module: nn.Module, *inputs: torch.Tensor) -> list[dict]:
@@ -491,12 +498,16 @@ def test_a_swin_stages_feature_maps_stay_in_the_tokens_order() -> None:
     got, expected = compiled_afresh(GraphRewrites(["features_channels_last"]), features, (tokens, half))
     assert FeaturesChannelsLast.applied == before + 2
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous()  # as the caller gets it uncompiled (one channel lies alike either way)
 
 
-def test_a_feature_map_that_a_view_reads_is_copied_channels_first_as_written() -> None:
-    features = SwinFeatures(reader="view").eval()
+@pytest.mark.parametrize("reader", ["view", "conv then view", "conv", "tokens read twice"])
+def test_feature_maps_whose_layout_something_could_see_are_copied_channels_first_as_written(reader: str) -> None:
+    torch.manual_seed(0)
+    features = SwinFeatures(reader).eval()
     tokens, half = torch.randn(2, 36, 8), torch.randn(2, 9, 8)
-    assert rewritten_copies(features, tokens, half) == [{}, {}]
-    with torch.no_grad():  # a view of channels-last memory would fail here
-        got, expected = compiled_afresh(GraphRewrites(["features_channels_last"]), features, (tokens, half))
-    torch.testing.assert_close(got, expected)
+    copies = rewritten_copies(features, tokens, half)
+    assert {"memory_format": torch.channels_last} not in copies[:1], reader  # the full-size map, which they read
+    got, expected = compiled_afresh(GraphRewrites(["features_channels_last"]), features, (tokens, half))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous() == expected.is_contiguous()
