@@ -42,6 +42,7 @@ from ray.util.state import list_actors
 
 from harness.service_process import free_port
 from serve_app.serve_config import derive_config
+from serve_app.tiny_model import write_tiny_model
 from tests.helpers import alpha_of, distinct_boxes, environment, serve_directory
 from tests.images import assert_mask_matches, encode, expected_alpha, red_square
 
@@ -293,8 +294,20 @@ def test_a_gpu_node_that_joins_gets_a_model_replica_and_serves(running: RunningC
     assert_cut_out(cut_out(joined.url, box), box)
 
 
-def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluster, tiny_model_dir: Path,
-                                                          tmp_path: Path) -> None:
+def slow_tiny_model(out: Path, seconds: float) -> Path:
+    """The tiny model with every forward pass taking `seconds` more, as a real model's batch takes its GPU's time.
+    Batches then wait for the model actors as in a real run; with the tiny model's milliseconds each batch is done
+    before the next arrives, and Ray Data hands every one to the actor on the node that decoded it."""
+    write_tiny_model(out)
+    modeling = out / "modeling_tiny_segmenter.py"
+    forward = "    def forward(self, pixel_values: torch.Tensor):\n"
+    code = modeling.read_text()
+    assert forward in code
+    modeling.write_text(code.replace(forward, f"{forward}        __import__('time').sleep({seconds})\n"))
+    return out
+
+
+def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluster, tmp_path: Path) -> None:
     serve.delete(APP)  # the service's model replicas hold the GPUs
     wait_until(lambda: not replica_nodes("BackgroundRemover"), "the model replicas gone")
     # and their GPUs given back: the tool starts with the actors it can place, and one would take every batch
@@ -309,7 +322,8 @@ def test_offline_bulk_runs_a_model_actor_on_each_gpu_node(running: RunningCluste
     for index, box in enumerate(distinct_boxes(24)):
         (photos / f"photo_{index:02d}.png").write_bytes(encode(red_square(box=box)))
     config = tmp_path / "bulk.yaml"
-    config.write_text(yaml.safe_dump(cluster_config(tiny_model_dir, tmp_path / "results", free_port())))
+    model = slow_tiny_model(tmp_path / "model", seconds=2.0)
+    config.write_text(yaml.safe_dump(cluster_config(model, tmp_path / "results", free_port())))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "serve_app.bulk", "offline", str(photos), str(out), "--config",
                            str(config), "--address", running.cluster.address, "--batch-size", "2"],
