@@ -477,7 +477,7 @@ class FeaturesChannelsLast(_Rewrite):
     (tokens viewed as an image, nothing else reading them) `.contiguous(memory_format=torch.channels_last)`, where
     nothing reads the result, directly or through concatenations, upsamplings, sums and products, but those,
     convolutions and shape queries. The rewrites stand only if the whole graph still traces (fake tensors) to
-    outputs of the same strides: what lies past the convolutions, which keep their input's layout, is checked so."""
+    outputs laid out alike: what lies past the convolutions, which keep their input's layout, is checked so."""
 
     applied: ClassVar[int] = 0  # copies kept in the tokens' order in this process, by every instance
 
@@ -520,7 +520,13 @@ def _channels_first_copy_of_tokens(node: Node) -> bool:
         if len(source.users) != 1:
             return False
         source = source.args[0]
-    return source.op in ("call_function", "call_module") and len(source.users) == 1
+    return (source.op in ("call_function", "call_module") and source.target not in _VIEWS
+            and len(source.users) == 1)
+
+
+# Functions whose result may be a view of another tensor's memory, which something else could read or change.
+_VIEWS = (operator.getitem, torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, torch.transpose,
+          torch.permute, torch.narrow, torch.select, torch.chunk, torch.split, torch.unbind)
 
 
 # What may read a feature map whose strides change: ops whose result does not depend on their inputs' memory

@@ -460,6 +460,8 @@ class SwinFeatures(nn.Module):
 
     def forward(self, tokens: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
         normed = self.norm(tokens)
+        if self.reader == "tokens sliced":  # a view of memory that something else could change
+            normed = self.norm(torch.cat([tokens, tokens]))[:2]  # contiguous, the first half
         x = normed.view(-1, 6, 6, 8).permute(0, 3, 1, 2).contiguous()
         y = self.norm(half).view(-1, 3, 3, 8).permute(0, 3, 1, 2).contiguous()
         both = torch.cat([x, F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=True)], dim=1)
@@ -501,7 +503,7 @@ def test_a_swin_stages_feature_maps_stay_in_the_tokens_order() -> None:
     assert got.is_contiguous()  # as the caller gets it uncompiled (one channel lies alike either way)
 
 
-@pytest.mark.parametrize("reader", ["view", "conv then view", "conv", "tokens read twice"])
+@pytest.mark.parametrize("reader", ["view", "conv then view", "conv", "tokens read twice", "tokens sliced"])
 def test_feature_maps_whose_layout_something_could_see_are_copied_channels_first_as_written(reader: str) -> None:
     torch.manual_seed(0)
     features = SwinFeatures(reader).eval()
