@@ -69,19 +69,24 @@ def traced_and_rewritten(module: nn.Module, *inputs: torch.Tensor) -> tuple[torc
 
 def traced_with(rewrite: object, module: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
     """`module`'s output through the graph Dynamo traces, after `rewrite`, and the calls left in that graph."""
-    calls: list[str] = []
+    out, nodes = traced_nodes(rewrite, module, *inputs)
+    return out, [getattr(node.target, "__name__", str(node.target)) for node in nodes if node.op == "call_function"]
+
+
+def traced_nodes(rewrite: object, module: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.fx.Node]]:
+    """`module`'s output through the graph Dynamo traces, after `rewrite`, and the nodes of that graph."""
+    nodes: list[torch.fx.Node] = []
 
     def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
         rewrite(graph_module.graph)  # type: ignore[operator]
         graph_module.recompile()
-        calls.extend(getattr(node.target, "__name__", str(node.target)) for node in graph_module.graph.nodes
-                     if node.op == "call_function")
+        nodes.extend(graph_module.graph.nodes)
         return graph_module.forward
 
     torch._dynamo.reset()
     with torch.no_grad():
         out = torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(*inputs)
-    return out, calls
+    return out, nodes
 
 
 def compiled_afresh(rewrites: GraphRewrites, module: nn.Module,
@@ -477,18 +482,8 @@ class SwinFeatures(nn.Module):
 
 def rewritten_copies(module: nn.Module, *inputs: torch.Tensor) -> list[dict]:
     """The keyword arguments of every `.contiguous()` left in `module`'s traced graph after FeaturesChannelsLast."""
-    found: list[dict] = []
-
-    def backend(graph_module: torch.fx.GraphModule, example_inputs: list) -> object:
-        FeaturesChannelsLast()(graph_module.graph)
-        graph_module.recompile()
-        found.extend(dict(node.kwargs) for node in graph_module.graph.nodes if node.target == "contiguous")
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    with torch.no_grad():
-        torch.compile(module, backend=backend, fullgraph=True, dynamic=False)(*inputs)
-    return found
+    _, nodes = traced_nodes(FeaturesChannelsLast(), module, *inputs)
+    return [dict(node.kwargs) for node in nodes if node.target == "contiguous"]
 
 
 def test_a_swin_stages_feature_maps_stay_in_the_tokens_order() -> None:
