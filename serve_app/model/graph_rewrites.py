@@ -488,7 +488,7 @@ class FeaturesChannelsLast(_Rewrite):
             return
         for node in copies:
             node.kwargs = {"memory_format": torch.channels_last}
-        if not _traces_to_outputs_of_the_same_strides(graph):
+        if not _traces_to_outputs_laid_out_alike(graph):
             for node in copies:
                 node.kwargs = {}
             logger.info("features_channels_last: %d feature maps left channels-first, as written: with them "
@@ -560,25 +560,26 @@ def _read_only_by_layout_free_ops(node: Node, limit: int = 64) -> bool:
     return True
 
 
-def _traces_to_outputs_of_the_same_strides(graph: Graph) -> bool:
+def _traces_to_outputs_laid_out_alike(graph: Graph) -> bool:
     """Whether `graph` runs on fake tensors of its example inputs (a view that the new strides cannot express would
-    raise) to outputs with the strides Dynamo recorded for them. Run on a copy, so that the graph's metadata stays
+    raise) to outputs laid out as Dynamo recorded them. Run on a copy, so that the graph's metadata stays
     as Dynamo wrote it."""
     from torch._subclasses.fake_tensor import FakeTensor
     from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+    from torch.utils._pytree import tree_leaves
 
     inputs = [node.meta.get("example_value") for node in graph.nodes if node.op == "placeholder"]
     output = next(node for node in reversed(graph.nodes) if node.op == "output")
     expected = [value.meta.get("example_value") if isinstance(value, Node) else value
-                for value in _flattened(output.args[0])]
+                for value in tree_leaves(output.args[0])]
     mode = next((value.fake_mode for value in inputs if isinstance(value, FakeTensor)), None)
     if mode is None or graph.owning_module is None:
         return False
     copy = Graph()
     copy.output(copy.graph_copy(graph, {}))
     try:
-        got = _flattened(FakeTensorProp(torch.fx.GraphModule(graph.owning_module, copy), mode)
-                         .propagate_dont_convert_inputs(*inputs))
+        got = tree_leaves(FakeTensorProp(torch.fx.GraphModule(graph.owning_module, copy), mode)
+                          .propagate_dont_convert_inputs(*inputs))
     except Exception:  # noqa: BLE001 - any failure to trace means the rewrite does not hold
         return False
     return len(got) == len(expected) and all(
@@ -592,12 +593,6 @@ def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and all(size < 2 or x == y for size, x, y in zip(a.shape, a.stride(), b.stride(),
                                                                                 strict=True))
 
-
-def _flattened(value: Any) -> list[Any]:
-    """The leaves of nested tuples and lists, in order."""
-    if isinstance(value, (tuple, list)):
-        return [leaf for item in value for leaf in _flattened(item)]
-    return [value]
 
 
 REWRITES: dict[str, type] = {"conv_before_upsample": ConvBeforeUpsample,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.service_process import free_port
 from serve_app.bulk.client import ClientSettings, ServiceUnusable, run_client
 from serve_app.bulk.layout import Layout
 from serve_app.options import OutputOptions
-from tests.helpers import unused_loopback_port
 from tests.images import encode, red_square
 
 PNG = encode(red_square())
@@ -142,7 +142,7 @@ def test_connections_dropped_every_time_are_recorded_as_a_failure(scripted: tupl
 
 
 def test_nothing_listening_stops_the_run_before_the_first_image(tmp_path: Path) -> None:
-    port = unused_loopback_port()
+    port = free_port()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
     started = time.monotonic()

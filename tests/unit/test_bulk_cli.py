@@ -65,11 +65,11 @@ def test_the_api_key_comes_from_the_environment_unless_given(monkeypatch: pytest
 
 
 def test_an_unreachable_service_ends_the_command_with_its_error(tmp_path: Path) -> None:
+    from harness.service_process import free_port
     from serve_app.bulk.__main__ import main
-    from tests.helpers import unused_loopback_port
     from tests.images import encode, red_square
 
-    port = unused_loopback_port()
+    port = free_port()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
     with pytest.raises(SystemExit, match=rf"error: the service at http://127.0.0.1:{port} is not ready after 0.2 s "
