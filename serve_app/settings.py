@@ -271,13 +271,14 @@ class IngressSettings(StrictModel):
                                                             "jpg and zip).")
     model_names: tuple[str, ...] = Field(
         (),
-        description="Names the compatible APIs accept for the served model (rembg's `model`, e.g. "
-        "birefnet-general). Empty: rembg's name for the model's Hub id, if it has one; a request without a model "
-        "name always gets the served model.",
+        description="Names the compatible APIs accept for the served model: rembg's own model names (its `model` "
+        "takes no others), e.g. birefnet-general for a fine-tuned BiRefNet. Empty: rembg's name for the model's Hub "
+        "id, if it has one; a request without a model name always gets the served model.",
     )
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After header of the ingress's own 503 responses (overloaded, not ready, a model "
-        "replica down); a model still loading or failed to load says ceil(load_wait_s / 2)."
+        "replica down); a model still loading or failed to load says ceil(load_wait_s / 2), and an image the GPU "
+        "ran out of memory on even alone 2."
     )
     request_timeout_s: float = Field(
         60.0, gt=0, description="Deadline for decode + model + encode of one image; 504 when missed."
@@ -299,6 +300,17 @@ class IngressSettings(StrictModel):
         for origin in value:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"an origin is '*' or scheme://host[:port] with no path, got {origin!r}")
+        return value
+
+    @field_validator("model_names")
+    @classmethod
+    def _rembg_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from serve_app.compat.rembg import MODEL_NAMES  # numpy and the compositing code: only when names are set
+
+        unknown = [name for name in value if name not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} not among rembg's model names, which its clients "
+                             f"send and its API accepts: {', '.join(MODEL_NAMES)}")
         return value
 
     @field_validator("url_allow_networks")

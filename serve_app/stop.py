@@ -6,8 +6,10 @@ request still in the ingress (fetching its URL, decoding, a /batch stream) finds
 fails, and requests the proxy queued for the ingress are never served. So this command stops in an order that
 finishes them all:
 
-1. fence: a tiny application answers new requests under `/v1` and `/readyz` with 503 `shutting_down` and
-   `Retry-After` (the proxy routes the longest matching prefix to it), so load balancers see "not ready";
+1. fence: a tiny application answers new requests under `/v1`, `/readyz`, rembg's `/api` and remove.bg's `/v1.0`
+   with 503 `shutting_down` and `Retry-After`, in the shape of the API called (remove.bg's clients get its 429
+   `rate_limit_exceeded`, which they retry), so load balancers see "not ready"; the proxy routes the longest
+   matching prefix to it;
 2. drain: wait until no replica of the applications holds a request (the proxy keeps serving them meanwhile);
 3. delete the applications, which are idle by now, then shut Serve down.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,10 +36,15 @@ from ray.serve.schema import ApplicationStatus
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from serve_app.compat.routes import REMBG_PREFIX, REMOVEBG_PREFIX, in_route_shape
+from serve_app.errors import ApiError
+
 # Above the configs' largest graceful_shutdown_timeout_s (100 s, the ingress), so that the drain of any request
 # the service would finish on a replica replacement fits, plus the fence's start-up and the deletion.
 DEFAULT_TIMEOUT_S = 130.0
-FENCED_PATHS = ("/v1", "/readyz")  # every route that does work, and the one load balancers poll
+# Every route that does work (the native API, rembg's, remove.bg's), and the one load balancers poll. A prefix
+# matches whole path segments only: `/v1` does not cover `/v1.0/removebg`.
+FENCED_PATHS = ("/v1", "/readyz", REMBG_PREFIX.rstrip("/"), REMOVEBG_PREFIX.rstrip("/"))
 FENCE_SUFFIX = "-shutting-down"
 POLL_S = 0.5
 FENCE_START_S = 30.0  # a replica with no CPU to reserve starts in 1-9 s on a busy 2-core machine
@@ -46,15 +54,18 @@ REPORT_EVERY_S = 5.0
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class ShuttingDown:
-    """Answers every request with 503 `shutting_down` and Retry-After, in the service's error shape."""
+    """Answers every request with 503 `shutting_down` and Retry-After, in the error shape of the API whose routes
+    it fences (`path`, within the application)."""
 
-    def __init__(self, retry_after_s: int):
+    def __init__(self, retry_after_s: int, path: str = "/v1"):
         self.retry_after_s = retry_after_s
+        self.path = path.rstrip("/") + "/"
 
     async def __call__(self, request: Request) -> JSONResponse:
-        message = "the service is shutting down; retry on another instance or later"
-        return JSONResponse({"error": {"code": "shutting_down", "message": message}}, status_code=503,
-                            headers={"Retry-After": str(self.retry_after_s)})
+        error = in_route_shape(self.path, ApiError("the service is shutting down; retry on another instance or later",
+                                                   status=503, code="shutting_down",
+                                                   headers={"Retry-After": str(self.retry_after_s)}))
+        return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers)
 
 
 class StopFailed(Exception):
@@ -101,8 +112,8 @@ def fence(apps: dict[str, dict], retry_after_s: int, deadline: float, log: Calla
 
     Without a fence the drain still works: new requests then get the proxy's plain 404 instead.
     """
-    targets = [serve.RunTarget(ShuttingDown.bind(retry_after_s),  # type: ignore[attr-defined]
-                               name=f"{name}{FENCE_SUFFIX}{path.replace('/', '-')}",
+    targets = [serve.RunTarget(ShuttingDown.bind(retry_after_s, path),  # type: ignore[attr-defined]
+                               name=f"{name}{FENCE_SUFFIX}{re.sub('[^A-Za-z0-9]+', '-', path)}",
                                route_prefix=app["route_prefix"].rstrip("/") + path)
                for name, app in apps.items() if app.get("route_prefix") is not None for path in FENCED_PATHS]
     if not targets:

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal, cast
 
@@ -34,6 +34,7 @@ from serve_app import __version__, compose, imaging
 from serve_app.auth import PAGE_PREFIX, is_open, key_matches
 from serve_app.capped_read import capped_request, read_capped
 from serve_app.compat import rembg, removebg
+from serve_app.compat.routes import REMBG_PREFIX, REMOVEBG_PREFIX, in_route_shape
 from serve_app.deployments.device_guard import DeviceFailed
 from serve_app.errors import (
     ApiError,
@@ -67,10 +68,6 @@ _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-REMBG_PREFIX = "/api/"
-REMOVEBG_PREFIX = "/v1.0/"
-
-
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -85,14 +82,15 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def _in_route_shape(path: str, error: ApiError) -> ApiError:
-    """The error as the API of `path` shapes it: rembg's `{"detail": ...}`, remove.bg's `{"errors": [...]}` (with
-    its status codes), or this service's own."""
-    if path.startswith(REMBG_PREFIX) and not isinstance(error, rembg.RembgError):
-        return rembg.RembgError(error.status, error.message, error.headers)
-    if path.startswith(REMOVEBG_PREFIX):
-        return removebg.from_api_error(error)
-    return error
+async def gather_or_cancel(*steps: Awaitable[Any]) -> list[Any]:
+    """The steps' results, run at once; the first failure is raised and the steps still running are cancelled
+    (asyncio.gather would leave them running, a fetch holding its connection until its own timeout)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class RequireApiKey:
@@ -113,7 +111,7 @@ class RequireApiKey:
                 presented.append(f"Bearer {request.headers['x-api-key']}")  # remove.bg's clients send X-Api-Key
             if keys and not is_open(path) and not any([key_matches(header, keys) for header in presented]):
                 how = "X-Api-Key: <key>" if path.startswith(REMOVEBG_PREFIX) else "Authorization: Bearer <key>"
-                error = _in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
+                error = in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
                                                        code="unauthorized",
                                                        headers={"WWW-Authenticate": "Bearer"}))
                 refusal = JSONResponse(error.to_body(), status_code=error.status, headers=error.headers)
@@ -155,7 +153,7 @@ api.add_middleware(AllowedOrigins)
 
 @api.exception_handler(ApiError)
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-    error = _in_route_shape(route_path(request.scope), error)
+    error = in_route_shape(route_path(request.scope), error)
     return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers or None)
 
 
@@ -386,15 +384,27 @@ class Ingress:
         fields, files = await self._read_removebg_body(request)
         params = removebg.parse(fields, files, accept=request.headers.get("accept", ""),
                                 webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
-        data = params.image_file
-        if data is None:  # removebg.parse accepts a request only with a file or a URL
-            data = await self.fetcher.fetch(cast(str, params.image_url))
-        layout = params.layout
-        if params.bg_image_file is not None or params.bg_image_url:
+        if params.image_file is not None and len(params.image_file) > self.settings.max_upload_bytes:
+            # image_file_b64: the form's own limit allows for base64 and a background
+            raise PayloadTooLarge(f"the image is {len(params.image_file)} bytes; the limit is "
+                                  f"{self.settings.max_upload_bytes}")
+
+        async def photo() -> bytes:  # removebg.parse accepts a request only with a file or a URL
+            return params.image_file if params.image_file is not None else await self.fetcher.fetch(
+                cast(str, params.image_url))
+
+        async def background() -> np.ndarray | None:
+            if params.bg_image_file is None and not params.bg_image_url:
+                return None
             picture = (params.bg_image_file if params.bg_image_file is not None
                        else await self.fetcher.fetch(cast(str, params.bg_image_url)))
-            background = await self._in_pool(imaging.decode_image, picture, max_pixels=self.settings.max_image_pixels)
-            layout = dataclasses.replace(layout, bg_image=background.rgb)
+            return (await self._in_pool(imaging.decode_image, picture,
+                                        max_pixels=self.settings.max_image_pixels)).rgb
+
+        # Both at once: with two URLs the request waits for the slower fetch, not for both in turn, and so stays
+        # within the fetch_total_timeout_s + request_timeout_s that an ingress replica's shutdown waits for.
+        data, picture = await gather_or_cancel(photo(), background())
+        layout = params.layout if picture is None else dataclasses.replace(params.layout, bg_image=picture)
         timer = StageTimer()
         rendered = await self._process(data, self._layout_finish(layout), timer)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}

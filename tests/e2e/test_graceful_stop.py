@@ -102,18 +102,31 @@ async def fetch_by_url(http: httpx.AsyncClient, base_url: str, image_url: str) -
         return f"no answer: {type(error).__name__}"
 
 
+async def probe(http: httpx.AsyncClient, method: str, url: str, **kwargs: object) -> httpx.Response | None:
+    try:  # before the fence, a request waits in the proxy behind the held ones: hence the short timeout
+        return await http.request(method, url, timeout=PROBE_TIMEOUT_S, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError:
+        return None
+
+
+def fenced(answer: httpx.Response | None) -> bool:
+    """The fence's answer, in any API's shape: 503 (remove.bg's 429) that says the service is shutting down."""
+    return answer is not None and answer.status_code in (503, 429) and "shutting down" in answer.text
+
+
 async def wait_for_fence(http: httpx.AsyncClient, base_url: str, stop: subprocess.Popen) -> dict[str, httpx.Response]:
-    """The answers to new requests, once the stop fenced them off (503); fails if it exits or never does."""
+    """New requests to each API's routes, answered once the stop fenced them all off; fails if it exits or never
+    does."""
+    photo = {"content": PHOTOS[0], "headers": {"Content-Type": "image/png"}}
+    probes = {"work": ("POST", ROUTE, photo), "readyz": ("GET", "/readyz", {}),
+              "rembg": ("POST", "/api/remove", {"files": {"file": ("photo.png", PHOTOS[0], "image/png")}}),
+              "removebg": ("POST", "/v1.0/removebg", {"files": {"image_file": ("photo.png", PHOTOS[0], "image/png")}})}
     deadline = time.monotonic() + FENCE_BOUND_S
     while time.monotonic() < deadline and stop.poll() is None:
-        try:  # before the fence, these wait in the proxy behind the held requests: hence the short timeout
-            work = await http.post(base_url + ROUTE, content=PHOTOS[0], headers={"Content-Type": "image/png"},
-                                   timeout=PROBE_TIMEOUT_S)
-            ready = await http.get(base_url + "/readyz", timeout=PROBE_TIMEOUT_S)
-        except httpx.HTTPError:
-            work = ready = None
-        if work is not None and ready is not None and work.status_code == ready.status_code == 503:
-            return {"work": work, "readyz": ready}
+        answers = await asyncio.gather(*(probe(http, method, base_url + path, **kwargs)
+                                         for method, path, kwargs in probes.values()))
+        if all(fenced(answer) for answer in answers):
+            return dict(zip(probes, answers, strict=True))  # type: ignore[arg-type]
         await asyncio.sleep(0.25)
     output = stop.communicate(timeout=60)[0] if stop.poll() is not None else "(still running)"
     raise AssertionError(f"no fence after {FENCE_BOUND_S:.0f} s; stop exit status {stop.poll()}:\n{output}")
@@ -194,10 +207,16 @@ def test_graceful_stop_finishes_every_request_in_flight(stop_record: StopRecord)
 
 
 def test_new_requests_during_the_stop_get_503_with_retry_after(stop_record: StopRecord) -> None:
-    for route, answer in stop_record.new_request_answers.items():
-        assert answer.status_code == 503, (route, answer.status_code, answer.text)
+    answers = stop_record.new_request_answers
+    for route, answer in answers.items():
         assert answer.headers.get("retry-after", "").isdigit(), (route, answer.headers)
-        assert answer.json()["error"]["code"] == "shutting_down", (route, answer.text)
+    for route in ("work", "readyz"):
+        assert answers[route].status_code == 503, (route, answers[route].text)
+        assert answers[route].json()["error"]["code"] == "shutting_down", (route, answers[route].text)
+    # Each compatible API in its own shape: rembg's FastAPI `detail`, remove.bg's 429, which its clients retry.
+    assert answers["rembg"].status_code == 503 and "shutting down" in answers["rembg"].json()["detail"]
+    assert answers["removebg"].status_code == 429, answers["removebg"].text
+    assert answers["removebg"].json()["errors"][0]["code"] == "rate_limit_exceeded", answers["removebg"].text
 
 
 def test_serve_is_gone_afterwards(stop_record: StopRecord) -> None:

@@ -9,7 +9,8 @@ from starlette.testclient import TestClient
 
 from serve_app.compat.rembg import RembgError
 from serve_app.compat.removebg import RemoveBgError
-from serve_app.deployments.ingress import AllowedOrigins, RequireApiKey, _in_route_shape
+from serve_app.compat.routes import in_route_shape
+from serve_app.deployments.ingress import AllowedOrigins, RequireApiKey
 from serve_app.errors import ApiError, InvalidOption
 
 NATIVE, REMBG, REMOVEBG = "/v1/remove-background", "/api/remove", "/v1.0/removebg"
@@ -95,7 +96,7 @@ def test_without_configured_keys_everything_is_open() -> None:
 
 
 def test_errors_on_rembg_routes_become_a_detail_string() -> None:
-    shaped = _in_route_shape(REMBG, InvalidOption("format must be png", headers={"X-Why": "test"}))
+    shaped = in_route_shape(REMBG, InvalidOption("format must be png", headers={"X-Why": "test"}))
     assert isinstance(shaped, RembgError)
     assert (shaped.status, shaped.to_body(), shaped.headers) == (422, {"detail": "format must be png"},
                                                                  {"X-Why": "test"})
@@ -103,18 +104,18 @@ def test_errors_on_rembg_routes_become_a_detail_string() -> None:
 
 def test_rembgs_own_errors_keep_their_detail() -> None:
     original = RembgError(422, [{"type": "missing", "loc": ["body", "file"], "msg": "Field required"}])
-    assert _in_route_shape(REMBG, original) is original
+    assert in_route_shape(REMBG, original) is original
 
 
 def test_errors_on_remove_bg_routes_take_its_codes() -> None:
-    shaped = _in_route_shape(REMOVEBG, ApiError("busy", status=503, code="overloaded", headers={"Retry-After": "1"}))
+    shaped = in_route_shape(REMOVEBG, ApiError("busy", status=503, code="overloaded", headers={"Retry-After": "1"}))
     assert isinstance(shaped, RemoveBgError)
     assert (shaped.status, shaped.headers["Retry-After"]) == (429, "1")
 
 
 def test_errors_on_native_routes_are_left_as_they_are() -> None:
     original = InvalidOption("size must be one of preview, medium, hd, full")
-    assert _in_route_shape(NATIVE, original) is original
+    assert in_route_shape(NATIVE, original) is original
     assert original.to_body() == {"error": {"code": "invalid_option", "message": original.message}}
 
 

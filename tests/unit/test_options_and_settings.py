@@ -141,6 +141,14 @@ def test_model_lists_that_cannot_work_fail_at_start_up(raw: dict, message: str) 
         parse_app_args(raw)
 
 
+def test_model_names_must_be_names_rembg_clients_can_send() -> None:
+    # rembg's API refuses any other `model` before the service sees it: a custom alias would never select anything.
+    assert parse_app_args({"ingress": {"model_names": ["birefnet-portrait"]}}).ingress.model_names == (
+        "birefnet-portrait",)
+    with pytest.raises(ValueError, match="'my-model' not among rembg's model names.*birefnet-general"):
+        parse_app_args({"ingress": {"model_names": ["birefnet-general", "my-model"]}})
+
+
 @pytest.mark.parametrize(("origins", "ok"), [(("*",), True), (("https://app.example", "http://127.0.0.1:8080"), True),
                                              (("https://app.example/page",), False), (("app.example",), False)])
 def test_cors_origins_are_star_or_a_scheme_and_host(origins: tuple[str, ...], ok: bool) -> None:
