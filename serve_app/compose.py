@@ -243,18 +243,25 @@ def _limit_size(rgba: np.ndarray, max_pixels: int | None, max_side: int | None) 
     if factor >= 1.0:
         return rgba
     # Floor, not round: the limit is a ceiling the answer never passes.
-    return _resize_rgba(rgba, max(1, int(width * factor)), max(1, int(height * factor)))
+    size = [max(1, int(width * factor)), max(1, int(height * factor))]
+    if max_side is not None and factor == max_side / max(width, height):
+        # The side limit binds: the longest side is exactly that long (3037 * (1024 / 3037) floors to 1023).
+        size[0 if width >= height else 1] = max_side
+    return _resize_rgba(rgba, *size)
 
 
 def _cover(picture: np.ndarray, width: int, height: int) -> np.ndarray:
-    """`picture` scaled to cover width x height and cropped to it around its centre."""
+    """`picture` scaled to cover width x height and cropped to it around its centre.
+
+    Only the part of the picture that the answer shows is resampled, straight to the answer's size: scaling the
+    whole picture first would make a 1 x 3000 strip behind a 2000 x 2000 answer a 2000 x 6,000,000 image."""
     source_h, source_w = picture.shape[:2]
     factor = max(width / source_w, height / source_h)
-    scaled_w, scaled_h = max(width, round(source_w * factor)), max(height, round(source_h * factor))
-    scaled = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize((scaled_w, scaled_h),
-                                                                            Image.Resampling.LANCZOS)
-    left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
-    return np.asarray(scaled.crop((left, top, left + width, top + height)))
+    box_w, box_h = min(source_w, width / factor), min(source_h, height / factor)
+    left, top = (source_w - box_w) / 2, (source_h - box_h) / 2
+    scaled = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(
+        (width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h))
+    return np.asarray(scaled)
 
 
 def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:

@@ -28,13 +28,33 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[IpNetwork, ...]:
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator or tunnel on the way may deliver to:
+# NAT64's well-known prefix, and the deprecated IPv4-compatible form (::/96, less :: and ::1 themselves).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
 def is_address_allowed(address: IpAddress, allow: tuple[IpNetwork, ...]) -> bool:
-    """Public unicast addresses pass; loopback, private, link-local, reserved and multicast need the allow-list."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """Public unicast addresses pass; loopback, private, link-local, reserved and multicast need the allow-list. An
+    IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64, IPv4-compatible) is judged as that IPv4 address."""
+    address = _carried_ipv4(address) or address
     if any(address in network for network in allow):
         return True
-    return address.is_global and not address.is_multicast
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:  # fec0::/10, deprecated, still routed
+        return False
+    return address.is_global and not address.is_multicast and not address.is_reserved
+
+
+def _carried_ipv4(address: IpAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+        return address.ipv4_mapped
+    if address.sixtofour is not None:  # 2002:7f00:1::1 reaches 127.0.0.1 through a 6to4 relay
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def split_url(url: str) -> tuple[str, int]:

@@ -152,10 +152,12 @@ def _color(value: Any) -> tuple[int, int, int, int] | None:
         text = "#" + text
     try:
         rgba = ImageColor.getcolor(text, "RGBA")
-    except ValueError:
-        raise invalid(f"bg_color must be a hex colour (81d4fa, fff, 81d4fa77) or a colour name, got {value!r}") \
-            from None
-    return tuple(rgba)  # type: ignore[arg-type, return-value]
+    except (ValueError, OverflowError):
+        rgba = None
+    # Pillow also reads rgb(), hsl() and hsv(), whose channels it does not clamp: rgb(300,0,0) is (300, 0, 0, 255).
+    if not isinstance(rgba, tuple) or not all(0 <= channel <= 255 for channel in rgba):
+        raise invalid(f"bg_color must be a hex colour (81d4fa, fff, 81d4fa77) or a colour name, got {value!r}")
+    return rgba  # type: ignore[return-value]
 
 
 def _percent(name: str, text: str, low: float, high: float) -> float:

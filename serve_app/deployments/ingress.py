@@ -382,8 +382,10 @@ class Ingress:
         """remove.bg's `POST /v1.0/removebg`, as multipart, URL-encoded form or JSON; X-Api-Key when keys are
         configured. Options it does not implement are refused with a 400 that names them."""
         fields, files = await self._read_removebg_body(request)
-        params = removebg.parse(fields, files, accept=request.headers.get("accept", ""),
-                                webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
+        # On a codec thread: a base64 photo of tens of MB takes a few hundred ms to decode, which on the event loop
+        # would hold up every other request of this replica.
+        params = await self._in_pool(removebg.parse, fields, files, accept=request.headers.get("accept", ""),
+                                     webp_quality=self.settings.webp_quality, jpeg_quality=self.settings.jpeg_quality)
         if params.image_file is not None and len(params.image_file) > self.settings.max_upload_bytes:
             # image_file_b64: the form's own limit allows for base64 and a background
             raise PayloadTooLarge(f"the image is {len(params.image_file)} bytes; the limit is "
@@ -398,8 +400,14 @@ class Ingress:
                 return None
             picture = (params.bg_image_file if params.bg_image_file is not None
                        else await self.fetcher.fetch(cast(str, params.bg_image_url)))
-            return (await self._in_pool(imaging.decode_image, picture,
-                                        max_pixels=self.settings.max_image_pixels)).rgb
+            try:
+                decoded = await self._in_pool(imaging.decode_image, picture,
+                                              max_pixels=self.settings.max_image_pixels)
+            except ApiError as error:  # say which of the two pictures it was
+                raise type(error)(f"the background picture: {error.message}", status=error.status, code=error.code,
+                                  headers=error.headers) from None
+            # Colours under a transparent background's alpha are arbitrary: its transparent parts show white.
+            return decoded.rgb if decoded.flattened is None else decoded.flattened
 
         # Both at once: with two URLs the request waits for the slower fetch, not for both in turn, and so stays
         # within the fetch_total_timeout_s + request_timeout_s that an ingress replica's shutdown waits for.
@@ -418,7 +426,7 @@ class Ingress:
             return await self._read_form(request, max_files=2, body_limit=self._form_limit(), error=removebg.invalid)
         if content_type == "application/json":
             try:
-                fields = json.loads(await self._read_capped_body(request, self._form_limit()))
+                fields = await self._in_pool(json.loads, await self._read_capped_body(request, self._form_limit()))
             except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python
                 raise removebg.invalid("the body is not valid JSON") from None
             if not isinstance(fields, dict):
@@ -483,7 +491,9 @@ class Ingress:
 
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
             height, width = result.mask.shape
-            foreground = compose.foreground_box(result.mask)  # before render, which may reuse the pixels
+            # Before render, which may reuse the pixels; of the cut-out's alpha, as the composing path measures it,
+            # so that an upload's own transparent area is outside the box on both paths.
+            foreground = compose.foreground_box(imaging.cutout_alpha(decoded, result.mask))
             data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
                                   bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
                                   **self._png_stripes())

@@ -182,6 +182,16 @@ def test_removebg_crop_scale_position_roi_and_backgrounds(service: str) -> None:
                           data={"size": "full", "format": "png"})
     pixels = np.asarray(image_of(on_picture))
     assert pixels.shape[2] == 3 and np.abs(pixels[5, 300].astype(int) - (10, 200, 30)).max() <= 15
+    # A background's transparent part shows white, not the colours stored under its alpha.
+    hidden = np.zeros((40, 50, 4), np.uint8)
+    hidden[..., 0] = 255  # red everywhere, transparent on the left half
+    hidden[:, 25:, 3] = 255
+    half = removebg(service, files={**upload, "bg_image_file": ("bg.png", encode(Image.fromarray(hidden)))},
+                    data={"size": "full", "format": "png"})
+    pixels = np.asarray(image_of(half)).astype(int)
+    assert (pixels[5, 5] >= 240).all() and np.abs(pixels[5, 315] - (255, 0, 0)).max() <= 15
+    broken = removebg(service, files={**upload, "bg_image_file": ("bg.png", b"\x89PNG\r\n\x1a\nbroken")})
+    assert_removebg_error(broken, 400, "invalid_image", "background")
 
 
 def test_removebg_errors(service: str) -> None:
@@ -227,6 +237,12 @@ def test_native_geometry_headers_crop_and_sizes(service: str) -> None:
     big = encode(red_square((1000, 800), (100, 200, 500, 600)))
     width, height = image_of(native(service, "?size=preview", big)).size
     assert width * height <= 250_000
+    # An upload whose left part is transparent already: the box is of what the cut-out shows, on either path.
+    faded = np.asarray(red_square().convert("RGBA")).copy()
+    faded[:, : BOX_LEFT + BOX_WIDTH // 2, 3] = 0
+    for query in ("", "?max_size=320"):  # the plain cut-out, and the composing path at the same size
+        answer = native(service, query, encode(Image.fromarray(faded)))
+        assert_box_near(answer.headers, BOX_TOP, BOX_LEFT + BOX_WIDTH // 2, BOX_WIDTH // 2, BOX_HEIGHT)
 
 
 def test_native_jpeg_and_clean_edges(service: str) -> None:

@@ -78,7 +78,8 @@ def test_removebg_reads_an_upload_and_base64() -> None:
 @pytest.mark.parametrize(
     ("text", "rgba"),
     [("81d4fa", (0x81, 0xD4, 0xFA, 255)), ("fff", (255, 255, 255, 255)), ("81d4fa77", (0x81, 0xD4, 0xFA, 0x77)),
-     ("#81D4FA", (0x81, 0xD4, 0xFA, 255)), ("green", (0, 128, 0, 255)), ("Red", (255, 0, 0, 255))],
+     ("#81D4FA", (0x81, 0xD4, 0xFA, 255)), ("green", (0, 128, 0, 255)), ("Red", (255, 0, 0, 255)),
+     ("rgb(0,128,255)", (0, 128, 255, 255))],
 )
 def test_removebg_colours(text: str, rgba: tuple[int, int, int, int]) -> None:
     assert parse_removebg({**URL, "bg_color": text}).layout.bg_color == rgba
@@ -160,6 +161,10 @@ def test_removebg_without_an_image_says_how_to_send_one() -> None:
      (URL | {"bg_color": "not-a-colour"}, {}, ["bg_color"]),
      (URL | {"bg_color": "12345"}, {}, ["bg_color"]),
      (URL | {"bg_color": "ggg"}, {}, ["bg_color"]),
+     # Pillow reads these without clamping; a colour channel over 255 would fail only after the model ran
+     (URL | {"bg_color": "rgb(300,0,0)"}, {}, ["bg_color", "rgb(300,0,0)"]),
+     (URL | {"bg_color": "hsv(400,200%,200%)"}, {}, ["bg_color"]),
+     (URL | {"bg_color": "rgb(99999999999999999999999,1,1)"}, {}, ["bg_color"]),
      (URL | {"bg_image_url": "https://example.com/bg.jpg"}, {"bg_image_file": b"x"}, ["bg_image_url", "bg_image_file"]),
      (URL | {"roi": "0 0 10"}, {}, ["roi", "four values"]),
      (URL | {"roi": "0 0 10em 10px"}, {}, ["roi"]),

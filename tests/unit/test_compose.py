@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import resource
 import tracemalloc
 import zipfile
 
@@ -161,6 +162,14 @@ def test_size_limits_are_never_exceeded_and_keep_the_aspect_ratio(width: int, he
     assert abs(out_w / out_h - width / height) <= width / height * (1 / out_h + 1 / out_w) + 1e-9
 
 
+@pytest.mark.parametrize(("width", "height"), [(3037, 1000), (1000, 3037), (2049, 2048)])
+def test_a_side_limit_gives_exactly_that_long_a_side(width: int, height: int) -> None:
+    # 3037 * (1024 / 3037) is 1023.9999...: a floor alone would answer a pixel short of what the client asked for.
+    image, mask = picture(height, width, (0, 0, height, width))
+    _, pixels = render(image, mask, max_side=1024)
+    assert max(pixels.shape[:2]) == 1024
+
+
 def test_an_image_within_the_limits_keeps_its_size() -> None:
     image, mask = picture(30, 40, (5, 5, 10, 10))
     _, pixels = render(image, mask, max_pixels=1200, max_side=40)
@@ -211,6 +220,19 @@ def test_a_background_picture_is_scaled_to_cover_not_stretched() -> None:
     assert pixels.shape == (40, 40, 3)
     inner = pixels[:, 3:37].astype(int)  # the outermost columns carry the resampling filter's ringing
     assert (inner[..., 1] > 200).all() and (inner[..., 0] < 40).all()
+
+
+def test_a_thin_background_strip_is_resampled_at_the_answers_size_only() -> None:
+    # Scaled whole to cover 600 x 600, a 1 x 3000 strip would be 600 x 1,800,000 pixels (3 GB) before the crop.
+    strip = np.zeros((3000, 1, 3), np.uint8)
+    strip[1400:1600] = GREEN  # the middle, which the answer shows
+    image, mask = picture(600, 600, (0, 0, 0, 0))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    _, pixels = render(image, mask, bg_image=strip)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert pixels.shape == (600, 600, 3)
+    assert (pixels[..., 1] > 200).all() and (pixels[..., 0] < 40).all()
+    assert grown_mib < 1024, f"the process's peak memory grew by {grown_mib:.0f} MiB"
 
 
 def test_the_subject_stays_on_top_of_a_background_picture() -> None:

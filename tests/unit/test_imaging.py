@@ -50,6 +50,7 @@ def test_16_bit_png_is_scaled_not_clipped() -> None:
     row = decoded.rgb[0, :, 0].astype(int)
     assert row[0] == 0 and row[-1] == 255
     assert 120 <= row[128] <= 135, "mid-grey must stay mid-grey, not saturate"
+    assert (row == np.rint(gradient[0] / 257)).all()
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -137,6 +138,16 @@ def test_palette_with_transparency_becomes_alpha() -> None:
     data = encode(image, transparency=white_index)
     decoded = decode(data)
     assert decoded.alpha is not None and decoded.alpha[0, 0] == 0
+
+
+@pytest.mark.parametrize(("mode", "transparent"), [("L", 255), ("RGB", (255, 255, 255))])
+def test_a_grey_or_rgb_png_with_a_transparent_colour_keeps_it_transparent(mode: str, transparent: object) -> None:
+    # PNG's tRNS chunk: one colour of a grey or RGB image is transparent, as a palette entry can be.
+    data = encode(red_square().convert(mode), transparency=transparent)
+    decoded = decode(data)
+    left, top, right, bottom = BOX
+    assert decoded.alpha is not None and decoded.alpha[0, 0] == 0
+    assert decoded.alpha[(top + bottom) // 2, (left + right) // 2] == 255
 
 
 def test_animated_gif_takes_the_first_frame() -> None:

@@ -16,13 +16,17 @@ NOTHING_ALLOWED = parse_networks([])
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-     "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "ff02::1"],
+     "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "ff02::1",
+     # IPv4 addresses carried in IPv6: IPv4-compatible, 6to4, NAT64; the deprecated site-local and reserved ranges
+     "::127.0.0.1", "::ffff:0:7f00:1", "2002:7f00:1::1", "2002:a9fe:a9fe::1", "64:ff9b::a00:1", "64:ff9b::7f00:1",
+     "fec0::1", "::", "4000::1"],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not is_address_allowed(ipaddress.ip_address(address), NOTHING_ALLOWED)
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808",
+                                     "2002:808:808::1"])
 def test_public_addresses_pass(address: str) -> None:
     assert is_address_allowed(ipaddress.ip_address(address), NOTHING_ALLOWED)
 
