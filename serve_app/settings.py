@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -285,8 +286,9 @@ class IngressSettings(StrictModel):
     )
     api_keys_file: Path | None = Field(
         None,
-        description=f"File of API keys, one per line (# comments). With it, or with ${API_KEYS_ENV} set, every "
-        "route but /healthz, /readyz and the page (/, /page/*) needs 'Authorization: Bearer <key>'.",
+        description=f"File of API keys, one per line (# starts a comment line). With it, or with ${API_KEYS_ENV} "
+        "set, every route but /healthz, /readyz and the page (/, /page/*) needs 'Authorization: Bearer <key>'; "
+        "either one holding no key stops the start.",
     )
     cors_allow_origins: tuple[str, ...] = Field(
         (), description="Origins whose web pages may call the APIs from a browser (CORS), such as "
@@ -329,13 +331,35 @@ class IngressSettings(StrictModel):
         return str(Path(tempfile.gettempdir()) / "serve_app_results")
 
 
-def load_api_keys(settings: IngressSettings) -> tuple[str, ...]:
-    """Keys from the key file and the environment; empty means no authentication."""
-    keys = [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",")]
+def load_api_keys(settings: IngressSettings, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Keys from the key file and the environment; empty (neither set) means no authentication.
+
+    ValueError, naming the file and line, for a key file or a variable that is set but holds no key (an emptied
+    file would otherwise open every route without a word), and for a key with a space in it (`key # team`: comments
+    go on lines of their own, and a key that can never match is a locked-out client)."""
+    keys: list[str] = []
+    variable = (os.environ if environ is None else environ).get(API_KEYS_ENV, "")
+    if variable.strip():
+        keys += [_one_key(key, f"${API_KEYS_ENV}") for key in variable.split(",") if key.strip()]
+        if not keys:
+            raise ValueError(f"${API_KEYS_ENV} is set but names no key; unset it to serve without keys")
     if settings.api_keys_file is not None:
-        lines = settings.api_keys_file.read_text().splitlines()
-        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
-    return tuple(key for key in keys if key)
+        path = settings.api_keys_file
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not part of the first key
+        from_file = [_one_key(line, f"{path}:{number}") for number, line in enumerate(lines, 1)
+                     if line.strip() and not line.lstrip().startswith("#")]
+        if not from_file:
+            raise ValueError(f"{path} holds no key, only blank lines and comments; remove api_keys_file to serve "
+                             "without keys")
+        keys += from_file
+    return tuple(keys)
+
+
+def _one_key(text: str, where: str) -> str:
+    key = text.strip()
+    if any(character.isspace() for character in key):
+        raise ValueError(f"{where}: a key is one word with no spaces (put comments on lines of their own)")
+    return key
 
 
 class AppArgs(StrictModel):

@@ -65,3 +65,16 @@ def test_the_check_passes_a_cpu_model_directory_and_names_what_is_wrong_otherwis
     output = (done.stdout + done.stderr).strip()
     assert expected in output and "\n" not in output
     assert (done.returncode == 0) == (expected == "ready to serve")
+
+
+def test_a_key_file_with_no_key_fails_the_check_instead_of_serving_without_keys(tiny_model_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    import yaml
+
+    keys_file = tmp_path / "api_keys"
+    keys_file.write_text("# production keys, one per line\n")
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)},
+                                                   ingress={"api_keys_file": str(keys_file)})))
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
+    assert done.returncode == 1 and f"{keys_file} holds no key" in done.stderr, (done.stdout, done.stderr)

@@ -36,6 +36,29 @@ def test_keys_come_from_file_and_environment(tmp_path: Path, monkeypatch: pytest
 def test_no_keys_means_no_authentication(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     assert load_api_keys(IngressSettings()) == ()
+    assert load_api_keys(IngressSettings(), {API_KEYS_ENV: ""}) == ()
+
+
+@pytest.mark.parametrize(("content", "environ", "message"), [
+    ("# keys go here\n\n", {}, "holds no key"),  # an emptied file must not open every route
+    ("", {}, "holds no key"),
+    (None, {API_KEYS_ENV: " , "}, "names no key"),
+    ("alpha-key\nbeta-key # ops team\n", {}, ":2: a key is one word"),  # a key that could never match
+])
+def test_keys_that_are_configured_but_unusable_stop_the_start(tmp_path: Path, content: str | None, environ: dict,
+                                                              message: str) -> None:
+    keys_file = None
+    if content is not None:
+        keys_file = tmp_path / "keys"
+        keys_file.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_api_keys(IngressSettings(api_keys_file=keys_file), environ)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_bytes("alpha-key\r\nbeta-key\r\n".encode("utf-8-sig"))  # as Windows' Notepad saves it
+    assert load_api_keys(IngressSettings(api_keys_file=keys_file), {}) == ("alpha-key", "beta-key")
 
 
 def _guarded_app() -> FastAPI:
