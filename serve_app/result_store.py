@@ -13,7 +13,9 @@ from fsspec.core import url_to_fs
 from serve_app.bulk.layout import write_atomically
 from serve_app.errors import NotFound
 
-_RESULT_NAME = re.compile(r"^[0-9a-f]{32}\.(png|webp|jpg)$")
+_RESULT_NAME = re.compile(r"[0-9a-f]{32}\.(png|webp|jpg)")
+# What this store writes: results, and write_atomically's temporaries.
+_OURS = re.compile(rf"(?:{_RESULT_NAME.pattern}|\.partial-[0-9a-f]{{32}})")
 
 
 class ResultStore:
@@ -31,7 +33,7 @@ class ResultStore:
 
     def load(self, name: str) -> bytes:
         """The bytes of a result; NotFound for names we never issue, expired or missing results."""
-        if not _RESULT_NAME.match(name):
+        if not _RESULT_NAME.fullmatch(name):
             raise NotFound(f"no result named {name!r}")
         path = f"{self._root}/{name}"
         self._fs.invalidate_cache()  # another replica may have stored it since this one last listed the folder
@@ -44,10 +46,15 @@ class ResultStore:
             raise NotFound(f"no result named {name!r} (results are kept {self.ttl_s:g} s)") from None
 
     def delete_expired(self) -> int:
-        """Remove results (and stray temporary files) older than the TTL; returns how many went."""
+        """Remove results (and stray temporary files) older than the TTL; returns how many went.
+
+        Only the folder's own level, and only names this store writes: result_dir may be a shared folder or bucket
+        prefix that holds other data, which is not this store's to delete."""
         cutoff, removed = time.time() - self.ttl_s, 0
         self._fs.invalidate_cache()
-        for path in self._fs.find(self._root):
+        for path in self._fs.ls(self._root, detail=False):
+            if not _OURS.fullmatch(path.rstrip("/").rsplit("/", 1)[-1]):
+                continue
             try:
                 if self._fs.modified(path).timestamp() < cutoff:
                     self._fs.rm_file(path)

@@ -249,7 +249,10 @@ class IngressSettings(StrictModel):
         f"else <tmp>/serve_app_results. Credentials for object storage come from its standard environment and "
         f"config files (AWS_PROFILE, AWS_ACCESS_KEY_ID...), never from here.",
     )
-    result_ttl_s: float = Field(3600.0, gt=0, description="Batch results older than this are deleted.")
+    result_ttl_s: float = Field(
+        3600.0, gt=0, description="Batch results older than this are not served, and the next /batch request "
+        "deletes them (only names the service writes, at result_dir's top level); with no further batches, an "
+        "object store's lifecycle rule on the prefix deletes them.")
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
     png_threads: int = Field(
         8, ge=1, le=256,

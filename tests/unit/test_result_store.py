@@ -60,3 +60,22 @@ def test_expired_results_are_gone(location: str) -> None:
         store.load(old)
     assert store.delete_expired() == 1
     assert listing(location) == [fresh]
+
+
+def test_the_expiry_leaves_everything_it_did_not_write_alone(tmp_path: Path) -> None:
+    # result_dir may be a shared folder: old files of others there, or below it, are not results to expire.
+    location = tmp_path / "shared"
+    store = ResultStore(str(location), ttl_s=60)
+    own = store.save(b"old result", "png")
+    stray = location / f".partial-{uuid.uuid4().hex}"  # a temporary a killed replica left
+    stray.write_bytes(b"half")
+    others = [location / "notes.txt", location / "team" / "important.png", location / ("f" * 32 + ".png.bak")]
+    for path in others:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"not a result")
+    past = time.time() - 3600
+    for path in [location / own, stray, *others]:
+        os.utime(path, (past, past))
+    assert store.delete_expired() == 2
+    assert all(path.exists() for path in others)
+    assert not (location / own).exists() and not stray.exists()
