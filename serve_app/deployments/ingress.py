@@ -48,7 +48,7 @@ from serve_app.errors import (
 )
 from serve_app.heap_trim import release_free_memory
 from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject_unknown
-from serve_app.page import page_asset
+from serve_app.page import page_asset, page_html
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, load_api_keys
@@ -295,7 +295,9 @@ class Ingress:
         self._served_model(options.model)  # an unknown model fails the request, not each URL
         urls = self._parse_url_list(await self._read_capped_body(request))
         self._maybe_clean_results()
-        return StreamingResponse(self._stream_batch(urls, options), media_type="application/x-ndjson")
+        # Links to the results within this application: under a route prefix, /lite/v1/results/...
+        results = request.scope.get("root_path", "").rstrip("/") + "/v1/results/"
+        return StreamingResponse(self._stream_batch(urls, options, results), media_type="application/x-ndjson")
 
     @api.get("/v1/results/{name}", response_class=Response)
     async def get_result(self, name: str) -> Response:
@@ -303,9 +305,9 @@ class Ingress:
         return Response(data, media_type=compose.MEDIA_TYPES[name.rpartition(".")[2]])
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(self) -> HTMLResponse:
+    async def page(self, request: Request) -> HTMLResponse:
         """The page to try the service in a browser (serve_app/page/)."""
-        return HTMLResponse(page_asset("index.html").data)
+        return HTMLResponse(page_html(request.scope.get("root_path", "")))
 
     @api.get(PAGE_PREFIX + "{name}", include_in_schema=False)
     async def page_file(self, name: str) -> Response:
@@ -711,9 +713,10 @@ class Ingress:
             raise PayloadTooLarge(f"{len(urls)} URLs; a batch takes at most {self.settings.max_batch_urls}")
         return urls
 
-    async def _stream_batch(self, urls: list[str], options: OutputOptions) -> AsyncIterator[bytes]:
+    async def _stream_batch(self, urls: list[str], options: OutputOptions, results: str) -> AsyncIterator[bytes]:
         limiter = asyncio.Semaphore(self.settings.batch_url_concurrency)
-        tasks = [asyncio.create_task(self._batch_item(index, url, options, limiter)) for index, url in enumerate(urls)]
+        tasks = [asyncio.create_task(self._batch_item(index, url, options, limiter, results))
+                 for index, url in enumerate(urls)]
         try:
             for finished in asyncio.as_completed(tasks):
                 yield (json.dumps(await finished) + "\n").encode()
@@ -721,12 +724,13 @@ class Ingress:
             for task in tasks:  # the client went away: stop the work nobody will read
                 task.cancel()
 
-    async def _batch_item(self, index: int, url: str, options: OutputOptions, limiter: asyncio.Semaphore) -> dict:
+    async def _batch_item(self, index: int, url: str, options: OutputOptions, limiter: asyncio.Semaphore,
+                          results: str) -> dict:
         async with limiter:
             try:
                 rendered = await self._cut_out(await self.fetcher.fetch(url), options)
                 name = await self._in_pool(self.results.save, rendered.data, options.format)
-                return {"index": index, "url": url, "status": "ok", "result": f"/v1/results/{name}",
+                return {"index": index, "url": url, "status": "ok", "result": results + name,
                         "media_type": options.media_type}
             except ApiError as error:
                 return {"index": index, "url": url, "status": "error", "http_status": error.status,

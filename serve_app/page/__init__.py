@@ -4,6 +4,7 @@ build step), served by the ingress at `/` and `/page/<file>`."""
 from __future__ import annotations
 
 import functools
+import html
 from dataclasses import dataclass
 from importlib import resources
 
@@ -30,3 +31,10 @@ def page_asset(name: str) -> Asset:
     except (FileNotFoundError, IsADirectoryError):
         raise NotFound(f"no page file {name!r}") from None
     return Asset(data, MEDIA_TYPES[kind])
+
+
+def page_html(root_path: str) -> bytes:
+    """index.html with a <base> at the application's route prefix: the page's files and its API calls are relative
+    URLs, so that under `route_prefix: /lite` they reach /lite/page/... and /lite/v1/..., not the root's."""
+    base = html.escape(root_path.rstrip("/") + "/", quote=True).encode()
+    return page_asset("index.html").data.replace(b"<head>", b'<head>\n<base href="' + base + b'">', 1)

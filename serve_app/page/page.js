@@ -37,7 +37,10 @@ function stem(name, isUrl) {
       base = decodeURIComponent(new URL(name).pathname.split("/").pop());
     } catch (ignored) { base = name.split(/[?#]/)[0].split("/").pop(); }
   }
-  return (base || "image").replace(/\.[^.]*$/, "") || "image";
+  // A URL's name is decoded, so it may hold "/" or "..": in a ZIP that would be a path out of the folder it is
+  // extracted into. Characters no file system takes in a name become "_", and leading dots go.
+  const safe = base.replace(/[\/\\:*?"<>|\x00-\x1f]/g, "_").replace(/^\.+/, "");
+  return (safe || "image").replace(/\.[^.]*$/, "") || "image";
 }
 
 function addCard(name, preview, send) {
@@ -186,7 +189,7 @@ function addFiles(files) {
     addCard(file.name, URL.createObjectURL(file), (card) => {
       const chosen = options();
       return run(card, file.name, false, chosen, () => request(card, "POST",
-        `/v1/remove-background?${chosen.query}`, file, file.type || "application/octet-stream"));
+        `v1/remove-background?${chosen.query}`, file, file.type || "application/octet-stream"));
     });
   }
 }
@@ -197,7 +200,7 @@ function addUrls() {
     addCard(url, null, (card) => {
       const chosen = options();
       chosen.query.set("url", url);
-      return run(card, url, true, chosen, () => request(card, "GET", `/v1/remove-background?${chosen.query}`));
+      return run(card, url, true, chosen, () => request(card, "GET", `v1/remove-background?${chosen.query}`));
     });
   }
   $("#urls").value = "";
@@ -213,12 +216,12 @@ async function downloadZip() {
     window.alert("Too many or too large results for one zip: download them one by one or in smaller groups.");
     return;
   }
-  const used = new Set();
+  const used = new Set();  // lower-cased: Photo.png and photo.png are one file once extracted on macOS or Windows
   const entries = [];
   for (const { name, blob } of results.values()) {
     let unique = name, n = 1;
-    while (used.has(unique)) unique = name.replace(/(\.[^.]*)$/, `-${n++}$1`);
-    used.add(unique);
+    while (used.has(unique.toLowerCase())) unique = name.replace(/(\.[^.]*)$/, `-${n++}$1`);
+    used.add(unique.toLowerCase());
     entries.push({ name: unique, bytes: new Uint8Array(await blob.arrayBuffer()) });
   }
   const link = document.createElement("a");
@@ -235,7 +238,7 @@ let lastCount = null;
 async function refreshStatus() {
   if (document.hidden) return;
   try {
-    const response = await fetch("/v1/info", { headers: headers() });
+    const response = await fetch("v1/info", { headers: headers() });
     if (!response.ok) {
       $("#status-line").textContent = `status unavailable (HTTP ${response.status})`;
       return;

@@ -121,6 +121,11 @@ def test_photos_cut_out_downloaded_and_an_error_shown(service: str, browser: tup
             assert archive.read(name) == (downloads / name).read_bytes()
             assert Image.open(io.BytesIO(archive.read(name))).mode == "RGBA"
 
+    # A URL's name, decoded, never becomes a path in the zip.
+    for url, name in [("https://example.com/..%2F..%2Fevil.png", "_.._evil"), ("https://example.com/a%5Cb.png", "a_b"),
+                      ("https://example.com/%2E%2E%2F.bashrc.jpg", "_.bashrc"), ("https://example.com/", "image")]:
+        assert driver.execute_script("return stem(arguments[0], true)", url) == name, url
+
     driver.save_screenshot(os.environ.get(SCREENSHOT_ENV) or str(tmp_path / "page.png"))
 
     # On a phone's width nothing needs scrolling sideways.
@@ -131,7 +136,8 @@ def test_photos_cut_out_downloaded_and_an_error_shown(service: str, browser: tup
 def test_page_files_need_no_key_and_unknown_ones_are_404(service: str) -> None:
     page = httpx.get(f"{service}/", timeout=30, trust_env=False)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "<script src=\"/page/page.js\"></script>" in page.text
+    # Every file and call of the page is relative to its <base>: the application's route prefix, "/" here.
+    assert '<base href="/">' in page.text and "<script src=\"page/page.js\"></script>" in page.text
     script = httpx.get(f"{service}/page/page.js", timeout=30, trust_env=False)
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     for missing in ("/page/nothing.js", "/page/..%2Fsettings.py", "/page/__init__.py"):
