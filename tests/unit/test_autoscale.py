@@ -60,3 +60,35 @@ def test_ingress_without_gpus_scales_by_queue_length_up_to_the_cpus() -> None:
     assert policy(context(running=2, ongoing=0, target_ongoing=8))[0] == 0
     assert policy(context(running=2, ongoing=40, target_ongoing=8))[0] == 5
     assert policy(context(running=2, ongoing=1000, target_ongoing=8))[0] == 14
+
+
+def shipped_policy(deployment: str, policy: object) -> tuple:
+    """`policy` as Serve runs it under configs/prod.yaml's autoscaling_config for `deployment`: wrapped by Serve's
+    own bounds and delays, which apply to a custom policy's answer too."""
+    from ray.serve.autoscaling_policy import _apply_autoscaling_config
+
+    from serve_app.serve_config import deployment as config_deployment
+    from serve_app.serve_config import read_config
+    from tests.helpers import TINY_CONFIG
+
+    prod = read_config(TINY_CONFIG.with_name("prod.yaml"))
+    raw = dict(config_deployment(prod, deployment)["autoscaling_config"])
+    raw.pop("policy")
+    return _apply_autoscaling_config(policy), AutoscalingConfig(**raw)  # type: ignore[arg-type]
+
+
+def test_as_shipped_a_lost_gpu_node_is_followed_at_once_not_after_serves_delays() -> None:
+    # A replica asked for on a GPU that is gone stays pending ("taken more than 30s to be scheduled").
+    resources = {"GPU": 4.0, "CPU": 64.0}
+    wrapped, config = shipped_policy("BackgroundRemover", OneReplicaPerGpu(refresh_s=0.0, resources=lambda: resources))
+
+    def decide(policy, policy_config: AutoscalingConfig, running: int) -> int:
+        ctx = context(running=running, ongoing=0)
+        ctx.config, ctx.target_num_replicas = policy_config, running
+        return policy(ctx)[0]
+
+    assert decide(wrapped, config, 4) == 4
+    resources.update(GPU=3.0, CPU=48.0)  # a node with a GPU and 16 CPUs died
+    assert decide(wrapped, config, 4) == 3
+    resources.update(GPU=5.0, CPU=80.0)  # two joined
+    assert decide(wrapped, config, 3) == 5
