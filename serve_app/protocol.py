@@ -76,6 +76,11 @@ class MaskResult:
     model: str = ""  # the name of the model that made the mask
 
 
+class OutOfDeviceMemory(RuntimeError):
+    """A step of one image alone (its clean edges) ran out of device memory: no smaller batch to retry it in. The
+    device is fine, and its cached blocks were given back."""
+
+
 class ModelNotReady(RuntimeError):
     """The model a request asked for is not loaded yet (or has no room to load): answered 503 with Retry-After."""
 

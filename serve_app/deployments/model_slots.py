@@ -26,7 +26,7 @@ import numpy as np
 from ray import serve
 
 from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DeviceClock, DevicePasses
-from serve_app.protocol import EncodedJpeg, ModelNotReady, ReducedImage
+from serve_app.protocol import EncodedJpeg, ModelNotReady, OutOfDeviceMemory, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings
 
 logger = logging.getLogger("ray.serve")
@@ -132,9 +132,14 @@ class ModelSlot:
         return [(mask, batch) for mask in masks]
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Clean edges, on the model thread after the passes queued there: the device does one thing at a time."""
-        return await asyncio.get_running_loop().run_in_executor(self.thread, self.model.estimate_foreground,
-                                                                image, mask)
+        """Clean edges, on the model thread after the passes queued there: the device does one thing at a time.
+        ModelNotReady (a 503 with Retry-After) when the device runs out of memory on it, as for a mask."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.thread, self.model.estimate_foreground,
+                                                                    image, mask)
+        except OutOfDeviceMemory as error:
+            raise ModelNotReady(f"the GPU ran out of memory on this image's clean edges ({error}); retry shortly, or "
+                                "without refine", OUT_OF_MEMORY_RETRY_AFTER_S) from None
 
     def configure(self, defaults: BatchSettings, probe: bool) -> None:
         """Apply the deployment's batch settings (unless the model has its own); with `probe` (before traffic

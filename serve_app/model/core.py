@@ -34,7 +34,7 @@ from serve_app.model.graph_rewrites import REWRITES
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
 from serve_app.model.timeline import PassTimeline, PassTiming
-from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, Pending, ReducedImage
+from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, OutOfDeviceMemory, Pending, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -308,6 +308,10 @@ class BackgroundRemovalModel:
         try:
             with torch.cuda.stream(self._decode_stream):
                 return decode_on_device(encoded, self.device)
+        except torch.cuda.OutOfMemoryError:
+            # The pixels from the ingress then join a pass, where a batch too big for the memory is split.
+            release_cached_memory(self.device)
+            raise DeviceDecodeFailed("the device ran out of memory decoding the JPEG; send the pixels") from None
         finally:
             DEVICE_SETUP_LOCK.release()
 
@@ -315,10 +319,15 @@ class BackgroundRemovalModel:
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Clean edges: the subject's own colours where `mask` (H, W) uint8 is semi-transparent, estimated on the
         device from `image` (H, W, 3) RGB or (H, W, 4) RGBX uint8 (serve_app/model/foreground.py), as (H, W, 3)
-        uint8; opaque pixels keep their colour."""
-        pixels = self._upload(image)[..., :3]
-        alpha = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
-        return refine_foreground_uint8(pixels, alpha).cpu().numpy()
+        uint8; opaque pixels keep their colour. OutOfDeviceMemory when the image is too large for the memory
+        left (about 250 bytes a pixel: 12 GB for 50 MP)."""
+        try:
+            pixels = self._upload(image)[..., :3]
+            alpha = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
+            return refine_foreground_uint8(pixels, alpha).cpu().numpy()
+        except torch.cuda.OutOfMemoryError as error:
+            release_cached_memory(self.device)
+            raise OutOfDeviceMemory(f"clean edges of a {mask.shape[1]}x{mask.shape[0]} image: {error}") from None
 
     def submit(self, images: Sequence[ModelImage]) -> Pending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.

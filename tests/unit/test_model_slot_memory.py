@@ -4,6 +4,7 @@ answered 503 alone, and the lower limit a split set climbs back after passes tha
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from serve_app.deployments import model_slots
 from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.model_slots import ModelSlot
 from serve_app.model.batch_memory import FailedImage
-from serve_app.protocol import ModelNotReady
+from serve_app.protocol import ModelNotReady, OutOfDeviceMemory
 from serve_app.settings import BatchSettings, ModelSettings
 
 
@@ -29,6 +30,9 @@ class FakeModel:
 
     forward_executor = None
     on_out_of_memory = None
+
+    def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise OutOfDeviceMemory("clean edges of a 8000x6000 image: CUDA out of memory")
 
     def submit(self, images: list) -> Masks | FailedImage:
         if len(images) == 1 and images[0] == 0:
@@ -69,6 +73,17 @@ def test_an_image_out_of_memory_alone_is_answered_503_and_its_neighbours_their_m
     assert isinstance(failed, ModelNotReady) and "ran out of memory on this image even alone" in str(failed)
     assert failed.retry_after_s == model_slots.OUT_OF_MEMORY_RETRY_AFTER_S
     assert good[0].shape == (2, 2)
+
+
+def test_clean_edges_out_of_memory_are_a_503_with_retry_after_not_a_500() -> None:
+    async def run() -> None:
+        one = slot()
+        one.thread = concurrent.futures.ThreadPoolExecutor(1)
+        await one.foreground(np.zeros((6000, 8000, 3), np.uint8), np.zeros((6000, 8000), np.uint8))
+
+    with pytest.raises(ModelNotReady, match="clean edges.*without refine") as raised:
+        asyncio.run(run())
+    assert raised.value.retry_after_s == model_slots.OUT_OF_MEMORY_RETRY_AFTER_S
 
 
 @pytest.mark.parametrize(("probed", "after_split", "back_to"), [(None, 4, None), (4, 2, 4)])
