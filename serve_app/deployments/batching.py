@@ -128,4 +128,9 @@ class DevicePasses:
 
     def _learn(self, size: int, seconds: float) -> None:
         known = self._pass_s.get(size)
-        self._pass_s[size] = seconds if known is None else known + PASS_TIME_WEIGHT * (seconds - known)
+        if known is None or seconds < known:
+            # Faster than expected: taken at once. A slow pass (the first of its size, one split for memory) must
+            # not keep the next batches gathering for a device that is long free; a slower trend moves it up.
+            self._pass_s[size] = seconds
+        else:
+            self._pass_s[size] = known + PASS_TIME_WEIGHT * (seconds - known)

@@ -171,6 +171,18 @@ def test_an_unseen_batch_size_is_expected_to_take_as_long_as_the_next_larger_one
     asyncio.run(scenario())
 
 
+def test_one_slow_pass_does_not_keep_later_batches_waiting_for_an_idle_device() -> None:
+    # The first pass of a size (or one split for memory) can take seconds where the rest take 50 ms: the batches
+    # after it must not gather for seconds while the device sits idle.
+    runner = passes(FakeDevice())
+    runner._learn(6, 2.0)
+    assert runner.pass_s(6) == 2.0
+    runner._learn(6, 0.05)
+    assert runner.pass_s(6) == 0.05
+    runner._learn(6, 0.07)  # a slower trend still moves it up, a fraction at a time
+    assert 0.05 < runner.pass_s(6) < 0.07
+
+
 def test_a_failed_pass_fails_its_callers_and_leaves_the_device_idle() -> None:
     async def scenario() -> None:
         device = FakeDevice(fail_on_size=3)
