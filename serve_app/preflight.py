@@ -61,7 +61,9 @@ def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
             load_api_keys(app.ingress, env)  # on a cluster the file may live on the nodes only: checked there
     except ValueError as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
-    problem = gpu_problem(config_path, config, app.default.device, env)
+    # Any model set to cuda needs the GPU, the default or not: the replica loads them all.
+    device = "cuda" if any(settings.device == "cuda" for settings in app.served_models) else app.default.device
+    problem = gpu_problem(config_path, config, device, env)
     if problem:
         return 2, problem
     for settings in app.served_models:

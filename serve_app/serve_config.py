@@ -60,8 +60,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def remover_actor_options(config: dict) -> dict:
-    """The model deployment's ray_actor_options in this config (none: Ray's defaults, no GPU)."""
-    return dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {})
+    """The model deployment's ray_actor_options in this config (none: Ray's defaults, no GPU), with the
+    application's runtime_env beneath its own as Serve gives both to the replicas (env_vars merged, the
+    deployment's winning): a task that stands for a replica (the prebuild's) then sees, for example, the same
+    SERVE_APP_COMPILE_CACHE."""
+    options = dict(deployment(config, "BackgroundRemover").get("ray_actor_options") or {})
+    inherited = config["applications"][0].get("runtime_env") or {}
+    if inherited:
+        own = options.get("runtime_env") or {}
+        merged = {**inherited, **own}
+        if "env_vars" in inherited or "env_vars" in own:
+            merged["env_vars"] = {**(inherited.get("env_vars") or {}), **(own.get("env_vars") or {})}
+        options["runtime_env"] = merged
+    return options
 
 
 def _model_name(entry: Mapping[str, Any]) -> str:

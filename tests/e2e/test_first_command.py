@@ -78,3 +78,16 @@ def test_a_key_file_with_no_key_fails_the_check_instead_of_serving_without_keys(
                                                    ingress={"api_keys_file": str(keys_file)})))
     done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
     assert done.returncode == 1 and f"{keys_file} holds no key" in done.stderr, (done.stdout, done.stderr)
+
+
+def test_a_second_model_on_cuda_needs_a_gpu_as_the_default_does(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    raw = derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)})
+    args = raw["applications"][0]["args"]
+    first = args.pop("model")
+    args["models"] = [{**first, "name": "cpu"}, {**first, "name": "gpu", "device": "cuda"}]
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
+    assert done.returncode == 2 and "sets device: cuda" in done.stderr, (done.stdout, done.stderr)

@@ -1,0 +1,31 @@
+"""The prebuild's tasks stand for model replicas: they get the replicas' resources and environment, so that they
+compile into the cache the replicas then read."""
+
+from __future__ import annotations
+
+from serve_app.prebuild import bucket_task_options
+from serve_app.serve_config import deployment, derive_config, remover_actor_options
+from tests.helpers import TINY_CONFIG
+
+PROD = TINY_CONFIG.with_name("prod.yaml")
+
+
+def test_the_applications_environment_reaches_the_tasks_under_the_deployments_own() -> None:
+    config = derive_config(PROD)
+    app = config["applications"][0]
+    app["runtime_env"]["env_vars"]["SERVE_APP_COMPILE_CACHE"] = "/mnt/cache"  # where the replicas look
+    app["runtime_env"]["env_vars"]["SHARED"] = "from the application"
+    remover = deployment(config, "BackgroundRemover")
+    remover["ray_actor_options"]["runtime_env"] = {"env_vars": {"SHARED": "from the deployment"}}
+
+    options = bucket_task_options(remover_actor_options(config), 2)
+    assert options["num_gpus"] == 0.5 and options["num_cpus"] == remover["ray_actor_options"]["num_cpus"]
+    env_vars = options["runtime_env"]["env_vars"]
+    assert env_vars["SERVE_APP_COMPILE_CACHE"] == "/mnt/cache"
+    assert env_vars["SHARED"] == "from the deployment"
+
+
+def test_without_an_application_environment_the_options_are_the_deployments() -> None:
+    config = derive_config(PROD)
+    config["applications"][0].pop("runtime_env")
+    assert remover_actor_options(config) == deployment(config, "BackgroundRemover")["ray_actor_options"]
