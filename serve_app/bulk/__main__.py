@@ -3,7 +3,7 @@
 client:  send every image under INPUT to a running service (--url), with bounded concurrency and retries.
 offline: run the same job with no service, as a Ray Data pipeline (a local Ray, or a cluster with --address).
 Both mirror INPUT's folders under OUTPUT, skip outputs that already exist, list failures in
-OUTPUT/_failures.jsonl and write OUTPUT/_summary.json.
+OUTPUT/_failures.jsonl and write OUTPUT/_summary.json, also when stopped by Ctrl-C (exit status 130).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 from serve_app.bulk.client import API_KEY_ENV, ClientSettings, ServiceUnusable, run_client
@@ -20,6 +21,8 @@ from serve_app.errors import ApiError
 from serve_app.options import parse_options
 from serve_app.serve_config import app_args, read_config
 from serve_app.settings import EXECUTIONS, ModelSettings, parse_app_args
+
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 
 def at_least(lowest: int):
@@ -122,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                                   cpu_actors=args.cpu_actors, limits=limits)
     except LayoutError as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print("interrupted: the outputs written so far are kept; run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
     print(json.dumps(summary, indent=2))
     return 0 if summary["failed"] == 0 else 1
 

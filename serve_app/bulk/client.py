@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import aiohttp
 from tqdm import tqdm
 
-from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.layout import Layout, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.ledger import Ledger
 from serve_app.options import OutputOptions
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -189,52 +190,69 @@ def _error(answer: Answer) -> tuple[str, str]:
 
 async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
     """Send every pending image under the layout's INPUT; the run's summary. ServiceUnusable, before the first image
-    or once the images in flight are settled, when no image can get through: those not done stay pending."""
+    or once the images in flight are settled, when no image can get through: those not done stay pending. Stopped
+    by Ctrl-C (the task cancelled), the ledger is written first, marked interrupted."""
     pending, skipped = layout.plan()
-    layout.claim_output(job_options(options, options.model))
-    # aiohttp rather than httpx: with 64 connections httpx's pool scans every connection for each request and reads
-    # a body in many small steps, so the event loop's one thread, not the service, limits a run near its speed
-    connector = aiohttp.TCPConnector(limit=settings.concurrency)
-    timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
-        readiness = Readiness(http, settings)
-        await readiness.wait()
-        removed = layout.remove_stale_temporaries()
-        ledger = Ledger(layout, "client", skipped=skipped)
-        ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
-        queue: asyncio.Queue[WorkItem] = asyncio.Queue()
-        for item in pending:
-            queue.put_nowait(item)
-        progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
-        if removed:
-            tqdm.write(f"removed {removed} temporary files left by an earlier run", file=sys.stderr)
-        if layout.ignored:
-            tqdm.write(f"passed over {layout.ignored} files under INPUT that are not images by their extension",
-                       file=sys.stderr)
-        unusable: list[ServiceUnusable] = []
+    with layout.exclusive():
+        layout.claim_output(job_options(options, options.model))
+        # aiohttp rather than httpx: with 64 connections httpx's pool scans every connection for each request and
+        # reads a body in many small steps, so the event loop's one thread, not the service, limits a run near its
+        # speed
+        connector = aiohttp.TCPConnector(limit=settings.concurrency)
+        timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
+            readiness = Readiness(http, settings)
+            await readiness.wait()
+            removed = layout.remove_stale_temporaries()
+            ledger = Ledger(layout, "client", skipped=skipped)
+            ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
+            if removed:
+                tqdm.write(f"removed {removed} temporary files left by an earlier run", file=sys.stderr)
+            if layout.ignored:
+                tqdm.write(f"passed over {layout.ignored} files under INPUT that are hidden or not images by their "
+                           "extension", file=sys.stderr)
+            try:
+                await _send_all(http, readiness, pending, ledger, options, settings)
+            except asyncio.CancelledError:
+                ledger.interrupted = True
+                raise
+            finally:
+                summary = ledger.write(pending=len(pending))
+    return summary
 
-        async def worker() -> None:
-            while not queue.empty() and not unusable:
-                item = queue.get_nowait()
-                try:
-                    encoded = await remove_one(http, item, options, settings, readiness)
-                    await asyncio.to_thread(write_atomically, item.target, encoded)
-                    ledger.succeeded(item)
-                except PermanentFailure as failure:
-                    ledger.failed(item, failure.code, failure.message)
-                except OSError as error:  # unreadable input or unwritable output: record it, keep going
-                    ledger.failed(item, "io_error", f"{type(error).__name__}: {error}")
-                except ServiceUnusable as error:  # the item stays pending; the other workers stop taking more
-                    unusable.append(error)
-                    return
-                progress.update(1)
-                progress.set_postfix(failed=len(ledger.failures), refresh=False)
-                if progress.n % Ledger.FLUSH_EVERY == 0:
-                    await asyncio.to_thread(ledger.write, pending=len(pending))
 
+async def _send_all(http: aiohttp.ClientSession, readiness: Readiness, pending: list[WorkItem], ledger: Ledger,
+                    options: OutputOptions, settings: ClientSettings) -> None:
+    """Send the pending images, `concurrency` at a time, recording each outcome in the ledger; ServiceUnusable
+    once the images in flight are settled, when no image can get through."""
+    queue: asyncio.Queue[WorkItem] = asyncio.Queue()
+    for item in pending:
+        queue.put_nowait(item)
+    progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
+    unusable: list[ServiceUnusable] = []
+
+    async def worker() -> None:
+        while not queue.empty() and not unusable:
+            item = queue.get_nowait()
+            try:
+                encoded = await remove_one(http, item, options, settings, readiness)
+                await asyncio.to_thread(write_atomically, item.target, encoded, durable=True)
+                ledger.succeeded(item)
+            except PermanentFailure as failure:
+                ledger.failed(item, failure.code, failure.message)
+            except OSError as error:  # unreadable input or unwritable output: record it, keep going
+                ledger.failed(item, "io_error", f"{type(error).__name__}: {error}")
+            except ServiceUnusable as error:  # the item stays pending; the other workers stop taking more
+                unusable.append(error)
+                return
+            progress.update(1)
+            progress.set_postfix(failed=len(ledger.failures), refresh=False)
+            if progress.n % Ledger.FLUSH_EVERY == 0:
+                await asyncio.to_thread(ledger.write, pending=len(pending))
+
+    try:
         await asyncio.gather(*(worker() for _ in range(settings.concurrency)))
-    progress.close()
-    summary = ledger.write(pending=len(pending))
+    finally:
+        progress.close()
     if unusable:
         raise unusable[0]
-    return summary

@@ -1,25 +1,30 @@
-"""What both bulk modes share: which inputs exist, where each output goes, atomic writes, and the job ledger.
+"""What both bulk modes share: which inputs exist, where each output goes, atomic writes and locking.
 
 INPUT and OUTPUT are any path fsspec understands (a local folder, s3://..., gs://...). OUTPUT mirrors INPUT's
-relative paths with the output format's extension; where two inputs would share an output (a.jpg and a.png), each
-keeps its whole name instead (a.jpg.png, a.png.png), so that no output overwrites another. An output that exists
-is complete: on a file system every output is written under a temporary name first and renamed, and on an object
-store (which has no atomic rename) in one PUT, which makes the object visible whole or not at all. A rerun
-therefore skips existing outputs, and temporary files left by a killed run are removed when the next run starts
-(one run per OUTPUT at a time). OUTPUT may lie inside INPUT (its files are not inputs) but may not be INPUT.
+relative paths with the output format's extension; where an output would be another's, or a folder of another's, also
+where names ignore case (a.jpg and a.png; A.jpg and a.jpg; a.jpg and a.png/b.jpg), it keeps its whole name instead
+(a.jpg.png, a.png.png), so that no output overwrites another. An output that exists is complete: on a file system
+every output is written under a temporary name first and renamed, and on an object store (which has no atomic
+rename) in one PUT, which makes the object visible whole or not at all. A rerun therefore skips existing outputs,
+and temporary files left by a killed run are removed when the next run starts. One run per OUTPUT at a time: a
+local OUTPUT is locked for the run. OUTPUT may lie inside INPUT (its files are not inputs) but may not be INPUT.
+Hidden files and folders (names starting with '.') and Synology's @eaDir folders are not inputs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
-import time
+import unicodedata
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import ClassVar
 
 import fsspec
 from fsspec.core import split_protocol, strip_protocol, url_to_fs
@@ -29,6 +34,8 @@ from serve_app.options import OutputOptions
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
                             ".avif"})
+# Folders that hold a NAS's thumbnails of the photos beside them, not photos: never searched.
+SKIPPED_FOLDERS = frozenset({"@eaDir"})
 # A temporary file's name: short whatever the output's (a long name still fits the file system's limit) and never
 # an output's, which always ends in the format's extension.
 _TEMPORARY = re.compile(r"\.partial-[0-9a-f]{32}")
@@ -37,18 +44,44 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
 JOB_NAME = "_job.json"
+LOCK_NAME = ".lock"  # locked by the run writing to a local OUTPUT
 
 
 def job_options(options: OutputOptions, model: str | None) -> dict:
     """What makes one run's outputs differ from another's: the output options, and the model (a served model's name
     or a model id; None: the service's default, unknown here)."""
-    job = {"format": options.format, "only_mask": options.only_mask, "bg_color": options.bg_color}
-    return job if model is None else {**job, "model": model}
+    return {"format": options.format, "only_mask": options.only_mask, "bg_color": options.bg_color, "model": model}
 
 
 def is_temporary(name: str) -> bool:
     """Whether a file name under OUTPUT is an output still being written (or left by a killed run)."""
     return _TEMPORARY.fullmatch(name) is not None
+
+
+def _hidden(name: str) -> bool:
+    """Whether a file or folder under INPUT is hidden, so never a photo of its own: macOS's ._ companions (which end
+    in the photo's extension) and .DS_Store, the caches of editors and viewers."""
+    return name.startswith(".")
+
+
+def _skipped_folder(name: str) -> bool:
+    return _hidden(name) or name in SKIPPED_FOLDERS
+
+
+def _folded(path: str) -> str:
+    """The path as a file system that ignores case (and Unicode normalisation, as macOS's does) sees it."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def _folders(paths: Iterable[str]) -> set[str]:
+    """Every folder the paths lie in, and the folders above those."""
+    folders: set[str] = set()
+    for path in paths:
+        slash = path.rfind("/")
+        while slash > 0 and path[:slash] not in folders:
+            folders.add(path[:slash])
+            slash = path.rfind("/", 0, slash)
+    return folders
 
 
 class LayoutError(ValueError):
@@ -71,43 +104,53 @@ class Layout:
         self.input_root = self.input_root.rstrip("/")
         self.output_root = self.output_root.rstrip("/")
         self.suffix = "." + output_format
-        self.ignored = 0  # files under INPUT that inputs() passed over: not images by their extension
+        self.ignored = 0  # files under INPUT that inputs() passed over: hidden, or not images by their extension
 
     def inputs(self) -> list[str]:
         """Relative paths of every image under INPUT, recursively (through linked folders too), sorted; `ignored`
-        counts the other files. OUTPUT's own files are not inputs when it lies inside INPUT."""
+        counts the other files. Neither OUTPUT's files, when it lies inside INPUT, nor those in hidden or skipped
+        folders are looked at."""
         if not self.input_fs.isdir(self.input_root):
             raise LayoutError(f"INPUT {self.input_fs.unstrip_protocol(self.input_root)} is not a folder")
-        nested = self._output_within_input()
+        roots = self._roots_compared()
+        if roots is not None and roots[0] == roots[1]:
+            raise LayoutError("OUTPUT must not be INPUT: the outputs would mix with the photos; name another folder")
         relative = [path[len(self.input_root) :].lstrip("/") for path in self._input_files()]
-        if nested is not None:
-            relative = [rel for rel in relative if not rel.startswith(nested + "/")]
-        images = sorted(rel for rel in relative if PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(rel for rel in relative if not _hidden(PurePosixPath(rel).name)
+                        and PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES)
         self.ignored = len(relative) - len(images)
         return images
 
-    def _output_within_input(self) -> str | None:
-        """OUTPUT's path under INPUT when it lies inside it, else None; LayoutError when it is INPUT."""
+    def _roots_compared(self) -> tuple[str, str] | None:
+        """INPUT's and OUTPUT's roots as comparable paths (local ones resolved: photos/x/../out, or a link, name the
+        folder they lead to), or None when they lie on different file systems."""
         if type(self.input_fs) is not type(self.output_fs):
             return None
-        if self.output_root == self.input_root:
-            raise LayoutError("OUTPUT must not be INPUT: the outputs would mix with the photos; name another folder")
-        if self.output_root.startswith(self.input_root + "/"):
-            return self.output_root[len(self.input_root) + 1 :]
-        return None
+        if isinstance(self.input_fs, LocalFileSystem):
+            return os.path.realpath(self.input_root), os.path.realpath(self.output_root)
+        return self.input_root, self.output_root
 
     def _input_files(self) -> list[str]:
-        if not isinstance(self.input_fs, LocalFileSystem):
-            return self.input_fs.find(self.input_root)
+        if isinstance(self.input_fs, LocalFileSystem):
+            return self._local_input_files()
+        roots = self._roots_compared()
+        output = roots[1] + "/" if roots is not None else None
+        return [path for path in self.input_fs.find(self.input_root)
+                if not (output is not None and path.startswith(output)) and not any(
+                    _skipped_folder(name) for name in path[len(self.input_root) :].split("/")[1:-1])]
+
+    def _local_input_files(self) -> list[str]:
         # fsspec's find lists a linked folder as one entry and does not go into it; os.walk follows links, and a
-        # link back to a folder already walked is skipped.
+        # link back to a folder already walked is skipped, as is OUTPUT, by whatever name the walk reaches it.
+        output = os.path.realpath(self.output_root) if isinstance(self.output_fs, LocalFileSystem) else None
         found, walked = [], set()
         for folder, subfolders, files in os.walk(self.input_root, followlinks=True):
             real = os.path.realpath(folder)
-            if real in walked:
+            if real in walked or real == output:
                 subfolders.clear()
                 continue
             walked.add(real)
+            subfolders[:] = [name for name in subfolders if not _skipped_folder(name)]
             found += [f"{folder}/{name}".replace(os.sep, "/") for name in files]
         return found
 
@@ -120,18 +163,40 @@ class Layout:
         return str(PurePosixPath(relative).with_suffix(self.suffix))
 
     def outputs_for(self, inputs: list[str]) -> dict[str, str]:
-        """Each input's output path under OUTPUT: the input's with the format's extension, or where inputs would
-        share that (a.jpg and a.png; A.jpg and a.jpg, one file where names ignore case), the whole input name
-        with the extension added (a.jpg.png)."""
-        plain = {relative: self.output_relative(relative) for relative in inputs}
-        sharing = Counter(out.lower() for out in plain.values())
-        chosen = {relative: out if sharing[out.lower()] == 1 else relative + self.suffix
-                  for relative, out in plain.items()}
-        still = Counter(chosen.values())  # inputs whose whole names differ in case alone differ on this system
-        clashing = sorted(relative for relative, out in chosen.items() if still[out] > 1)
-        if clashing:
-            raise LayoutError(f"inputs {', '.join(clashing[:6])} would be written to the same output; rename one")
-        return chosen
+        """Each input's output path under OUTPUT: the input's with the format's extension; where that would be
+        another input's output or one of its folders, also where names ignore case (a.jpg and a.png; A.jpg and
+        a.jpg; a.jpg and a.png/b.jpg), the whole input name with the extension added (a.jpg.png); where that still
+        would (IMG_1.JPG and img_1.jpg), the whole name and a digest of the input's path (IMG_1.JPG.6e7326ed.png)."""
+        names = (self.output_relative, lambda relative: relative + self.suffix, self._digested)
+        level = dict.fromkeys(inputs, 0)
+        chosen = {relative: self.output_relative(relative) for relative in inputs}
+        folded = {relative: _folded(out) for relative, out in chosen.items()}
+        owners: defaultdict[str, list[str]] = defaultdict(list)
+        for relative, out in folded.items():
+            owners[out].append(relative)
+        # Outputs lie in the folders their inputs do, whatever their names: these never change.
+        folders = _folders(folded.values())
+        suspects: Iterable[str] = inputs
+        while True:
+            clashing = sorted({other for relative in suspects if len(owners[folded[relative]]) > 1
+                               for other in owners[folded[relative]]}
+                              | {relative for relative in suspects if folded[relative] in folders})
+            if not clashing:
+                return chosen
+            movable = [relative for relative in clashing if level[relative] < len(names) - 1]
+            if not movable:
+                raise LayoutError(f"inputs {', '.join(clashing[:6])} would be written to the same output; rename one")
+            for relative in movable:
+                owners[folded[relative]].remove(relative)
+                level[relative] += 1
+                chosen[relative] = names[level[relative]](relative)
+                folded[relative] = _folded(chosen[relative])
+                owners[folded[relative]].append(relative)
+            suspects = clashing
+
+    def _digested(self, relative: str) -> str:
+        digest = hashlib.blake2s(relative.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+        return f"{relative}.{digest}{self.suffix}"
 
     def plan(self) -> tuple[list[WorkItem], int]:
         """Work still to do, and how many inputs are skipped because their output exists."""
@@ -145,6 +210,23 @@ class Layout:
                                         self.output_fs.unstrip_protocol(f"{self.output_root}/{out}")))
         return pending, skipped
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold a local OUTPUT for the run (a lock on OUTPUT/.lock, let go when the process ends however it ends);
+        LayoutError while another run holds it, whose temporary files this run would delete and whose summary it
+        would overwrite. Object stores have no such lock: one run per OUTPUT at a time is the rule there."""
+        if not isinstance(self.output_fs, LocalFileSystem):
+            yield
+            return
+        os.makedirs(self.output_root, exist_ok=True)
+        with open(f"{self.output_root}/{LOCK_NAME}", "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LayoutError(f"another run is writing to OUTPUT {self.output_root}: wait for it to end, or use "
+                                  "another OUTPUT") from None
+            yield
+
     def claim_output(self, job: dict) -> None:
         """Record in OUTPUT/_job.json what its outputs are made with (`job`: every option that changes an output),
         or LayoutError if OUTPUT already holds outputs made otherwise: a rerun skips every existing output as done,
@@ -153,11 +235,11 @@ class Layout:
         path = f"{self.output_root}/{JOB_NAME}"
         if self.output_fs.exists(path):
             earlier = json.loads(self.output_fs.cat_file(path))
-            # a key only one run names (the client's model left to the service's default) is not compared
-            changed = sorted(key for key in set(earlier) & set(job) if earlier[key] != job[key])
+            # a model left out (the client's, left to the service's default) is one setting like any other
+            changed = sorted(key for key in set(earlier) | set(job) if earlier.get(key) != job.get(key))
             if changed:
-                was = ", ".join(f"{key}={earlier.get(key)!r}" for key in changed)
-                now = ", ".join(f"{key}={job.get(key)!r}" for key in changed)
+                was = ", ".join(_setting(key, earlier.get(key)) for key in changed)
+                now = ", ".join(_setting(key, job.get(key)) for key in changed)
                 raise LayoutError(f"OUTPUT holds outputs made with {was}, and this run asks for {now}: use another "
                                   "OUTPUT, or the same options to resume")
             return
@@ -167,10 +249,19 @@ class Layout:
         """Delete temporary files a killed run left behind; returns how many."""
         if not self.output_fs.exists(self.output_root):
             return 0
-        stale = [p for p in self.output_fs.find(self.output_root) if is_temporary(PurePosixPath(p).name)]
-        for path in stale:
-            self.output_fs.rm_file(path)
-        return len(stale)
+        removed = 0
+        for path in self.output_fs.find(self.output_root):
+            if is_temporary(PurePosixPath(path).name):
+                try:
+                    self.output_fs.rm_file(path)
+                    removed += 1
+                except FileNotFoundError:  # renamed or removed since it was listed
+                    continue
+        return removed
+
+
+def _setting(key: str, value: object) -> str:
+    return "the service's default model" if key == "model" and value is None else f"{key}={value!r}"
 
 
 def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
@@ -185,9 +276,11 @@ def file_url(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.filesystem(protocol or "file"), strip_protocol(url)
 
 
-def write_atomically(target: str, data: bytes) -> None:
+def write_atomically(target: str, data: bytes, *, durable: bool = False) -> None:
     """Write so that a crash never leaves half a file: on an object store in one PUT, elsewhere under a temporary
-    name in the same folder, then renamed."""
+    name in the same folder, then renamed. A local rename never lands inside a folder of the target's name (an
+    OSError instead). `durable`: a local file reaches the disk before its rename, so that a power loss leaves it
+    whole or absent, never empty under its name."""
     fs, path = file_url(target)
     if is_object_store(fs):
         fs.pipe_file(path, data)
@@ -196,62 +289,27 @@ def write_atomically(target: str, data: bytes) -> None:
     fs.makedirs(parent, exist_ok=True)
     temporary = f"{parent}/.partial-{uuid.uuid4().hex}"
     try:
-        fs.pipe_file(temporary, data)
-        fs.mv(temporary, path)
+        if isinstance(fs, LocalFileSystem):
+            _write_local(temporary, path, data, durable=durable)
+        else:
+            fs.pipe_file(temporary, data)
+            fs.mv(temporary, path)
     except BaseException:
         if fs.exists(temporary):
             fs.rm_file(temporary)
         raise
 
 
+def _write_local(temporary: str, path: str, data: bytes, *, durable: bool) -> None:
+    with open(temporary, "wb") as file:
+        file.write(data)
+        if durable:
+            file.flush()
+            # The folder is not synced: a rename lost to a power loss leaves no output, which the next run makes.
+            os.fsync(file.fileno())
+    os.replace(temporary, path)  # unlike a move, fails where `path` is a folder
+
+
 def read_bytes(source: str) -> bytes:
     fs, path = file_url(source)
     return fs.cat_file(path)
-
-
-@dataclass
-class Ledger:
-    """Counts, failures and rate of one run; written to OUTPUT/_failures.jsonl and OUTPUT/_summary.json."""
-
-    FLUSH_EVERY: ClassVar[int] = 200  # images; a killed run's files lose at most this many (a rerun redoes them)
-
-    layout: Layout
-    mode: str
-    skipped: int = 0
-    done: int = 0
-    failures: dict[str, dict] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    batch_size_histogram: dict[int, int] | None = None  # offline mode: forward passes per batch size
-    images_by_model_node: dict[str, int] | None = None  # offline mode: images each Ray node's model actor segmented
-
-    def succeeded(self, item: WorkItem) -> None:
-        self.done += 1
-
-    def failed(self, item: WorkItem, code: str, message: str) -> None:
-        self.failures[item.relative] = {"input": item.relative, "code": code, "reason": message}
-
-    def write(self, *, pending: int) -> dict:
-        """Rewrite both files from this run's state (atomically), and return the summary."""
-        elapsed = time.monotonic() - self.started
-        summary = {
-            "mode": self.mode,
-            "inputs": self.skipped + pending,
-            "ignored_not_images": self.layout.ignored,
-            "processed_this_run": self.done,
-            "skipped_already_done": self.skipped,
-            "failed": len(self.failures),
-            "elapsed_s": round(elapsed, 2),
-            "images_per_s": round(self.done / elapsed, 3) if elapsed > 0 else None,
-        }
-        if self.batch_size_histogram is not None:
-            summary["batch_size_histogram"] = {str(size): count for size, count in self.batch_size_histogram.items()}
-        if self.images_by_model_node is not None:
-            summary["images_by_model_node"] = dict(self.images_by_model_node)
-        root = self.layout.output_root
-        failures = "".join(json.dumps(entry) + "\n" for entry in self.failures.values())
-        write_atomically(self._url(f"{root}/{FAILURES_NAME}"), failures.encode())
-        write_atomically(self._url(f"{root}/{SUMMARY_NAME}"), (json.dumps(summary, indent=2) + "\n").encode())
-        return summary
-
-    def _url(self, path: str) -> str:
-        return self.layout.output_fs.unstrip_protocol(path)

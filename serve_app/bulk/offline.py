@@ -16,7 +16,8 @@ import numpy as np
 import ray
 
 from serve_app import imaging
-from serve_app.bulk.layout import Layout, Ledger, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.layout import Layout, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.ledger import Ledger
 from serve_app.errors import ApiError
 from serve_app.options import OutputOptions
 from serve_app.protocol import ReducedImage
@@ -133,7 +134,7 @@ def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, ma
             return outcome | {"code": "io_error", "reason": "the input changed while it was being processed"}
         encoded = imaging.render(decoded, row["mask"], cast(imaging.OutputFormat, options.format),
                                  only_mask=options.only_mask, bg_color=options.bg_color, webp_quality=webp_quality)
-        write_atomically(row["target"], encoded)
+        write_atomically(row["target"], encoded, durable=True)
     except ApiError as error:  # the file changed since, into something that no longer decodes
         outcome |= {"code": error.code, "reason": error.message}
     except OSError as error:
@@ -167,40 +168,58 @@ def _pipeline(pending: list[WorkItem], options: OutputOptions, model: ModelSetti
 
 def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *, address: str | None = None,
                 batch_size: int = 8, cpu_actors: int = 1, limits: IngressSettings | None = None) -> dict:
-    limits = limits or IngressSettings()
+    """Process every pending image under the layout's INPUT; the run's summary. Stopped by Ctrl-C
+    (KeyboardInterrupt), the ledger is written first, marked interrupted."""
     pending, skipped = layout.plan()
-    layout.claim_output(job_options(options, model.model_id))
-    removed = layout.remove_stale_temporaries()
-    ledger = Ledger(layout, "offline", skipped=skipped)
-    ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
-    if removed:
-        logger.warning("removed %d temporary files left by an earlier run", removed)
-    if layout.ignored:
-        logger.warning("passed over %d files under INPUT that are not images by their extension", layout.ignored)
-    if pending:
-        # Every batch but the last is full: one bucket of `batch_size` serves them all, and the model actor starts
-        # sooner without compiling or loading the others.
-        model = model.model_copy(update={"graph_batch_sizes": (batch_size,)})
-        connect(address)
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        actors = gpus or cpu_actors
-        # The model actors load (imports, weights, the compiled bucket) before any photo is decoded: decoding
-        # alongside takes every CPU while they import and load, and delays the first output (docs/benchmarks).
-        # Only when they all fit now: on a cluster where some GPUs are taken (a service), the run starts with the
-        # actors that can be placed, as Ray Data does by default.
-        free = ray.available_resources().get("GPU" if gpus else "CPU", 0)
-        wait_s = MODEL_ACTOR_START_TIMEOUT_S if free >= actors * (1 if gpus else ACTOR_CPUS) else -1
-        if wait_s > 0:
-            logger.info("loading the model in %d actor(s) before decoding starts", actors)
-        context = ray.data.DataContext.get_current()
-        previous_wait_s, context.wait_for_min_actors_s = context.wait_for_min_actors_s, wait_s
+    with layout.exclusive():
+        layout.claim_output(job_options(options, model.model_id))
+        removed = layout.remove_stale_temporaries()
+        ledger = Ledger(layout, "offline", skipped=skipped)
+        ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
+        if removed:
+            logger.warning("removed %d temporary files left by an earlier run", removed)
+        if layout.ignored:
+            logger.warning("passed over %d files under INPUT that are hidden or not images by their extension",
+                           layout.ignored)
         try:
-            outcomes = _pipeline(pending, options, model, limits, batch_size=batch_size, gpus=gpus, actors=actors)
+            if pending:
+                _process(pending, ledger, options, model, limits or IngressSettings(), address=address,
+                         batch_size=batch_size, cpu_actors=cpu_actors)
+        except KeyboardInterrupt:
+            ledger.interrupted = True
+            raise
         finally:
-            context.wait_for_min_actors_s = previous_wait_s  # the dataset keeps its own copy
-        by_relative = {item.relative: item for item in pending}
-        passes: Counter[int] = Counter()
-        nodes: Counter[str] = Counter()
+            summary = ledger.write(pending=len(pending))
+    return summary
+
+
+def _process(pending: list[WorkItem], ledger: Ledger, options: OutputOptions, model: ModelSettings,
+             limits: IngressSettings, *, address: str | None, batch_size: int, cpu_actors: int) -> None:
+    """Run the pipeline over the pending images, recording each outcome in the ledger as it comes."""
+    # Every batch but the last is full: one bucket of `batch_size` serves them all, and the model actor starts
+    # sooner without compiling or loading the others.
+    model = model.model_copy(update={"graph_batch_sizes": (batch_size,)})
+    connect(address)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = gpus or cpu_actors
+    # The model actors load (imports, weights, the compiled bucket) before any photo is decoded: decoding
+    # alongside takes every CPU while they import and load, and delays the first output (docs/benchmarks).
+    # Only when they all fit now: on a cluster where some GPUs are taken (a service), the run starts with the
+    # actors that can be placed, as Ray Data does by default.
+    free = ray.available_resources().get("GPU" if gpus else "CPU", 0)
+    wait_s = MODEL_ACTOR_START_TIMEOUT_S if free >= actors * (1 if gpus else ACTOR_CPUS) else -1
+    if wait_s > 0:
+        logger.info("loading the model in %d actor(s) before decoding starts", actors)
+    context = ray.data.DataContext.get_current()
+    previous_wait_s, context.wait_for_min_actors_s = context.wait_for_min_actors_s, wait_s
+    try:
+        outcomes = _pipeline(pending, options, model, limits, batch_size=batch_size, gpus=gpus, actors=actors)
+    finally:
+        context.wait_for_min_actors_s = previous_wait_s  # the dataset keeps its own copy
+    by_relative = {item.relative: item for item in pending}
+    passes: Counter[int] = Counter()
+    nodes: Counter[str] = Counter()
+    try:
         for outcome in outcomes.iter_rows():
             item: WorkItem = by_relative[outcome["relative"]]
             passes[int(outcome["batch_images"])] += 1
@@ -211,6 +230,6 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
                 nodes[outcome["model_node"]] += 1
             if (ledger.done + len(ledger.failures)) % Ledger.FLUSH_EVERY == 0:
                 ledger.write(pending=len(pending))
+    finally:  # an interrupted run's summary counts the passes and nodes of the images it settled
         ledger.batch_size_histogram = {size: count for size, count in sorted(passes.items()) if size}
         ledger.images_by_model_node = dict(nodes)
-    return ledger.write(pending=len(pending))

@@ -43,9 +43,10 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def outputs(folder: Path) -> list[Path]:
-    """The finished outputs: not the summaries (`_*`), and not a temporary file a SIGKILL left mid-write."""
+    """The finished outputs: not the summaries (`_*`), the run's lock (`.lock`), nor a temporary file a SIGKILL left
+    mid-write."""
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith("_") and not is_temporary(p.name))
+                  if p.is_file() and not p.name.startswith(("_", ".")) and not is_temporary(p.name))
 
 
 def settled_output_count(out: Path, quiet_s: float = 3.0, limit_s: float = 30.0) -> int:

@@ -55,17 +55,52 @@ def targets(layout: Layout) -> dict[str, str]:
     return {item.relative: item.target.rpartition("/out/")[2] for item in pending}
 
 
+def make_inputs(root: Path, names: list[str]) -> Layout:
+    for name in names:
+        (root / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "in" / name).write_bytes(b"x")
+    return Layout(str(root / "in"), str(root / "out"), "png")
+
+
 def test_inputs_that_would_share_an_output_each_keep_their_whole_name(tmp_path: Path) -> None:
-    for name in ["a.jpg", "a.png", "b.JPG", "B.jpg", "c.jpg", "sub/a.webp"]:
-        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "in" / name).write_bytes(b"x")
-    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
-    # b.JPG and B.jpg: b.png and B.png would be one file where names ignore case (macOS, Windows)
-    assert targets(layout) == {"a.jpg": "a.jpg.png", "a.png": "a.png.png", "B.jpg": "B.jpg.png",
-                               "b.JPG": "b.JPG.png", "c.jpg": "c.png", "sub/a.webp": "sub/a.png"}
-    (tmp_path / "in" / "a.jpg.webp").write_bytes(b"x")  # its own output would be a.jpg's: nothing is overwritten
-    with pytest.raises(LayoutError, match="inputs a.jpg, a.jpg.webp would be written to the same output"):
-        layout.plan()
+    layout = make_inputs(tmp_path, ["a.jpg", "a.png", "b.JPG", "B.jpg", "c.jpg", "sub/a.webp"])
+    chosen = targets(layout)
+    assert {name: chosen[name] for name in ["a.jpg", "a.png", "c.jpg", "sub/a.webp"]} == {
+        "a.jpg": "a.jpg.png", "a.png": "a.png.png", "c.jpg": "c.png", "sub/a.webp": "sub/a.png"}
+    # b.JPG and B.jpg: b.png and B.png, b.JPG.png and B.jpg.png would be one file where names ignore case
+    assert chosen["b.JPG"].startswith("b.JPG.") and chosen["B.jpg"].startswith("B.jpg.")
+    assert chosen["b.JPG"].lower() != chosen["B.jpg"].lower()
+
+
+@pytest.mark.parametrize("names", [
+    ["IMG_1.JPG", "img_1.jpg"],  # their whole names too differ in case alone
+    ["Trip/x.jpg", "trip/x.jpg"],
+    ["a.jpg", "a.png", "a.jpg.webp"],  # a.jpg's whole name is a.jpg.webp's own output
+    ["A.jpg", "a.png/b.jpg"],  # A.png would be the folder a.png where names ignore case
+], ids=["case", "folder-case", "whole-name", "file-and-folder"])
+def test_no_two_outputs_are_one_file_where_names_ignore_case(tmp_path: Path, names: list[str]) -> None:
+    chosen = targets(make_inputs(tmp_path, names))
+    folded = [out.lower() for out in chosen.values()]
+    folders = {str(parent) for out in folded for parent in Path(out).parents}
+    assert sorted(chosen) == sorted(names)
+    assert len(set(folded)) == len(names) and not folders & set(folded)
+
+
+def test_an_output_named_like_another_outputs_folder_is_written_and_kept(tmp_path: Path) -> None:
+    # a.jpg's a.png would be the folder that holds a.png/b.jpg's output
+    layout = make_inputs(tmp_path, ["a.jpg", "a.png/b.jpg"])
+    pending, _ = layout.plan()
+    for item in sorted(pending, key=lambda item: item.relative, reverse=True):  # the folder first
+        write_atomically(item.target, b"cut-out")
+    assert all(Path(item.target.removeprefix("file://")).read_bytes() == b"cut-out" for item in pending)
+    assert layout.plan() == ([], 2)
+
+
+def test_a_file_is_never_renamed_into_a_folder_of_its_name(tmp_path: Path) -> None:
+    (tmp_path / "a.png").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomically(str(tmp_path / "a.png"), b"cut-out")
+    assert list((tmp_path / "a.png").iterdir()) == [] and list(tmp_path.iterdir()) == [tmp_path / "a.png"]
 
 
 def test_output_may_lie_inside_input_but_not_be_it(tmp_path: Path) -> None:
@@ -78,6 +113,25 @@ def test_output_may_lie_inside_input_but_not_be_it(tmp_path: Path) -> None:
         Layout(str(tmp_path / "in"), str(tmp_path / "in") + "/", "png").plan()
 
 
+@pytest.mark.parametrize("output", ["in/sub/../cutouts", "link/cutouts", "in/linked-cutouts"])
+def test_output_inside_input_by_another_name_is_not_read_as_input(tmp_path: Path, output: str) -> None:
+    make_tree(tmp_path)
+    (tmp_path / "in" / "cutouts").mkdir()
+    os.symlink(tmp_path / "in", tmp_path / "link")
+    os.symlink(tmp_path / "in" / "cutouts", tmp_path / "in" / "linked-cutouts")
+    write_atomically(str(tmp_path / output / "a.png"), b"done")  # an earlier run's output
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / output), "png")
+    assert layout.inputs() == ["a.jpg", "sub/b.PNG", "sub/deeper/c.webp"] and layout.ignored == 2  # not a.png
+
+
+@pytest.mark.parametrize("output", ["in/sub/..", "link"])
+def test_output_may_not_be_input_by_another_name(tmp_path: Path, output: str) -> None:
+    make_tree(tmp_path)
+    os.symlink(tmp_path / "in", tmp_path / "link")
+    with pytest.raises(LayoutError, match="OUTPUT must not be INPUT"):
+        Layout(str(tmp_path / "in"), str(tmp_path / output), "png").plan()
+
+
 def test_a_missing_input_is_an_error_and_files_that_are_not_images_are_counted(tmp_path: Path) -> None:
     with pytest.raises(LayoutError, match="is not a folder"):
         Layout(str(tmp_path / "nope"), str(tmp_path / "out"), "png").plan()
@@ -85,6 +139,17 @@ def test_a_missing_input_is_an_error_and_files_that_are_not_images_are_counted(t
     (tmp_path / "in" / "scan.jfif").write_bytes(b"x")
     layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
     assert len(layout.inputs()) == 3 and layout.ignored == 3  # notes.txt, .DS_Store, scan.jfif
+
+
+def test_hidden_files_and_thumbnail_folders_are_not_inputs(tmp_path: Path) -> None:
+    # macOS's ._ companions end in .jpg but are no images: as inputs they would fail on every run
+    make_tree(tmp_path)
+    for relative in ["._a.jpg", "sub/._b.PNG", ".thumbs/t.jpg", "@eaDir/a.jpg/SYNOPHOTO_THUMB_M.jpg"]:
+        (tmp_path / "in" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / relative).write_bytes(b"x")
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    assert layout.inputs() == ["a.jpg", "sub/b.PNG", "sub/deeper/c.webp"]
+    assert layout.ignored == 4  # notes.txt, .DS_Store and the two ._ files; hidden folders are not searched
 
 
 def test_linked_folders_are_searched_once(tmp_path: Path) -> None:
@@ -97,7 +162,7 @@ def test_linked_folders_are_searched_once(tmp_path: Path) -> None:
     assert layout.inputs() == ["a.jpg", "linked/d.jpg", "sub/b.PNG", "sub/deeper/c.webp"]
 
 
-@pytest.mark.parametrize("name", ["y::z.jpg", "n" * 240 + ".jpg", ".tmp-photo.jpg", ".partial-photo.jpg"])
+@pytest.mark.parametrize("name", ["y::z.jpg", "n" * 240 + ".jpg", "x.partial-photo.jpg"])
 def test_unusual_names_are_read_and_written_as_they_are(tmp_path: Path, name: str) -> None:
     # '::' is no chain of file systems, a long name still fits with its temporary name, and names that look like
     # temporary ones are outputs like any other, which the next run keeps
@@ -126,8 +191,57 @@ def test_a_run_with_other_options_is_refused_an_output_folder_made_otherwise(tmp
     cutouts = parse_options(format="png")
     layout.claim_output(job_options(cutouts, "acme/model"))
     layout.claim_output(job_options(cutouts, "acme/model"))  # resuming: the same job
-    layout.claim_output(job_options(cutouts, None))  # the client leaving the model to the service
     with pytest.raises(LayoutError, match=r"made with only_mask=False, and this run asks for only_mask=True"):
-        layout.claim_output(job_options(parse_options(format="png", only_mask=True), None))
+        layout.claim_output(job_options(parse_options(format="png", only_mask=True), "acme/model"))
     with pytest.raises(LayoutError, match="model='acme/model'.*model='other/model'"):
         layout.claim_output(job_options(cutouts, "other/model"))
+    with pytest.raises(LayoutError, match="model='acme/model', and this run asks for the service's default model"):
+        layout.claim_output(job_options(cutouts, None))  # the client leaving the model to the service
+
+
+def test_a_run_naming_a_model_is_refused_an_output_folder_made_with_the_services_default(tmp_path: Path) -> None:
+    from serve_app.bulk.layout import job_options
+    from serve_app.options import parse_options
+
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    cutouts = parse_options(format="png")
+    layout.claim_output(job_options(cutouts, None))
+    layout.claim_output(job_options(cutouts, None))
+    with pytest.raises(LayoutError, match="made with the service's default model, and this run asks for model='x'"):
+        layout.claim_output(job_options(cutouts, "x"))
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> None:
+    from serve_app.bulk.__main__ import main
+
+    make_tree(tmp_path)
+    running = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    temporary = tmp_path / "out" / f".partial-{'ab' * 16}"  # the running one's output being written
+    with running.exclusive():
+        temporary.write_bytes(b"half")
+        with pytest.raises(SystemExit, match="error: another run is writing to OUTPUT .*out: wait for it to end"):
+            main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", "http://127.0.0.1:1"])
+        assert temporary.exists()
+    with running.exclusive():  # free again once the first run ends
+        pass
+
+
+def test_a_temporary_removed_by_someone_else_first_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(str(tmp_path / "in"), str(tmp_path), "png")
+    listed = [f"{tmp_path}/.partial-{'ab' * 16}"]  # listed, then gone before it is removed
+    monkeypatch.setattr(layout.output_fs, "find", lambda root: listed)
+    assert layout.remove_stale_temporaries() == 0
+
+
+def test_a_durable_write_reaches_the_disk_before_it_is_renamed(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # else a power loss can leave the output's name on an empty file, which the next run skips as done
+    events: list[str] = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(os.readlink(f"/proc/self/fd/{fd}")), fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda source, target: (events.append(f"rename {source}"),
+                                                               replace(source, target)))
+    write_atomically(str(tmp_path / "a.png"), b"cut-out", durable=True)
+    [synced, renamed] = events
+    assert is_temporary(Path(synced).name) and renamed == f"rename {synced}"
+    assert (tmp_path / "a.png").read_bytes() == b"cut-out"

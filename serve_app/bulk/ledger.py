@@ -1,0 +1,87 @@
+"""One run's bookkeeping: counts, failures and rate, kept in OUTPUT/_summary.json and OUTPUT/_failures.jsonl."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from fsspec.implementations.local import LocalFileSystem
+
+from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, Layout, WorkItem, write_atomically
+
+
+@dataclass
+class Ledger:
+    """Counts, failures and rate of one run. Its first write starts OUTPUT/_failures.jsonl over, so that the file
+    lists this run's failures alone; later writes add the failures since (appended to a local file; an object,
+    which takes no appending, is stored again whole) and replace OUTPUT/_summary.json."""
+
+    FLUSH_EVERY: ClassVar[int] = 200  # images; a killed run's files lose at most this many (a rerun redoes them)
+
+    layout: Layout
+    mode: str
+    skipped: int = 0
+    done: int = 0
+    failures: list[dict] = field(default_factory=list)
+    interrupted: bool = False  # stopped by Ctrl-C: the counts are those of the images settled before it
+    started: float = field(default_factory=time.monotonic)
+    batch_size_histogram: dict[int, int] | None = None  # offline mode: forward passes per batch size
+    images_by_model_node: dict[str, int] | None = None  # offline mode: images each Ray node's model actor segmented
+    _failures_written: int | None = field(default=None, init=False)  # None until the first write
+    # The client writes from a worker thread while its event loop records more: one write at a time, each taking
+    # the failures recorded by then.
+    _writing: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def succeeded(self, item: WorkItem) -> None:
+        self.done += 1
+
+    def failed(self, item: WorkItem, code: str, message: str) -> None:
+        self.failures.append({"input": item.relative, "code": code, "reason": message})
+
+    def write(self, *, pending: int) -> dict:
+        """Write both files from this run's state, and return the summary."""
+        with self._writing:
+            self._write_failures()
+            summary = self._summary(pending)
+            write_atomically(self._url(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode())
+        return summary
+
+    def _summary(self, pending: int) -> dict:
+        elapsed = time.monotonic() - self.started
+        summary = {
+            "mode": self.mode,
+            "inputs": self.skipped + pending,
+            "ignored_not_images": self.layout.ignored,
+            "processed_this_run": self.done,
+            "skipped_already_done": self.skipped,
+            "failed": len(self.failures),
+            "interrupted": self.interrupted,
+            "elapsed_s": round(elapsed, 2),
+            "images_per_s": round(self.done / elapsed, 3) if elapsed > 0 else None,
+        }
+        if self.batch_size_histogram is not None:
+            summary["batch_size_histogram"] = {str(size): count for size, count in self.batch_size_histogram.items()}
+        if self.images_by_model_node is not None:
+            summary["images_by_model_node"] = dict(self.images_by_model_node)
+        return summary
+
+    def _write_failures(self) -> None:
+        # Rewriting the whole list at every write would cost a run with many failures time in their square.
+        written = self._failures_written or 0
+        new = self.failures[written:]
+        if self._failures_written is None or (new and not isinstance(self.layout.output_fs, LocalFileSystem)):
+            write_atomically(self._url(FAILURES_NAME), _lines(self.failures[: written + len(new)]))
+        elif new:
+            with self.layout.output_fs.open(f"{self.layout.output_root}/{FAILURES_NAME}", "ab") as file:
+                file.write(_lines(new))
+        self._failures_written = written + len(new)
+
+    def _url(self, name: str) -> str:
+        return self.layout.output_fs.unstrip_protocol(f"{self.layout.output_root}/{name}")
+
+
+def _lines(failures: list[dict]) -> bytes:
+    return "".join(json.dumps(entry) + "\n" for entry in failures).encode()

@@ -1,0 +1,112 @@
+"""What OUTPUT/_summary.json and OUTPUT/_failures.jsonl say during a run, after it, and after a Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serve_app.bulk import client, offline
+from serve_app.bulk.__main__ import main
+from serve_app.bulk.layout import Layout, WorkItem
+from serve_app.bulk.ledger import Ledger
+
+
+def failures_of(out: Path) -> list[str]:
+    return [json.loads(line)["input"] for line in (out / "_failures.jsonl").read_text().splitlines()]
+
+
+def test_failures_are_added_to_the_list_a_reader_follows(tmp_path: Path) -> None:
+    # `tail -f OUTPUT/_failures.jsonl` keeps showing them as they come; a rerun starts a list of its own
+    ledger = Ledger(Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png"), "client")
+    ledger.failed(WorkItem("", "a.jpg", ""), "invalid_image", "not an image")
+    ledger.write(pending=3)
+    with (tmp_path / "out" / "_failures.jsonl").open() as follower:
+        assert [json.loads(line)["input"] for line in follower] == ["a.jpg"]
+        ledger.failed(WorkItem("", "b.jpg", ""), "invalid_image", "not an image")
+        ledger.write(pending=3)
+        ledger.write(pending=3)
+        assert [json.loads(line)["input"] for line in follower] == ["b.jpg"]
+    rerun = Ledger(Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png"), "client")
+    rerun.write(pending=2)
+    assert failures_of(tmp_path / "out") == []
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Iterator[Path]:
+    """INPUT with three photos, and Ctrl-C delivered as a terminal delivers it (whatever the test runner set)."""
+    (tmp_path / "in").mkdir()
+    for name in ["a.jpg", "b.jpg", "c.jpg"]:
+        (tmp_path / "in" / name).write_bytes(b"x")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield tmp_path
+    signal.signal(signal.SIGINT, previous)
+
+
+def run_stopped(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended the command with a traceback")
+
+
+def assert_interrupted_after_two(status: int, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert status == 130
+    err = capsys.readouterr().err.splitlines()  # a progress bar's, then one line
+    assert err[-1] == "interrupted: the outputs written so far are kept; run the same command again to resume"
+    assert not any("Traceback" in line for line in err)
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (summary["processed_this_run"], summary["failed"], summary["interrupted"]) == (1, 1, True)
+    assert failures_of(out) == ["b.jpg"] and (out / "a.png").exists()
+
+
+def test_ctrl_c_in_client_mode_leaves_this_runs_ledger(photos: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    async def ready(self: client.Readiness) -> bool:
+        return False
+
+    async def remove_one(http: object, item: WorkItem, *args: object) -> bytes:
+        if item.relative == "b.jpg":
+            raise client.PermanentFailure("invalid_image", "not an image")
+        if item.relative == "c.jpg":
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.sleep(60)
+        return b"cut-out"
+
+    monkeypatch.setattr(client.Readiness, "wait", ready)
+    monkeypatch.setattr(client, "remove_one", remove_one)
+    status = run_stopped(["client", str(photos / "in"), str(photos / "out"), "--url", "http://127.0.0.1:1",
+                          "--concurrency", "1"])
+    assert_interrupted_after_two(status, photos / "out", capsys)
+
+
+class StoppedPipeline:
+    """The offline pipeline's outcomes: a.jpg written, b.jpg failed, then Ctrl-C."""
+
+    def __init__(self, pending: list[WorkItem], *args: object, **kwargs: object):
+        self.pending = pending
+
+    def iter_rows(self) -> Iterator[dict]:
+        for item in self.pending:
+            if item.relative == "c.jpg":
+                raise KeyboardInterrupt
+            failed = item.relative == "b.jpg"
+            if not failed:
+                Path(item.target.removeprefix("file://")).write_bytes(b"cut-out")
+            yield {"relative": item.relative, "batch_images": 1, "model_node": "node",
+                   "code": "invalid_image" if failed else "", "reason": "not an image" if failed else ""}
+
+
+def test_ctrl_c_in_offline_mode_leaves_this_runs_ledger(photos: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(offline, "connect", lambda address: None)
+    monkeypatch.setattr(offline.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(offline.ray, "available_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(offline, "_pipeline", StoppedPipeline)
+    status = run_stopped(["offline", str(photos / "in"), str(photos / "out")])
+    assert_interrupted_after_two(status, photos / "out", capsys)
+    assert json.loads((photos / "out" / "_summary.json").read_text())["batch_size_histogram"] == {"1": 2}
