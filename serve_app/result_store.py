@@ -4,11 +4,13 @@ that reaches the same folder serves every result."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from serve_app.bulk.layout import write_atomically
 from serve_app.errors import NotFound
@@ -19,10 +21,19 @@ _OURS = re.compile(rf"(?:{_RESULT_NAME.pattern}|\.partial-[0-9a-f]{{32}})")
 
 
 class ResultStore:
-    def __init__(self, location: str, ttl_s: float):
+    def __init__(self, location: str, ttl_s: float, *, private: bool = False):
+        """`private`: a local folder in a place every user writes to (the default, under the temporary folder),
+        made readable by this user alone, and refused when it belongs to another, who could read or replace the
+        results."""
         self.location = location.rstrip("/")
         self.ttl_s = ttl_s
         self._fs, self._root = url_to_fs(self.location)
+        if private and isinstance(self._fs, LocalFileSystem):
+            os.makedirs(self._root, mode=0o700, exist_ok=True)
+            owner = os.stat(self._root).st_uid
+            if owner != os.getuid():
+                raise PermissionError(f"result folder {self._root} belongs to another user (uid {owner}), who could "
+                                      "read or replace the results; set args.ingress.result_dir to a folder of yours")
         self._fs.makedirs(self._root, exist_ok=True)
 
     def save(self, data: bytes, extension: str) -> str:

@@ -246,7 +246,8 @@ class IngressSettings(StrictModel):
         None,
         description=f"Where /batch writes results: a folder, or any location fsspec understands (s3://bucket/prefix, "
         f"with the s3 extra). On a multi-node cluster, storage every node reaches. Default: ${RESULT_DIR_ENV}, "
-        f"else <tmp>/serve_app_results. Credentials for object storage come from its standard environment and "
+        f"else <tmp>/serve_app_results-<uid>, readable by this user alone. Credentials for object storage come "
+        "from its standard environment and "
         f"config files (AWS_PROFILE, AWS_ACCESS_KEY_ID...), never from here.",
     )
     result_ttl_s: float = Field(
@@ -328,10 +329,12 @@ class IngressSettings(StrictModel):
     def resolved_result_dir(self) -> str:
         if self.result_dir is not None:
             return self.result_dir
-        from_env = os.environ.get(RESULT_DIR_ENV)
-        if from_env:
-            return from_env
-        return str(Path(tempfile.gettempdir()) / "serve_app_results")
+        return os.environ.get(RESULT_DIR_ENV) or default_result_dir()
+
+
+def default_result_dir() -> str:
+    """Per user: the temporary folder is everyone's, and another user's folder of this name could be read."""
+    return str(Path(tempfile.gettempdir()) / f"serve_app_results-{os.getuid()}")
 
 
 def load_api_keys(settings: IngressSettings, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

@@ -51,7 +51,7 @@ from serve_app.options import OPTION_NAMES, OutputOptions, parse_options, reject
 from serve_app.page import page_asset, page_html
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
-from serve_app.settings import IngressSettings, load_api_keys
+from serve_app.settings import IngressSettings, default_result_dir, load_api_keys
 from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
 from serve_app.versions import component_versions
@@ -255,7 +255,8 @@ class Ingress:
         api.state.cors_origins = self.settings.cors_allow_origins
         self.remover = remover
         self.fetcher = ImageFetcher(self.settings)
-        self.results = ResultStore(self.settings.resolved_result_dir(), self.settings.result_ttl_s)
+        location = self.settings.resolved_result_dir()
+        self.results = ResultStore(location, self.settings.result_ttl_s, private=location == default_result_dir())
         self._codec_pool = ThreadPoolExecutor(self.settings.codec_threads, thread_name_prefix="codec")
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")

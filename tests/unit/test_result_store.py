@@ -12,6 +12,7 @@ from fsspec.core import url_to_fs
 
 from serve_app.errors import NotFound
 from serve_app.result_store import ResultStore
+from serve_app.settings import default_result_dir
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -79,3 +80,21 @@ def test_the_expiry_leaves_everything_it_did_not_write_alone(tmp_path: Path) -> 
     assert store.delete_expired() == 2
     assert all(path.exists() for path in others)
     assert not (location / own).exists() and not stray.exists()
+
+
+def test_the_default_folder_is_this_users_alone(tmp_path: Path) -> None:
+    folder = tmp_path / f"serve_app_results-{os.getuid()}"
+    store = ResultStore(str(folder), ttl_s=60, private=True)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert store.load(store.save(b"cut-out", "png")) == b"cut-out"
+    assert default_result_dir().endswith(f"serve_app_results-{os.getuid()}")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another user needs root")
+def test_a_default_folder_another_user_made_first_is_refused(tmp_path: Path) -> None:
+    # In the shared temporary folder anyone can create the name first, and would then read or replace the results.
+    folder = tmp_path / "serve_app_results-0"
+    folder.mkdir()
+    os.chown(folder, 12345, 12345)
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        ResultStore(str(folder), ttl_s=60, private=True)
