@@ -246,7 +246,10 @@ def _limit_size(rgba: np.ndarray, max_pixels: int | None, max_side: int | None) 
     size = [max(1, int(width * factor)), max(1, int(height * factor))]
     if max_side is not None and factor == max_side / max(width, height):
         # The side limit binds: the longest side is exactly that long (3037 * (1024 / 3037) floors to 1023).
-        size[0 if width >= height else 1] = max_side
+        if width >= height:
+            size[0] = max_side
+        if height >= width:
+            size[1] = max_side
     return _resize_rgba(rgba, *size)
 
 

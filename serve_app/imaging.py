@@ -269,7 +269,11 @@ def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
     values = np.asarray(image)
     if image.mode.startswith("I;16"):
         # round(v / 257) in integers (v / 257 is never halfway): a float64 copy of a 50 MP image would be 400 MB.
-        return ((values.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
+        wide = values.astype(np.uint32)
+        wide *= 2
+        wide += 257
+        wide //= 514
+        return wide.astype(np.uint8)
     values = values.astype(np.float32)
     low, high = float(values.min()), float(values.max())
     if high <= low:

@@ -19,7 +19,7 @@ from pathlib import Path
 from serve_app.model.loading import IMPORT_PREFIX
 from serve_app.model.remote_code import ModelCodeError, check_model_code
 from serve_app.serve_config import app_args, deployment, read_config, remover_actor_options
-from serve_app.settings import API_KEYS_ENV, load_api_keys, parse_app_args, parse_batch_settings
+from serve_app.settings import load_api_keys, parse_app_args, parse_batch_settings
 
 CPU_CONFIG = "configs/local.yaml"
 
@@ -57,8 +57,9 @@ def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
         # compile: a misspelt batching key is caught here instead.
         parse_batch_settings(deployment(config, "BackgroundRemover").get("user_config"))
         keys_file = app.ingress.api_keys_file
-        if (keys_file is not None and keys_file.is_file()) or env.get(API_KEYS_ENV, "").strip():
-            load_api_keys(app.ingress, env)  # on a cluster the file may live on the nodes only: checked there
+        if keys_file is not None and not keys_file.is_file():  # on a cluster it may live on the nodes only
+            keys_file = None
+        load_api_keys(app.ingress.model_copy(update={"api_keys_file": keys_file}), env)
     except ValueError as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     # Any model set to cuda needs the GPU, the default or not: the replica loads them all.

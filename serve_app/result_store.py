@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 import uuid
 
@@ -30,10 +31,12 @@ class ResultStore:
         self._fs, self._root = url_to_fs(self.location)
         if private and isinstance(self._fs, LocalFileSystem):
             os.makedirs(self._root, mode=0o700, exist_ok=True)
-            owner = os.stat(self._root).st_uid
-            if owner != os.getuid():
-                raise PermissionError(f"result folder {self._root} belongs to another user (uid {owner}), who could "
-                                      "read or replace the results; set args.ingress.result_dir to a folder of yours")
+            found = os.lstat(self._root)  # lstat: a link planted under the name would lead elsewhere
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+                raise PermissionError(f"result folder {self._root} is a link or belongs to another user (uid "
+                                      f"{found.st_uid}), who could read or replace the results; set "
+                                      "args.ingress.result_dir to a folder of yours")
+            os.chmod(self._root, 0o700)  # made earlier with other permissions
         self._fs.makedirs(self._root, exist_ok=True)
 
     def save(self, data: bytes, extension: str) -> str:

@@ -251,9 +251,10 @@ class IngressSettings(StrictModel):
         f"config files (AWS_PROFILE, AWS_ACCESS_KEY_ID...), never from here.",
     )
     result_ttl_s: float = Field(
-        3600.0, gt=0, description="Batch results older than this are not served, and the next /batch request "
-        "deletes them (only names the service writes, at result_dir's top level); with no further batches, an "
-        "object store's lifecycle rule on the prefix deletes them.")
+        3600.0, gt=0, description="Batch results older than this are not served; a /batch request starts their "
+        "deletion (at most once a minute per ingress replica; only names the service writes, at result_dir's top "
+        "level). With no further batches they stay until then: on an object store, a lifecycle rule of yours on the "
+        "prefix deletes them.")
     codec_threads: int = Field(4, ge=1, le=256, description="Threads per ingress replica for decode/encode.")
     png_threads: int = Field(
         8, ge=1, le=256,

@@ -37,9 +37,10 @@ _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 def is_address_allowed(address: IpAddress, allow: tuple[IpNetwork, ...]) -> bool:
     """Public unicast addresses pass; loopback, private, link-local, reserved and multicast need the allow-list. An
     IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64, IPv4-compatible) is judged as that IPv4 address."""
-    address = _carried_ipv4(address) or address
-    if any(address in network for network in allow):
-        return True
+    carried = _carried_ipv4(address)
+    if any(candidate in network for candidate in (address, carried) if candidate is not None for network in allow):
+        return True  # an allow-list entry names either form: 64:ff9b::/96, or the IPv4 network behind it
+    address = carried or address
     if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:  # fec0::/10, deprecated, still routed
         return False
     return address.is_global and not address.is_multicast and not address.is_reserved

@@ -112,8 +112,7 @@ class RequireApiKey:
             if keys and not is_open(path) and not any([key_matches(header, keys) for header in presented]):
                 how = "X-Api-Key: <key>" if path.startswith(REMOVEBG_PREFIX) else "Authorization: Bearer <key>"
                 error = in_route_shape(path, ApiError(f"missing or invalid API key: send '{how}'", status=401,
-                                                       code="unauthorized",
-                                                       headers={"WWW-Authenticate": "Bearer"}))
+                                                      code="unauthorized", headers={"WWW-Authenticate": "Bearer"}))
                 refusal = JSONResponse(error.to_body(), status_code=error.status, headers=error.headers)
                 await refusal(scope, receive, send)
                 return

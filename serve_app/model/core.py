@@ -327,7 +327,9 @@ class BackgroundRemovalModel:
             return refine_foreground_uint8(pixels, alpha).cpu().numpy()
         except torch.cuda.OutOfMemoryError as error:
             release_cached_memory(self.device)
-            raise OutOfDeviceMemory(f"clean edges of a {mask.shape[1]}x{mask.shape[0]} image: {error}") from None
+            logger.warning("clean edges of a %dx%d image ran out of device memory: %s", mask.shape[1], mask.shape[0],
+                           error)
+            raise OutOfDeviceMemory(f"clean edges of a {mask.shape[1]}x{mask.shape[0]} image") from None
 
     def submit(self, images: Sequence[ModelImage]) -> Pending:
         """Queue the whole batch on the device and return at once; `.result()` waits for the masks.

@@ -91,3 +91,13 @@ def test_a_second_model_on_cuda_needs_a_gpu_as_the_default_does(tiny_model_dir: 
     config.write_text(yaml.safe_dump(raw))
     done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
     assert done.returncode == 2 and "sets device: cuda" in done.stderr, (done.stdout, done.stderr)
+
+
+def test_a_key_file_only_the_cluster_nodes_have_is_left_to_them(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)},
+                                                   ingress={"api_keys_file": "/etc/serve-app/keys"})))
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], {**NO_GPU, "SERVE_APP_API_KEYS": "k1"})
+    assert done.returncode == 0 and "ready to serve" in done.stdout + done.stderr, (done.stdout, done.stderr)

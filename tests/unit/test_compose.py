@@ -162,12 +162,13 @@ def test_size_limits_are_never_exceeded_and_keep_the_aspect_ratio(width: int, he
     assert abs(out_w / out_h - width / height) <= width / height * (1 / out_h + 1 / out_w) + 1e-9
 
 
-@pytest.mark.parametrize(("width", "height"), [(3037, 1000), (1000, 3037), (2049, 2048)])
+@pytest.mark.parametrize(("width", "height"), [(3037, 1000), (1000, 3037), (2049, 2048), (3037, 3037)])
 def test_a_side_limit_gives_exactly_that_long_a_side(width: int, height: int) -> None:
     # 3037 * (1024 / 3037) is 1023.9999...: a floor alone would answer a pixel short of what the client asked for.
     image, mask = picture(height, width, (0, 0, height, width))
     _, pixels = render(image, mask, max_side=1024)
     assert max(pixels.shape[:2]) == 1024
+    assert (pixels.shape[0] == pixels.shape[1]) == (width == height)
 
 
 def test_an_image_within_the_limits_keeps_its_size() -> None:

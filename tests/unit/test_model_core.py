@@ -28,7 +28,6 @@ def model(tiny_model_dir: Path) -> BackgroundRemovalModel:
     return BackgroundRemovalModel.from_settings(ModelSettings(model_id=str(tiny_model_dir), input_size=INPUT_SIZE))
 
 
-
 def test_clean_edges_that_run_out_of_device_memory_say_so_and_give_the_memory_back(
         model: BackgroundRemovalModel, monkeypatch: pytest.MonkeyPatch) -> None:
     # A 50 MP image's clean edges take about 12 GB: the step of one image alone, with no smaller batch to split into.
@@ -39,9 +38,10 @@ def test_clean_edges_that_run_out_of_device_memory_say_so_and_give_the_memory_ba
 
     monkeypatch.setattr(core, "refine_foreground_uint8", too_large)
     monkeypatch.setattr(core, "release_cached_memory", released.append)
-    with pytest.raises(OutOfDeviceMemory, match="clean edges of a 30x20 image.*11.50 GiB"):
+    with pytest.raises(OutOfDeviceMemory, match="clean edges of a 30x20 image$"):
         model.estimate_foreground(np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30), np.uint8))
     assert released == [model.device]
+
 
 def test_loads_through_auto_model_with_remote_code(tiny_model_dir: Path) -> None:
     module = load_segmentation_module(str(tiny_model_dir))

@@ -98,3 +98,14 @@ def test_a_default_folder_another_user_made_first_is_refused(tmp_path: Path) -> 
     os.chown(folder, 12345, 12345)
     with pytest.raises(PermissionError, match="belongs to another user"):
         ResultStore(str(folder), ttl_s=60, private=True)
+
+
+def test_a_default_folder_that_is_a_link_or_was_open_to_others_is_made_private_or_refused(tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    opened.mkdir(mode=0o755)
+    ResultStore(str(opened), ttl_s=60, private=True)
+    assert opened.stat().st_mode & 0o777 == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(opened)
+    with pytest.raises(PermissionError, match="is a link"):
+        ResultStore(str(link), ttl_s=60, private=True)

@@ -38,6 +38,13 @@ def test_allow_list_admits_exactly_its_ranges() -> None:
     assert not is_address_allowed(ipaddress.ip_address("10.0.0.1"), allow)
 
 
+def test_an_allow_list_entry_admits_an_ipv4_address_carried_in_ipv6_in_either_form() -> None:
+    carried = ipaddress.ip_address("64:ff9b::a00:1")  # NAT64's form of 10.0.0.1
+    assert is_address_allowed(carried, parse_networks(["64:ff9b::/96"]))
+    assert is_address_allowed(carried, parse_networks(["10.0.0.0/8"]))
+    assert not is_address_allowed(carried, parse_networks(["192.168.0.0/16", "2001:db8::/32"]))
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [("ftp://127.0.0.1/a.png", "only http and https"), ("file:///etc/passwd", "only http and https"),
