@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--model-id", required=True)
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--photos", type=int, default=20,
-                        help="mixed-size JPEGs made from real photos, 800x800 to 3000x2000")
+                        help="mixed-size JPEGs made from real photos, 640x480 to 3000x2000")
     parser.add_argument("--photo-dir", type=Path, help="scikit-image's sample photos (default: installed)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out")

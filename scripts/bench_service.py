@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set-ingress", action="append", default=[], metavar="KEY=VALUE",
                         help="override args.ingress.KEY (YAML value), repeatable")
     parser.add_argument("--photo-size", metavar="WxH", help="every photo this size (e.g. 4000x3000, 12 MP) instead "
-                                                            "of mixed sizes from 0.6 to 6 MP")
+                                                            "of mixed sizes from 0.3 to 6 MP")
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument("--serve-run-at", type=float, help="with --url: when `serve run` started (epoch seconds, "
                                                            "this machine), to record where the start-up went")

@@ -1,7 +1,10 @@
 """Accuracy of fast executions against the eager fp32 reference, on real photos (scikit-image's samples).
 
-Runs the reference (eager, fp32, batch 1) and each candidate on the same weights and photos, and compares masks
-(mean absolute alpha difference, IoU at 0.5) and raw logits at the model's input size:
+Runs the reference (eager, fp32 without TF32, batch 1, the model's own attention code) and each candidate (the
+model settings of --config, configs/prod.yaml by default, with the candidate's execution and precision) on the same
+weights and photos, and compares masks (mean absolute alpha difference, IoU at 0.5) and raw logits at the model's
+input size. Exit status 1 when a candidate misses a bound or ran a batch size on the eager stand-in of a saved
+bucket that did not load:
 
     python scripts/check_accuracy.py --model-id /path/to/hub-layout-dir --photos 50 \
         --candidates eager:fp16,compiled:fp16 --batch-size 8 --out accuracy.json
@@ -16,8 +19,11 @@ e.g. compiled_graphs:fp16:deform+linear.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +45,8 @@ from harness.shapes import shape_photos
 from serve_app.imaging import decode_image
 from serve_app.model.core import BackgroundRemovalModel, split_masks
 from serve_app.model.graph_rewrites import REWRITES
-from serve_app.serve_config import parse_overrides
-from serve_app.settings import ModelSettings
+from serve_app.serve_config import app_args, parse_overrides, read_config
+from serve_app.settings import ModelSettings, parse_app_args
 from serve_app.versions import component_versions
 
 SHAPES_SEED = 2718  # --subjects shapes: a seed of its own, not train_shapes.py's default nor its held-out one
@@ -48,6 +54,9 @@ SHAPES_SEED = 2718  # --subjects shapes: a seed of its own, not train_shapes.py'
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/prod.yaml"),
+                        help="the Serve config whose args.model the candidates' settings start from (the shipped "
+                             "ones by default); the command line's options and --set go over them")
     parser.add_argument("--model-id", required=True)
     parser.add_argument("--input-size", type=int, default=1024)
     parser.add_argument("--photos", type=int, default=50)
@@ -82,7 +91,7 @@ def outputs(model: BackgroundRemovalModel, images: list[np.ndarray], batch_size:
     return masks, logits
 
 
-def main() -> None:
+def main() -> int:
     # An H200 run died with SIGSEGV at interpreter exit after writing its record: should it
     # happen again, every thread's Python stack goes to stderr.
     faulthandler.enable()
@@ -93,15 +102,21 @@ def main() -> None:
         images = [decode_image(jpeg, max_pixels=50_000_000).rgb
                   for jpeg in sample_photo_jpegs(args.photos, photo_dir=args.photo_dir)]
 
+    shipped = parse_app_args(app_args(read_config(args.config))).default.model_dump()
+
     def load(execution: str, precision: str, kernels: tuple[str, ...] = (), **settings: Any) -> BackgroundRemovalModel:
         return load_model(ModelSettings.model_validate({
-            "model_id": args.model_id, "input_size": args.input_size, "precision": precision, "device": args.device,
-            "execution": execution, "graph_batch_sizes": (args.batch_size,),
-            "compile_cache_dir": args.compile_cache_dir, "compile_options": args.compile_options,
-            "probe_batch_limit": False, **settings}), kernels)
+            **shipped, "model_id": args.model_id, "revision": None, "input_size": args.input_size,
+            "precision": precision, "device": args.device, "execution": execution,
+            "graph_batch_sizes": (args.batch_size,), "compile_cache_dir": args.compile_cache_dir,
+            "compile_options": args.compile_options or shipped["compile_options"], "probe_batch_limit": False,
+            **settings}), kernels)
 
-    reference = load("eager", "fp32")
-    reference_masks, reference_logits = outputs(reference, images, batch_size=1)
+    # The reference is the model as its own code computes it, in true fp32: the downloaded attention, not this
+    # project's kernel (which the candidates run: a fault in it would cancel out), and no TF32 in cuDNN.
+    with strict_fp32():
+        reference = load("eager", "fp32", fused_window_attention=False)
+        reference_masks, reference_logits = outputs(reference, images, batch_size=1)
     record: dict = run_record(versions=component_versions(), device=reference.describe()["device_name"],
                               bounds={"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
                                       "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
@@ -109,11 +124,14 @@ def main() -> None:
                               photo_sizes=[list(image.shape[1::-1]) for image in images],
                               candidates=[])
     del reference
+    failed = 0
     for candidate in args.candidates.split(","):
         execution, precision, kernels = (*candidate.split(":"), "none")[:3]
         model = load(execution, precision, parse_kernels(kernels), **parse_overrides(args.set))
         model.wait_for_buckets()  # every batch through the candidate's own compiled code, not the eager stand-in
         masks, logits = outputs(model, images, args.batch_size)
+        # A saved bucket that failed to load leaves that batch size on the eager forward: not the candidate.
+        eager_stand_in = model.describe()["eager_batch_sizes"]
         rows = [mask_agreement(mask, ref) | logit_agreement(logit, ref_logit)
                 for mask, ref, logit, ref_logit in zip(masks, reference_masks, logits, reference_logits, strict=True)]
         description = model.describe()
@@ -122,14 +140,28 @@ def main() -> None:
                    "capturable_deform_conv": description["capturable_deform_conv"],
                    "deform_conv_kernel": description["deform_conv_kernel"],
                    "window_attention_kernel": description["window_attention_kernel"],
-                   **{name: description[name] for name in REWRITES}, **verdict(rows)}
+                   **{name: description[name] for name in REWRITES}, "compile_warmup": description["compile_warmup"],
+                   "eager_batch_sizes": eager_stand_in, **verdict(rows)}
+        failed += not summary["within_bounds"] or bool(eager_stand_in)
         print(json.dumps(summary), flush=True)
         record["candidates"].append({**summary, "per_image": rows})
         del model
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off for cuDNN's convolutions (on by default in PyTorch) and for matrix products, then as it was."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Write COUNT photo-like mixed-size JPEGs (800x800 to 3000x2000) in nested folders, for bulk benchmarks.
+"""Write COUNT photo-like mixed-size JPEGs (640x480 to 3000x2000) in nested folders, for bulk benchmarks.
 
     python scripts/make_photo_folder.py OUT_DIR --count 2000 --workers 16
 """

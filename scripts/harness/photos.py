@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SIZE_RANGE = ((800, 800), (3000, 2000))  # (min width, min height), (max width, max height)
+SIZE_RANGE = ((640, 480), (3000, 2000))  # (min width, min height), (max width, max height)
 
 
 def synthetic_photo(width: int, height: int, rng: np.random.Generator) -> Image.Image:
