@@ -35,6 +35,7 @@ from harness.run_record import run_record
 from serve_app.bulk.layout import SUMMARY_NAME
 
 OUTPUT_SUFFIX = ".png"  # the bulk tool's default format, which the benchmark keeps
+MAX_MEAN_ALPHA_DIFF = 2  # of 255: masks "within 2/255" of the reference's, as a mean over each photo compared
 
 
 def parse_args() -> argparse.Namespace:
@@ -117,7 +118,7 @@ def human_summary(mode: str, run: dict, comparison: dict | None) -> str:
     return line
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_bulk_"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -135,12 +136,30 @@ def main() -> None:
         relatives = pick_evenly(sample_photo_folder_paths(args.photos), args.compare_count)
         comparison = compare_with_folder(args.compare_dir, output_dir, relatives, output_suffix=OUTPUT_SUFFIX)
         record["compare"] = comparison
+    record["checks"] = checks(args.photos, record["run"], comparison)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     print(human_summary(args.mode, record["run"], comparison), flush=True)
+    failed = [name for name, held in record["checks"].items() if not held]
+    if failed:
+        print(f"not a valid run: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def checks(photos: int, run: dict, comparison: dict | None) -> dict[str, bool]:
+    """What makes the run's figures stand: every photo written (a run killed or failing part-way still has a steady
+    rate), the tool's own exit status, and masks within MAX_MEAN_ALPHA_DIFF of the reference's on every photo
+    compared (none unreadable)."""
+    held = {"every_photo_written": run["timing"]["completed"] == photos, "tool_exit_0": run["exit_code"] == 0}
+    if comparison is not None:
+        worst = comparison["worst"]
+        held["masks_compared_without_errors"] = worst["errors"] == 0 and worst["compared"] > 0
+        mean = worst["mean_abs_diff"]
+        held["masks_within_bound"] = mean is not None and mean <= MAX_MEAN_ALPHA_DIFF
+    return held
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -144,3 +144,19 @@ def test_sample_photo_folder_is_the_same_with_any_workers_and_is_reused(tmp_path
     assert _folder(tmp_path / "one") == one
     with pytest.raises(FileExistsError, match="other than"):
         write_sample_photo_folder(tmp_path / "one", 2, workers=1, per_folder=2)
+
+
+def test_a_bulk_run_stands_only_when_whole_and_its_masks_agree() -> None:
+    from bench_bulk import checks
+
+    def run(completed: int, exit_code: int = 0) -> dict:
+        return {"timing": {"completed": completed}, "exit_code": exit_code}
+
+    def compared(mean: float, errors: int = 0) -> dict:
+        return {"worst": {"compared": 16 - errors, "errors": errors, "mean_abs_diff": mean}}
+
+    assert all(checks(3000, run(3000), compared(0.4)).values())
+    assert not checks(3000, run(1800), None)["every_photo_written"]  # killed part-way: its steady rate is no figure
+    assert not checks(3000, run(3000, exit_code=1), None)["tool_exit_0"]
+    assert not checks(3000, run(3000), compared(2.5))["masks_within_bound"]
+    assert not checks(3000, run(3000), compared(0.1, errors=16))["masks_compared_without_errors"]
