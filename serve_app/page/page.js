@@ -163,7 +163,12 @@ function show(card, stemName, cropped, blob) {
 
 // A background picture under the cut-out, composed here on a canvas (cover-fitted), in the chosen format.
 async function onBackground(cutout, picture, format) {
-  const [front, back] = await Promise.all([createImageBitmap(cutout), createImageBitmap(picture)]);
+  const decoded = await Promise.allSettled([createImageBitmap(cutout), createImageBitmap(picture)]);
+  const [front, back] = decoded.map((result) => result.value);
+  if (!front || !back) {  // close the one that did decode; say which picture the browser could not read
+    (front || back)?.close();
+    throw new Error(`the browser could not read ${back ? "the cut-out" : "the background picture"}`);
+  }
   try {
     const canvas = document.createElement("canvas");
     canvas.width = front.width;
