@@ -6,7 +6,8 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 import httpx
@@ -72,6 +73,7 @@ def split_url(url: str) -> tuple[str, int]:
     check_host_form(parts.hostname)
     try:
         parsed = httpx.URL(url)  # the client that fetches it must accept it too
+        parsed.host  # noqa: B018 - decodes the name as the request will (a bad xn-- label raises here, not later)
     except (httpx.InvalidURL, UnicodeError) as error:
         raise UrlRefused(f"malformed URL: {error}") from None
     # An internationalised name as the request will carry it (punycode), so that DNS is asked for the very name
@@ -141,8 +143,44 @@ def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], d
     name = original.host if original.host.isascii() else original.raw_host.decode("ascii")
     host = f"[{name}]" if ":" in name else name  # an IPv6 literal keeps its brackets in Host
     host_header = host if original.port is None else f"{host}:{original.port}"
-    extensions = {"sni_hostname": name} if original.scheme == "https" else {}
-    return str(original.copy_with(host=literal)), {"Host": host_header}, extensions
+    headers = {"Host": host_header}
+    extensions = {}
+    if original.scheme == "https":
+        extensions["sni_hostname"] = name
+        # The connection pool knows a connection by the address alone: kept open, it would carry the next request
+        # for another name at that address without that name's certificate check.
+        headers["Connection"] = "close"
+    return str(original.copy_with(host=literal)), headers, extensions
+
+
+# Decoded output per step: a few hundred bytes of gzip inflate to gigabytes, so the cap must see the bytes as they
+# come out, not once a whole chunk is inflated.
+DECODED_STEP_BYTES = 1 << 20
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def decoded_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent, or with one gzip or deflate layer undone a MiB at a time (the requests ask for none, but
+    some hosts compress whatever they send); UpstreamError for other or stacked encodings (`gzip, gzip`: each layer
+    multiplies the size), which an image never needs. httpx's own decoding inflates each chunk whole, unbounded."""
+    encodings = [name.strip().lower() for name in response.headers.get("content-encoding", "").split(",")]
+    encodings = [name for name in encodings if name and name != "identity"]
+    if not encodings:
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    if len(encodings) > 1 or encodings[0] not in _ZLIB_WBITS:
+        raise UpstreamError(f"the image host sent the image encoded as {', '.join(encodings)}; only one gzip or "
+                            "deflate layer is taken")
+    decoder = zlib.decompressobj(_ZLIB_WBITS[encodings[0]])
+    try:
+        async for chunk in response.aiter_raw():
+            pending = chunk
+            while pending:
+                yield decoder.decompress(pending, DECODED_STEP_BYTES)
+                pending = decoder.unconsumed_tail
+    except zlib.error as error:
+        raise UpstreamError(f"the image host's {encodings[0]} body is corrupt: {error}") from None
 
 
 class ImageFetcher:
@@ -159,7 +197,8 @@ class ImageFetcher:
             connect_s, read_s = self.settings.fetch_connect_timeout_s, self.settings.fetch_read_timeout_s
             timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
             self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
-                                             headers={"User-Agent": "serve-app-background-removal/0.1"})
+                                             headers={"User-Agent": "serve-app-background-removal/0.1",
+                                                      "Accept-Encoding": "identity"})
         return self._client
 
     async def fetch(self, url: str) -> bytes:
@@ -189,7 +228,7 @@ class ImageFetcher:
                     continue
                 if response.status_code != 200:
                     raise UpstreamError(f"the image host answered HTTP {response.status_code}")
-                return await read_capped(response.aiter_bytes(), limit=self.settings.max_upload_bytes,
+                return await read_capped(decoded_body(response), limit=self.settings.max_upload_bytes,
                                          declared_length=response.headers.get("content-length"),
                                          what="the remote image")
         raise UpstreamError(f"more than {self.settings.max_redirects} redirects")

@@ -65,6 +65,7 @@ api = FastAPI(
 )
 
 _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+MAX_URL_BYTES = 8192  # the longest URL a /batch list may average; common servers take no longer
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -293,7 +294,10 @@ class Ingress:
     async def remove_batch(self, request: Request, options: NativeOptions) -> StreamingResponse:
         """A JSON list of URLs (or {"urls": [...]}); streams one NDJSON line per URL as each finishes."""
         self._served_model(options.model)  # an unknown model fails the request, not each URL
-        urls = self._parse_url_list(await self._read_capped_body(request))
+        # A list of URLs is small: its body is capped at what max_batch_urls long URLs take, and parsed on a codec
+        # thread (JSON of tens of MB would hold this replica's event loop for seconds).
+        body = await self._read_capped_body(request, self.settings.max_batch_urls * MAX_URL_BYTES + 1024)
+        urls = await self._in_pool(self._parse_url_list, body)
         self._maybe_clean_results()
         # Links to the results within this application: under a route prefix, /lite/v1/results/...
         results = request.scope.get("root_path", "").rstrip("/") + "/v1/results/"

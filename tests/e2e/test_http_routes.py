@@ -198,6 +198,8 @@ def test_bad_batch_bodies_get_json_errors(service: str) -> None:
     assert_json_error(httpx.post(url, content=b"not json", trust_env=False), 400, "bad_request")
     assert_json_error(httpx.post(url, json=[], trust_env=False), 422, "invalid_option")
     assert_json_error(httpx.post(url, json=[1, 2], trust_env=False), 422, "invalid_option")
+    # A list longer than max_batch_urls long URLs could be is refused before it is parsed.
+    assert_json_error(httpx.post(url, json=[0] * 500_000, trust_env=False, timeout=60), 413, "payload_too_large")
 
 
 def test_unknown_results_and_routes_are_json_404(service: str) -> None:

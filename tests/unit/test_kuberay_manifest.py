@@ -89,9 +89,9 @@ def test_gpu_pods_are_ready_on_readyz_at_the_serve_port(gpu_group: dict) -> None
 
 
 def test_gpu_pods_share_the_compile_cache_and_the_batch_results(service: dict, gpu_group: dict) -> None:
-    env = {item["name"]: item["value"] for item in container(gpu_group)["env"]}
+    env = {item["name"]: item.get("value") for item in container(gpu_group)["env"]}
     mounts = [mount["mountPath"] for mount in container(gpu_group)["volumeMounts"]]
-    for name in ("SERVE_APP_COMPILE_CACHE", "SERVE_APP_RESULT_DIR"):
+    for name in ("SERVE_APP_COMPILE_CACHE", "SERVE_APP_RESULT_DIR", "HF_HOME"):
         assert any(env[name].startswith(mount + "/") for mount in mounts), f"{name} is not on a shared volume"
     claims = [document for document in yaml.safe_load_all(MANIFEST.read_text())
               if document and document["kind"] == "PersistentVolumeClaim"]
@@ -109,5 +109,29 @@ def test_the_image_installs_with_the_tests_lock() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "--constraint $(LOCK)" in makefile and "LOCK := constraints.txt" in makefile
     install = re.search(r"^RUN pip install .*$", dockerfile, re.MULTILINE)
-    assert install is not None and "--constraint constraints.txt ." in install.group(0)
+    assert install is not None and '--constraint constraints.txt ".[s3]"' in install.group(0)
     assert "COPY pyproject.toml constraints.txt" in dockerfile
+
+
+def test_a_full_gpu_group_gets_every_ingress_replica_its_cpus_hold(gpu_group: dict) -> None:
+    # The Ingress policy sizes to the cluster's CPUs; max_replicas below that would starve the last pods' GPUs.
+    ingress = deployment(read_config(PROD), "Ingress")
+    policy = ingress["autoscaling_config"]["policy"]["policy_kwargs"]
+    cpus = quantity(container(gpu_group)["resources"]["limits"]["cpu"])
+    pods = gpu_group["maxReplicas"]
+    capacity = (pods * (cpus - policy["model_replica_cpus"]) - policy["reserved_cpus"]) // policy["cpus_per_replica"]
+    assert ingress["autoscaling_config"]["max_replicas"] >= capacity
+
+
+def test_a_deleted_pod_has_the_time_the_replicas_drain_takes(cluster: dict, gpu_group: dict) -> None:
+    config = read_config(PROD)
+    drain = max(deployment(config, name)["graceful_shutdown_timeout_s"] for name in ("BackgroundRemover", "Ingress"))
+    for spec in (cluster["headGroupSpec"], gpu_group):
+        assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+
+
+def test_only_gpu_pods_that_are_ready_take_traffic_and_keys_come_from_a_secret(service: dict, gpu_group: dict) -> None:
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+    env = {item["name"]: item for item in container(gpu_group)["env"]}
+    secret = env["SERVE_APP_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert secret["optional"] is True  # no Secret: no keys, as with `serve run`

@@ -90,8 +90,10 @@ def test_requests_go_to_the_checked_address_under_the_original_name(url, address
     from serve_app.url_fetch import pinned_request
 
     pinned_url, headers, extensions = pinned_request(url, ipaddress.ip_address(address))
-    assert pinned_url == target and headers == {"Host": host}
+    assert pinned_url == target and headers["Host"] == host
     assert extensions.get("sni_hostname") == sni
+    # A TLS connection checked for one name is not kept for the next request to its address under another name.
+    assert (headers.get("Connection") == "close") == (sni is not None)
 
 
 @pytest.mark.parametrize(
