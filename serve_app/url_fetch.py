@@ -173,12 +173,23 @@ async def decoded_body(response: httpx.Response) -> AsyncIterator[bytes]:
         raise UpstreamError(f"the image host sent the image encoded as {', '.join(encodings)}; only one gzip or "
                             "deflate layer is taken")
     decoder = zlib.decompressobj(_ZLIB_WBITS[encodings[0]])
+    started = False
     try:
         async for chunk in response.aiter_raw():
             pending = chunk
             while pending:
-                yield decoder.decompress(pending, DECODED_STEP_BYTES)
+                try:
+                    out = decoder.decompress(pending, DECODED_STEP_BYTES)
+                except zlib.error:
+                    if started or encodings[0] != "deflate":
+                        raise
+                    # "deflate" as some servers send it: a raw stream, without zlib's header (httpx takes it too).
+                    decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                    out = decoder.decompress(pending, DECODED_STEP_BYTES)
+                started = True
+                yield out
                 pending = decoder.unconsumed_tail
+        yield decoder.flush()
     except zlib.error as error:
         raise UpstreamError(f"the image host's {encodings[0]} body is corrupt: {error}") from None
 

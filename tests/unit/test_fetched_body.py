@@ -30,6 +30,8 @@ def test_plain_and_one_gzip_or_deflate_layer_give_the_image() -> None:
     assert body(image, "identity") == image
     assert body(gzip.compress(image), "gzip") == image
     assert body(zlib.compress(image), "deflate") == image
+    raw = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert body(raw.compress(image) + raw.flush(), "deflate") == image  # without zlib's header, as some hosts send
 
 
 def test_a_gzip_bomb_stops_at_the_limit_without_inflating_whole() -> None:
