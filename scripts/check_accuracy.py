@@ -54,7 +54,7 @@ SHAPES_SEED = 2718  # --subjects shapes: a seed of its own, not train_shapes.py'
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("configs/prod.yaml"),
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "prod.yaml",
                         help="the Serve config whose args.model the candidates' settings start from (the shipped "
                              "ones by default); the command line's options and --set go over them")
     parser.add_argument("--model-id", required=True)

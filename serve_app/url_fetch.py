@@ -157,31 +157,36 @@ def pinned_request(url: str, address: IpAddress) -> tuple[str, dict[str, str], d
 # come out, not once a whole chunk is inflated.
 DECODED_STEP_BYTES = 1 << 20
 _ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_REFUSED_ENCODINGS = ("br", "zstd", "compress")  # compressions without a bounded decoder here
 
 
 async def decoded_body(response: httpx.Response) -> AsyncIterator[bytes]:
     """The body as sent, or with one gzip or deflate layer undone a MiB at a time (the requests ask for none, but
-    some hosts compress whatever they send); UpstreamError for other or stacked encodings (`gzip, gzip`: each layer
-    multiplies the size), which an image never needs. httpx's own decoding inflates each chunk whole, unbounded."""
-    encodings = [name.strip().lower() for name in response.headers.get("content-encoding", "").split(",")]
-    encodings = [name for name in encodings if name and name != "identity"]
+    some hosts compress whatever they send); UpstreamError for stacked layers (`gzip, gzip`: each multiplies the
+    size), compressions it cannot bound, or a compressed stream cut short. Other labels (`binary`, `aws-chunked`,
+    which some object stores put on images) are taken as no encoding, as httpx takes them. httpx's own decoding
+    inflates each chunk whole, unbounded."""
+    labels = [name.strip().lower() for name in response.headers.get("content-encoding", "").split(",")]
+    encodings = [name for name in labels if name in _ZLIB_WBITS or name in _REFUSED_ENCODINGS]
     if not encodings:
         async for chunk in response.aiter_raw():
             yield chunk
         return
-    if len(encodings) > 1 or encodings[0] not in _ZLIB_WBITS:
+    if len(encodings) > 1 or encodings[0] in _REFUSED_ENCODINGS:
         raise UpstreamError(f"the image host sent the image encoded as {', '.join(encodings)}; only one gzip or "
                             "deflate layer is taken")
-    decoder = zlib.decompressobj(_ZLIB_WBITS[encodings[0]])
+    encoding = encodings[0]
+    decoder = zlib.decompressobj(_ZLIB_WBITS[encoding])
     started = False
     try:
         async for chunk in response.aiter_raw():
             pending = chunk
-            while pending:
+            # Bytes after the stream's end (a second gzip member, padding) are left, as httpx leaves them.
+            while pending and not decoder.eof:
                 try:
                     out = decoder.decompress(pending, DECODED_STEP_BYTES)
                 except zlib.error:
-                    if started or encodings[0] != "deflate":
+                    if started or encoding != "deflate":
                         raise
                     # "deflate" as some servers send it: a raw stream, without zlib's header (httpx takes it too).
                     decoder = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -189,9 +194,10 @@ async def decoded_body(response: httpx.Response) -> AsyncIterator[bytes]:
                 started = True
                 yield out
                 pending = decoder.unconsumed_tail
-        yield decoder.flush()
     except zlib.error as error:
-        raise UpstreamError(f"the image host's {encodings[0]} body is corrupt: {error}") from None
+        raise UpstreamError(f"the image host's {encoding} body is corrupt: {error}") from None
+    if started and not decoder.eof:
+        raise UpstreamError(f"the image host's {encoding} body was cut short")
 
 
 class ImageFetcher:

@@ -100,7 +100,7 @@ def test_lone_requests_are_timed_at_batch_one_with_a_trace(tiny_model_dir: Path,
     # at batch 1 only: every benchmark photo (4 = twice the largest batch), passed and read one at a time
     assert lone[1]["lone_requests"] == 4 and "lone_requests" not in lone[2]
     assert lone[1]["lone_pass_ms_mean"] > 0
-    assert 0.6 <= lone[1]["lone_mean_megapixels"] <= 6.0  # the photos' 800x800 to 3000x2000, not the input size
+    assert 0.3 <= lone[1]["lone_mean_megapixels"] <= 6.0  # the photos' 640x480 to 3000x2000, not the input size
     events = json.loads(trace.read_text())["traceEvents"]
     # the three profiled requests: each resized to the input size on the device
     assert any("upsample_bilinear2d_aa" in event.get("name", "") for event in events)

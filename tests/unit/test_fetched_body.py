@@ -46,7 +46,7 @@ def test_a_gzip_bomb_stops_at_the_limit_without_inflating_whole() -> None:
     assert peak < 8 * LIMIT, peak
 
 
-@pytest.mark.parametrize("encoding", ["gzip, gzip", "br", "zstd", "compress"])
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "deflate, gzip", "br", "zstd", "compress"])
 def test_stacked_or_other_encodings_are_refused(encoding: str) -> None:
     with pytest.raises(UpstreamError, match="encoded as"):
         body(gzip.compress(gzip.compress(bytes(1000))), encoding)
@@ -55,3 +55,18 @@ def test_stacked_or_other_encodings_are_refused(encoding: str) -> None:
 def test_a_corrupt_gzip_body_is_the_hosts_error() -> None:
     with pytest.raises(UpstreamError, match="corrupt"):
         body(b"\x1f\x8b\x08\x00not gzip at all", "gzip")
+
+
+def test_bytes_after_the_stream_are_left_and_a_stream_cut_short_is_the_hosts_error() -> None:
+    image = bytes(3 << 20)  # inflated in several steps: the stream ends in a step that still has input left
+    packed = gzip.compress(image)
+    # A trailing newline once made the decoder loop forever on its last step, with the event loop held.
+    assert body(packed + b"\n", "gzip", limit=8 << 20) == image
+    assert body(packed + gzip.compress(b"second member"), "gzip", limit=8 << 20) == image
+    with pytest.raises(UpstreamError, match="cut short"):
+        body(packed[: len(packed) // 2], "gzip", limit=8 << 20)
+
+
+@pytest.mark.parametrize("label", ["binary", "aws-chunked", "utf-8", "none"])
+def test_labels_that_are_no_compression_are_taken_as_none(label: str) -> None:
+    assert body(b"\x89PNG image bytes", label) == b"\x89PNG image bytes"

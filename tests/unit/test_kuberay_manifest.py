@@ -123,13 +123,6 @@ def test_a_full_gpu_group_gets_every_ingress_replica_its_cpus_hold(gpu_group: di
     assert ingress["autoscaling_config"]["max_replicas"] >= capacity
 
 
-def test_a_deleted_pod_has_the_time_the_replicas_drain_takes(cluster: dict, gpu_group: dict) -> None:
-    config = read_config(PROD)
-    drain = max(deployment(config, name)["graceful_shutdown_timeout_s"] for name in ("BackgroundRemover", "Ingress"))
-    for spec in (cluster["headGroupSpec"], gpu_group):
-        assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > drain
-
-
 def test_only_gpu_pods_that_are_ready_take_traffic_and_keys_come_from_a_secret(service: dict, gpu_group: dict) -> None:
     assert service["spec"]["excludeHeadPodFromServeSvc"] is True
     env = {item["name"]: item for item in container(gpu_group)["env"]}
