@@ -257,6 +257,7 @@ def _to_rgb(image: Image.Image) -> DecodedImage:
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = np.asarray(image.convert("RGBA"))
         rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+        del rgba  # copied out: its memory goes before the composite's
         if alpha.min() == 255:
             return DecodedImage(rgb, None)
         return DecodedImage(rgb, alpha, _composite_on_color(rgb, alpha, (255, 255, 255)))
@@ -293,11 +294,20 @@ def parse_bg_color(value: str | None) -> tuple[int, int, int] | None:
     return tuple(int(hex_digits[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
+# uint16 temporaries of one stripe of rows: over a whole 50 MP image they would take more than a gigabyte.
+_COMPOSITE_STRIPE_BYTES = 1 << 22
+
+
 def _composite_on_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    weight = alpha.astype(np.uint16)[..., None]
+    height, width = alpha.shape
+    out = np.empty((height, width, 3), np.uint8)
     background = np.asarray(color, dtype=np.uint16)
-    blended = (rgb.astype(np.uint16) * weight + background * (255 - weight) + 127) // 255
-    return blended.astype(np.uint8)
+    rows = max(1, _COMPOSITE_STRIPE_BYTES // (width * 3 * 2))
+    for top in range(0, height, rows):
+        weight = alpha[top : top + rows].astype(np.uint16)[..., None]
+        out[top : top + rows] = (rgb[top : top + rows].astype(np.uint16) * weight + background * (255 - weight)
+                                 + 127) // 255
+    return out
 
 
 def compose_result(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -354,3 +355,21 @@ def test_a_profile_that_is_not_rgb_is_not_carried() -> None:
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG", icc_profile=_profile("LAB"))
     assert decode_image(buffer.getvalue(), max_pixels=10_000).icc_profile is None
+
+
+def test_a_transparent_photo_decodes_in_little_more_memory_than_its_result() -> None:
+    # The result holds 7 bytes a pixel (RGB, alpha, RGB over white); whole-image uint16 temporaries took 24.
+    height, width = 2400, 3200  # 7.7 MP: the composite runs in stripes of rows
+    rgba = np.zeros((height, width, 4), np.uint8)
+    rgba[..., 0] = np.arange(width, dtype=np.uint8)  # a pattern that compresses: the test's time is the decode's
+    rgba[:, width // 2 :, 3] = 255
+    data = encode(Image.fromarray(rgba))
+    tracemalloc.start()
+    try:
+        decoded = decode_image(data, max_pixels=MAX_PIXELS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * height * width, peak / (height * width)
+    assert (decoded.flattened[:, : width // 2] == 255).all()
+    assert (decoded.flattened[:, width // 2 :] == rgba[:, width // 2 :, :3]).all()
