@@ -13,12 +13,10 @@ import uuid
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from serve_app.bulk.layout import write_atomically
+from serve_app.bulk.layout import is_temporary, write_atomically
 from serve_app.errors import NotFound
 
 _RESULT_NAME = re.compile(r"[0-9a-f]{32}\.(png|webp|jpg)")
-# What this store writes: results, and write_atomically's temporaries.
-_OURS = re.compile(rf"(?:{_RESULT_NAME.pattern}|\.partial-[0-9a-f]{{32}})")
 
 
 class ResultStore:
@@ -67,7 +65,8 @@ class ResultStore:
         cutoff, removed = time.time() - self.ttl_s, 0
         self._fs.invalidate_cache()
         for path in self._fs.ls(self._root, detail=False):
-            if not _OURS.fullmatch(path.rstrip("/").rsplit("/", 1)[-1]):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if not (_RESULT_NAME.fullmatch(name) or is_temporary(name)):  # results, and write_atomically's
                 continue
             try:
                 if self._fs.modified(path).timestamp() < cutoff:
