@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ from serve_app.protocol import Pending
 PASSES_IN_FLIGHT = 2
 # The next pass forms this long before the device is expected to free up: its upload and launch.
 UPLOAD_LEAD_S = 0.005
-# Weight of the newest pass in a batch size's pass time: a few passes adapt it to a new load or clock.
-PASS_TIME_WEIGHT = 0.2
+# A batch size's pass time is the median of its last few passes: a pass whose end was seen late (its masks' thread
+# waited for the interpreter) or early makes the one behind it look short or long, and one such pass must not move
+# the estimate; a slow first pass is outvoted by the next, and a lasting change (a new clock) wins in three.
+PASS_TIME_WINDOW = 5
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class DevicePasses:
         self._waiter = ThreadPoolExecutor(PASSES_IN_FLIGHT, thread_name_prefix="masks")
         self._on_batch = on_batch or (lambda size: None)
         self._clock = clock or DeviceClock()
+        self._samples: dict[int, deque[float]] = {}
         self._pass_s: dict[int, float] = {}
 
     @property
@@ -127,10 +131,7 @@ class DevicePasses:
         return self._submit(images).result()
 
     def _learn(self, size: int, seconds: float) -> None:
-        known = self._pass_s.get(size)
-        if known is None or seconds < known:
-            # Faster than expected: taken at once. A slow pass (the first of its size, one split for memory) must
-            # not keep the next batches gathering for a device that is long free; a slower trend moves it up.
-            self._pass_s[size] = seconds
-        else:
-            self._pass_s[size] = known + PASS_TIME_WEIGHT * (seconds - known)
+        samples = self._samples.setdefault(size, deque(maxlen=PASS_TIME_WINDOW))
+        samples.append(seconds)
+        # The lower median: with two passes the faster counts, so a slow first pass is forgotten at the second.
+        self._pass_s[size] = sorted(samples)[(len(samples) - 1) // 2]
