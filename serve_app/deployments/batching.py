@@ -1,12 +1,16 @@
 """How a model replica batches: Ray Serve's `@serve.batch` forms each pass, with a wait that follows the device.
 
 `@serve.batch` gathers the calls that arrive within its wait timeout, up to `max_batch_size`, into one pass. Ray
-2.60 forms a pass as soon as that timeout expires, free device or not, and lines the formed passes up behind
-`max_concurrent_batches`: with a fixed timeout of 0, a call that arrives while the device is busy makes a pass of
+2.60 forms a pass as soon as that timeout expires, free device or not, and starts gathering the next one at once
+with the timeout last set: with a fixed timeout of 0, a call that arrives while the device is busy makes a pass of
 its own, and under load the device runs passes of one or two images. So before each call joins, the replica sets
 the timeout to how long the device will stay busy (`DevicePasses.wait_s`): 0 on an idle device (or the configured
-`batch_wait_timeout_s`, if longer), else until the passes already submitted are expected to end, less a moment
-for the next one's upload. The calls arriving meanwhile join one pass, formed just before the device frees.
+`batch_wait_timeout_s`, if longer), else until the passes on the device and those formed and waiting for it are
+expected to end, less a moment for the next one's upload. A call that joins while a pass is gathering sets the
+timeout of the pass after that one (Ray reads it when that pass starts gathering, right after the current one
+forms), so it counts the gathering pass too. Formed passes reach `DevicePasses.run` at once
+(`FORMED_PASSES_MAX`), where each is counted until the device takes it: a pass formed ahead of the device is
+expected, not overlooked, and the next one gathers until the device can take it.
 
 `DevicePasses` runs one model's passes: at most `PASSES_IN_FLIGHT` on the device, whatever model they are for
 (`DeviceClock`, one per device), one running and the next uploaded and queued behind it, so the device goes from
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,10 +36,11 @@ from serve_app.protocol import Pending
 PASSES_IN_FLIGHT = 2
 # The next pass forms this long before the device is expected to free up: its upload and launch.
 UPLOAD_LEAD_S = 0.005
-# A batch size's pass time is the median of its last few passes: a pass whose end was seen late (its masks' thread
-# waited for the interpreter) or early makes the one behind it look short or long, and one such pass must not move
-# the estimate; a slow first pass is outvoted by the next, and a lasting change (a new clock) wins in three.
-PASS_TIME_WINDOW = 5
+# Passes `@serve.batch` hands on before the device takes them (its max_concurrent_batches): each then waits at the
+# device's gate, counted in the wait of the next. 8 of 8 images fill prod.yaml's max_ongoing_requests of 64.
+FORMED_PASSES_MAX = 8
+# Weight of the newest pass in a batch size's pass time: a few passes adapt it to a new load or clock.
+PASS_TIME_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class DeviceClock:
     def __init__(self) -> None:
         self.in_flight = 0
         self.free_at = 0.0  # time.perf_counter() when the passes in flight are expected to have ended
+        self.formed = 0  # passes formed and waiting for the gate
+        self.formed_s = 0.0  # their expected device time
         self.last_end = 0.0
         self._gate: asyncio.Semaphore | None = None  # made on the event loop that runs the passes
 
@@ -76,8 +82,8 @@ class DevicePasses:
         self._waiter = ThreadPoolExecutor(PASSES_IN_FLIGHT, thread_name_prefix="masks")
         self._on_batch = on_batch or (lambda size: None)
         self._clock = clock or DeviceClock()
-        self._samples: dict[int, deque[float]] = {}
         self._pass_s: dict[int, float] = {}
+        self.gathering = 0  # calls that joined `@serve.batch` and are in no formed pass yet (ModelSlot counts them)
 
     @property
     def in_flight(self) -> int:
@@ -86,11 +92,14 @@ class DevicePasses:
 
     def wait_s(self, minimum: float) -> float:
         """How long `@serve.batch` should gather calls for the next pass: until the device can take it, and at
-        least `minimum` (the configured batch_wait_timeout_s)."""
+        least `minimum` (the configured batch_wait_timeout_s). Call it before the call joins (`gathering` not yet
+        counting it): while a pass gathers, the value serves the pass after it."""
         clock = self._clock
-        if clock.in_flight == 0:
+        ahead = clock.formed_s + (self.pass_s(self.gathering) if self.gathering else 0.0)
+        if clock.in_flight == 0 and clock.formed == 0 and not self.gathering:
             return minimum
-        return max(minimum, clock.free_at - time.perf_counter() - UPLOAD_LEAD_S)
+        now = time.perf_counter()
+        return max(minimum, max(clock.free_at, now) + ahead - now - UPLOAD_LEAD_S)
 
     def pass_s(self, size: int) -> float:
         """The expected device time of a pass of `size` images (0 before any pass ran)."""
@@ -104,11 +113,19 @@ class DevicePasses:
         loop = asyncio.get_running_loop()
         clock = self._clock
         size = len(images)
-        async with clock.gate:
+        expected = self.pass_s(size)
+        clock.formed += 1
+        clock.formed_s += expected
+        try:
+            await clock.gate.acquire()
+        finally:
+            clock.formed -= 1
+            clock.formed_s = max(0.0, clock.formed_s - expected)
+        try:
             self._on_batch(size)
             started = time.perf_counter()
             alone = clock.in_flight == 0
-            clock.free_at = (started if alone else max(started, clock.free_at)) + self.pass_s(size)
+            clock.free_at = (started if alone else max(started, clock.free_at)) + expected
             clock.in_flight += 1
             try:
                 if alone:
@@ -118,6 +135,8 @@ class DevicePasses:
                     masks = await loop.run_in_executor(self._waiter, pending.result)
             finally:
                 clock.in_flight -= 1
+        finally:
+            clock.gate.release()
         ended = time.perf_counter()
         # Its device time: from the later of its submission and the previous pass's end (it waited behind that).
         self._learn(size, ended - max(started, clock.last_end))
@@ -131,7 +150,12 @@ class DevicePasses:
         return self._submit(images).result()
 
     def _learn(self, size: int, seconds: float) -> None:
-        samples = self._samples.setdefault(size, deque(maxlen=PASS_TIME_WINDOW))
-        samples.append(seconds)
-        # The lower median: with two passes the faster counts, so a slow first pass is forgotten at the second.
-        self._pass_s[size] = sorted(samples)[(len(samples) - 1) // 2]
+        known = self._pass_s.get(size)
+        if known is None or seconds < known / 2:
+            # The first pass of its size, or one far faster than expected: the estimate came from an outlier (a
+            # first pass, one split for memory) and must not keep later passes gathering for an idle device.
+            self._pass_s[size] = seconds
+        else:
+            # Otherwise a fraction at a time: a pass timed behind one whose end was seen late looks a little short,
+            # and an estimate that follows such passes down forms passes before the device can take them.
+            self._pass_s[size] = known + PASS_TIME_WEIGHT * (min(seconds, 2 * known) - known)

@@ -20,12 +20,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from ray import serve
 
-from serve_app.deployments.batching import PASSES_IN_FLIGHT, DeviceBatch, DeviceClock, DevicePasses
+from serve_app.deployments.batching import FORMED_PASSES_MAX, DeviceBatch, DeviceClock, DevicePasses
 from serve_app.protocol import EncodedJpeg, ModelNotReady, OutOfDeviceMemory, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings
 
@@ -81,6 +82,15 @@ class SlotMetrics(Protocol):
     def split(self, model: str) -> None: ...
 
 
+@dataclass
+class Joined:
+    """A call in `@serve.batch`'s queue: its image, and whether a pass has formed with it (until then it counts as
+    gathering in the wait that later calls set)."""
+
+    image: Any
+    formed: bool = False
+
+
 class ModelSlot:
     """One loaded model: `remove_background` joins its own `@serve.batch` queue; its passes share the device."""
 
@@ -106,7 +116,7 @@ class ModelSlot:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batched: Any = serve.batch(max_batch_size=self.live_max_batch_size,
                                          batch_wait_timeout_s=self.batch_settings.batch_wait_timeout_s,
-                                         max_concurrent_batches=PASSES_IN_FLIGHT)(self._run_batch)
+                                         max_concurrent_batches=FORMED_PASSES_MAX)(self._run_batch)
         model.on_out_of_memory = self._lower_batch_limit
 
     async def decode(self, encoded: EncodedJpeg) -> Any:
@@ -119,16 +129,26 @@ class ModelSlot:
         for this model that arrive meanwhile. ModelNotReady (a 503 with Retry-After) when the device ran out of
         memory on this image even in a pass of its own."""
         self._loop = self._loop or asyncio.get_running_loop()
-        # Set before joining: the pass this call starts gathers the calls arriving until the device frees.
+        # Set before joining: the pass this call starts (or the one after the pass gathering now) gathers the calls
+        # arriving until the device can take it.
         self._batched.set_batch_wait_timeout_s(self.passes.wait_s(self.batch_settings.batch_wait_timeout_s))
-        mask, batch = await self._batched(image)
+        call = Joined(image)
+        self.passes.gathering += 1
+        try:
+            mask, batch = await self._batched(call)
+        finally:
+            if not call.formed:  # cancelled while its pass gathered: Serve drops it from the pass
+                self.passes.gathering -= 1
         if isinstance(mask, BaseException):
             raise ModelNotReady(f"the GPU ran out of memory on this image even alone ({type(mask).__name__}); "
                                 "retry shortly", OUT_OF_MEMORY_RETRY_AFTER_S)
         return mask, batch
 
-    async def _run_batch(self, images: list) -> list[tuple[np.ndarray, DeviceBatch]]:
-        masks, batch = await self.passes.run(images)
+    async def _run_batch(self, calls: list[Joined]) -> list[tuple[np.ndarray, DeviceBatch]]:
+        for call in calls:
+            call.formed = True
+        self.passes.gathering -= len(calls)
+        masks, batch = await self.passes.run([call.image for call in calls])
         return [(mask, batch) for mask in masks]
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -100,3 +100,33 @@ def test_a_split_lowers_the_limit_and_passes_that_fit_raise_it_back(probed: int 
     for _ in range(model_slots.PASSES_BEFORE_RAISING_THE_LIMIT * 3):
         one._count_batch(after_split)
     assert one.fitting_batch == back_to
+
+
+class NeverForms:
+    """Serve's batch queue holding a call that never makes it into a pass (its caller gives up first)."""
+
+    def set_batch_wait_timeout_s(self, seconds: float) -> None: ...
+
+    async def __call__(self, call: object) -> tuple:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_calls_count_as_gathering_until_their_pass_forms_or_they_give_up() -> None:
+    # The wait later calls set counts the calls waiting for a pass: a count left behind would make every later pass
+    # gather for a device that is free.
+    async def run() -> None:
+        one = slot()
+        one._batched = Batched(one)
+        await asyncio.gather(one.masks(1), one.masks(1))
+        assert one.passes.gathering == 0
+        one._batched = NeverForms()
+        waiting = asyncio.create_task(one.masks(1))
+        await asyncio.sleep(0.01)
+        assert one.passes.gathering == 1 and one.passes.wait_s(0.0) == 0.0  # nothing learned: no time ahead
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert one.passes.gathering == 0
+
+    asyncio.run(run())

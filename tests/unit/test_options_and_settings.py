@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from serve_app.app import build_app
-from serve_app.deployments.batching import PASSES_IN_FLIGHT
+from serve_app.deployments.batching import FORMED_PASSES_MAX
 from serve_app.errors import InvalidOption
 from serve_app.options import OutputOptions, parse_options, reject_unknown
 from serve_app.settings import AppArgs, BatchSettings, parse_app_args, parse_batch_settings
@@ -100,7 +100,7 @@ def test_shipped_configs_are_valid(name: str) -> None:
             batching = parse_batch_settings(deployment.get("user_config"))
             assert isinstance(batching, BatchSettings)
             # Ray's own condition for batches to fill (it warns otherwise), see batching.py
-            assert deployment["max_ongoing_requests"] >= batching.max_batch_size * PASSES_IN_FLIGHT
+            assert deployment["max_ongoing_requests"] >= batching.max_batch_size * FORMED_PASSES_MAX
 
 
 def test_compiled_graphs_refuses_inductors_own_cuda_graphs() -> None:
