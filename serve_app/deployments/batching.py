@@ -6,8 +6,8 @@ with the timeout last set: with a fixed timeout of 0, a call that arrives while 
 its own, and under load the device runs passes of one or two images. So before each call joins, the replica sets
 the timeout to how long the device will stay busy (`DevicePasses.wait_s`): 0 on an idle device (or the configured
 `batch_wait_timeout_s`, if longer), else until the passes on the device and those formed and waiting for it are
-expected to end, less a moment for the next one's upload. A call that joins while a pass is gathering sets the
-timeout of the pass after that one (Ray reads it when that pass starts gathering, right after the current one
+expected to end, less a moment for the next one's upload. A call that joins a busy device while a pass gathers
+sets the timeout of the pass after that one (Ray reads it when that pass starts gathering, right after the current one
 forms), so it counts the gathering pass too. Formed passes reach `DevicePasses.run` at once
 (`FORMED_PASSES_MAX`), where each is counted until the device takes it: a pass formed ahead of the device is
 expected, not overlooked, and the next one gathers until the device can take it.
@@ -95,9 +95,10 @@ class DevicePasses:
         least `minimum` (the configured batch_wait_timeout_s). Call it before the call joins (`gathering` not yet
         counting it): while a pass gathers, the value serves the pass after it."""
         clock = self._clock
-        ahead = clock.formed_s + (self.pass_s(self.gathering) if self.gathering else 0.0)
-        if clock.in_flight == 0 and clock.formed == 0 and not self.gathering:
+        if clock.in_flight == 0 and clock.formed == 0:
+            # An idle device: the pass gathering (if any) goes at once, and so may this call's.
             return minimum
+        ahead = clock.formed_s + (self.pass_s(self.gathering) if self.gathering else 0.0)
         now = time.perf_counter()
         return max(minimum, max(clock.free_at, now) + ahead - now - UPLOAD_LEAD_S)
 

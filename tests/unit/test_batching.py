@@ -225,9 +225,7 @@ def test_a_call_joining_while_a_pass_gathers_sets_the_wait_of_the_pass_after_it(
         runner.gathering = 0
         device.releases[0].set()
         await running
-        runner.gathering = 2  # a pass gathers on an idle device: the next waits for it
-        assert runner.wait_s(0.0) > 0.15
-        runner.gathering = 0
+        runner.gathering = 2  # on an idle device the pass gathering goes at once, and so may the next
         assert runner.wait_s(0.0) == 0.0
 
     asyncio.run(scenario())
