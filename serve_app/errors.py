@@ -29,6 +29,10 @@ class BadRequest(ApiError):
     status, code = 400, "bad_request"
 
 
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 

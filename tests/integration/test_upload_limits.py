@@ -1,10 +1,14 @@
 """max_upload_bytes holds on every route that takes an image: the native body, rembg's and remove.bg's file
-uploads, and remove.bg's base64 field, whose form may be larger than the image it carries."""
+uploads, and remove.bg's base64 field, whose form may be larger than the image it carries; and a body that does not
+arrive within upload_timeout_s is a 408."""
 
 from __future__ import annotations
 
 import base64
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -42,3 +46,35 @@ def test_every_route_refuses_an_image_over_the_limit_and_takes_one_under_it(base
     assert taken.status_code == 200 and taken.headers["content-type"] == "image/png", taken.text
     taken = post(f"{base_url}/v1/remove-background", content=small, headers={"Content-Type": "image/png"})
     assert taken.status_code == 200, taken.text
+
+
+def answer_to_a_stalled_upload(base_url: str, path: str, content_type: str, first_bytes: bytes) -> tuple[bytes, float]:
+    """Send the headers and the first bytes of a 100 kB body, then nothing: the answer, and how long it took."""
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=20) as client:
+        client.sendall(f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
+                       f"Content-Length: 100000\r\n\r\n".encode() + first_bytes)
+        started, answer = time.monotonic(), b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith((b"}", b"]")):
+            chunk = client.recv(65536)  # within the socket's 20 s
+            if not chunk:
+                break
+            answer += chunk
+    return answer, time.monotonic() - started
+
+
+def test_a_body_that_stalls_is_answered_408_on_the_native_and_the_form_routes(base_url: str,
+                                                                              tiny_model_dir: Path) -> None:
+    # A client that trickles its upload would otherwise hold one of the replica's request slots for as long as it
+    # likes; a few hundred such clients would hold them all.
+    deploy(tiny_model_dir, {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}, {"upload_timeout_s": 1.0})
+    native, took = answer_to_a_stalled_upload(base_url, "/v1/remove-background", "image/png", b"\x89PNG")
+    assert native.startswith(b"HTTP/1.1 408"), native[:300]
+    assert b"request_timeout" in native and took < 10, (native[-300:], took)
+    boundary = "x" * 16
+    rembg, took = answer_to_a_stalled_upload(base_url, "/api/remove", f"multipart/form-data; boundary={boundary}",
+                                             f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                                             f"filename=\"in.png\"\r\n\r\n".encode())
+    assert rembg.startswith(b"HTTP/1.1 408") and took < 10, rembg[:300]
+    assert post(f"{base_url}/v1/remove-background", content=encode(red_square()),
+                headers={"Content-Type": "image/png"}).status_code == 200
