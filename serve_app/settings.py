@@ -228,9 +228,9 @@ class IngressSettings(StrictModel):
     """Limits and behaviour of the CPU ingress (HTTP, decoding, fetching, encoding)."""
 
     max_upload_bytes: int = Field(50 * MiB, ge=1, description="Largest accepted request body or fetched image.")
-    upload_timeout_s: float = Field(
-        30.0, gt=0, description="Time a request's body has to arrive in full; 408 when it does not (a client that "
-                                "trickles its upload would otherwise hold one of the replica's request slots).")
+    upload_read_timeout_s: float = Field(
+        30.0, gt=0, description="Longest silence while reading a request's body; 408 when it is longer (a client "
+                                "that stops sending would otherwise hold one of the replica's request slots).")
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Largest width*height, checked from the header before decoding."
     )

@@ -10,7 +10,9 @@ expected to end, less a moment for the next one's upload. A call that joins a bu
 sets the timeout of the pass after that one (Ray reads it when that pass starts gathering, right after the current one
 forms), so it counts the gathering pass too. Formed passes reach `DevicePasses.run` at once
 (`FORMED_PASSES_MAX`), where each is counted until the device takes it: a pass formed ahead of the device is
-expected, not overlooked, and the next one gathers until the device can take it.
+expected, not overlooked, and the next one gathers until the device can take it. A model has at most two passes at
+the device's gate (another model's pass waits behind no more), and the callers that gave up while their pass waited
+(a missed deadline) are left out of it when the device takes it.
 
 `DevicePasses` runs one model's passes: at most `PASSES_IN_FLIGHT` on the device, whatever model they are for
 (`DeviceClock`, one per device), one running and the next uploaded and queued behind it, so the device goes from
@@ -36,8 +38,9 @@ from serve_app.protocol import Pending
 PASSES_IN_FLIGHT = 2
 # The next pass forms this long before the device is expected to free up: its upload and launch.
 UPLOAD_LEAD_S = 0.005
-# Passes `@serve.batch` hands on before the device takes them (its max_concurrent_batches): each then waits at the
-# device's gate, counted in the wait of the next. 8 of 8 images fill prod.yaml's max_ongoing_requests of 64.
+# Passes `@serve.batch` hands on before the device takes them (its max_concurrent_batches): each then waits at its
+# model's gate and the device's, counted in the wait of the next. 8 of 8 images fill prod.yaml's max_ongoing_requests
+# of 64.
 FORMED_PASSES_MAX = 8
 # Weight of the newest pass in a batch size's pass time: a few passes adapt it to a new load or clock.
 PASS_TIME_WEIGHT = 0.2
@@ -58,14 +61,12 @@ class DeviceClock:
     def __init__(self) -> None:
         self.in_flight = 0
         self.free_at = 0.0  # time.perf_counter() when the passes in flight are expected to have ended
-        self.formed = 0  # passes formed and waiting for the gate
-        self.formed_s = 0.0  # their expected device time
         self.last_end = 0.0
         self._gate: asyncio.Semaphore | None = None  # made on the event loop that runs the passes
 
     @property
     def gate(self) -> asyncio.Semaphore:
-        """At most PASSES_IN_FLIGHT passes on the device; with one model, its queue's own limit already holds."""
+        """At most PASSES_IN_FLIGHT passes on the device, whatever model they are for."""
         if self._gate is None:
             self._gate = asyncio.Semaphore(PASSES_IN_FLIGHT)
         return self._gate
@@ -83,7 +84,12 @@ class DevicePasses:
         self._on_batch = on_batch or (lambda size: None)
         self._clock = clock or DeviceClock()
         self._pass_s: dict[int, float] = {}
-        self.gathering = 0  # calls that joined `@serve.batch` and are in no formed pass yet (ModelSlot counts them)
+        self.gathering = 0  # calls that joined `@serve.batch` and are in no pass handed on yet (ModelSlot counts them)
+        self.formed = 0  # this model's passes formed and not yet on the device
+        self.formed_s = 0.0  # their expected device time
+        # This model's passes at the device's gate: as many as it takes, so that another model's pass waits behind
+        # two of this one's at most, however many this one has formed.
+        self._own_gate: asyncio.Semaphore | None = None
 
     @property
     def in_flight(self) -> int:
@@ -95,10 +101,10 @@ class DevicePasses:
         least `minimum` (the configured batch_wait_timeout_s). Call it before the call joins (`gathering` not yet
         counting it): while a pass gathers, the value serves the pass after it."""
         clock = self._clock
-        if clock.in_flight == 0 and clock.formed == 0:
+        if clock.in_flight == 0 and self.formed == 0:
             # An idle device: the pass gathering (if any) goes at once, and so may this call's.
             return minimum
-        ahead = clock.formed_s + (self.pass_s(self.gathering) if self.gathering else 0.0)
+        ahead = self.formed_s + (self.pass_s(self.gathering) if self.gathering else 0.0)
         now = time.perf_counter()
         return max(minimum, max(clock.free_at, now) + ahead - now - UPLOAD_LEAD_S)
 
@@ -109,40 +115,56 @@ class DevicePasses:
         larger = [seconds for known, seconds in self._pass_s.items() if known >= size]
         return min(larger) if larger else max(self._pass_s.values(), default=0.0)
 
-    async def run(self, images: list[Any]) -> tuple[list[np.ndarray], DeviceBatch]:
-        """Masks for `images`, in order, from one pass on the device."""
+    async def run(self, images: list[Any],
+                  wanted: Callable[[], list[bool]] | None = None) -> tuple[list[np.ndarray | None], DeviceBatch]:
+        """Masks for `images`, in order, from one pass on the device. `wanted`, asked once the device can take the
+        pass, says which images are still wanted: the others (their callers gave up while it waited) get None and
+        no device time, and a pass that nobody wants any more is not run."""
         loop = asyncio.get_running_loop()
         clock = self._clock
-        size = len(images)
-        expected = self.pass_s(size)
-        clock.formed += 1
-        clock.formed_s += expected
+        expected = self.pass_s(len(images))
+        self.formed += 1
+        self.formed_s += expected
+        own = self._own_gate = self._own_gate or asyncio.Semaphore(PASSES_IN_FLIGHT)
         try:
-            await clock.gate.acquire()
+            await own.acquire()
+            try:
+                await clock.gate.acquire()
+            except BaseException:
+                own.release()
+                raise
         finally:
-            clock.formed -= 1
-            clock.formed_s = max(0.0, clock.formed_s - expected)
+            self.formed -= 1
+            self.formed_s = max(0.0, self.formed_s - expected)
         try:
-            self._on_batch(size)
+            keep = wanted() if wanted is not None else [True] * len(images)
+            kept = [image for image, wanted_one in zip(images, keep, strict=True) if wanted_one]
+            size = len(kept)
             started = time.perf_counter()
+            if not kept:
+                return [None] * len(images), DeviceBatch(started, 0.0, 0)
+            self._on_batch(size)
             alone = clock.in_flight == 0
-            clock.free_at = (started if alone else max(started, clock.free_at)) + expected
+            clock.free_at = (started if alone else max(started, clock.free_at)) + self.pass_s(size)
             clock.in_flight += 1
             try:
                 if alone:
-                    masks = await loop.run_in_executor(self._executor, self._submit_and_wait, images)
+                    masks = await loop.run_in_executor(self._executor, self._submit_and_wait, kept)
                 else:
-                    pending = await loop.run_in_executor(self._executor, self._submit, images)
+                    pending = await loop.run_in_executor(self._executor, self._submit, kept)
                     masks = await loop.run_in_executor(self._waiter, pending.result)
             finally:
                 clock.in_flight -= 1
         finally:
             clock.gate.release()
+            own.release()
         ended = time.perf_counter()
         # Its device time: from the later of its submission and the previous pass's end (it waited behind that).
         self._learn(size, ended - max(started, clock.last_end))
         clock.last_end = max(clock.last_end, ended)
-        return masks, DeviceBatch(started, (ended - started) * 1000, size)
+        answers = iter(masks)
+        return [next(answers) if wanted_one else None for wanted_one in keep], DeviceBatch(
+            started, (ended - started) * 1000, size)
 
     def close(self) -> None:
         self._waiter.shutdown(wait=True)

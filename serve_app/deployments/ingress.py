@@ -44,7 +44,6 @@ from serve_app.errors import (
     ModelUnavailable,
     Overloaded,
     PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
 )
 from serve_app.heap_trim import release_free_memory
@@ -457,9 +456,9 @@ class Ingress:
         try:
             # Capped as it arrives too (a chunked body declares no length); any one part may be the whole body,
             # such as remove.bg's base64 in a text field (Starlette's own cap on a part is 1 MiB).
-            async with self._upload_deadline():
-                form = await capped_request(request, limit=limit, what="the body").form(
-                    max_files=max_files, max_fields=max_fields, max_part_size=limit)
+            form = await capped_request(request, limit=limit, what="the body",
+                                        idle_timeout_s=self.settings.upload_read_timeout_s).form(
+                max_files=max_files, max_fields=max_fields, max_part_size=limit)
         except ApiError:
             raise
         except Exception as failure:  # starlette raises several types for malformed bodies
@@ -694,19 +693,9 @@ class Ingress:
         )
 
     async def _read_capped_body(self, request: Request, limit: int | None = None) -> bytes:
-        async with self._upload_deadline():
-            return await read_capped(request.stream(), limit=limit or self.settings.max_upload_bytes,
-                                     declared_length=request.headers.get("content-length"), what="the body")
-
-    @contextlib.asynccontextmanager
-    async def _upload_deadline(self) -> AsyncIterator[None]:
-        """The body's read, within upload_timeout_s: RequestTimeout (408) when the client is slower."""
-        try:
-            async with asyncio.timeout(self.settings.upload_timeout_s):
-                yield
-        except TimeoutError:
-            seconds = self.settings.upload_timeout_s
-            raise RequestTimeout(f"the request body did not arrive within {seconds:g} s") from None
+        return await read_capped(request.stream(), limit=limit or self.settings.max_upload_bytes,
+                                 declared_length=request.headers.get("content-length"), what="the body",
+                                 idle_timeout_s=self.settings.upload_read_timeout_s)
 
     async def _read_multipart(self, request: Request) -> bytes:
         fields, files = await self._read_form(request, max_files=1, max_fields=8,

@@ -89,6 +89,7 @@ class Joined:
 
     image: Any
     formed: bool = False
+    cancelled: bool = False  # its caller gave up after its pass formed: the pass leaves it out
 
 
 class ModelSlot:
@@ -136,6 +137,9 @@ class ModelSlot:
         self.passes.gathering += 1
         try:
             mask, batch = await self._batched(call)
+        except asyncio.CancelledError:
+            call.cancelled = True
+            raise
         finally:
             if not call.formed:  # cancelled while its pass gathered: Serve drops it from the pass
                 self.passes.gathering -= 1
@@ -144,11 +148,12 @@ class ModelSlot:
                                 "retry shortly", OUT_OF_MEMORY_RETRY_AFTER_S)
         return mask, batch
 
-    async def _run_batch(self, calls: list[Joined]) -> list[tuple[np.ndarray, DeviceBatch]]:
+    async def _run_batch(self, calls: list[Joined]) -> list[tuple[np.ndarray | None, DeviceBatch]]:
         for call in calls:
             call.formed = True
         self.passes.gathering -= len(calls)
-        masks, batch = await self.passes.run([call.image for call in calls])
+        masks, batch = await self.passes.run([call.image for call in calls],
+                                             wanted=lambda: [not call.cancelled for call in calls])
         return [(mask, batch) for mask in masks]
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

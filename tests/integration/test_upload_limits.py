@@ -1,6 +1,6 @@
 """max_upload_bytes holds on every route that takes an image: the native body, rembg's and remove.bg's file
 uploads, and remove.bg's base64 field, whose form may be larger than the image it carries; and a body that does not
-arrive within upload_timeout_s is a 408."""
+stops arriving for upload_read_timeout_s is a 408."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_a_body_that_stalls_is_answered_408_on_the_native_and_the_form_routes(ba
                                                                               tiny_model_dir: Path) -> None:
     # A client that trickles its upload would otherwise hold one of the replica's request slots for as long as it
     # likes; a few hundred such clients would hold them all.
-    deploy(tiny_model_dir, {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}, {"upload_timeout_s": 1.0})
+    deploy(tiny_model_dir, {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}, {"upload_read_timeout_s": 1.0})
     native, took = answer_to_a_stalled_upload(base_url, "/v1/remove-background", "image/png", b"\x89PNG")
     assert native.startswith(b"HTTP/1.1 408"), native[:300]
     assert b"request_timeout" in native and took < 10, (native[-300:], took)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from serve_app.deployments.batching import UPLOAD_LEAD_S, DevicePasses
+from serve_app.deployments.batching import UPLOAD_LEAD_S, DeviceClock, DevicePasses
 
 
 class HeldMasks:
@@ -31,12 +31,14 @@ class FakeDevice:
     def __init__(self, fail_on_size: int | None = None):
         self.releases: list[threading.Event] = []
         self.submitted: list[int] = []
+        self.submitted_images: list[list] = []
         self.fail_on_size = fail_on_size
 
     def __call__(self, images):
         if len(images) == self.fail_on_size:
             raise RuntimeError("device failure")
         self.submitted.append(len(images))
+        self.submitted_images.append(list(images))
         self.releases.append(threading.Event())
         return HeldMasks(images, self.releases[-1])
 
@@ -227,6 +229,50 @@ def test_a_call_joining_while_a_pass_gathers_sets_the_wait_of_the_pass_after_it(
         await running
         runner.gathering = 2  # on an idle device the pass gathering goes at once, and so may the next
         assert runner.wait_s(0.0) == 0.0
+
+    asyncio.run(scenario())
+
+
+def test_another_models_pass_waits_behind_two_of_this_ones_at_most() -> None:
+    # Passes reach the runner as soon as Serve forms them; one model with many formed must not keep another
+    # model's lone call waiting behind all of them.
+    async def scenario() -> None:
+        device, clock = FakeDevice(), DeviceClock()
+        first = DevicePasses(device, ThreadPoolExecutor(1), clock=clock)
+        second = DevicePasses(device, ThreadPoolExecutor(1), clock=clock)
+        ahead = [asyncio.create_task(first.run(tagged(1))) for _ in range(2)]
+        await until(lambda: clock.in_flight == 2)
+        behind = [asyncio.create_task(first.run(tagged(1))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        other = asyncio.create_task(second.run(tagged(9)))
+        await asyncio.sleep(0.01)
+        device.releases[0].set()  # the first model's first pass ends: the other model's takes its place
+        await until(lambda: len(device.submitted) == 3)
+        await asyncio.sleep(0.01)
+        assert len(device.submitted) == 3  # the first model's third pass waits for one of these two to end
+        assert [9] in [[int(image[0, 0, 0]) for image in images] for images in device.submitted_images]
+        for index in range(1, 6):
+            await until(lambda index=index: len(device.releases) > index)
+            device.releases[index].set()
+        await asyncio.gather(*ahead, *behind, other)
+        assert clock.in_flight == 0 and first.formed == 0 and second.formed == 0
+
+    asyncio.run(scenario())
+
+
+def test_images_no_longer_wanted_when_the_device_takes_the_pass_get_no_device_time() -> None:
+    async def scenario() -> None:
+        device = FakeDevice()
+        runner = passes(device)
+        running = asyncio.create_task(runner.run(tagged(1, 2, 3), wanted=lambda: [True, False, True]))
+        await until(lambda: len(device.submitted) == 1)
+        assert device.submitted == [2]
+        device.releases[0].set()
+        masks, batch = await running
+        assert [None if mask is None else int(mask[0, 0]) for mask in masks] == [1, None, 3] and batch.size == 2
+        masks, batch = await runner.run(tagged(4, 5), wanted=lambda: [False, False])
+        assert masks == [None, None] and device.submitted == [2]  # nobody wanted it: not run
+        assert runner.in_flight == 0 and runner.wait_s(0.0) == 0.0
 
     asyncio.run(scenario())
 

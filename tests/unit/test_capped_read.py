@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from serve_app.capped_read import capped_request
-from serve_app.errors import PayloadTooLarge
+from serve_app.capped_read import capped_request, read_capped
+from serve_app.errors import PayloadTooLarge, RequestTimeout
 
 BOUNDARY = "x7bound"
 CHUNK = 64 * 1024
@@ -52,3 +52,23 @@ def test_a_chunked_form_within_the_limit_is_read_whole() -> None:
     form = read_form(request, 20 * CHUNK)
     upload = form["file"]
     assert upload.filename == "a.png" and upload.size == 5 * CHUNK
+
+
+def test_a_body_that_keeps_coming_slowly_is_read_and_one_that_stops_is_a_408_closing_the_connection() -> None:
+    async def chunks(pauses: list[float]):
+        for pause in pauses:
+            await asyncio.sleep(pause)
+            yield b"x" * 10
+
+    async def run() -> None:
+        # Five chunks 0.1 s apart take longer than one silence allowed (0.3 s) in all, and are all read.
+        body = await read_capped(chunks([0.1] * 5), limit=1000, declared_length=None, what="the body",
+                                 idle_timeout_s=0.3)
+        assert body == b"x" * 50
+        with pytest.raises(RequestTimeout) as stopped:
+            await read_capped(chunks([0.0, 0.0, 5.0]), limit=1000, declared_length=None, what="the body",
+                              idle_timeout_s=0.3)
+        assert stopped.value.status == 408 and stopped.value.headers == {"Connection": "close"}
+        assert "the body stopped arriving" in stopped.value.message
+
+    asyncio.run(run())

@@ -130,3 +130,45 @@ def test_calls_count_as_gathering_until_their_pass_forms_or_they_give_up() -> No
         assert one.passes.gathering == 0
 
     asyncio.run(run())
+
+
+class Detached:
+    """Serve's batch queue as it runs a formed pass: in a task of its own, which a caller giving up does not cancel."""
+
+    def __init__(self, one: ModelSlot):
+        self.one = one
+        self.passes: list[asyncio.Task] = []
+
+    def set_batch_wait_timeout_s(self, seconds: float) -> None: ...
+
+    async def __call__(self, call: object) -> tuple:
+        self.passes.append(asyncio.ensure_future(self.one._run_batch([call])))
+        [result] = await asyncio.shield(self.passes[-1])
+        return result
+
+
+def test_a_caller_that_gives_up_while_its_pass_waits_for_the_device_costs_no_device_time() -> None:
+    # The ingress cancels the model call when the request's deadline passes: its image must not take a place in a
+    # pass the device runs later.
+    async def run() -> list:
+        submitted: list[int] = []
+        one = slot()
+        submit = one.model.submit
+        one.passes._submit = lambda images: (submitted.append(len(images)), submit(images))[1]
+        one._batched = Detached(one)
+        gate = one.passes._clock.gate
+        for _ in range(2):
+            await gate.acquire()  # the device busy with two passes of another model
+        waiting = asyncio.create_task(one.masks(1))
+        await asyncio.sleep(0.01)
+        assert one.passes.formed == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        gate.release()
+        gate.release()
+        await asyncio.gather(*one._batched.passes)
+        assert one.passes.formed == 0 and one.passes.gathering == 0
+        return submitted
+
+    assert asyncio.run(run()) == []
