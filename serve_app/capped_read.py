@@ -1,5 +1,5 @@
-"""Reading a request's body with a size cap, checked against the declared length first and then as it arrives, and
-with a limit on the silence between its chunks."""
+"""Reading a byte stream (a request's body, a fetched image) with a size cap, checked against the declared length
+first and then as it arrives, and for a request's body with a limit on the silence between its chunks."""
 
 from __future__ import annotations
 
