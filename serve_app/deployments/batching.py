@@ -24,8 +24,9 @@ a lone request. Each model has its own `@serve.batch` queue and `DevicePasses`: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -88,8 +89,9 @@ class DevicePasses:
         self.formed = 0  # this model's passes formed and not yet on the device
         self.formed_s = 0.0  # their expected device time
         # This model's passes at the device's gate: as many as it takes, so that another model's pass waits behind
-        # two of this one's at most, however many this one has formed.
-        self._own_gate: asyncio.Semaphore | None = None
+        # two of this one's at most, however many this one has formed. (A semaphore binds to the loop that first
+        # waits on it.)
+        self._own_gate = asyncio.Semaphore(PASSES_IN_FLIGHT)
 
     @property
     def in_flight(self) -> int:
@@ -122,21 +124,7 @@ class DevicePasses:
         no device time, and a pass that nobody wants any more is not run."""
         loop = asyncio.get_running_loop()
         clock = self._clock
-        expected = self.pass_s(len(images))
-        self.formed += 1
-        self.formed_s += expected
-        own = self._own_gate = self._own_gate or asyncio.Semaphore(PASSES_IN_FLIGHT)
-        try:
-            await own.acquire()
-            try:
-                await clock.gate.acquire()
-            except BaseException:
-                own.release()
-                raise
-        finally:
-            self.formed -= 1
-            self.formed_s = max(0.0, self.formed_s - expected)
-        try:
+        async with self._turn(self.pass_s(len(images))):
             keep = wanted() if wanted is not None else [True] * len(images)
             kept = [image for image, wanted_one in zip(images, keep, strict=True) if wanted_one]
             size = len(kept)
@@ -155,9 +143,6 @@ class DevicePasses:
                     masks = await loop.run_in_executor(self._waiter, pending.result)
             finally:
                 clock.in_flight -= 1
-        finally:
-            clock.gate.release()
-            own.release()
         ended = time.perf_counter()
         # Its device time: from the later of its submission and the previous pass's end (it waited behind that).
         self._learn(size, ended - max(started, clock.last_end))
@@ -165,6 +150,21 @@ class DevicePasses:
         answers = iter(masks)
         return [next(answers) if wanted_one else None for wanted_one in keep], DeviceBatch(
             started, (ended - started) * 1000, size)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, expected_s: float) -> AsyncIterator[None]:
+        """The device's turn for a formed pass: counted as formed (`expected_s` of device time ahead) until this
+        model's gate and the device's are both taken, then both held until the pass is done."""
+        self.formed += 1
+        self.formed_s += expected_s
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(self._own_gate)
+                await held.enter_async_context(self._clock.gate)
+            finally:
+                self.formed -= 1
+                self.formed_s = max(0.0, self.formed_s - expected_s)
+            yield
 
     def close(self) -> None:
         self._waiter.shutdown(wait=True)
