@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ray.serve import batching as serve_batching
@@ -140,12 +141,24 @@ async def simulate(args: argparse.Namespace) -> dict:
             "batch_size_histogram": {str(size): count for size, count in sorted(sizes.items()) if count > 0}}
 
 
+@contextlib.contextmanager
+def outside_a_replica() -> Iterator[None]:
+    """Serve's batch queue with no replica around it: it asks its replica's config for max_ongoing_requests only to
+    warn, and there is none here."""
+    queue: Any = serve_batching._BatchQueue
+    name = "_warn_if_max_batch_size_exceeds_max_ongoing_requests"
+    original = getattr(queue, name)
+    setattr(queue, name, lambda self: None)
+    try:
+        yield
+    finally:
+        setattr(queue, name, original)
+
+
 def main() -> None:
     args = parse_args()
-    # Serve's batch queue asks its replica's config for max_ongoing_requests only to warn; there is no replica here.
-    queue: Any = serve_batching._BatchQueue
-    queue._warn_if_max_batch_size_exceeds_max_ongoing_requests = lambda self: None
-    record = run_record(simulation=asyncio.run(simulate(args)))
+    with outside_a_replica():
+        record = run_record(simulation=asyncio.run(simulate(args)))
     text = json.dumps(record, indent=2)
     print(text)
     if args.out:

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 import sim_batching
-from ray.serve import batching as serve_batching
 
 PASS_MS = 40.0  # a pass of 2 to 8 images; half the GPU's, to keep the test short
 PASS_1_MS = 8.0
 
 
 @pytest.fixture(autouse=True)
-def no_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Serve's batch queue asks its replica's config for max_ongoing_requests only to warn; there is no replica here.
-    monkeypatch.setattr(serve_batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests",
-                        lambda self: None)
+def no_replica() -> Iterator[None]:
+    with sim_batching.outside_a_replica():
+        yield
 
 
 def simulate(clients: int, seconds: float, seed: int) -> dict:
