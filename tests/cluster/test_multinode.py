@@ -217,8 +217,8 @@ MAX_REQUESTS_PER_SENDER = 400  # a bound on each sender's loop besides its stop 
 
 @dataclass
 class Outcome:
-    via: str  # "survivor" or "killed": which worker's proxy the request went to
-    sent_after_kill: bool
+    via: str  # which node's proxy the request went to
+    sent_after_kill: bool  # sent after the kill, or after the drain
     box: tuple[int, int, int, int]
     status: int | None = None
     retry_after: str | None = None
@@ -294,6 +294,54 @@ def test_a_gpu_node_that_joins_gets_a_model_replica_and_serves(running: RunningC
     wait_until(lambda: ready(joined.url), "the new node's proxy serving")
     box = distinct_boxes(1)[0]
     assert_cut_out(cut_out(joined.url, box), box)
+
+
+def test_a_node_drained_before_it_goes_loses_no_request(running: RunningCluster) -> None:
+    """A third GPU node joins, then is taken out as deploy/rayservice.yaml's preStop hook takes a pod out: drained
+    first, then stopped. Every request is answered: those sent through the other nodes, whose model calls also reach
+    the leaving node's model replica, and those sent through the leaving node itself until it holds no replica
+    (killed at once instead, it cuts the requests its proxy and ingress hold: the test above)."""
+    leaving = add_worker(running.cluster)
+    wait_until(lambda: replica_states() == {"BackgroundRemover": {"RUNNING": 3}, "Ingress": {"RUNNING": 3}},
+               "a replica of each deployment on the third node")
+    assert leaving.node_id in replica_nodes("BackgroundRemover")
+    boxes = distinct_boxes(18)
+    outcomes: list[Outcome] = []
+    stop, stop_leaving, drained = threading.Event(), threading.Event(), threading.Event()
+    targets = [(f"staying {index}", worker.url, stop) for index, worker in enumerate(running.workers)]
+    senders = [threading.Thread(target=send_until, args=(until, drained, via, url, boxes[index::3], outcomes))
+               for index, (via, url, until) in enumerate(targets + [("leaving", leaving.url, stop_leaving)])]
+    for sender in senders:
+        sender.start()
+    wait_until(lambda: {o.via for o in outcomes} >= {"leaving", "staying 0", "staying 1"},
+               "an answer through each node before the drain", timeout_s=120)
+    # Under the model replica's graceful_shutdown_timeout_s: its replica, with no free GPU to move to, stops at once
+    # and finishes what it holds.
+    done = subprocess.run([sys.executable, "-m", "serve_app.drain_node", "--address", running.cluster.address,
+                           "--node-id", leaving.node_id, "--deadline-s", "60"],
+                          env=running.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    stop_leaving.set()  # as the cluster's load balancer stops sending to a pod that is stopping
+    drained.set()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "holds no replica" in done.stdout, done.stdout
+    assert leaving.node_id not in replica_nodes("BackgroundRemover") + replica_nodes("Ingress")
+    time.sleep(5)  # load on the two nodes that stay
+    stop.set()
+    for sender in senders:
+        sender.join(timeout=REQUEST_TIMEOUT_S + 30)
+    assert not any(sender.is_alive() for sender in senders), "a request never returned"
+    assert [(o.via, o.status, o.error) for o in outcomes if o.status != 200] == []
+    for outcome in outcomes:
+        assert_cut_out(outcome.response, outcome.box)
+    assert any(o.sent_after_kill for o in outcomes), "no request was sent after the drain"
+
+    running.cluster.remove_node(leaving.node, allow_graceful=True)  # the pod stops after its preStop hook
+    # Serve asked for a replica in place of each one that left; with the node gone, the policies drop them again.
+    wait_until(lambda: not any("STARTING" in states for states in replica_states().values()),
+               "no replica left waiting for the node that went", timeout_s=120)
+    box = distinct_boxes(1)[0]
+    for worker in running.workers:
+        assert_cut_out(cut_out(worker.url, box), box)
 
 
 def slow_tiny_model(out: Path, seconds: float) -> Path:
