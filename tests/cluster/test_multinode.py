@@ -36,6 +36,7 @@ import ray
 import yaml
 from ray import serve
 from ray.cluster_utils import Cluster
+from ray.core.generated import autoscaler_pb2
 from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
@@ -297,10 +298,11 @@ def test_a_gpu_node_that_joins_gets_a_model_replica_and_serves(running: RunningC
 
 
 def test_a_node_drained_before_it_goes_loses_no_request(running: RunningCluster) -> None:
-    """A third GPU node joins, then is taken out as deploy/rayservice.yaml's preStop hook takes a pod out: drained
-    first, then stopped. Every request is answered: those sent through the other nodes, whose model calls also reach
-    the leaving node's model replica, and those sent through the leaving node itself until it holds no replica
-    (killed at once instead, it cuts the requests its proxy and ingress hold: the test above)."""
+    """A third GPU node joins, then is taken out as a KubeRay pod that is deleted is: Ray drains its node (what
+    `ray start --block` does on SIGTERM), then it stops. Every request is answered: those sent through the other
+    nodes, whose model calls also reach the leaving node's model replica, and those sent through the leaving node
+    itself until it holds no replica (killed at once instead, it cuts the requests its proxy and ingress hold: the
+    test above)."""
     leaving = add_worker(running.cluster)
     wait_until(lambda: replica_states() == {"BackgroundRemover": {"RUNNING": 3}, "Ingress": {"RUNNING": 3}},
                "a replica of each deployment on the third node")
@@ -315,16 +317,17 @@ def test_a_node_drained_before_it_goes_loses_no_request(running: RunningCluster)
         sender.start()
     wait_until(lambda: {o.via for o in outcomes} >= {"leaving", "staying 0", "staying 1"},
                "an answer through each node before the drain", timeout_s=120)
-    # Under the model replica's graceful_shutdown_timeout_s: its replica, with no free GPU to move to, stops at once
-    # and finishes what it holds.
-    done = subprocess.run([sys.executable, "-m", "serve_app.drain_node", "--address", running.cluster.address,
-                           "--node-id", leaving.node_id, "--deadline-s", "60"],
-                          env=running.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # The request Ray's SIGTERM handler sends (ray._private.node), with a deadline of 60 s: under the model
+    # replica's graceful_shutdown_timeout_s, so its replica, with no free GPU to move to, stops at once and finishes
+    # what it holds.
+    accepted, why = ray._raylet.GcsClient(address=running.cluster.address).drain_node(
+        leaving.node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"), "deleted",
+        int(time.time() * 1000) + 60_000)
+    assert accepted, why
+    wait_until(lambda: leaving.node_id not in replica_nodes("BackgroundRemover") + replica_nodes("Ingress"),
+               "no replica left on the drained node", timeout_s=60)
     stop_leaving.set()  # as the cluster's load balancer stops sending to a pod that is stopping
     drained.set()
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "holds no replica" in done.stdout, done.stdout
-    assert leaving.node_id not in replica_nodes("BackgroundRemover") + replica_nodes("Ingress")
     time.sleep(5)  # load on the two nodes that stay
     stop.set()
     for sender in senders:
@@ -335,7 +338,7 @@ def test_a_node_drained_before_it_goes_loses_no_request(running: RunningCluster)
         assert_cut_out(outcome.response, outcome.box)
     assert any(o.sent_after_kill for o in outcomes), "no request was sent after the drain"
 
-    running.cluster.remove_node(leaving.node, allow_graceful=True)  # the pod stops after its preStop hook
+    running.cluster.remove_node(leaving.node, allow_graceful=True)  # the pod stops once drained
     # Serve asked for a replica in place of each one that left; with the node gone, the policies drop them again.
     wait_until(lambda: not any("STARTING" in states for states in replica_states().values()),
                "no replica left waiting for the node that went", timeout_s=120)

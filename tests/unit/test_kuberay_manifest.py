@@ -88,17 +88,16 @@ def test_gpu_pods_are_ready_on_readyz_at_the_serve_port(gpu_group: dict) -> None
     assert probe == {"path": "/readyz", "port": read_config(PROD)["http_options"]["port"]}
 
 
-def test_a_gpu_pod_that_goes_is_drained_first_with_time_for_every_replica_to_finish(gpu_group: dict) -> None:
-    """The preStop hook drains the pod's Ray node. Serve stops a replica that could not move at the drain's deadline
-    less its graceful_shutdown_timeout_s, so the deadline must cover the longest of them; Kubernetes kills the pod
-    at terminationGracePeriodSeconds, so that must cover the deadline."""
-    command = container(gpu_group)["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[:3] == ["python", "-m", "serve_app.drain_node"]
-    deadline_s = float(command[command.index("--deadline-s") + 1])
+def test_a_gpu_pod_that_goes_is_drained_with_time_for_every_replica_to_finish(gpu_group: dict) -> None:
+    """On SIGTERM Ray drains the pod's node for RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S. Serve stops a replica that
+    could not move at that deadline less its graceful_shutdown_timeout_s, so the drain must outlast the longest of
+    them; Kubernetes kills the pod at terminationGracePeriodSeconds, so that must outlast the drain."""
+    env = {item["name"]: item.get("value") for item in container(gpu_group)["env"]}
+    drain_s = float(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"])
     config = read_config(PROD)
     graceful_s = max(deployment(config, name)["graceful_shutdown_timeout_s"]
                      for name in ("BackgroundRemover", "Ingress"))
-    assert graceful_s < deadline_s < gpu_group["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert graceful_s < drain_s < gpu_group["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
 def test_gpu_pods_share_the_compile_cache_and_the_batch_results(service: dict, gpu_group: dict) -> None:
