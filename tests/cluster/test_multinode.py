@@ -219,7 +219,7 @@ MAX_REQUESTS_PER_SENDER = 400  # a bound on each sender's loop besides its stop 
 @dataclass
 class Outcome:
     via: str  # which node's proxy the request went to
-    sent_after_kill: bool  # sent after the kill, or after the drain
+    sent_after: bool  # sent after the event the test marks: the kill, or the drain
     box: tuple[int, int, int, int]
     status: int | None = None
     retry_after: str | None = None
@@ -227,14 +227,14 @@ class Outcome:
     response: httpx.Response | None = None
 
 
-def send_until(stop: threading.Event, killed: threading.Event, via: str, url: str, boxes: list,
+def send_until(stop: threading.Event, event: threading.Event, via: str, url: str, boxes: list,
                outcomes: list[Outcome]) -> None:
     """Requests one after another until `stop`, cycling through the boxes: a fast sender still has requests to
-    send after the kill. At most MAX_REQUESTS_PER_SENDER."""
+    send after `event` (the kill, the drain), which each outcome notes. At most MAX_REQUESTS_PER_SENDER."""
     for box in itertools.islice(itertools.cycle(boxes), MAX_REQUESTS_PER_SENDER):
         if stop.is_set():
             return
-        outcome = Outcome(via, killed.is_set(), box)
+        outcome = Outcome(via, event.is_set(), box)
         try:
             response = cut_out(url, box)
             outcome.status, outcome.response = response.status_code, response
@@ -244,6 +244,13 @@ def send_until(stop: threading.Event, killed: threading.Event, via: str, url: st
         except httpx.HTTPError as error:
             outcome.error = type(error).__name__
         outcomes.append(outcome)
+
+
+def join_senders(senders: list[threading.Thread]) -> None:
+    """Wait for senders whose stop event is set; each has at most one request in flight."""
+    for sender in senders:
+        sender.join(timeout=REQUEST_TIMEOUT_S + 30)
+    assert not any(sender.is_alive() for sender in senders), "a request never returned"
 
 
 def test_a_worker_node_killed_under_load_loses_no_request_and_the_survivor_serves(running: RunningCluster) -> None:
@@ -261,9 +268,7 @@ def test_a_worker_node_killed_under_load_loses_no_request_and_the_survivor_serve
     running.workers = [survivor]  # whatever the assertions below find
     time.sleep(10)  # load on the survivor while the cluster notices the loss
     stop.set()
-    for sender in senders:
-        sender.join(timeout=REQUEST_TIMEOUT_S + 30)
-    assert not any(sender.is_alive() for sender in senders), "a request never returned"
+    join_senders(senders)
 
     assert not [o for o in outcomes if o.error and o.error.startswith("hung")], "requests hung"
     answered = [o for o in outcomes if o.status is not None]
@@ -274,7 +279,7 @@ def test_a_worker_node_killed_under_load_loses_no_request_and_the_survivor_serve
             assert_cut_out(outcome.response, outcome.box)
     # Through the surviving node every request got an answer; through the killed one, only the connection was lost.
     assert not [o for o in outcomes if o.via == "survivor" and o.error], "the survivor's proxy lost a request"
-    assert any(o.via == "survivor" and o.sent_after_kill and o.status == 200 for o in outcomes), outcomes
+    assert any(o.via == "survivor" and o.sent_after and o.status == 200 for o in outcomes), outcomes
 
     # The survivor keeps serving. Ray's state API lists the lost node's actors as alive until it has noticed the loss.
     wait_until(lambda: replica_nodes("BackgroundRemover") == [survivor.node_id], "the lost node's replica gone")
@@ -330,13 +335,11 @@ def test_a_node_drained_before_it_goes_loses_no_request(running: RunningCluster)
     drained.set()
     time.sleep(5)  # load on the two nodes that stay
     stop.set()
-    for sender in senders:
-        sender.join(timeout=REQUEST_TIMEOUT_S + 30)
-    assert not any(sender.is_alive() for sender in senders), "a request never returned"
+    join_senders(senders)
     assert [(o.via, o.status, o.error) for o in outcomes if o.status != 200] == []
     for outcome in outcomes:
         assert_cut_out(outcome.response, outcome.box)
-    assert any(o.sent_after_kill for o in outcomes), "no request was sent after the drain"
+    assert any(o.sent_after for o in outcomes), "no request was sent after the drain"
 
     running.cluster.remove_node(leaving.node, allow_graceful=True)  # the pod stops once drained
     # Serve asked for a replica in place of each one that left; with the node gone, the policies drop them again.
