@@ -4,7 +4,10 @@
 Random weights give logits within a few hundredths of 0, so every mask is nearly the same value everywhere and a
 fast execution's IoU against eager fp32 says little. Trained for a few minutes on generated photos of shapes
 (scripts/harness/shapes.py), the same architecture and the same remote code give masks with edges, confident
-logits on both sides of 0 and real background: masks that fp16, fused kernels and compiled graphs must keep.
+logits on both sides of 0 and real background: masks that fp16, fused kernels and compiled graphs must keep. The
+photos are drawn at the sizes of the accuracy check's (`--photo-sizes`, default the benchmark photos' range) and
+squeezed to the model's input as the service squeezes every photo: a network trained on square photos only meets
+the check's wide and tall photos as strangers, its masks there can be empty, and IoU on an empty mask counts pixels.
 
     python scripts/train_shapes.py /path/to/hub-dir /path/to/trained-dir --minutes 4 --size 1024 --batch 4
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.photos import SIZE_RANGE  # noqa: E402
 from harness.shapes import shapes_batch  # noqa: E402
 from serve_app.model.core import IMAGENET_MEAN, IMAGENET_STD, final_logits  # noqa: E402
 from serve_app.model.loading import load_segmentation_module  # noqa: E402
@@ -80,7 +84,7 @@ def weights_dtype(path: Path) -> torch.dtype:
 
 def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes: float, max_steps: int | None,
           lr: float, scenes: float, seed: int, device: torch.device, warmup_steps: int = 50,
-          log_every: int = 20) -> dict:
+          photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
@@ -88,9 +92,10 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     module = load_segmentation_module(str(source)).float().to(device).eval()
     module.requires_grad_(True)
-    held_out = shapes_batch(batch, size, torch.Generator().manual_seed(HELD_OUT_SEED), scenes=scenes, device=device)
+    held_out = shapes_batch(batch, size, torch.Generator().manual_seed(HELD_OUT_SEED), scenes=scenes,
+                            photo_sizes=photo_sizes, device=device)
     record: dict = {"source": str(source), "out": str(out), "size": list(size), "batch": batch, "lr": lr,
-                    "warmup_steps": warmup_steps,
+                    "warmup_steps": warmup_steps, "photo_sizes": photo_sizes and [list(s) for s in photo_sizes],
                     "scenes": scenes, "device": str(device), "autocast": str(dtype).removeprefix("torch."),
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
@@ -101,7 +106,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     generator = torch.Generator().manual_seed(seed)
     started, step, losses = time.perf_counter(), 0, []
     while time.perf_counter() - started < minutes * 60 and (max_steps is None or step < max_steps):
-        photos, masks = shapes_batch(batch, size, generator, scenes=scenes, device=device)
+        photos, masks = shapes_batch(batch, size, generator, scenes=scenes, photo_sizes=photo_sizes, device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = logits_for(module, photos).float()
         probabilities = torch.sigmoid(logits)
@@ -149,6 +154,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-steps", type=int, default=50, help="steps of linear learning-rate warm-up")
     parser.add_argument("--scenes", type=float, default=0.5, help="share of photos on a busy scene, not a backdrop")
+    parser.add_argument("--photo-sizes", type=int, nargs=4, default=[*SIZE_RANGE[0], *SIZE_RANGE[1]],
+                        metavar=("MIN_W", "MIN_H", "MAX_W", "MAX_H"),
+                        help="draw each photo at a size from this range, squeezed to --size (default: the benchmark "
+                             "photos' range, which the accuracy check's photos share); 0 0 0 0: square photos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-json", type=Path)
@@ -157,7 +166,9 @@ def main() -> None:
     width, height = (args.size * 2)[:2]
     record = train(args.source, args.out, size=(width, height), batch=args.batch, minutes=args.minutes,
                    max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
-                   warmup_steps=args.warmup_steps)
+                   warmup_steps=args.warmup_steps,
+                   photo_sizes=((args.photo_sizes[0], args.photo_sizes[1]), (args.photo_sizes[2], args.photo_sizes[3]))
+                   if any(args.photo_sizes) else None)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")

@@ -21,15 +21,22 @@ SUBJECT_SCALES = ((3, 0.8), (8, 0.2))
 
 
 def shapes_batch(batch: int, size: tuple[int, int], generator: torch.Generator, *, scenes: float = 0.5,
+                 photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """`batch` photos (B, 3, H, W) in [0, 1] and their masks (B, 1, H, W) in {0, 1}, for `size` = (width, height);
     the same `generator` state gives the same batch on any device (the few random numbers drawn come from the
-    CPU's generator; the pixels are computed on `device`)."""
+    CPU's generator; the pixels are computed on `device`).
+
+    With `photo_sizes` ((min width, min height), (max width, max height)), each photo is drawn as one of a size
+    from that range (as shape_photos draws them) squeezed to `size`, as the model's resize squeezes every photo:
+    subjects stretched by the photo's aspect ratio, the masks a network sees in service."""
     width, height = size
     rows = torch.linspace(-1, 1, height, device=device).view(height, 1).expand(height, width)
-    columns = torch.linspace(-1, 1, width, device=device).view(1, width).expand(height, width) * (width / height)
+    across = torch.linspace(-1, 1, width, device=device).view(1, width).expand(height, width)
     photos, masks = [], []
     for _ in range(batch):
+        photo_width, photo_height = size if photo_sizes is None else _photo_size(photo_sizes, generator)
+        columns = across * (photo_width / photo_height)
         mask = torch.zeros(height, width, dtype=torch.bool, device=device)
         for _ in range(int(torch.randint(1, 4, (1,), generator=generator))):
             mask |= _shape(rows, columns, generator)
@@ -49,14 +56,19 @@ def shape_photos(count: int, size_range: tuple[tuple[int, int], tuple[int, int]]
     width, max height)), the same for the same `seed`: accuracy checks of weights trained on such photos
     (scripts/check_accuracy.py --subjects shapes), whose masks then have subjects of some size to compare."""
     generator = torch.Generator().manual_seed(seed)
-    (min_width, min_height), (max_width, max_height) = size_range
     photos = []
     for _ in range(count):
-        width = int(torch.randint(min_width, max_width + 1, (1,), generator=generator))
-        height = int(torch.randint(min_height, max_height + 1, (1,), generator=generator))
-        pixels, _ = shapes_batch(1, (width, height), generator, scenes=scenes)
+        pixels, _ = shapes_batch(1, _photo_size(size_range, generator), generator, scenes=scenes)
         photos.append((pixels[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
     return photos
+
+
+def _photo_size(size_range: tuple[tuple[int, int], tuple[int, int]], generator: torch.Generator) -> tuple[int, int]:
+    """A (width, height) drawn uniformly from ((min width, min height), (max width, max height))."""
+    (min_width, min_height), (max_width, max_height) = size_range
+    width = int(torch.randint(min_width, max_width + 1, (1,), generator=generator))
+    height = int(torch.randint(min_height, max_height + 1, (1,), generator=generator))
+    return width, height
 
 
 def _uniform(generator: torch.Generator, low: float, high: float, count: int = 1) -> torch.Tensor:

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from train_shapes import train
 
-from harness.shapes import shapes_batch
+from harness.shapes import shape_photos, shapes_batch
 
 
 def test_generated_photos_come_with_their_subjects_masks() -> None:
@@ -23,6 +24,18 @@ def test_generated_photos_come_with_their_subjects_masks() -> None:
     assert background.mean() > 0.6
     again, _ = shapes_batch(3, (80, 60), torch.Generator().manual_seed(0), scenes=0.0)
     assert torch.equal(photos, again)
+
+
+def test_photos_drawn_at_a_size_come_squeezed_to_the_model_input_as_the_service_squeezes_them() -> None:
+    # a 3:1 photo of the accuracy check (shape_photos), resized to a square, is the training photo of that size
+    wide = ((480, 160), (480, 160))
+    for seed in range(3):
+        photo = torch.from_numpy(shape_photos(1, wide, seed=seed, scenes=1.0)[0]).permute(2, 0, 1)[None] / 255
+        squeezed = F.interpolate(photo, size=(160, 160), mode="bilinear", antialias=True, align_corners=False)
+        drawn, masks = shapes_batch(1, (160, 160), torch.Generator().manual_seed(seed), scenes=1.0, photo_sizes=wide)
+        square, _ = shapes_batch(1, (160, 160), torch.Generator().manual_seed(seed), scenes=1.0)
+        assert (drawn - squeezed).abs().mean() < 0.01 < (square - squeezed).abs().mean()
+        assert 0 < masks.mean() < 1
 
 
 def test_a_few_steps_give_masks_with_structure_that_the_saved_directory_keeps(cutout_net_dir: Path,
