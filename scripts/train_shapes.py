@@ -164,11 +164,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     width, height = (args.size * 2)[:2]
+    min_width, min_height, max_width, max_height = args.photo_sizes
+    photo_sizes = ((min_width, min_height), (max_width, max_height)) if any(args.photo_sizes) else None
     record = train(args.source, args.out, size=(width, height), batch=args.batch, minutes=args.minutes,
                    max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
-                   warmup_steps=args.warmup_steps,
-                   photo_sizes=((args.photo_sizes[0], args.photo_sizes[1]), (args.photo_sizes[2], args.photo_sizes[3]))
-                   if any(args.photo_sizes) else None)
+                   warmup_steps=args.warmup_steps, photo_sizes=photo_sizes)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")

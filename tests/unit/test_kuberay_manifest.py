@@ -46,6 +46,11 @@ def container(spec: dict) -> dict:
     return only
 
 
+def container_env(spec: dict) -> dict[str, str | None]:
+    """The container's environment variables by name (None for those taken from elsewhere, e.g. a secret)."""
+    return {item["name"]: item.get("value") for item in container(spec)["env"]}
+
+
 def test_serve_config_is_the_shipped_config(service: dict) -> None:
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == read_config(PROD), (
         "deploy/rayservice.yaml's serveConfigV2 differs from configs/prod.yaml: copy the file into it")
@@ -92,7 +97,7 @@ def test_a_gpu_pod_that_goes_is_drained_with_time_for_every_replica_to_finish(gp
     """On SIGTERM Ray drains the pod's node for RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S. Serve stops a replica that
     could not move at that deadline less its graceful_shutdown_timeout_s, so the drain must outlast the longest of
     them; Kubernetes kills the pod at terminationGracePeriodSeconds, so that must outlast the drain."""
-    env = {item["name"]: item.get("value") for item in container(gpu_group)["env"]}
+    env = container_env(gpu_group)
     drain_s = float(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"])
     config = read_config(PROD)
     graceful_s = max(deployment(config, name)["graceful_shutdown_timeout_s"]
@@ -101,7 +106,7 @@ def test_a_gpu_pod_that_goes_is_drained_with_time_for_every_replica_to_finish(gp
 
 
 def test_gpu_pods_share_the_compile_cache_and_the_batch_results(service: dict, gpu_group: dict) -> None:
-    env = {item["name"]: item.get("value") for item in container(gpu_group)["env"]}
+    env = container_env(gpu_group)
     mounts = [mount["mountPath"] for mount in container(gpu_group)["volumeMounts"]]
     for name in ("SERVE_APP_COMPILE_CACHE", "SERVE_APP_RESULT_DIR", "HF_HOME"):
         assert any(env[name].startswith(mount + "/") for mount in mounts), f"{name} is not on a shared volume"
