@@ -14,15 +14,16 @@ the check's wide and tall photos as strangers, its masks there can be empty, and
 OUT_DIR gets SOURCE_DIR's files (config and remote code) and a model.safetensors of the trained weights, in the
 dtype of the source's weights; it loads with `from_pretrained(OUT_DIR, trust_remote_code=True)` like the source.
 The network trains in eval mode (normalisation statistics fixed, the inference path that the service runs) with
-AdamW, after a linear warm-up, on binary cross-entropy plus soft IoU, in bf16 autocast on a GPU. The record
-(`--out-json`) gives the IoU against the true masks of a held-out batch before training, after it and after
-reloading the saved directory.
+AdamW (a linear warm-up, then a cosine decay to 0 at the end of the budget), on binary cross-entropy plus soft IoU,
+in bf16 autocast on a GPU. The record (`--out-json`) gives the IoU against the true masks of a held-out batch before
+training, after it and after reloading the saved directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -69,6 +70,16 @@ def evaluate(module: torch.nn.Module, photos: torch.Tensor, masks: torch.Tensor,
             "confident_share": round((magnitude > 2).float().mean().item(), 4)}
 
 
+def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """The learning rate's share at `step`, `progress` (0-1) through the time or step budget: a linear warm-up
+    (full-size steps on freshly random attention layers can throw the network into a corner, every pixel
+    background, that it takes many steps to leave), times a cosine from 1 down to 0 as the budget runs out. At a
+    constant rate the saved weights are wherever the last noisy step left them: on the accuracy check's photos
+    drawn at its sizes, the training batches' IoU swung between 0.24 and 0.98 over the last 100 of 204 steps, and
+    the saved weights marked 0.3% of the held-out batch as subject where 6.7% was."""
+    return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def weights_dtype(path: Path) -> torch.dtype:
     """The floating-point dtype of a safetensors file's first floating-point tensor."""
     from safetensors import safe_open
@@ -100,12 +111,12 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
-    # A linear warm-up: full-size steps on freshly random attention layers can throw the network into a corner
-    # (every pixel background) that it takes many steps to leave.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda done: min(1.0, (done + 1) / max(1, warmup_steps)))
     generator = torch.Generator().manual_seed(seed)
     started, step, losses = time.perf_counter(), 0, []
-    while time.perf_counter() - started < minutes * 60 and (max_steps is None or step < max_steps):
+    while (progress := max((time.perf_counter() - started) / (minutes * 60),
+                           0.0 if max_steps is None else step / max_steps)) < 1:
+        for group in optimiser.param_groups:
+            group["lr"] = lr * lr_factor(step, progress, warmup_steps)
         photos, masks = shapes_batch(batch, size, generator, scenes=scenes, photo_sizes=photo_sizes, device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = logits_for(module, photos).float()
@@ -117,7 +128,6 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimiser.step()
-        schedule.step()
         step += 1
         losses.append(loss.item())
         if step % log_every == 0:
@@ -125,6 +135,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
             print(f"step {step}  {time.perf_counter() - started:6.0f} s  loss {recent:.4f}"
                   f"  batch IoU {iou(logits.detach(), masks):.3f}", flush=True)
     record |= {"steps": step, "train_s": round(time.perf_counter() - started, 1),
+               "lr_last": optimiser.param_groups[0]["lr"],
                "loss_first": round(losses[0], 4) if losses else None,
                "loss_last": round(sum(losses[-log_every:]) / len(losses[-log_every:]), 4) if losses else None,
                "after": evaluate(module, *held_out, dtype)}

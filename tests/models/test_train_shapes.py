@@ -45,6 +45,7 @@ def test_a_few_steps_give_masks_with_structure_that_the_saved_directory_keeps(cu
     record = train(cutout_net_dir, out, size=(64, 48), batch=4, minutes=5, max_steps=40, lr=2e-3, scenes=0.0,
                    seed=0, device=torch.device("cpu"), warmup_steps=1, log_every=10)
     assert record["steps"] == 40
+    assert record["lr_last"] < 2e-3 / 100  # the rate decays to nearly 0 by the end of the budget: weights at rest
     assert record["after"]["iou"] > max(0.5, record["before"]["iou"] + 0.3), record
     assert record["after"]["confident_share"] > record["before"]["confident_share"] + 0.2, record
     assert record["reloaded"] == record["after"]  # what was written is what was trained
