@@ -54,6 +54,8 @@ def verdict(rows: list[dict]) -> dict:
         "reference_foreground_range": [min(row["reference_foreground"] for row in rows),
                                        max(row["reference_foreground"] for row in rows)],
         "reference_confident_share_min": min(row["reference_confident_share"] for row in rows),
+        # photos where the reference marks no subject at all: no edges there for the candidate to keep
+        "reference_masks_without_subject": sum(row["reference_foreground_pixels"] == 0 for row in rows),
     }
     worst["within_bounds"] = (worst["max_mean_abs_alpha_diff"] <= MAX_MEAN_ALPHA_DIFF
                               and worst["min_iou"] >= MIN_IOU and worst["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF)

@@ -66,6 +66,11 @@ def test_the_verdict_says_how_much_structure_the_reference_masks_had() -> None:
     assert verdict([flat])["reference_confident_share_min"] == 0.0
     assert verdict([structured])["reference_confident_share_min"] == 1.0
     assert verdict([structured])["reference_foreground_range"] == [0.5, 0.5]
+    nothing = np.zeros_like(mask)
+    empty = mask_agreement(nothing, nothing) | logit_agreement(np.full((1, 10, 10), -8.0, np.float32),
+                                                               np.full((1, 10, 10), -8.0, np.float32))
+    assert verdict([structured, empty, empty])["reference_masks_without_subject"] == 2
+    assert verdict([structured])["reference_masks_without_subject"] == 0
 
 
 def test_the_largest_logit_difference_is_placed_among_confident_or_uncertain_pixels() -> None:
