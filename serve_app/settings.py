@@ -244,7 +244,11 @@ class IngressSettings(StrictModel):
         "link-local...). Empty = public addresses only.",
     )
     max_batch_urls: int = Field(100, ge=1, le=10_000, description="Most URLs in one /batch request.")
-    batch_url_concurrency: int = Field(16, ge=1, le=1024, description="URLs of one /batch request in flight at once.")
+    batch_url_concurrency: int = Field(
+        16, ge=1, le=1024,
+        description="URLs in flight at once on one ingress replica, over all its /batch requests: each holds its "
+        "photo from fetch to encode, so this bounds their memory.",
+    )
     result_dir: str | None = Field(
         None,
         description=f"Where /batch writes results: a folder, or any location fsspec understands (s3://bucket/prefix, "

@@ -261,6 +261,10 @@ class Ingress:
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
         self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
         self._last_cleanup = 0.0
+        # URLs of /batch requests in flight on this replica, over all of them: each holds its photo from the fetch
+        # to the encode (up to max_upload_bytes fetched and max_image_pixels decoded), so this, not the number of
+        # batch requests the replica holds (up to max_ongoing_requests), bounds the memory they take.
+        self._batch_items = asyncio.Semaphore(self.settings.batch_url_concurrency)
         # Images this replica is working on now: memory is trimmed once none are left, and a JPEG too small for a
         # reduced copy goes to the model as the file only while it is the one (device_jpeg_decode).
         self._cutting_out = 0
@@ -720,8 +724,7 @@ class Ingress:
         return urls
 
     async def _stream_batch(self, urls: list[str], options: OutputOptions, results: str) -> AsyncIterator[bytes]:
-        limiter = asyncio.Semaphore(self.settings.batch_url_concurrency)
-        tasks = [asyncio.create_task(self._batch_item(index, url, options, limiter, results))
+        tasks = [asyncio.create_task(self._batch_item(index, url, options, results))
                  for index, url in enumerate(urls)]
         try:
             for finished in asyncio.as_completed(tasks):
@@ -730,9 +733,8 @@ class Ingress:
             for task in tasks:  # the client went away: stop the work nobody will read
                 task.cancel()
 
-    async def _batch_item(self, index: int, url: str, options: OutputOptions, limiter: asyncio.Semaphore,
-                          results: str) -> dict:
-        async with limiter:
+    async def _batch_item(self, index: int, url: str, options: OutputOptions, results: str) -> dict:
+        async with self._batch_items:
             try:
                 rendered = await self._cut_out(await self.fetcher.fetch(url), options)
                 name = await self._in_pool(self.results.save, rendered.data, options.format)
