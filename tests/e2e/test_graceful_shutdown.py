@@ -44,7 +44,7 @@ INGRESS = "Ingress"
 # Distinct sizes, so that an answer meant for another request shows as a wrong size.
 PHOTOS = distinct_pngs(24, base=(200, 120))
 SINGLE_CLIENTS = 4
-BATCH_CLIENTS = 2  # each stream holds batch_url_concurrency (16) model calls: a backlog the old replica must drain
+BATCH_CLIENTS = 2  # the streams hold batch_url_concurrency (16) model calls per ingress replica: a backlog to drain
 # Set live before the redeploys: every model call then waits 2 s for batch-mates (fewer than 64 are ever in flight),
 # so the replicas being replaced hold calls when they are told to stop, except in the few tens of ms after a
 # batch, before the next calls arrive.
