@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import pytest
 
@@ -78,8 +77,8 @@ def test_batch_requests_on_one_replica_share_its_limit_of_urls_in_flight() -> No
     replica = SimpleNamespace(fetcher=SimpleNamespace(fetch=fetch), _cut_out=cut_out, _in_pool=in_pool,
                               results=SimpleNamespace(save=lambda data, _fmt: data.decode().rsplit("/", 1)[1]),
                               _batch_items=asyncio.Semaphore(3))
-    replica._batch_item = types.MethodType(Ingress.func_or_class._batch_item, replica)
-    stream = types.MethodType(Ingress.func_or_class._stream_batch, replica)
+    replica._batch_item = MethodType(Ingress.func_or_class._batch_item, replica)
+    stream = MethodType(Ingress.func_or_class._stream_batch, replica)
     options = SimpleNamespace(format="png", media_type="image/png")
 
     async def batch(name: str) -> list[dict]:
