@@ -95,7 +95,8 @@ def weights_dtype(path: Path) -> torch.dtype:
 
 def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes: float, max_steps: int | None,
           lr: float, scenes: float, seed: int, device: torch.device, warmup_steps: int = 50,
-          photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, log_every: int = 20) -> dict:
+          photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, coarse_size: int = 512,
+          coarse_batch: int | None = None, coarse_share: float = 0.0, log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
@@ -108,16 +109,21 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     record: dict = {"source": str(source), "out": str(out), "size": list(size), "batch": batch, "lr": lr,
                     "warmup_steps": warmup_steps, "photo_sizes": photo_sizes and [list(s) for s in photo_sizes],
                     "scenes": scenes, "device": str(device), "autocast": str(dtype).removeprefix("torch."),
+                    "coarse": {"size": coarse_size, "batch": coarse_batch or 2 * batch, "share": coarse_share},
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
-    started, step, losses = time.perf_counter(), 0, []
+    started, step, losses, coarse_steps = time.perf_counter(), 0, [], 0
     while (progress := max((time.perf_counter() - started) / (minutes * 60),
                            0.0 if max_steps is None else step / max_steps)) < 1:
         for group in optimiser.param_groups:
             group["lr"] = lr * lr_factor(step, progress, warmup_steps)
-        photos, masks = shapes_batch(batch, size, generator, scenes=scenes, photo_sizes=photo_sizes, device=device)
+        coarse = progress < coarse_share
+        coarse_steps += coarse
+        photos, masks = shapes_batch((coarse_batch or 2 * batch) if coarse else batch,
+                                     (coarse_size, coarse_size) if coarse else size, generator, scenes=scenes,
+                                     photo_sizes=photo_sizes, device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             logits = logits_for(module, photos).float()
         probabilities = torch.sigmoid(logits)
@@ -132,9 +138,9 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
         losses.append(loss.item())
         if step % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
-            print(f"step {step}  {time.perf_counter() - started:6.0f} s  loss {recent:.4f}"
+            print(f"step {step}  {time.perf_counter() - started:6.0f} s  {photos.shape[-1]} px  loss {recent:.4f}"
                   f"  batch IoU {iou(logits.detach(), masks):.3f}", flush=True)
-    record |= {"steps": step, "train_s": round(time.perf_counter() - started, 1),
+    record |= {"steps": step, "coarse_steps": coarse_steps, "train_s": round(time.perf_counter() - started, 1),
                "lr_last": optimiser.param_groups[0]["lr"],
                "loss_first": round(losses[0], 4) if losses else None,
                "loss_last": round(sum(losses[-log_every:]) / len(losses[-log_every:]), 4) if losses else None,
@@ -169,6 +175,12 @@ def main() -> None:
                         metavar=("MIN_W", "MIN_H", "MAX_W", "MAX_H"),
                         help="draw each photo at a size from this range, squeezed to --size (default: the benchmark "
                              "photos' range, which the accuracy check's photos share); 0 0 0 0: square photos")
+    parser.add_argument("--coarse-share", type=float, default=0.0,
+                        help="share of the budget spent first on photos squeezed to --coarse-size instead (about "
+                             "four times the steps a second at half the side: more steps to learn the subjects in, "
+                             "then the rest at --size to learn their edges there)")
+    parser.add_argument("--coarse-size", type=int, default=512, metavar="PX")
+    parser.add_argument("--coarse-batch", type=int, help="batch size of the coarse steps (default: twice --batch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-json", type=Path)
@@ -179,7 +191,8 @@ def main() -> None:
     photo_sizes = ((min_width, min_height), (max_width, max_height)) if any(args.photo_sizes) else None
     record = train(args.source, args.out, size=(width, height), batch=args.batch, minutes=args.minutes,
                    max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
-                   warmup_steps=args.warmup_steps, photo_sizes=photo_sizes)
+                   warmup_steps=args.warmup_steps, photo_sizes=photo_sizes, coarse_size=args.coarse_size,
+                   coarse_batch=args.coarse_batch, coarse_share=args.coarse_share)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")
