@@ -33,6 +33,7 @@ import torch
 from harness.accuracy import (
     MAX_ABS_LOGIT_DIFF,
     MAX_MEAN_ALPHA_DIFF,
+    MAX_REL_LOGIT_DIFF,
     MIN_IOU,
     logit_agreement,
     mask_agreement,
@@ -119,7 +120,8 @@ def main() -> int:
         reference_masks, reference_logits = outputs(reference, images, batch_size=1)
     record: dict = run_record(versions=component_versions(), device=reference.describe()["device_name"],
                               bounds={"max_mean_abs_alpha_diff": MAX_MEAN_ALPHA_DIFF, "min_iou": MIN_IOU,
-                                      "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF},
+                                      "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF,
+                                      "max_rel_logit_diff": MAX_REL_LOGIT_DIFF},
                               subjects=args.subjects, settings=parse_overrides(args.set),
                               photo_sizes=[list(image.shape[1::-1]) for image in images],
                               candidates=[])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from harness.accuracy import MAX_MEAN_ALPHA_DIFF, logit_agreement, mask_agreement, verdict
@@ -54,6 +55,19 @@ def test_verdict_holds_only_within_every_bound() -> None:
     assert not verdict([close, far_logits])["within_bounds"]
     shifted = mask_agreement(mask, mask - 3) | logit_agreement(logits, logits)
     assert not verdict([shifted])["within_bounds"]
+
+
+def test_confident_logits_may_differ_by_a_share_of_their_size_as_fp16_spaces_them() -> None:
+    mask = np.full((2, 2), 255, dtype=np.uint8)
+    reference = np.array([[[-16.0, -1.0], [0.2, 30.0]]], dtype=np.float32)
+    # 0.12 at -16 and 0.25 at 30: more than 0.1, within 1% of those logits (fp16's spacing there is 0.0156, 0.0313)
+    confident = logit_agreement(reference + np.array([[[0.12, 0.0], [0.0, 0.25]]], np.float32), reference)
+    assert verdict([mask_agreement(mask, mask) | confident])["within_bounds"]
+    assert confident["max_logit_diff_of_bound"] == pytest.approx(0.25 / 0.3)
+    # near 0, where masks are decided, the absolute bound holds: 0.12 at 0.2 is over it
+    near_zero = logit_agreement(reference + np.array([[[0.0, 0.0], [0.12, 0.0]]], np.float32), reference)
+    assert not verdict([mask_agreement(mask, mask) | near_zero])["within_bounds"]
+    assert near_zero["reference_logit_at_max_of_bound"] == pytest.approx(0.2)
 
 
 def test_the_verdict_says_how_much_structure_the_reference_masks_had() -> None:
