@@ -41,10 +41,10 @@ def logit_agreement(candidate: np.ndarray, reference: np.ndarray) -> dict:
     # The share of confident reference pixels (|logit| > 2, alpha beyond 0.12..0.88): near 0 for random weights,
     # whose masks are ~0.5 everywhere; most of the image for weights with structure (scripts/train_shapes.py).
     uncertain = np.abs(reference) <= 2
+    # The worst difference as a share of what the bound allows there (within the bound: at most 1).
+    share = difference / logit_tolerance(reference)
     # Where the largest difference sits: beyond |logit| 2 a difference moves alpha less than half as much as near 0,
     # where masks are decided, and at |logit| 10 about 2e-4 times as much.
-    # the worst difference as a share of what the bound allows there (within the bound: at most 1)
-    share = difference / logit_tolerance(reference)
     return {"max_abs_logit_diff": float(difference.max()), "mean_abs_logit_diff": float(difference.mean()),
             "max_logit_diff_of_bound": float(share.max()),
             "reference_logit_at_max_of_bound": float(reference.reshape(-1)[int(share.argmax())]),
