@@ -176,9 +176,8 @@ def main() -> None:
                         help="draw each photo at a size from this range, squeezed to --size (default: the benchmark "
                              "photos' range, which the accuracy check's photos share); 0 0 0 0: square photos")
     parser.add_argument("--coarse-share", type=float, default=0.0,
-                        help="share of the budget spent first on photos squeezed to --coarse-size instead (about "
-                             "four times the steps a second at half the side: more steps to learn the subjects in, "
-                             "then the rest at --size to learn their edges there)")
+                        help="share of the budget spent first on photos squeezed to --coarse-size instead, in "
+                             "batches of --coarse-batch (at 512 px, four times the photos a second of 1024 px)")
     parser.add_argument("--coarse-size", type=int, default=512, metavar="PX")
     parser.add_argument("--coarse-batch", type=int, help="batch size of the coarse steps (default: twice --batch)")
     parser.add_argument("--seed", type=int, default=0)
