@@ -98,6 +98,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
           photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, coarse_size: int = 512,
           coarse_batch: int | None = None, coarse_share: float = 0.0, log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    coarse_batch = coarse_batch or 2 * batch
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
             shutil.copyfile(path, out / path.name)
@@ -109,7 +110,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     record: dict = {"source": str(source), "out": str(out), "size": list(size), "batch": batch, "lr": lr,
                     "warmup_steps": warmup_steps, "photo_sizes": photo_sizes and [list(s) for s in photo_sizes],
                     "scenes": scenes, "device": str(device), "autocast": str(dtype).removeprefix("torch."),
-                    "coarse": {"size": coarse_size, "batch": coarse_batch or 2 * batch, "share": coarse_share},
+                    "coarse": {"size": coarse_size, "batch": coarse_batch, "share": coarse_share},
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
@@ -121,7 +122,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
             group["lr"] = lr * lr_factor(step, progress, warmup_steps)
         coarse = progress < coarse_share
         coarse_steps += coarse
-        photos, masks = shapes_batch((coarse_batch or 2 * batch) if coarse else batch,
+        photos, masks = shapes_batch(coarse_batch if coarse else batch,
                                      (coarse_size, coarse_size) if coarse else size, generator, scenes=scenes,
                                      photo_sizes=photo_sizes, device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
