@@ -14,7 +14,8 @@ the check's wide and tall photos as strangers, its masks there can be empty, and
 OUT_DIR gets SOURCE_DIR's files (config and remote code) and a model.safetensors of the trained weights, in the
 dtype of the source's weights; it loads with `from_pretrained(OUT_DIR, trust_remote_code=True)` like the source.
 The network trains in eval mode (normalisation statistics fixed, the inference path that the service runs) with
-AdamW (a linear warm-up, then a cosine decay to 0 at the end of the budget), on binary cross-entropy plus soft IoU,
+AdamW (a linear warm-up, then a cosine decay to 0 at the end of the budget), on binary cross-entropy (a subject
+pixel's weighted by `--subject-weight`) plus soft IoU,
 in bf16 autocast on a GPU. The record (`--out-json`) gives the IoU against the true masks of a held-out batch before
 training, after it and after reloading the saved directory.
 """
@@ -80,6 +81,14 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def balanced_subject_weight(masks: torch.Tensor, most: float = 20.0) -> torch.Tensor:
+    """The weight of a subject pixel's cross-entropy that gives the batch's subject as much pull as its background
+    (background pixels over subject pixels, from 1 to `most`): photos at the check's sizes hold a median 7% of
+    subject, and at equal weights a training of minutes settles on calling every pixel background."""
+    subject = masks.sum()
+    return ((masks.numel() - subject) / subject.clamp(min=1)).clamp(1.0, most)
+
+
 def weights_dtype(path: Path) -> torch.dtype:
     """The floating-point dtype of a safetensors file's first floating-point tensor."""
     from safetensors import safe_open
@@ -96,7 +105,8 @@ def weights_dtype(path: Path) -> torch.dtype:
 def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes: float, max_steps: int | None,
           lr: float, scenes: float, seed: int, device: torch.device, warmup_steps: int = 50,
           photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, coarse_size: int = 512,
-          coarse_batch: int | None = None, coarse_share: float = 0.0, log_every: int = 20) -> dict:
+          coarse_batch: int | None = None, coarse_share: float = 0.0, subject_weight: float | None = 1.0,
+          log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     coarse_batch = coarse_batch or 2 * batch
     for path in source.iterdir():
@@ -111,6 +121,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
                     "warmup_steps": warmup_steps, "photo_sizes": photo_sizes and [list(s) for s in photo_sizes],
                     "scenes": scenes, "device": str(device), "autocast": str(dtype).removeprefix("torch."),
                     "coarse": {"size": coarse_size, "batch": coarse_batch, "share": coarse_share},
+                    "subject_weight": "balanced" if subject_weight is None else subject_weight,
                     "before": evaluate(module, *held_out, dtype)}
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
@@ -130,7 +141,9 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
         probabilities = torch.sigmoid(logits)
         overlap = (probabilities * masks).sum(dim=(1, 2, 3))
         soft_iou = overlap / (probabilities.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) - overlap + 1.0)
-        loss = F.binary_cross_entropy_with_logits(logits, masks) + (1 - soft_iou).mean()
+        weight = balanced_subject_weight(masks) if subject_weight is None else torch.tensor(subject_weight)
+        loss = (F.binary_cross_entropy_with_logits(logits, masks, pos_weight=weight.to(logits.device))
+                + (1 - soft_iou).mean())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -181,6 +194,9 @@ def main() -> None:
                              "batches of --coarse-batch (at 512 px, four times the photos a second of 1024 px)")
     parser.add_argument("--coarse-size", type=int, default=512, metavar="PX")
     parser.add_argument("--coarse-batch", type=int, help="batch size of the coarse steps (default: twice --batch)")
+    parser.add_argument("--subject-weight", default="1", metavar="W|balanced",
+                        help="weight of a subject pixel's cross-entropy against a background pixel's; balanced: "
+                             "the batch's background-to-subject ratio (at most 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-json", type=Path)
@@ -192,7 +208,8 @@ def main() -> None:
     record = train(args.source, args.out, size=(width, height), batch=args.batch, minutes=args.minutes,
                    max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
                    warmup_steps=args.warmup_steps, photo_sizes=photo_sizes, coarse_size=args.coarse_size,
-                   coarse_batch=args.coarse_batch, coarse_share=args.coarse_share)
+                   coarse_batch=args.coarse_batch, coarse_share=args.coarse_share,
+                   subject_weight=None if args.subject_weight == "balanced" else float(args.subject_weight))
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")
