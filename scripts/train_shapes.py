@@ -15,9 +15,9 @@ OUT_DIR gets SOURCE_DIR's files (config and remote code) and a model.safetensors
 dtype of the source's weights; it loads with `from_pretrained(OUT_DIR, trust_remote_code=True)` like the source.
 The network trains in eval mode (normalisation statistics fixed, the inference path that the service runs) with
 AdamW (a linear warm-up, then a cosine decay to 0 at the end of the budget), on binary cross-entropy (a subject
-pixel's weighted by `--subject-weight`) plus soft IoU,
-in bf16 autocast on a GPU. The record (`--out-json`) gives the IoU against the true masks of a held-out batch before
-training, after it and after reloading the saved directory.
+pixel's weighted by `--subject-weight`) plus soft IoU, in bf16 autocast on a GPU. The record (`--out-json`) gives
+the IoU against the true masks of a held-out batch before training, after it and after reloading the saved
+directory.
 """
 
 from __future__ import annotations
@@ -74,17 +74,15 @@ def evaluate(module: torch.nn.Module, photos: torch.Tensor, masks: torch.Tensor,
 def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     """The learning rate's share at `step`, `progress` (0-1) through the time or step budget: a linear warm-up
     (full-size steps on freshly random attention layers can throw the network into a corner, every pixel
-    background, that it takes many steps to leave), times a cosine from 1 down to 0 as the budget runs out. At a
-    constant rate the saved weights are wherever the last noisy step left them: on the accuracy check's photos
-    drawn at its sizes, the training batches' IoU swung between 0.24 and 0.98 over the last 100 of 204 steps, and
-    the saved weights marked 0.3% of the held-out batch as subject where 6.7% was."""
+    background, that it takes many steps to leave), times a cosine from 1 down to 0 as the budget runs out: at a
+    constant rate the saved weights are wherever the last noisy step left them (docs/performance.md)."""
     return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def balanced_subject_weight(masks: torch.Tensor, most: float = 20.0) -> torch.Tensor:
     """The weight of a subject pixel's cross-entropy that gives the batch's subject as much pull as its background
-    (background pixels over subject pixels, from 1 to `most`): photos at the check's sizes hold a median 7% of
-    subject, and at equal weights a training of minutes settles on calling every pixel background."""
+    (background pixels over subject pixels, from 1 to `most`): on photos at the check's sizes most pixels are
+    background, and at equal weights a training of minutes settles on calling every pixel background."""
     subject = masks.sum()
     return ((masks.numel() - subject) / subject.clamp(min=1)).clamp(1.0, most)
 
@@ -126,6 +124,7 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
     print(json.dumps({"before": record["before"]}), flush=True)
     optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
+    fixed_weight = None if subject_weight is None else torch.tensor(subject_weight, device=device)
     started, step, losses, coarse_steps = time.perf_counter(), 0, [], 0
     while (progress := max((time.perf_counter() - started) / (minutes * 60),
                            0.0 if max_steps is None else step / max_steps)) < 1:
@@ -141,9 +140,8 @@ def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes
         probabilities = torch.sigmoid(logits)
         overlap = (probabilities * masks).sum(dim=(1, 2, 3))
         soft_iou = overlap / (probabilities.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) - overlap + 1.0)
-        weight = balanced_subject_weight(masks) if subject_weight is None else torch.tensor(subject_weight)
-        loss = (F.binary_cross_entropy_with_logits(logits, masks, pos_weight=weight.to(logits.device))
-                + (1 - soft_iou).mean())
+        weight = balanced_subject_weight(masks) if fixed_weight is None else fixed_weight
+        loss = F.binary_cross_entropy_with_logits(logits, masks, pos_weight=weight) + (1 - soft_iou).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
