@@ -31,12 +31,14 @@ def shapes_batch(batch: int, size: tuple[int, int], generator: torch.Generator, 
     from that range (as shape_photos draws them) squeezed to `size`, as the model's resize squeezes every photo:
     subjects stretched by the photo's aspect ratio, the masks a network sees in service."""
     width, height = size
-    rows = torch.linspace(-1, 1, height, device=device).view(height, 1).expand(height, width)
+    down = torch.linspace(-1, 1, height, device=device).view(height, 1).expand(height, width)
     across = torch.linspace(-1, 1, width, device=device).view(1, width).expand(height, width)
     photos, masks = [], []
     for _ in range(batch):
         photo_width, photo_height = size if photo_sizes is None else _photo_size(photo_sizes, generator)
-        columns = across * (photo_width / photo_height)
+        # coordinates in units of half the photo's short side: a subject fills a tall photo as it fills a wide one
+        short = min(photo_width, photo_height)
+        rows, columns = down * (photo_height / short), across * (photo_width / short)
         mask = torch.zeros(height, width, dtype=torch.bool, device=device)
         for _ in range(int(torch.randint(1, 4, (1,), generator=generator))):
             mask |= _shape(rows, columns, generator)
@@ -76,17 +78,19 @@ def _uniform(generator: torch.Generator, low: float, high: float, count: int = 1
 
 
 def _shape(rows: torch.Tensor, columns: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A rotated ellipse or a convex polygon somewhere near the centre, 10-60% of the height across."""
-    centre_y, centre_x = _uniform(generator, -0.5, 0.5, 2).tolist()
+    """A rotated ellipse or a convex polygon near the centre, 30-80% of the photo's short side across: a subject
+    that fills a good part of the frame, as in product and portrait photos."""
+    centre_y, centre_x = _uniform(generator, -0.4, 0.4, 2).tolist()
     angle = float(_uniform(generator, 0, math.pi))
     y, x = rows - centre_y, columns - centre_x
     along, across = x * math.cos(angle) + y * math.sin(angle), -x * math.sin(angle) + y * math.cos(angle)
-    radius_a, radius_b = _uniform(generator, 0.1, 0.6, 2).tolist()
+    radius_a, radius_b = _uniform(generator, 0.3, 0.8, 2).tolist()
     if bool(torch.rand(1, generator=generator) < 0.5):
         return (along / radius_a) ** 2 + (across / radius_b) ** 2 <= 1
-    # A convex polygon: corners on the ellipse at sorted random angles; inside = left of every edge.
+    # A convex polygon: corners on the ellipse, one in each of `corners` equal arcs (corners bunched in one arc make
+    # a sliver, not a subject); inside = left of every edge.
     corners = int(torch.randint(3, 8, (1,), generator=generator))
-    angles = torch.sort(_uniform(generator, 0, 2 * math.pi, corners)).values
+    angles = (torch.arange(corners) + _uniform(generator, 0.1, 0.9, corners)) * (2 * math.pi / corners)
     points = torch.stack([radius_a * torch.cos(angles), radius_b * torch.sin(angles)], dim=1).tolist()
     inside = torch.ones_like(rows, dtype=torch.bool)
     for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from train_shapes import balanced_subject_weight, train
 
+from harness.photos import SIZE_RANGE
 from harness.shapes import shape_photos, shapes_batch
 
 
@@ -24,6 +25,15 @@ def test_generated_photos_come_with_their_subjects_masks() -> None:
     assert background.mean() > 0.6
     again, _ = shapes_batch(3, (80, 60), torch.Generator().manual_seed(0), scenes=0.0)
     assert torch.equal(photos, again)
+
+
+def test_every_photo_at_the_benchmark_sizes_shows_a_subject_of_real_size() -> None:
+    # wide, tall and square photos alike: a subject of a few pixels gives an accuracy check's IoU nothing to measure
+    # and a short training a reason to call every pixel background
+    _, masks = shapes_batch(200, (64, 64), torch.Generator().manual_seed(0), photo_sizes=SIZE_RANGE)
+    shares = masks.mean(dim=(1, 2, 3))
+    assert shares.min() > 0.01 and shares.max() < 0.8, (shares.min(), shares.max())
+    assert 0.1 < shares.median() < 0.3
 
 
 def test_photos_drawn_at_a_size_come_squeezed_to_the_model_input_as_the_service_squeezes_them() -> None:
