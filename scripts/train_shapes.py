@@ -9,7 +9,7 @@ photos are drawn at the sizes of the accuracy check's (`--photo-sizes`, default 
 squeezed to the model's input as the service squeezes every photo: a network trained on square photos only meets
 the check's wide and tall photos as strangers, its masks there can be empty, and IoU on an empty mask counts pixels.
 
-    python scripts/train_shapes.py /path/to/hub-dir /path/to/trained-dir --minutes 4 --size 1024 --batch 4
+    python scripts/train_shapes.py /path/to/hub-dir /path/to/trained-dir --minutes 4 --batch 4
 
 OUT_DIR gets SOURCE_DIR's files (config and remote code) and a model.safetensors of the trained weights, in the
 dtype of the source's weights; it loads with `from_pretrained(OUT_DIR, trust_remote_code=True)` like the source.
@@ -103,7 +103,7 @@ def weights_dtype(path: Path) -> torch.dtype:
 def train(source: Path, out: Path, *, size: tuple[int, int], batch: int, minutes: float, max_steps: int | None,
           lr: float, scenes: float, seed: int, device: torch.device, warmup_steps: int = 50,
           photo_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None, coarse_size: int = 512,
-          coarse_batch: int | None = None, coarse_share: float = 0.0, subject_weight: float | None = 1.0,
+          coarse_batch: int | None = None, coarse_share: float = 0.0, subject_weight: float | None = None,
           log_every: int = 20) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     coarse_batch = coarse_batch or 2 * batch
@@ -192,9 +192,9 @@ def main() -> None:
                              "batches of --coarse-batch (at 512 px, four times the photos a second of 1024 px)")
     parser.add_argument("--coarse-size", type=int, default=512, metavar="PX")
     parser.add_argument("--coarse-batch", type=int, help="batch size of the coarse steps (default: twice --batch)")
-    parser.add_argument("--subject-weight", default="1", metavar="W|balanced",
-                        help="weight of a subject pixel's cross-entropy against a background pixel's; balanced: "
-                             "the batch's background-to-subject ratio (at most 20)")
+    parser.add_argument("--subject-weight", default="balanced", metavar="W|balanced",
+                        help="weight of a subject pixel's cross-entropy against a background pixel's; balanced "
+                             "(default): the batch's background-to-subject ratio (at most 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out-json", type=Path)

@@ -57,6 +57,7 @@ def test_a_few_steps_give_masks_with_structure_that_the_saved_directory_keeps(cu
                    seed=0, device=torch.device("cpu"), warmup_steps=1, coarse_size=32, coarse_share=0.25,
                    log_every=10)
     assert (record["steps"], record["coarse_steps"]) == (40, 10)
+    assert record["subject_weight"] == "balanced"  # the default
     assert record["lr_last"] < 2e-3 / 100  # the rate decays to nearly 0 by the end of the budget: weights at rest
     assert record["after"]["iou"] > max(0.5, record["before"]["iou"] + 0.3), record
     assert record["after"]["confident_share"] > record["before"]["confident_share"] + 0.2, record
@@ -64,14 +65,14 @@ def test_a_few_steps_give_masks_with_structure_that_the_saved_directory_keeps(cu
     assert json.loads((out / "config.json").read_text()) == json.loads((cutout_net_dir / "config.json").read_text())
 
 
-def test_balanced_weights_give_the_subject_as_much_pull_as_the_background(cutout_net_dir: Path,
-                                                                          tmp_path: Path) -> None:
+def test_balanced_weights_give_the_subject_as_much_pull_as_the_background_and_a_fixed_weight_trains_too(
+        cutout_net_dir: Path, tmp_path: Path) -> None:
     masks = torch.zeros(2, 1, 10, 10)
     masks[0, 0, :2] = 1  # 20 of 200 pixels: background 9 times the subject
     assert balanced_subject_weight(masks).item() == 9.0
     assert balanced_subject_weight(torch.zeros(1, 1, 10, 10)).item() == 20.0  # no subject: the most
     assert balanced_subject_weight(torch.ones(1, 1, 10, 10)).item() == 1.0  # all subject: never under 1
     record = train(cutout_net_dir, tmp_path / "trained", size=(64, 48), batch=4, minutes=5, max_steps=30, lr=2e-3,
-                   scenes=0.0, seed=0, device=torch.device("cpu"), warmup_steps=1, subject_weight=None, log_every=10)
-    assert record["subject_weight"] == "balanced"
+                   scenes=0.0, seed=0, device=torch.device("cpu"), warmup_steps=1, subject_weight=1.0, log_every=10)
+    assert record["subject_weight"] == 1.0  # plain cross-entropy
     assert record["after"]["iou"] > max(0.5, record["before"]["iou"] + 0.3), record
