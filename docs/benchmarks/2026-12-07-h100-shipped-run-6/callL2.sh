@@ -2,7 +2,8 @@
 # part): the model alone from the saved buckets in a Ray task (100 batches of photos, profile of 8); the shipped
 # execution's accuracy on random weights against eager fp32; `serve run` of prod.yaml as shipped (model_id only,
 # random weights): /readyz, replicas, 64 and 1 clients, 64 at 12 MP (CPU per process meanwhile), the bulk client on
-# 3,000 photos (masks against the service's), replicas after.
+# 3,000 photos (masks against the service's), replicas after. Run as `QUICK=1 bash .gpurun/callL2.sh`: without the 12 MP
+# load and the bulk client (call L6 ran them on a second start, with the device time left).
 [ -f /tmp/r/prebuild_one.log ] || { echo "not call L1's machine"; exit 1; }
 source .gpurun/setup.sh; mkdir -p /tmp/r /tmp/ortp; cp .ort1/* /tmp/ortp/; ray stop --force > /dev/null 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl2/*.whl > /dev/null 2>&1
