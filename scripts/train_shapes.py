@@ -75,7 +75,8 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     """The learning rate's share at `step`, `progress` (0-1) through the time or step budget: a linear warm-up
     (full-size steps on freshly random attention layers can throw the network into a corner, every pixel
     background, that it takes many steps to leave), times a cosine from 1 down to 0 as the budget runs out: at a
-    constant rate the saved weights are wherever the last noisy step left them (docs/performance.md)."""
+    constant rate the saved weights are wherever the last noisy step left them
+    (docs/benchmarks/2026-12-06-h100-trained-accuracy/)."""
     return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -85,6 +86,19 @@ def balanced_subject_weight(masks: torch.Tensor, most: float = 20.0) -> torch.Te
     background, and at equal weights a training of minutes settles on calling every pixel background."""
     subject = masks.sum()
     return ((masks.numel() - subject) / subject.clamp(min=1)).clamp(1.0, most)
+
+
+def subject_weight_arg(text: str) -> float | None:
+    """--subject-weight: a positive number, or `balanced` (None: balanced per batch)."""
+    if text == "balanced":
+        return None
+    try:
+        weight = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number nor 'balanced': {text!r}") from None
+    if not weight > 0:
+        raise argparse.ArgumentTypeError(f"a subject weight is above 0, not {text}")
+    return weight
 
 
 def weights_dtype(path: Path) -> torch.dtype:
@@ -192,7 +206,7 @@ def main() -> None:
                              "batches of --coarse-batch (at 512 px, four times the photos a second of 1024 px)")
     parser.add_argument("--coarse-size", type=int, default=512, metavar="PX")
     parser.add_argument("--coarse-batch", type=int, help="batch size of the coarse steps (default: twice --batch)")
-    parser.add_argument("--subject-weight", default="balanced", metavar="W|balanced",
+    parser.add_argument("--subject-weight", type=subject_weight_arg, default="balanced", metavar="W|balanced",
                         help="weight of a subject pixel's cross-entropy against a background pixel's; balanced "
                              "(default): the batch's background-to-subject ratio (at most 20)")
     parser.add_argument("--seed", type=int, default=0)
@@ -207,7 +221,7 @@ def main() -> None:
                    max_steps=args.max_steps, lr=args.lr, scenes=args.scenes, seed=args.seed, device=device,
                    warmup_steps=args.warmup_steps, photo_sizes=photo_sizes, coarse_size=args.coarse_size,
                    coarse_batch=args.coarse_batch, coarse_share=args.coarse_share,
-                   subject_weight=None if args.subject_weight == "balanced" else float(args.subject_weight))
+                   subject_weight=args.subject_weight)
     print(json.dumps(record, indent=2))
     if args.out_json:
         args.out_json.write_text(json.dumps(record, indent=2) + "\n")
