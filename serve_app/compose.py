@@ -12,7 +12,7 @@ import re
 import zipfile
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -115,6 +115,13 @@ class Rendered:
             headers |= {"X-Foreground-Top": str(top), "X-Foreground-Left": str(left),
                         "X-Foreground-Width": str(width), "X-Foreground-Height": str(height)}
         return headers
+
+    def geometry(self) -> dict[str, Any]:
+        """The headers' geometry as JSON fields, for answers without headers of their own (a batch's lines)."""
+        box = None
+        if self.foreground is not None:
+            box = dict(zip(("top", "left", "width", "height"), self.foreground, strict=True))
+        return {"width": self.width, "height": self.height, "foreground": box}
 
 
 def subject_box(alpha: np.ndarray, threshold: int = SUBJECT_ALPHA) -> tuple[int, int, int, int] | None:

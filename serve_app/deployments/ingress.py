@@ -739,7 +739,7 @@ class Ingress:
                 rendered = await self._cut_out(await self.fetcher.fetch(url), options)
                 name = await self._in_pool(self.results.save, rendered.data, options.format)
                 return {"index": index, "url": url, "status": "ok", "result": results + name,
-                        "media_type": options.media_type}
+                        "media_type": options.media_type, **rendered.geometry()}
             except ApiError as error:
                 return {"index": index, "url": url, "status": "error", "http_status": error.status,
                         **error.to_body()}

@@ -153,8 +153,16 @@ def test_batch_of_urls_streams_one_line_per_item(service: str, image_server: str
     assert by_index[11]["status"] == "error" and by_index[11]["error"]["code"] == "unsupported_media_type"
     good = [line for line in lines if line["index"] not in (4, 11)]
     assert all(line["status"] == "ok" for line in good), good
+    # Each line carries what a direct answer's X-Width, X-Height and X-Foreground-* headers say.
+    direct = {url: get(f"{service}{ROUTE}", url=url).headers for url in set(urls) - {urls[4], urls[11]}}
     for line in good:
-        assert_rgba_cutout(get(f"{service}{line['result']}"))
+        result = get(f"{service}{line['result']}")
+        assert_rgba_cutout(result)
+        headers = direct[urls[line["index"]]]
+        assert (line["width"], line["height"]) == open_image(result).size == (int(headers["x-width"]),
+                                                                             int(headers["x-height"]))
+        assert line["foreground"] == {key: int(headers[f"x-foreground-{key}"])
+                                      for key in ("top", "left", "width", "height")}
 
 
 def test_batch_accepts_an_object_with_urls_and_options(service: str, image_server: str) -> None:

@@ -10,6 +10,7 @@ from types import MethodType, SimpleNamespace
 
 import pytest
 
+from serve_app import compose
 from serve_app.deployments.ingress import Ingress, gather_or_cancel
 from serve_app.errors import UpstreamError
 
@@ -63,13 +64,13 @@ def test_batch_requests_on_one_replica_share_its_limit_of_urls_in_flight() -> No
     async def fetch(url: str) -> bytes:
         return url.encode()
 
-    async def cut_out(data: bytes, _options: object) -> SimpleNamespace:
+    async def cut_out(data: bytes, _options: object) -> compose.Rendered:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
-        return SimpleNamespace(data=data)
+        return compose.Rendered(data, "image/png", 4, 3, None)
 
     async def in_pool(function, *args):  # type: ignore[no-untyped-def]
         return function(*args)
