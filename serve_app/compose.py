@@ -98,6 +98,9 @@ class Layout:
         return MEDIA_TYPES[self.format]
 
 
+_BOX_FIELDS = ("top", "left", "width", "height")  # the order of Rendered.foreground
+
+
 @dataclass(frozen=True)
 class Rendered:
     """The encoded answer and its geometry (the X-Width / X-Foreground-* headers)."""
@@ -108,20 +111,15 @@ class Rendered:
     height: int
     foreground: tuple[int, int, int, int] | None  # top, left, width, height in the output; None: no subject
 
-    def headers(self) -> dict[str, str]:
-        headers = {"X-Width": str(self.width), "X-Height": str(self.height)}
-        if self.foreground is not None:
-            top, left, width, height = self.foreground
-            headers |= {"X-Foreground-Top": str(top), "X-Foreground-Left": str(left),
-                        "X-Foreground-Width": str(width), "X-Foreground-Height": str(height)}
-        return headers
-
     def geometry(self) -> dict[str, Any]:
-        """The headers' geometry as JSON fields, for answers without headers of their own (a batch's lines)."""
-        box = None
-        if self.foreground is not None:
-            box = dict(zip(("top", "left", "width", "height"), self.foreground, strict=True))
+        """The size and the subject's box as JSON fields (a batch's lines), named as the headers name them."""
+        box = None if self.foreground is None else dict(zip(_BOX_FIELDS, self.foreground, strict=True))
         return {"width": self.width, "height": self.height, "foreground": box}
+
+    def headers(self) -> dict[str, str]:
+        box = self.geometry()["foreground"] or {}
+        return {"X-Width": str(self.width), "X-Height": str(self.height),
+                **{f"X-Foreground-{field.title()}": str(value) for field, value in box.items()}}
 
 
 def subject_box(alpha: np.ndarray, threshold: int = SUBJECT_ALPHA) -> tuple[int, int, int, int] | None:
