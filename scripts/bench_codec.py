@@ -14,7 +14,8 @@ Several worker processes run at once, each with `--per-process` photos in flight
 
 `--cutout composed` makes the cut-out as the composing APIs do (rembg's `/api/remove`, remove.bg's
 `/v1.0/removebg`, the native options that crop, place or add a background): compose.render_cutout with its
-defaults, where the native plain cut-out is imaging.render.
+defaults, where the native plain cut-out is imaging.render. `--cutout jpg` makes a JPEG on white, as
+`format=jpg` and remove.bg's `format=jpg` do (its `mean_png_bytes` are then the JPEG's).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stages", choices=("all", "no-reduced", "decode", "png"), default="all",
                         help="no-reduced: without the model's reduced copy; decode: the decodes alone; png: the "
                         "PNG alone, of each photo decoded once beforehand")
-    parser.add_argument("--cutout", choices=("native", "composed"), default="native",
-                        help="the cut-out as the native plain API makes it, or as the composing APIs do")
+    parser.add_argument("--cutout", choices=("native", "composed", "jpg"), default="native",
+                        help="the cut-out as the native plain API makes it, as the composing APIs do, or a JPEG on "
+                        "white")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per level before counting")
     parser.add_argument("--out", type=Path, help="write the record as JSON here")
@@ -76,9 +78,9 @@ def photo_work(photos: list[bytes], stages: str, png_pool: ThreadPoolExecutor | 
         mask = np.full(image.pixels.shape[:2], 255, np.uint8)
         # render may reuse the pixels' spare channel for the alpha: a decoded photo kept for the next round stays
         # as it was, since the alpha it writes is the same every time
-        if cutout == "composed":
-            return len(compose.render_cutout(image, mask, compose.Layout(), png_pool=png_pool,
-                                             png_threads=png_threads).data)
+        if cutout in ("composed", "jpg"):
+            layout = compose.Layout(format="jpg") if cutout == "jpg" else compose.Layout()
+            return len(compose.render_cutout(image, mask, layout, png_pool=png_pool, png_threads=png_threads).data)
         return len(imaging.render(image, mask, "png", png_pool=png_pool, png_threads=png_threads))
 
     return run

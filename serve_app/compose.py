@@ -258,7 +258,7 @@ def _limit_size(rgba: np.ndarray, max_pixels: int | None, max_side: int | None) 
     return _resize_rgba(rgba, *size)
 
 
-def _cover(picture: np.ndarray, width: int, height: int) -> np.ndarray:
+def _cover(picture: np.ndarray, width: int, height: int) -> Image.Image:
     """`picture` scaled to cover width x height and cropped to it around its centre.
 
     Only the part of the picture that the answer shows is resampled, straight to the answer's size: scaling the
@@ -267,18 +267,25 @@ def _cover(picture: np.ndarray, width: int, height: int) -> np.ndarray:
     factor = max(width / source_w, height / source_h)
     box_w, box_h = min(source_w, width / factor), min(source_h, height / factor)
     left, top = (source_w - box_w) / 2, (source_h - box_h) / 2
-    scaled = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(
+    return Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(
         (width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h))
-    return np.asarray(scaled)
+
+
+def _over_opaque(rgba: np.ndarray, background: Image.Image) -> Image.Image:
+    """`rgba` composited over `background`, an opaque RGB picture of its size, which this paints on and returns.
+
+    Pillow blends through the alpha in C, each channel rounded as round((c * a + b * (255 - a)) / 255): the values
+    that float arithmetic gives, which for a 12 MP photo took 0.37 s of one core of the development machine and
+    float copies of the photo's channels, against 0.13 s here. Every answer on a colour or a picture pays this."""
+    foreground = Image.fromarray(np.ascontiguousarray(rgba))
+    background.paste(foreground, (0, 0), foreground)
+    return background
 
 
 def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """`rgba` composited over `background`, (H, W, 4) or (H, W, 3) (opaque); the result has the background's
-    channels."""
+    """`rgba` composited over the see-through `background` ((H, W, 4)), as RGBA."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     colour = rgba[..., :3].astype(np.float32)
-    if background.shape[2] == 3:
-        return np.rint(colour * alpha + background.astype(np.float32) * (1.0 - alpha)).astype(np.uint8)
     back_alpha = background[..., 3:4].astype(np.float32) / 255.0
     out_alpha = alpha + back_alpha * (1.0 - alpha)
     premultiplied = colour * alpha + background[..., :3].astype(np.float32) * back_alpha * (1.0 - alpha)
@@ -286,33 +293,39 @@ def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.dstack((np.rint(out_colour), np.rint(out_alpha * 255.0))).astype(np.uint8)
 
 
-def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray:
+def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray | Image.Image:
+    """The cut-out on the layout's background: `rgba` itself without one, a Pillow image on an opaque one (RGB, or
+    RGBA with `keep_alpha`), an RGBA array on a see-through colour."""
     height, width = rgba.shape[:2]
     if layout.bg_image is not None:
-        return _over(rgba, _cover(layout.bg_image, width, height))
+        return _over_opaque(rgba, _cover(layout.bg_image, width, height))
     color = layout.bg_color
     if color is None and layout.format == "jpg":
         color = (255, 255, 255, 255)  # JPEG has no transparency: white, as remove.bg does
     if color is None:
         return rgba
-    if color[3] == 255 and not layout.keep_alpha:
-        return _over(rgba, np.broadcast_to(np.asarray(color[:3], np.uint8), (height, width, 3)))
-    return _over(rgba, np.broadcast_to(np.asarray(color, np.uint8), (height, width, 4)))
+    if color[3] < 255:
+        return _over(rgba, np.broadcast_to(np.asarray(color, np.uint8), (height, width, 4)))
+    rgb = _over_opaque(rgba, Image.new("RGB", (width, height), color[:3]))
+    return rgb.convert("RGBA") if layout.keep_alpha else rgb
 
 
-def _encode(pixels: np.ndarray, fmt: str, layout: Layout, png_pool: Executor | None, png_threads: int,
-            icc_profile: bytes | None = None) -> bytes:
-    """`pixels` in `fmt`; `icc_profile`, the colours' RGB profile, goes along with colour pixels."""
+def _encode(pixels: np.ndarray | Image.Image, fmt: str, layout: Layout, png_pool: Executor | None,
+            png_threads: int, icc_profile: bytes | None = None) -> bytes:
+    """`pixels` (an array, or the Pillow image a composite painted) in `fmt`; `icc_profile`, the colours' RGB
+    profile, goes along with colour pixels. A JPEG is written from a Pillow image as it is: its copy into an array
+    and back took longer than the JPEG itself (12 MP: ~110 against ~80 ms on one core)."""
     if fmt in ("png", "webp"):
-        return imaging.encode_image(pixels, cast(imaging.OutputFormat, fmt), webp_quality=layout.webp_quality,
+        array = np.asarray(pixels) if isinstance(pixels, Image.Image) else pixels
+        return imaging.encode_image(array, cast(imaging.OutputFormat, fmt), webp_quality=layout.webp_quality,
                                     png_pool=png_pool, png_threads=png_threads, icc_profile=icc_profile)
     imaging.check_fits_format(pixels, fmt)
     buffer = io.BytesIO()
-    image = Image.fromarray(pixels)
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
     if image.mode == "RGBA":  # JPEG has no alpha: already composited onto the background above
         image = image.convert("RGB")
     image.save(buffer, format="JPEG", quality=layout.jpeg_quality,
-               **({"icc_profile": icc_profile} if icc_profile and pixels.ndim == 3 else {}))
+               **({"icc_profile": icc_profile} if icc_profile and image.mode != "L" else {}))
     return buffer.getvalue()
 
 
@@ -362,8 +375,9 @@ def render_cutout(image: imaging.DecodedImage, mask: np.ndarray, layout: Layout,
     if layout.format == "zip":
         return Rendered(_zip(rgba, layout, png_pool, png_threads, image.icc_profile), MEDIA_TYPES["zip"], width,
                         height, foreground)
-    pixels = _with_background(rgba, layout)
-    if layout.format == "jpg" and pixels.shape[2] == 4:  # a see-through colour: what shows through is white
-        pixels = _over(pixels, np.full((height, width, 3), 255, np.uint8))
-    data = _encode(pixels, layout.format, layout, png_pool, png_threads, image.icc_profile)
+    answer = _with_background(rgba, layout)
+    if layout.format == "jpg" and isinstance(answer, np.ndarray) and answer.shape[2] == 4:
+        # a see-through colour: what shows through is white
+        answer = _over_opaque(answer, Image.new("RGB", (width, height), (255, 255, 255)))
+    data = _encode(answer, layout.format, layout, png_pool, png_threads, image.icc_profile)
     return Rendered(data, MEDIA_TYPES[layout.format], width, height, foreground)

@@ -363,11 +363,11 @@ WEBP_METHOD = 2
 MAX_SIDES = {"webp": 16383, "jpg": 65500}
 
 
-def check_fits_format(pixels: np.ndarray, fmt: str) -> None:
+def check_fits_format(pixels: np.ndarray | Image.Image, fmt: str) -> None:
     """InvalidOption (422) if `fmt` cannot hold an image of `pixels`' size: a clear refusal, not the encoder's
     error."""
     limit = MAX_SIDES.get(fmt)
-    height, width = pixels.shape[:2]
+    width, height = pixels.size if isinstance(pixels, Image.Image) else (pixels.shape[1], pixels.shape[0])
     if limit is not None and max(width, height) > limit:
         raise InvalidOption(f"a {fmt} image is at most {limit} pixels a side, and this answer is {width}x{height}; "
                             "ask for png, or for a smaller size")

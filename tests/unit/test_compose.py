@@ -202,6 +202,19 @@ def test_an_opaque_background_colour_gives_an_opaque_rgb_image() -> None:
     assert tuple(pixels[0, 0]) == GREEN and tuple(pixels[10, 10]) == RED
 
 
+@pytest.mark.parametrize("keep_alpha", [False, True])
+def test_a_soft_edge_over_an_opaque_colour_blends_by_its_alpha(keep_alpha: bool) -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    mask = rng.integers(0, 256, (16, 24), dtype=np.uint8)
+    _, pixels = render(imaging.DecodedImage(rgb, None), mask, bg_color=(*BLUE, 255), keep_alpha=keep_alpha)
+    weight = mask[..., None] / 255
+    expected = rgb * weight + np.array(BLUE) * (1 - weight)
+    assert pixels.shape == (16, 24, 4 if keep_alpha else 3)
+    assert np.abs(pixels[..., :3] - expected).max() <= 0.5 + 1e-6  # each channel rounded to the nearest value
+    assert not keep_alpha or (pixels[..., 3] == 255).all()
+
+
 def test_keep_alpha_answers_rgba_over_an_opaque_colour() -> None:
     image, mask = picture(20, 20, (5, 5, 10, 10))
     _, pixels = render(image, mask, bg_color=(*GREEN, 255), keep_alpha=True)
