@@ -305,8 +305,13 @@ def _composite_on_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, in
     rows = max(1, _COMPOSITE_STRIPE_BYTES // (width * 3 * 2))
     for top in range(0, height, rows):
         weight = alpha[top : top + rows].astype(np.uint16)[..., None]
-        out[top : top + rows] = (rgb[top : top + rows].astype(np.uint16) * weight + background * (255 - weight)
-                                 + 127) // 255
+        blend = rgb[top : top + rows].astype(np.uint16) * weight
+        blend += background * (255 - weight)
+        blend += 128
+        # round(v / 255) for v <= 255 * 255 as (v + 128 + ((v + 128) >> 8)) >> 8, within uint16: numpy's integer
+        # division by 255 took most of the blend's time.
+        blend += blend >> 8
+        out[top : top + rows] = blend >> 8
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
-from serve_app.imaging import compose_result, decode_image, encode_image, parse_bg_color, render
+from serve_app.imaging import DecodedImage, compose_result, decode_image, encode_image, parse_bg_color, render
 from tests.images import BOX, SIZE, encode, red_square
 
 MAX_PIXELS = 10_000_000
@@ -270,6 +270,17 @@ def test_compose_on_background_colour_blends() -> None:
     assert out.shape == (4, 4, 3)
     assert tuple(out[0, 0]) == (0, 0, 255) and tuple(out[0, 1]) == (200, 0, 0)
     assert tuple(out[0, 2]) == (100, 0, 127)
+
+
+@pytest.mark.parametrize("background", [0, 1, 127, 128, 254, 255])
+def test_compose_on_background_colour_rounds_every_blend_to_the_nearest_value(background: int) -> None:
+    values = np.arange(256, dtype=np.uint8)
+    colour = np.repeat(values[:, None, None], 256, axis=1).repeat(3, axis=2)  # every colour value...
+    mask = np.repeat(values[None, :], 256, axis=0)  # ...with every alpha
+    decoded = DecodedImage(colour, None)
+    out = compose_result(decoded, mask, bg_color=(background,) * 3)
+    exact = (colour[..., 0].astype(np.int64) * mask + background * (255 - mask.astype(np.int64))) / 255
+    assert np.abs(out[..., 0] - exact).max() <= 0.5
 
 
 def test_compose_only_mask_returns_the_mask() -> None:
