@@ -181,11 +181,17 @@ def post_process_mask(mask: np.ndarray) -> np.ndarray:
     return np.where(blurred < 127, 0, 255).astype(np.uint8)
 
 
-def _roi_mask(alpha: np.ndarray, roi: tuple[Length, Length, Length, Length]) -> np.ndarray:
-    height, width = alpha.shape
+def roi_box(roi: tuple[Length, Length, Length, Length], width: int, height: int) -> tuple[int, int, int, int]:
+    """The region of interest in pixels of a `width` x `height` image: (x1, y1, x2, y2); InvalidOption when it
+    does not lie within."""
     x1, y1, x2, y2 = (roi[0].pixels(width), roi[1].pixels(height), roi[2].pixels(width), roi[3].pixels(height))
     if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
         raise InvalidOption(f"roi must lie within the {width}x{height} image with x1 < x2 and y1 < y2")
+    return x1, y1, x2, y2
+
+
+def _roi_mask(alpha: np.ndarray, roi: tuple[Length, Length, Length, Length]) -> np.ndarray:
+    x1, y1, x2, y2 = roi_box(roi, alpha.shape[1], alpha.shape[0])
     kept = np.zeros_like(alpha)
     kept[y1:y2, x1:x2] = alpha[y1:y2, x1:x2]
     return kept

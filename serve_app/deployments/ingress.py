@@ -423,6 +423,10 @@ class Ingress:
         # within the fetch_total_timeout_s + request_timeout_s that an ingress replica's shutdown waits for.
         data, picture = await gather_or_cancel(photo(), background())
         layout = params.layout if picture is None else dataclasses.replace(params.layout, bg_image=picture)
+        if layout.roi is not None:  # a region outside the photo is refused before the model spends time on it
+            size = imaging.upright_size(data)  # the header alone: well under a millisecond
+            if size is not None:
+                compose.roi_box(layout.roi, *size)
         timer = StageTimer()
         rendered = await self._process(data, self._layout_finish(layout), timer)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}

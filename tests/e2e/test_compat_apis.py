@@ -207,6 +207,9 @@ def test_removebg_errors(service: str) -> None:
                           "invalid_parameters", "bg_color")
     assert_removebg_error(removebg(service, files={"image_file": ("x.png", b"\x89PNG\r\n\x1a\nbroken")}), 400,
                           "invalid_image")
+    width, height = SIZE
+    assert_removebg_error(removebg(service, files=upload, data={"roi": f"0 0 {width + 1}px 50%"}), 400,
+                          "invalid_option", f"roi must lie within the {width}x{height} image")
     nested = httpx.post(f"{service}/v1.0/removebg", content=b"[" * 50_000, timeout=60, trust_env=False,
                         headers={"Content-Type": "application/json"})  # deeper than Python's JSON parser goes
     assert_removebg_error(nested, 400, "invalid_parameters", "JSON")

@@ -13,7 +13,15 @@ import pytest
 from PIL import Image, ImageOps
 
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
-from serve_app.imaging import DecodedImage, compose_result, decode_image, encode_image, parse_bg_color, render
+from serve_app.imaging import (
+    DecodedImage,
+    compose_result,
+    decode_image,
+    encode_image,
+    parse_bg_color,
+    render,
+    upright_size,
+)
 from tests.images import BOX, SIZE, encode, red_square
 
 MAX_PIXELS = 10_000_000
@@ -80,6 +88,13 @@ def test_every_exif_orientation_matches_pillow_pixel_for_pixel(orientation: int)
     exif[0x0112] = orientation
     data = encode(noisy_photo(), "JPEG", exif=exif.tobytes(), quality=90)
     np.testing.assert_array_equal(decode(data).rgb, pillow_upright(data))
+    # the size a region of interest is checked against before the model runs: the decoded image's
+    height, width = decode(data).rgb.shape[:2]
+    assert upright_size(data) == (width, height)
+
+
+def test_upright_size_of_an_unreadable_header_is_left_to_the_decode() -> None:
+    assert upright_size(b"") is None and upright_size(b"\x89PNG\r\n\x1a\nbroken") is None
 
 
 @pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 0), ("RGB", 2), ("L", 0)])
