@@ -190,6 +190,17 @@ def roi_box(roi: tuple[Length, Length, Length, Length], width: int, height: int)
     return x1, y1, x2, y2
 
 
+def check_roi_either_way(roi: tuple[Length, Length, Length, Length], size: tuple[int, int]) -> None:
+    """InvalidOption when `roi` lies outside an image of `size` (width, height) whichever way up it is shown: a
+    header's size, before the EXIF turn the decode applies. A region that fits one way is left to render_cutout,
+    which knows."""
+    width, height = size
+    try:
+        roi_box(roi, height, width)
+    except InvalidOption:
+        roi_box(roi, width, height)
+
+
 def _roi_mask(alpha: np.ndarray, roi: tuple[Length, Length, Length, Length]) -> np.ndarray:
     x1, y1, x2, y2 = roi_box(roi, alpha.shape[1], alpha.shape[0])
     kept = np.zeros_like(alpha)

@@ -44,7 +44,6 @@ _UPRIGHT = {
     7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
-_TRANSPOSING = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
                (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 # ISO BMFF files (HEIF, AVIF) start with a box size, b"ftyp" and the major brand.
@@ -229,17 +228,15 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
         return None
 
 
-def upright_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of the image as decode_image returns it (turned as its EXIF orientation says), read from
-    the header alone; None when the header does not read (decode_image then says why)."""
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the image's header gives it, before any EXIF turn; None when the header does not read
+    (decode_image then says why)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data)).size
         except Exception:  # Pillow raises many types for broken or unknown headers
             return None
-    width, height = image.size
-    return (height, width) if _orientation(image) in _TRANSPOSING else (width, height)
 
 
 def _orientation(image: Image.Image) -> int:

@@ -424,9 +424,9 @@ class Ingress:
         data, picture = await gather_or_cancel(photo(), background())
         layout = params.layout if picture is None else dataclasses.replace(params.layout, bg_image=picture)
         if layout.roi is not None:  # a region outside the photo is refused before the model spends time on it
-            size = imaging.upright_size(data)  # the header alone: well under a millisecond
+            size = await self._in_pool(imaging.header_size, data)
             if size is not None:
-                compose.roi_box(layout.roi, *size)
+                compose.check_roi_either_way(layout.roi, size)
         timer = StageTimer()
         rendered = await self._process(data, self._layout_finish(layout), timer)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}

@@ -107,6 +107,15 @@ def test_a_region_of_interest_outside_the_image_is_refused(roi: tuple[int, int, 
         compose.render_cutout(image, mask, Layout(roi=tuple(Length(v, False) for v in roi)))
 
 
+def test_a_region_is_refused_from_the_header_only_when_it_fits_neither_way_up() -> None:
+    """Before the model runs, only the header's size is known, not the EXIF turn that the decode applies."""
+    tall = tuple(Length(v, False) for v in (0, 0, 40, 60))  # fits a 40x60 photo, which a 60x40 header may be
+    compose.check_roi_either_way(tall, (60, 40))
+    compose.check_roi_either_way(tall, (40, 60))
+    with pytest.raises(InvalidOption, match="roi must lie within the 60x40 image"):
+        compose.check_roi_either_way(tuple(Length(v, False) for v in (0, 0, 61, 61)), (60, 40))
+
+
 # --- placement -----------------------------------------------------------------------------------------
 
 

@@ -18,9 +18,9 @@ from serve_app.imaging import (
     compose_result,
     decode_image,
     encode_image,
+    header_size,
     parse_bg_color,
     render,
-    upright_size,
 )
 from tests.images import BOX, SIZE, encode, red_square
 
@@ -88,13 +88,14 @@ def test_every_exif_orientation_matches_pillow_pixel_for_pixel(orientation: int)
     exif[0x0112] = orientation
     data = encode(noisy_photo(), "JPEG", exif=exif.tobytes(), quality=90)
     np.testing.assert_array_equal(decode(data).rgb, pillow_upright(data))
-    # the size a region of interest is checked against before the model runs: the decoded image's
-    height, width = decode(data).rgb.shape[:2]
-    assert upright_size(data) == (width, height)
 
 
-def test_upright_size_of_an_unreadable_header_is_left_to_the_decode() -> None:
-    assert upright_size(b"") is None and upright_size(b"\x89PNG\r\n\x1a\nbroken") is None
+def test_header_size_reads_the_header_alone() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned: the header still says 97x61
+    assert header_size(encode(noisy_photo(), "JPEG", exif=exif.tobytes())) == (97, 61)
+    assert header_size(png_with_header(5000, 3)) == (5000, 3)
+    assert header_size(b"") is None and header_size(b"\x89PNG\r\n\x1a\nbroken") is None
 
 
 @pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 0), ("RGB", 2), ("L", 0)])
