@@ -300,6 +300,11 @@ def _over_opaque(rgba: np.ndarray, background: Image.Image) -> Image.Image:
     return background
 
 
+def _over_colour(rgba: np.ndarray, colour: tuple[int, ...]) -> Image.Image:
+    """`rgba` composited over the opaque RGB `colour`, as an RGB Pillow image."""
+    return _over_opaque(rgba, Image.new("RGB", (rgba.shape[1], rgba.shape[0]), tuple(colour[:3])))
+
+
 def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     """`rgba` composited over the see-through `background` ((H, W, 4)), as RGBA."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
@@ -324,7 +329,7 @@ def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray | Image.Ima
         return rgba
     if color[3] < 255:
         return _over(rgba, np.broadcast_to(np.asarray(color, np.uint8), (height, width, 4)))
-    rgb = _over_opaque(rgba, Image.new("RGB", (width, height), color[:3]))
+    rgb = _over_colour(rgba, color[:3])
     return rgb.convert("RGBA") if layout.keep_alpha else rgb
 
 
@@ -397,6 +402,6 @@ def render_cutout(image: imaging.DecodedImage, mask: np.ndarray, layout: Layout,
     answer = _with_background(rgba, layout)
     if layout.format == "jpg" and isinstance(answer, np.ndarray) and answer.shape[2] == 4:
         # a see-through colour: what shows through is white
-        answer = _over_opaque(answer, Image.new("RGB", (width, height), (255, 255, 255)))
+        answer = _over_colour(answer, (255, 255, 255))
     data = _encode(answer, layout.format, layout, png_pool, png_threads, image.icc_profile)
     return Rendered(data, MEDIA_TYPES[layout.format], width, height, foreground)
