@@ -71,10 +71,7 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     starts = range(0, height, per_stripe)
     clear_by = (rows[:, 3::4] if alpha is None else alpha) if clear_transparent else None
     jobs = [(rows, start, min(start + per_stripe, height), level, alpha, clear_by) for start in starts]
-    header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
-    parts = [_SIGNATURE, _chunk(b"IHDR", header)]
-    if icc_profile is not None and channels in (3, 4):
-        parts.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + isal_zlib.compress(icc_profile)))
+    parts = _head(width, height, channels, icc_profile)
     adler = 1
     for stripe_adler, stripe_length, idat_pieces in _run(_compress_stripe, jobs, pool):
         adler = adler32_combine(adler, stripe_adler, stripe_length)
@@ -82,6 +79,21 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     parts.append(_chunk(b"IDAT", struct.pack(">I", adler)))
     parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)
+
+
+def wrap_zlib_stream(stream: bytes, width: int, height: int, *, icc_profile: bytes | None = None) -> bytes:
+    """The RGBA PNG whose Up-filtered rows are the zlib `stream` (serve_app/model/png_device.py writes one on the
+    model's device): the chunks around it, with `icc_profile` as encode_png carries it."""
+    return b"".join([*_head(width, height, 4, icc_profile), *_chunk_pieces(b"IDAT", [stream]), _chunk(b"IEND", b"")])
+
+
+def _head(width: int, height: int, channels: int, icc_profile: bytes | None) -> list[bytes]:
+    """The signature and the chunks before the image data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    parts = [_SIGNATURE, _chunk(b"IHDR", header)]
+    if icc_profile is not None and channels in (3, 4):
+        parts.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + isal_zlib.compress(icc_profile)))
+    return parts
 
 
 def rows_per_stripe(height: int, row_bytes: int, stripe_bytes: int, threads: int = 1) -> int:

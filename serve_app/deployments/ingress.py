@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app import __version__, compose, imaging
+from serve_app import __version__, compose, imaging, png
 from serve_app.auth import PAGE_PREFIX, is_open, key_matches
 from serve_app.capped_read import capped_request, read_capped
 from serve_app.compat import rembg, removebg
@@ -487,8 +487,10 @@ class Ingress:
     async def _cut_out(self, data: bytes, options: OutputOptions,
                        timer: StageTimer | None = None) -> compose.Rendered:
         """The native API's answer for an upload (its options decide the plain or the composing path)."""
+        plain_png = (not options.composed and options.format == "png" and not options.only_mask
+                     and options.bg_color is None)
         return await self._process(data, self._native_finish(options), timer or StageTimer(), refine=options.refine,
-                                   model=self._served_model(options.model))
+                                   model=self._served_model(options.model), device_png=plain_png)
 
     def _served_model(self, name: str | None) -> str:
         """The served model a request names (None: the default), or 422 listing the served ones."""
@@ -509,9 +511,12 @@ class Ingress:
             # Before render, which may reuse the pixels; of the cut-out's alpha, as the composing path measures it,
             # so that an upload's own transparent area is outside the box on both paths.
             foreground = compose.foreground_box(imaging.cutout_alpha(decoded, result.mask))
-            data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
-                                  bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                                  **self._png_stripes())
+            if result.png_stream is not None:  # the rows the device wrote: only their chunks are left to make
+                data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=decoded.icc_profile)
+            else:
+                data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
+                                      bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
+                                      **self._png_stripes())
             return compose.Rendered(data, options.media_type, width, height, foreground)
         return finish
 
@@ -534,21 +539,24 @@ class Ingress:
         return {"png_pool": self._png_pool, "png_threads": self.settings.png_threads}
 
     async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *, refine: bool = False,
-                       model: str | None = None) -> compose.Rendered:
+                       model: str | None = None, device_png: bool = False) -> compose.Rendered:
         """Decode, segment with `model` (None: the default), then `finish` (composite and encode) within the request
-        deadline (504 when missed). With `refine`, the model replica also estimates the subject's colours."""
+        deadline (504 when missed). With `refine`, the model replica also estimates the subject's colours. With
+        `device_png` (the answer is the plain RGBA PNG cut-out, which `finish` then takes from the MaskResult's
+        png_stream when there is one), a large JPEG's PNG is asked of the model replica (device_png_min_pixels)."""
         deadline_s = self.settings.request_timeout_s
         try:
             async with asyncio.timeout(deadline_s):  # cancels the model call too: no GPU time for a lost cause
-                return await self._process_steps(data, finish, timer, refine, model or self._default_model)
+                return await self._process_steps(data, finish, timer, refine, model or self._default_model,
+                                                 device_png)
         except TimeoutError:
             raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
 
-    async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
-                             model: str) -> compose.Rendered:
+    async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool, model: str,
+                             device_png: bool) -> compose.Rendered:
         self._cutting_out += 1
         try:
-            return await self._decode_segment_finish(data, finish, timer, refine, model)
+            return await self._decode_segment_finish(data, finish, timer, refine, model, device_png)
         finally:
             self._cutting_out -= 1
             if not self._cutting_out:
@@ -561,7 +569,7 @@ class Ingress:
                 self._codec_pool.submit(release_free_memory)
 
     async def _decode_segment_finish(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool,
-                                     model: str) -> compose.Rendered:
+                                     model: str, device_png: bool) -> compose.Rendered:
         encoded = None if refine else self._to_decode_on_device(data, model)
         reduced = None
         if not refine and encoded is None:
@@ -569,8 +577,10 @@ class Ingress:
                 reduced = await self._in_pool(imaging.reduced_jpeg, data, min_size=self._input_sizes[model],
                                               max_pixels=self.settings.max_image_pixels)
         if encoded is not None:
+            min_pixels = self.settings.device_png_min_pixels
+            on_device = device_png and min_pixels > 0 and encoded.size[0] * encoded.size[1] >= min_pixels
             with timer.stage("model"):
-                decoded, result = await self._segment_beside_decode(encoded, timer, model)
+                decoded, result = await self._segment_beside_decode(encoded, timer, model, on_device)
         elif reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer, model)
@@ -609,13 +619,13 @@ class Ingress:
         height, width = encoded.size
         return encoded if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]) else None
 
-    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
-                                     model: str) -> tuple[imaging.DecodedImage, MaskResult]:
+    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer, model: str,
+                                     with_png: bool = False) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model replica decodes its copy of the JPEG on its device while this replica decodes its own for the
-        cut-out; a file the replica cannot decode, or one whose scan libjpeg does not read cleanly (the replica's
-        decode of it may hold rows it never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's
-        pixels."""
-        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model))
+        cut-out (with `with_png`, the replica also writes the cut-out's PNG rows from its decode); a file the replica
+        cannot decode, or one whose scan libjpeg does not read cleanly (the replica's decode of it may hold rows it
+        never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's pixels."""
+        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model, with_png=with_png))
         try:
             with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
                 decoded = await self._in_pool(imaging.decode_image, encoded.data,
@@ -640,15 +650,17 @@ class Ingress:
         return decoded, result
 
     async def _segment(self, image: np.ndarray | ReducedImage | EncodedJpeg, timer: StageTimer, refine: bool = False,
-                       model: str | None = None) -> MaskResult:
+                       model: str | None = None, with_png: bool = False) -> MaskResult:
         """The model's answer for one image, noting whether the device was idle for the next decision, and the
         time the call spent outside the model replica (Server-Timing model_transport; with a replica on this node,
         also split into model_to_replica and model_from_replica by the shared wall clock)."""
         called, called_at = time.perf_counter(), time.time()
-        result = await self._call_remover("remove_background", image, refine, model)
+        result = await self._call_remover("remove_background", image, refine, model, with_png)
         self._device_idle = result.batch_size == 1 and result.device_backlog == 0
         if refine:
             timer.record("model_refine", result.refine_ms)
+        if result.png_stream is not None:
+            timer.record("model_png", result.png_ms)
         timer.record("model_transport", (time.perf_counter() - called - (result.left_at - result.arrived_at)) * 1000)
         if result.replica_node == self._node_id:
             timer.record("model_to_replica", (result.arrived_at - called_at) * 1000)

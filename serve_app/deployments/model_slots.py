@@ -70,6 +70,7 @@ class MaskModel(Protocol):
     def decode_jpeg(self, encoded: EncodedJpeg) -> Any: ...
     def probe_batch_limit(self, ceiling: int, headroom_fraction: float = 0.1) -> int: ...
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+    def cutout_stream(self, pixels: Any, mask: np.ndarray) -> bytes | None: ...
     def check_device(self) -> None: ...
     def describe(self) -> dict: ...
     def close(self) -> None: ...
@@ -105,6 +106,8 @@ class ModelSlot:
         # The model's device work runs on one thread, in order; the compiled forward's own thread where it has one.
         self.thread = model.forward_executor or ThreadPoolExecutor(1, thread_name_prefix="model")
         self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
+        # Large photos' PNGs, written on the device: their waits (a few per photo) keep off the model thread.
+        self._png_thread = ThreadPoolExecutor(1, thread_name_prefix="png")
         self.batch_sizes: Counter[int] = Counter()
         self.batch_settings = settings.batching or defaults
         self.live_max_batch_size = self.batch_settings.max_batch_size
@@ -155,6 +158,12 @@ class ModelSlot:
         masks, batch = await self.passes.run([call.image for call in calls],
                                              wanted=lambda: [not call.cancelled for call in calls])
         return [(mask, batch) for mask in masks]
+
+    async def cutout_stream(self, pixels: Any, mask: np.ndarray) -> bytes | None:
+        """The zlib stream of the cut-out's PNG rows, written on the device from `decode`'s pixels and their mask
+        (BackgroundRemovalModel.cutout_stream), on this model's PNG thread; None when the device cannot now."""
+        return await asyncio.get_running_loop().run_in_executor(self._png_thread, self.model.cutout_stream, pixels,
+                                                                mask)
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Clean edges, on the model thread after the passes queued there: the device does one thing at a time.
@@ -216,6 +225,7 @@ class ModelSlot:
         """Free the model's device memory, after the work already queued on its thread."""
         if self.model.forward_executor is None:
             self.thread.shutdown(wait=True)
+        self._png_thread.shutdown(wait=True)
         self.model.close()  # shuts the compiled forward's own thread down, after its queue
         self.passes.close()
 

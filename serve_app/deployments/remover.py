@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import ray
@@ -116,12 +117,14 @@ class BackgroundRemover:
                     {name: slot.live_max_batch_size for name, slot in self._slots.loaded.items()})
 
     async def remove_background(self, image: np.ndarray | ReducedImage | EncodedJpeg, refine: bool = False,
-                                model: str | None = None) -> MaskResult:
+                                model: str | None = None, png: bool = False) -> MaskResult:
         """Alpha mask for one (H, W, 3) uint8 RGB (or (H, W, 4) RGBX) image, ReducedImage or EncodedJpeg from model
         `model` (None: the default); concurrent calls for one model share forward passes (serve_app/deployments/
         batching.py). An EncodedJpeg is decoded on the device before it joins a pass, so a file that cannot be
         decoded fails its own call alone, with DeviceDecodeFailed. With `refine` (pixels only), also the subject's
-        own colours in semi-transparent pixels, estimated on the device."""
+        own colours in semi-transparent pixels, estimated on the device. With `png` (an EncodedJpeg only), also the
+        zlib stream of the RGBA cut-out's PNG rows, written on the device from its decode (MaskResult.png_stream;
+        None when the device could not write it: the ingress encodes the PNG then)."""
         arrived, arrived_at = time.perf_counter(), time.time()
         self._serving = True
         if refine and isinstance(image, EncodedJpeg):
@@ -142,6 +145,11 @@ class BackgroundRemover:
                     started = time.perf_counter()
                     foreground = await slot.foreground(image, mask)
                     refine_ms = (time.perf_counter() - started) * 1000
+                png_stream, png_ms = None, 0.0
+                if png and isinstance(image, EncodedJpeg):
+                    started = time.perf_counter()
+                    png_stream = await self._cutout_stream(slot, pixels, mask)
+                    png_ms = (time.perf_counter() - started) * 1000
         except ModelUnavailable as error:
             raise ModelNotReady(str(error), self._slots.retry_after_s()) from None
         except ModelNotReady:  # the image ran out of device memory alone: its own 503, the device is fine
@@ -153,7 +161,20 @@ class BackgroundRemover:
         return MaskResult(mask=mask, queued_ms=(batch.started_s - arrived) * 1000 - decode_ms,
                           batch_ms=batch.duration_ms, batch_size=batch.size, device_decode_ms=decode_ms,
                           device_backlog=self._calls_held(), arrived_at=arrived_at, left_at=time.time(),
-                          replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name)
+                          replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name,
+                          png_stream=png_stream, png_ms=png_ms)
+
+    @staticmethod
+    async def _cutout_stream(slot: ModelSlot, pixels: Any, mask: np.ndarray) -> bytes | None:
+        """The device's PNG stream of the cut-out, or None: whatever keeps the device from writing it, the ingress
+        can still encode the PNG, so this image is answered either way. A fault of the device itself shows at the
+        next pass, which the device guard sees."""
+        try:
+            return await slot.cutout_stream(pixels, mask)
+        except Exception as error:
+            logger.warning("the device could not write a cut-out's PNG (%s: %s); the ingress encodes it",
+                           type(error).__name__, error)
+            return None
 
     def _calls_held(self) -> int:
         """Calls this replica holds now, queued or on the device, every model's."""

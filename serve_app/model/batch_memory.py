@@ -72,12 +72,12 @@ def release_cached_memory(device: torch.device) -> None:
     """Give blocks cached by PyTorch's allocator back, so that a smaller retry can allocate afresh."""
     # A whole-device synchronisation must not meet another model's capture in this process (cuda_graphs.py). While
     # one sets up, the cache stays as it is rather than this pass waiting for the whole load.
-    if device.type == "cuda" and DEVICE_SETUP_LOCK.acquire(blocking=False):
+    if device.type == "cuda" and DEVICE_SETUP_LOCK.try_shared():
         try:
             torch.cuda.synchronize(device)
             torch.cuda.empty_cache()
         finally:
-            DEVICE_SETUP_LOCK.release()
+            DEVICE_SETUP_LOCK.release_shared()
 
 
 def probe_batch_limit(run_batch: Callable[[int], None], device: torch.device, *, ceiling: int,

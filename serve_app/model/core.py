@@ -33,6 +33,7 @@ from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.graph_rewrites import REWRITES
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
+from serve_app.model.png_device import encode_cutout_stream
 from serve_app.model.timeline import PassTimeline, PassTiming
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, OutOfDeviceMemory, Pending, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
@@ -279,6 +280,15 @@ class BackgroundRemovalModel:
         if batch_size > 0:
             for _ in range(2 if self.execution == "eager" else 1):
                 self.predict(self._blank_batch(batch_size))
+        self.warm_up_cutout_stream()
+
+    def warm_up_cutout_stream(self) -> None:
+        """Compile (or load from Triton's cache) the kernels of cutout_stream() on a CUDA device, so that the first
+        large photo does not pay for it."""
+        if self.device.type == "cuda":
+            with DEVICE_SETUP_LOCK:  # compiling and the first pinned buffer must not meet a graph capture
+                pixels = torch.zeros((8, 8, 3), dtype=torch.uint8, device=self.device)
+                encode_cutout_stream(pixels, torch.full((8, 8), 255, dtype=torch.uint8, device=self.device))
 
     def predict(self, images: Sequence[ModelImage]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
@@ -303,7 +313,7 @@ class BackgroundRemovalModel:
         """
         if self.device.type != "cuda":
             return decode_on_device(encoded, self.device)
-        if not DEVICE_SETUP_LOCK.acquire(blocking=False):
+        if not DEVICE_SETUP_LOCK.try_shared():
             raise DeviceDecodeFailed("another model is setting up on the device; send the pixels")
         try:
             with torch.cuda.stream(self._decode_stream):
@@ -313,7 +323,29 @@ class BackgroundRemovalModel:
             release_cached_memory(self.device)
             raise DeviceDecodeFailed("the device ran out of memory decoding the JPEG; send the pixels") from None
         finally:
-            DEVICE_SETUP_LOCK.release()
+            DEVICE_SETUP_LOCK.release_shared()
+
+    @torch.inference_mode()
+    def cutout_stream(self, pixels: torch.Tensor, mask: np.ndarray) -> bytes | None:
+        """The zlib stream of the RGBA cut-out's PNG rows (serve_app.png.wrap_zlib_stream makes the PNG), written on
+        the device (png_device.py) from decode_jpeg()'s `pixels` and their (H, W) uint8 `mask`, on a stream of the
+        calling thread's own. None where the device cannot write it now: not CUDA, another model setting up on it
+        (which the waits here must not meet: cuda_graphs.py), or out of memory; the caller then encodes the PNG
+        itself."""
+        if self.device.type != "cuda" or not DEVICE_SETUP_LOCK.try_shared():
+            return None
+        try:
+            with warnings.catch_warnings():
+                # Arrays from Ray's object store are read-only; this one is only copied to the device.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                alpha = torch.from_numpy(mask)
+            return encode_cutout_stream(pixels, alpha)
+        except torch.cuda.OutOfMemoryError:
+            logger.warning("the PNG of a %dx%d cut-out ran out of device memory; the ingress encodes it",
+                           mask.shape[1], mask.shape[0])
+            return None
+        finally:
+            DEVICE_SETUP_LOCK.release_shared()
 
     @torch.inference_mode()
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -18,13 +18,75 @@ from serve_app.model.buckets import run_in_buckets
 
 logger = logging.getLogger(__name__)
 
-# Held for device work that must not overlap a CUDA graph capture in another thread of the process: a model's load
-# (weights to the device, captures, compiling) and a saved bucket put in service behind serving, whose first run
-# synchronises the whole device (inductor's autotuning). One model per process never contends for it; with several
-# (serve_app/deployments/model_slots.py) one loads while another captures, and the capture fails
-# ("operation not permitted when stream is capturing") or the other model's synchronisation does. Re-entrant: a
-# load holds it and the compiled forward it builds takes it again.
-DEVICE_SETUP_LOCK = threading.RLock()
+
+class DeviceSetupLock:
+    """Held alone (`with`, acquire/release: re-entrant in its thread) for device work that must not overlap a CUDA
+    graph capture in another thread of the process: a model's load (weights to the device, captures, compiling) and
+    a saved bucket put in service behind serving, whose first run synchronises the whole device (inductor's
+    autotuning). One model per process never contends for it; with several (serve_app/deployments/model_slots.py)
+    one loads while another captures, and the capture fails ("operation not permitted when stream is capturing")
+    or the other model's synchronisation does.
+
+    Shared (try_shared/release_shared) by the side work that synchronises its own streams while serving (a JPEG's
+    decode, a cut-out's PNG): any number of those at once, on any threads, none beside a holder alone. They never
+    wait: while a holder has it or waits for it, try_shared says no and the caller takes its other way (pixels
+    from the ingress, the ingress's PNG), so a setup waits for those in progress only, a few milliseconds."""
+
+    def __init__(self) -> None:
+        self._state = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting = 0
+        self._shared = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        me = threading.get_ident()
+        with self._state:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            if not blocking and (self._owner is not None or self._shared):
+                return False
+            self._waiting += 1
+            try:
+                self._state.wait_for(lambda: self._owner is None and not self._shared)
+            finally:
+                self._waiting -= 1
+            self._owner, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._state:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("released by a thread that does not hold it")
+            self._depth -= 1
+            if not self._depth:
+                self._owner = None
+                self._state.notify_all()
+
+    def __enter__(self) -> DeviceSetupLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def try_shared(self) -> bool:
+        """Take a share unless a holder alone has it or waits for it (its own thread may share it too)."""
+        with self._state:
+            if self._owner not in (None, threading.get_ident()) or (self._owner is None and self._waiting):
+                return False
+            self._shared += 1
+            return True
+
+    def release_shared(self) -> None:
+        with self._state:
+            self._shared -= 1
+            if not self._shared:
+                self._state.notify_all()
+
+
+DEVICE_SETUP_LOCK = DeviceSetupLock()
 
 
 class GraphedForward:
