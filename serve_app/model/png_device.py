@@ -255,7 +255,7 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     sampled, zero_chunks = counts[:256], int(counts[256])
     sampled_rows = -(-height // HIST_ROW_STEP)
     weights = np.ones(LITERAL_LENGTH_SYMBOLS, np.int64)  # every symbol a code, so every byte has one
-    weights[:256] += sampled * (height // sampled_rows)
+    weights[:256] += np.round(sampled * (height / sampled_rows)).astype(np.int64)
     weights[0] = max(1, int(weights[0]) - (CHUNK - 1) * zero_chunks)  # most of those zeros are in matches
     weights[RUN_SYMBOL] += zero_chunks
     weights[_UP_FILTER] += height
