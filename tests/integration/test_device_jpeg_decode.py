@@ -225,3 +225,20 @@ def test_under_concurrency_large_jpegs_go_as_files_and_small_ones_as_pixels(serv
     # The small ones: pixels, but for one that found the replica alone and idle.
     paths = ["file" if "model_device_decode" in stages(response) else "pixels" for response in small_answers]
     assert paths.count("pixels") >= len(small) - 1, paths
+
+
+def test_a_large_photos_png_asked_of_a_replica_without_a_gpu_comes_from_the_ingress(base_url: str,
+                                                                                     tiny_model_dir: Path) -> None:
+    """device_png_min_pixels asks the replica for the PNG of a JPEG that large; a replica on the CPU writes none,
+    and the answer is the ingress's PNG of its own decode, as for any photo."""
+    deploy(tiny_model_dir, BATCHING, {"device_png_min_pixels": LARGE_SIZE[0] * LARGE_SIZE[1]})
+    remover = serve.get_deployment_handle("BackgroundRemover", APP_NAME)
+    result: MaskResult = remover.remove_background.remote(encoded(LARGE), False, None, True).result()
+    assert result.png_stream is None and result.device_decode_ms > 0
+    response = post_lone(base_url, LARGE)
+    assert "model_png" not in stages(response) and "model_device_decode" in stages(response)
+    pixels = np.asarray(Image.open(io.BytesIO(response.content)))
+    expected = imaging.decode_image(LARGE, max_pixels=LIMIT).rgb
+    opaque = pixels[..., 3] == 255
+    assert opaque.any() and np.array_equal(pixels[opaque][:, :3], expected[opaque])  # the ingress's colours
+    assert_mask_matches(pixels[..., 3], expected_alpha(LARGE_SIZE, LARGE_BOX), EDGE_MARGIN * 4)
