@@ -1,10 +1,10 @@
 """JPEG decoding on the model's device: nvJPEG (through torchvision) on CUDA, libjpeg-turbo on the CPU.
 
-Only for the model's copy of an image (serve_app.protocol.EncodedJpeg): the ingress decodes its own copy for the
-cut-out, so that the colours a client gets back come from one decoder whatever the model saw. nvJPEG's pixels
-differ a little from libjpeg-turbo's (chroma upsampling: under a level on average, a few percent of pixels by
-more than 2), so a mask can differ slightly from the one the ingress's pixels give; on the CPU
-torchvision's libjpeg-turbo gives the ingress's pixels exactly.
+For the model's copy of an image (serve_app.protocol.EncodedJpeg), and for a large photo's PNG cut-out written on
+the device (png_device.py); the ingress decodes its own copy for every other answer. nvJPEG's pixels differ a
+little from libjpeg-turbo's (chroma upsampling: under a level on average, a few percent of pixels by more than
+2), so a mask can differ slightly from the one the ingress's pixels give; on the CPU torchvision's libjpeg-turbo
+gives the ingress's pixels exactly.
 """
 
 from __future__ import annotations
