@@ -290,13 +290,14 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     tail.write(int(codes[END_OF_BLOCK]), int(lengths[END_OF_BLOCK]))
     low = (1 + low_sum) % _ADLER_BASE
     high = (total + high_sum) % _ADLER_BASE
-    return b"".join([_ZLIB_HEADER, body[:-1].tobytes(), tail.value.to_bytes(-(-tail.count // 8), "little"),
+    # One copy, straight from the words on the host into the stream's bytes.
+    return b"".join([_ZLIB_HEADER, memoryview(body[:-1]).cast("B"), tail.value.to_bytes(-(-tail.count // 8), "little"),
                      struct.pack(">I", high << 16 | low)])
 
 
 def _to_host(out: torch.Tensor) -> np.ndarray:
-    """`out`'s words on the host: through the thread's pinned buffer on CUDA (a copy engine's transfer, several
-    times a pageable copy's speed), copied out of it before the next call reuses it."""
+    """`out`'s words on the host: on CUDA in the calling thread's pinned buffer (a copy engine's transfer, several
+    times a pageable copy's speed), valid until the thread's next call."""
     if out.device.type != "cuda":
         return out.numpy()
     pinned = _WORKSPACE.pinned
@@ -305,4 +306,4 @@ def _to_host(out: torch.Tensor) -> np.ndarray:
     view = pinned[: out.numel()]
     view.copy_(out, non_blocking=True)
     torch.cuda.current_stream(out.device).synchronize()
-    return view.numpy().copy()
+    return view.numpy()
