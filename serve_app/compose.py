@@ -97,6 +97,14 @@ class Layout:
     def media_type(self) -> str:
         return MEDIA_TYPES[self.format]
 
+    @property
+    def plain_cutout(self) -> bool:
+        """The photo as it is over transparency, as a PNG: an answer the model's device can write whole
+        (serve_app/model/png_device.py)."""
+        return (self.format == "png" and self.channels == "rgba" and self.bg_color is None and self.bg_image is None
+                and not self.crop and self.roi is None and self.placement == Placement() and self.max_pixels is None
+                and self.max_side is None)
+
 
 _BOX_FIELDS = ("top", "left", "width", "height")  # the order of Rendered.foreground
 

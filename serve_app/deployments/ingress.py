@@ -224,6 +224,16 @@ def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any
         return function(*args, **kwargs)
 
 
+def _device_png_answer(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
+    """The plain PNG cut-out whose rows the model's device wrote (MaskResult.png_stream): only its chunks are left
+    to make; the subject's box, as every answer measures it, from the cut-out's alpha."""
+    height, width = result.mask.shape
+    assert result.png_stream is not None
+    data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=decoded.icc_profile)
+    return compose.Rendered(data, compose.MEDIA_TYPES["png"], width, height,
+                            compose.foreground_box(imaging.cutout_alpha(decoded, result.mask)))
+
+
 def _retrieve_outcome(task: asyncio.Future) -> None:
     """Read a task's outcome that nobody awaits any more, so that asyncio does not log it as never retrieved."""
     if not task.cancelled():
@@ -379,7 +389,8 @@ class Ingress:
         timer = StageTimer()
         model = self._model_aliases[params.model] if params.model else None
         rendered = await self._process(data, self._layout_finish(params.layout, params.shape_mask), timer,
-                                       refine=params.refine, model=model)
+                                       refine=params.refine, model=model,
+                                       device_png=params.layout.plain_cutout and params.shape_mask is None)
         return self._image_response(rendered, timer)
 
     # --- remove.bg's API ---------------------------------------------------------------------------
@@ -428,7 +439,7 @@ class Ingress:
             if size is not None:
                 compose.check_roi_either_way(layout.roi, size)
         timer = StageTimer()
-        rendered = await self._process(data, self._layout_finish(layout), timer)
+        rendered = await self._process(data, self._layout_finish(layout), timer, device_png=layout.plain_cutout)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}
         if params.json_answer:
             return JSONResponse(removebg.json_answer(rendered), headers=headers)
@@ -507,16 +518,15 @@ class Ingress:
                                                       jpeg_quality=self.settings.jpeg_quality))
 
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
+            if result.png_stream is not None:
+                return _device_png_answer(decoded, result)
             height, width = result.mask.shape
             # Before render, which may reuse the pixels; of the cut-out's alpha, as the composing path measures it,
             # so that an upload's own transparent area is outside the box on both paths.
             foreground = compose.foreground_box(imaging.cutout_alpha(decoded, result.mask))
-            if result.png_stream is not None:  # the rows the device wrote: only their chunks are left to make
-                data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=decoded.icc_profile)
-            else:
-                data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
-                                      bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
-                                      **self._png_stripes())
+            data = imaging.render(decoded, result.mask, options.format, only_mask=options.only_mask,  # type: ignore[arg-type]
+                                  bg_color=options.bg_color, webp_quality=self.settings.webp_quality,
+                                  **self._png_stripes())
             return compose.Rendered(data, options.media_type, width, height, foreground)
         return finish
 
@@ -524,6 +534,8 @@ class Ingress:
                        ) -> Finish:
         """Compose as `layout` says, after `mask_step` (rembg's mask options) if given."""
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
+            if result.png_stream is not None:  # asked for a plain cut-out only (Layout.plain_cutout), no mask_step
+                return _device_png_answer(decoded, result)
             mask = result.mask if mask_step is None else mask_step(result.mask)
             return compose.render_cutout(decoded, mask, layout, colours=result.foreground, **self._png_stripes())
         return finish
@@ -542,7 +554,7 @@ class Ingress:
                        model: str | None = None, device_png: bool = False) -> compose.Rendered:
         """Decode, segment with `model` (None: the default), then `finish` (composite and encode) within the request
         deadline (504 when missed). With `refine`, the model replica also estimates the subject's colours. With
-        `device_png` (the answer is the plain RGBA PNG cut-out, which `finish` then takes from the MaskResult's
+        `device_png` (the answer is the plain RGBA PNG cut-out: `finish` then takes it from the MaskResult's
         png_stream when there is one), a large JPEG's PNG is asked of the model replica (device_png_min_pixels)."""
         deadline_s = self.settings.request_timeout_s
         try:

@@ -291,7 +291,7 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     low = (1 + low_sum) % _ADLER_BASE
     high = (total + high_sum) % _ADLER_BASE
     # One copy, straight from the words on the host into the stream's bytes.
-    return b"".join([_ZLIB_HEADER, memoryview(body[:-1]).cast("B"), tail.value.to_bytes(-(-tail.count // 8), "little"),
+    return b"".join([_ZLIB_HEADER, body[:-1].view(np.uint8).data, tail.value.to_bytes(-(-tail.count // 8), "little"),
                      struct.pack(">I", high << 16 | low)])
 
 

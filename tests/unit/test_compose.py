@@ -493,3 +493,12 @@ def test_crop_margin_per_side_top_right_bottom_left() -> None:
     rendered = compose.render_cutout(image, mask, compose.Layout(crop=True, crop_margin=sides))
     assert (rendered.width, rendered.height) == (20 + 2 + 4, 10 + 1 + 3)
     assert rendered.foreground == (1, 4, 20, 10)
+
+
+def test_only_the_photo_as_it_is_over_transparency_as_a_png_is_a_plain_cutout() -> None:
+    """What the model's device may write whole (a large JPEG's PNG): nothing composed, cropped, moved or resized."""
+    assert compose.Layout().plain_cutout
+    for changed in ({"format": "webp"}, {"channels": "alpha"}, {"bg_color": (1, 2, 3, 255)}, {"crop": True},
+                    {"roi": (compose.Length(0, False),) * 4}, {"placement": compose.Placement(scale=0.5)},
+                    {"max_pixels": 10**6}, {"max_side": 1000}, {"bg_image": np.zeros((2, 2, 3), np.uint8)}):
+        assert not compose.Layout(**changed).plain_cutout, changed  # type: ignore[arg-type]
