@@ -33,7 +33,7 @@ from serve_app.model.foreground import refine_foreground_uint8
 from serve_app.model.graph_rewrites import REWRITES
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.loading import load_segmentation_module
-from serve_app.model.png_device import encode_cutout_stream
+from serve_app.model.png_device import check_cutout_stream, encode_cutout_stream
 from serve_app.model.timeline import PassTimeline, PassTiming
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, OutOfDeviceMemory, Pending, ReducedImage
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, default_compile_cache_dir
@@ -176,6 +176,7 @@ class BackgroundRemovalModel:
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running %s on %s", execution, self.execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
+        self._device_png = True  # large photos' PNGs written here (cutout_stream) unless warm-up found them broken
         self._largest_batch_run = 0  # the most images a forward has run with (cudnn tunes no larger ones)
         self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
         self._previous_forward_end: torch.cuda.Event | None = None
@@ -284,11 +285,17 @@ class BackgroundRemovalModel:
 
     def warm_up_cutout_stream(self) -> None:
         """Compile (or load from Triton's cache) the kernels of cutout_stream() on a CUDA device, so that the first
-        large photo does not pay for it."""
-        if self.device.type == "cuda":
+        large photo does not pay for it. Where they do not build or do not give back their pixels, cutout_stream()
+        writes nothing from then on (the ingress encodes every PNG) and the model serves as before."""
+        if self.device.type != "cuda":
+            return
+        try:
             with DEVICE_SETUP_LOCK:  # compiling and the first pinned buffer must not meet a graph capture
-                pixels = torch.zeros((8, 8, 3), dtype=torch.uint8, device=self.device)
-                encode_cutout_stream(pixels, torch.full((8, 8), 255, dtype=torch.uint8, device=self.device))
+                check_cutout_stream(self.device)
+        except Exception as error:
+            logger.warning("large photos' PNGs stay on the ingress: the device's PNG kernels failed their check "
+                           "(%s: %s)", type(error).__name__, error)
+            self._device_png = False
 
     def predict(self, images: Sequence[ModelImage]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
@@ -332,7 +339,7 @@ class BackgroundRemovalModel:
         calling thread's own. None where the device cannot write it now: not CUDA, another model setting up on it
         (which the waits here must not meet: cuda_graphs.py), or out of memory; the caller then encodes the PNG
         itself."""
-        if self.device.type != "cuda" or not DEVICE_SETUP_LOCK.try_shared():
+        if self.device.type != "cuda" or not self._device_png or not DEVICE_SETUP_LOCK.try_shared():
             return None
         try:
             with warnings.catch_warnings():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import struct
 import threading
+import zlib
 
 import numpy as np
 import torch
@@ -64,12 +65,12 @@ def _compose_filter_kernel(rgb_ptr, alpha_ptr, out_ptr, hist_ptr, width, rgb_row
     colour = tl.minimum(channel, 2).to(tl.int64) * rgb_ch
     alpha = tl.load(alpha_ptr + row * alpha_row + pixel, mask=inside, other=0)
     value = tl.load(rgb_ptr + row * rgb_row + pixel * rgb_px + colour, mask=inside & (channel < 3), other=0)
-    value = tl.where(alpha == 0, 0, tl.where(channel == 3, alpha, value))
+    value = tl.where(alpha == 0, 0, tl.where(channel == 3, alpha, value)).to(tl.uint8)
     above_ok = inside & (row > 0)
     alpha_above = tl.load(alpha_ptr + (row - 1) * alpha_row + pixel, mask=above_ok, other=0)
     above = tl.load(rgb_ptr + (row - 1) * rgb_row + pixel * rgb_px + colour, mask=above_ok & (channel < 3), other=0)
-    above = tl.where(alpha_above == 0, 0, tl.where(channel == 3, alpha_above, above))
-    filtered = value - above  # uint8: modulo 256, as the Up filter is
+    above = tl.where(alpha_above == 0, 0, tl.where(channel == 3, alpha_above, above)).to(tl.uint8)
+    filtered = (value - above).to(tl.uint8)  # modulo 256, as the Up filter is
     tl.store(out_ptr + row * (width * 4 + 1) + 1 + cols, filtered, mask=inside)
     if row % hist_step == 0:
         counts = tl.histogram(tl.where(inside, filtered.to(tl.int32), 0), 256)
@@ -235,6 +236,21 @@ def encode_cutout_stream(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     with torch.cuda.stream(_WORKSPACE.stream):
         rgb.record_stream(_WORKSPACE.stream)  # made on another stream: its memory is not reused before this reads it
         return _encode(rgb, alpha.to(rgb.device, non_blocking=True).contiguous())
+
+
+def check_cutout_stream(device: torch.device) -> None:
+    """Write a small cut-out's stream on `device` (compiling the kernels, or loading them from Triton's cache) and
+    raise ValueError unless it holds exactly that cut-out's filtered rows."""
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (16, 700, 3), dtype=torch.uint8, generator=generator)
+    alpha = torch.randint(0, 256, (16, 700), dtype=torch.uint8, generator=generator)
+    alpha[:, :300] = 0  # whole zero chunks
+    stream = encode_cutout_stream(pixels.to(device), alpha)
+    rows = torch.cat([pixels, alpha[..., None]], 2).masked_fill_((alpha == 0)[..., None], 0).view(16, -1)
+    expected = torch.cat([rows[:1], rows[1:] - rows[:-1]])  # uint8: modulo 256
+    written = torch.frombuffer(bytearray(zlib.decompress(stream)), dtype=torch.uint8).view(16, -1)
+    if not (bool((written[:, 0] == _UP_FILTER).all()) and torch.equal(written[:, 1:], expected)):
+        raise ValueError("the stream does not hold the cut-out's filtered rows")
 
 
 def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
