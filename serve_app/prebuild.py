@@ -40,7 +40,7 @@ def build_model(model_settings: dict) -> dict:
 
     started = time.perf_counter()
     model = BackgroundRemovalModel.from_settings(ModelSettings.model_validate(model_settings))
-    model.warm_up_cutout_stream()  # the large photos' PNG kernels, into Triton's cache
+    model.warm_up_cutout_stream()  # large photos' PNG kernels, into Triton's cache: their first use loads them
     return {"execution": model.execution, "seconds": round(time.perf_counter() - started, 1),
             "buckets": {str(size): warmup for size, warmup in model.compile_warmup.items()}}
 

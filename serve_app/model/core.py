@@ -176,7 +176,7 @@ class BackgroundRemovalModel:
         if execution != self.execution:
             logger.warning("execution %r needs CUDA; running %s on %s", execution, self.execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
-        self._device_png = True  # large photos' PNGs written here (cutout_stream) unless warm-up found them broken
+        self._device_png: bool | None = None  # cutout_stream's kernels checked and working (None: not yet used)
         self._largest_batch_run = 0  # the most images a forward has run with (cudnn tunes no larger ones)
         self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
         self._previous_forward_end: torch.cuda.Event | None = None
@@ -281,21 +281,20 @@ class BackgroundRemovalModel:
         if batch_size > 0:
             for _ in range(2 if self.execution == "eager" else 1):
                 self.predict(self._blank_batch(batch_size))
-        self.warm_up_cutout_stream()
 
-    def warm_up_cutout_stream(self) -> None:
-        """Compile (or load from Triton's cache) the kernels of cutout_stream() on a CUDA device, so that the first
-        large photo does not pay for it. Where they do not build or do not give back their pixels, cutout_stream()
-        writes nothing from then on (the ingress encodes every PNG) and the model serves as before."""
+    def warm_up_cutout_stream(self) -> bool:
+        """Compile (or load from Triton's cache: `make prebuild` fills it) the kernels of cutout_stream() on a CUDA
+        device and check what they write; False where they do not build or do not give back their pixels, and
+        then cutout_stream() writes nothing (the ingress encodes every PNG) while the model serves as before."""
         if self.device.type != "cuda":
-            return
+            return False
         try:
-            with DEVICE_SETUP_LOCK:  # compiling and the first pinned buffer must not meet a graph capture
-                check_cutout_stream(self.device)
+            check_cutout_stream(self.device)
         except Exception as error:
             logger.warning("large photos' PNGs stay on the ingress: the device's PNG kernels failed their check "
                            "(%s: %s)", type(error).__name__, error)
-            self._device_png = False
+            return False
+        return True
 
     def predict(self, images: Sequence[ModelImage]) -> list[np.ndarray]:
         """Masks for a batch of (H, W, 3) uint8 RGB images (or RGBX, (H, W, 4), the fourth channel unread) of any
@@ -336,12 +335,16 @@ class BackgroundRemovalModel:
     def cutout_stream(self, pixels: torch.Tensor, mask: np.ndarray) -> bytes | None:
         """The zlib stream of the RGBA cut-out's PNG rows (serve_app.png.wrap_zlib_stream makes the PNG), written on
         the device (png_device.py) from decode_jpeg()'s `pixels` and their (H, W) uint8 `mask`, on a stream of the
-        calling thread's own. None where the device cannot write it now: not CUDA, another model setting up on it
-        (which the waits here must not meet: cuda_graphs.py), or out of memory; the caller then encodes the PNG
-        itself."""
-        if self.device.type != "cuda" or not self._device_png or not DEVICE_SETUP_LOCK.try_shared():
+        calling thread's own. None where the device cannot write it now: not CUDA, kernels that failed their check
+        at first use (warm_up_cutout_stream), another model setting up on the device (which the waits here must not
+        meet: cuda_graphs.py), or out of memory; the caller then encodes the PNG itself."""
+        if self.device.type != "cuda" or self._device_png is False or not DEVICE_SETUP_LOCK.try_shared():
             return None
         try:
+            if self._device_png is None:  # the first large photo's: compiling here keeps it off every start
+                self._device_png = self.warm_up_cutout_stream()
+                if not self._device_png:
+                    return None
             with warnings.catch_warnings():
                 # Arrays from Ray's object store are read-only; this one is only copied to the device.
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
