@@ -229,8 +229,8 @@ def test_under_concurrency_large_jpegs_go_as_files_and_small_ones_as_pixels(serv
 
 def test_a_large_photos_png_asked_of_a_replica_without_a_gpu_comes_from_the_ingress(base_url: str,
                                                                                      tiny_model_dir: Path) -> None:
-    """device_png_min_pixels asks the replica for the PNG of a JPEG that large; a replica on the CPU writes none,
-    and the answer is the ingress's PNG of its own decode, as for any photo."""
+    """device_png_min_pixels (off by default) asks the replica for the PNG of a JPEG that large; a replica on the
+    CPU writes none, and the answer is the ingress's PNG of its own decode, as for any photo."""
     deploy(tiny_model_dir, BATCHING, {"device_png_min_pixels": LARGE_SIZE[0] * LARGE_SIZE[1]})
     remover = serve.get_deployment_handle("BackgroundRemover", APP_NAME)
     result: MaskResult = remover.remove_background.remote(encoded(LARGE), False, None, True).result()
