@@ -284,10 +284,10 @@ class IngressSettings(StrictModel):
         description="A JPEG upload of at least this many pixels (e.g. 8000000) that the model replica decodes "
         "(device_jpeg_decode) "
         "and that asks for the plain PNG cut-out (the photo as it is over transparency: the native API's and "
-        "rembg's default answer) gets that PNG written on the model's GPU from the GPU's decode, where the "
-        "ingress's CPUs would spend 100-250 ms a 12 MP photo on its deflate alone. Its files are 20-35% larger than "
-        "the ingress's, and its colours are nvJPEG's, which differ slightly from libjpeg-turbo's (chroma "
-        "upsampling). 0 (the default): never; the ingress encodes every PNG.",
+        "rembg's default answer) gets that PNG written on the model's GPU from the GPU's decode: at 12 MP the "
+        "PNG's deflate is most of the ingress's CPU work (docs/performance.md). Its files are larger than the "
+        "ingress's (the GPU codes runs of zeros but no other repeats), and its colours are nvJPEG's, which differ "
+        "slightly from libjpeg-turbo's (chroma upsampling). 0 (the default): never; the ingress encodes every PNG.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

@@ -1,15 +1,16 @@
 """A cut-out's PNG stream written on the model's device, for the photos whose PNG the ingress's CPUs cannot deflate
 as fast as the GPU segments them.
 
-Why: a 12 MP cut-out is 48 MB of RGBA rows, and ISA-L's deflate on one core spends 100-250 ms on them, more than
-the photo's decode and everything else the ingress does; at 12 MP the ingress's CPUs, not the GPU, set the
-throughput. Three Triton kernels write the same rows' zlib stream in about half a millisecond of the device.
+Why: a 12 MP cut-out is 48 MB of RGBA rows, and ISA-L's deflate of them on one core costs more than the photo's
+decode and everything else the ingress does; at 12 MP the ingress's CPUs, not the GPU, set the throughput
+(docs/performance.md). Three Triton kernels write the same rows' zlib stream in a fraction of a millisecond of
+the device.
 
 The stream holds the rows Up-filtered as the CPU encoder filters them (serve_app/png.py), in one deflate block with
 a dynamic Huffman code of literals, except that each all-zero aligned CHUNK of the filtered bytes (the cleared
 transparent areas, which stay zero after the filter) is a literal 0 and one 255-byte match at distance 1. No other
 string matching: a symbol's bit count follows from its value alone, so every lane's place in the output is a prefix
-sum, and nothing is serial. The price is the file: larger than ISA-L level 1's (22-35% on 12 MP photos).
+sum, and nothing is serial. The price is the file: larger than ISA-L level 1's.
 
 The steps, for one image on a CUDA stream of the calling thread's own:
 1. compose and filter (Triton): RGB of any strides (nvJPEG's planes) and the alpha into the filtered RGBA rows,
