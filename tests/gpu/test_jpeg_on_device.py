@@ -8,9 +8,11 @@ CUDA; `SERVE_APP_GPU_TIER_ON_CPU=1` runs the same steps on the CPU, to check the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -107,13 +109,12 @@ def test_masks_of_device_decoded_files_match_their_pixels_also_behind_a_running_
         assert np.abs(mask.astype(int) - reference).mean() < 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the device set-up lock guards CUDA only")
-def test_a_file_is_refused_while_another_model_sets_up_on_the_device(model: BackgroundRemovalModel) -> None:
-    body = encode(red_square(), "JPEG", quality=90)
-    file = imaging.device_decodable_jpeg(body, max_pixels=LIMIT)
+@contextlib.contextmanager
+def another_model_setting_up() -> Iterator[None]:
+    """Another model's load or capture holds the device set-up lock, on a loader thread, for the block."""
     holding, release = threading.Event(), threading.Event()
 
-    def set_up() -> None:  # another model's load or capture, on the loader thread
+    def set_up() -> None:
         with DEVICE_SETUP_LOCK:
             holding.set()
             release.wait(30)
@@ -122,9 +123,16 @@ def test_a_file_is_refused_while_another_model_sets_up_on_the_device(model: Back
     loader.start()
     try:
         assert holding.wait(30)
-        with pytest.raises(DeviceDecodeFailed, match="setting up"):
-            model.decode_jpeg(file)
+        yield
     finally:
         release.set()
         loader.join()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the device set-up lock guards CUDA only")
+def test_a_file_is_refused_while_another_model_sets_up_on_the_device(model: BackgroundRemovalModel) -> None:
+    body = encode(red_square(), "JPEG", quality=90)
+    file = imaging.device_decodable_jpeg(body, max_pixels=LIMIT)
+    with another_model_setting_up(), pytest.raises(DeviceDecodeFailed, match="setting up"):
+        model.decode_jpeg(file)
     assert tuple(model.decode_jpeg(file).shape) == (200, 320, 3)

@@ -9,7 +9,6 @@ through Triton's interpreter).
 from __future__ import annotations
 
 import io
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,10 @@ from PIL import Image
 
 from serve_app import imaging, png
 from serve_app.model.core import BackgroundRemovalModel
-from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK
 from serve_app.model.jpeg_on_device import decode_on_device
 from serve_app.model.png_device import encode_cutout_stream
 from serve_app.settings import ModelSettings
-from tests.gpu.test_jpeg_on_device import photo_like
+from tests.gpu.test_jpeg_on_device import another_model_setting_up, photo_like
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 LIMIT = 10**8
@@ -85,19 +83,6 @@ def test_the_model_writes_the_png_beside_passes_on_the_device(model: BackgroundR
 def test_no_png_is_written_while_another_model_sets_up_on_the_device(model: BackgroundRemovalModel) -> None:
     file = model.decode_jpeg(imaging.device_decodable_jpeg(photo_like(1), max_pixels=LIMIT))
     mask = model.predict([file])[0]
-    holding, release = threading.Event(), threading.Event()
-
-    def set_up() -> None:  # another model's load or capture, on the loader thread
-        with DEVICE_SETUP_LOCK:
-            holding.set()
-            release.wait(30)
-
-    loader = threading.Thread(target=set_up)
-    loader.start()
-    try:
-        assert holding.wait(30)
+    with another_model_setting_up():
         assert model.cutout_stream(file, mask) is None
-    finally:
-        release.set()
-        loader.join()
     assert model.cutout_stream(file, mask) is not None
