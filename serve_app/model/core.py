@@ -69,6 +69,14 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing `array`'s memory, which is only read: arrays from Ray's object store are read-only, and
+    torch warns about those for nothing here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def final_logits(outputs: object) -> torch.Tensor:
     """The prediction to use from a segmentation network's outputs, as float32 logits (B, 1, h, w)."""
     if hasattr(outputs, "logits"):
@@ -345,11 +353,7 @@ class BackgroundRemovalModel:
                 self._device_png = self.warm_up_cutout_stream()
                 if not self._device_png:
                     return None
-            with warnings.catch_warnings():
-                # Arrays from Ray's object store are read-only; this one is only copied to the device.
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                alpha = torch.from_numpy(mask)
-            return encode_cutout_stream(pixels, alpha)
+            return encode_cutout_stream(pixels, _read_only_tensor(mask))
         except torch.cuda.OutOfMemoryError:
             logger.warning("the PNG of a %dx%d cut-out ran out of device memory; the ingress encodes it",
                            mask.shape[1], mask.shape[0])
@@ -471,10 +475,7 @@ class BackgroundRemovalModel:
             return image
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB or (H, W, 4) RGBX, got {image.shape} {image.dtype}")
-        with warnings.catch_warnings():
-            # Arrays from Ray's object store are read-only; this tensor is only read (copied to float next).
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensor = torch.from_numpy(np.ascontiguousarray(image))
+        tensor = _read_only_tensor(np.ascontiguousarray(image))
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
