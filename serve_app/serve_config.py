@@ -14,6 +14,11 @@ import yaml
 # controller's environment, which a config sets under controller_options.runtime_env.env_vars (prod.yaml does).
 INGRESS_PROXIES = ("serve", "haproxy")
 HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
+# HAProxy may take up to 30 s to start (Ray's RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S), but the controller marks a proxy
+# unhealthy after three readiness checks of 5 s each, and `serve run` then exits; on a busy host a healthy HAProxy
+# misses that. A 30 s check gives the proxy, whichever it is, as long as HAProxy gives itself.
+PROXY_READY_CHECK = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_CHECK_S = "30"
 
 
 def read_config(path: Path) -> dict:
@@ -44,12 +49,14 @@ def haproxy_enabled(config: Mapping[str, Any], env: Mapping[str, str]) -> bool:
 
 
 def with_ingress_proxy(config: dict, proxy: str) -> dict:
-    """`config` with Serve's proxy actor ("serve") or HAProxy on the HTTP port, whatever the environment says."""
+    """`config` with Serve's proxy actor ("serve") or HAProxy on the HTTP port, whatever the environment says, and
+    the proxy's readiness check as long as HAProxy's start unless the config sets it."""
     if proxy not in INGRESS_PROXIES:
         raise ValueError(f"ingress proxy must be one of {INGRESS_PROXIES}, got {proxy!r}")
     options = config.get("controller_options") or {}
     runtime_env = options.get("runtime_env") or {}
-    env_vars = {**(runtime_env.get("env_vars") or {}), HAPROXY_SWITCH: "1" if proxy == "haproxy" else "0"}
+    env_vars = {PROXY_READY_CHECK: PROXY_READY_CHECK_S, **(runtime_env.get("env_vars") or {}),
+                HAPROXY_SWITCH: "1" if proxy == "haproxy" else "0"}
     config["controller_options"] = {**options, "runtime_env": {**runtime_env, "env_vars": env_vars}}
     return config
 

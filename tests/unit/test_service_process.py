@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ray.serve._private.constants import RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S
 from ray.serve.schema import ServeDeploySchema
 
 from harness.service_process import ServeProcess, ensure_port_free, free_port
-from serve_app.serve_config import HAPROXY_SWITCH, haproxy_enabled, with_ingress_proxy
+from serve_app.serve_config import (
+    HAPROXY_SWITCH,
+    PROXY_READY_CHECK,
+    controller_env,
+    haproxy_enabled,
+    with_ingress_proxy,
+)
 
 PROD = Path(__file__).resolve().parents[2] / "configs" / "prod.yaml"
 
@@ -66,3 +73,12 @@ def test_the_proxy_can_be_chosen_over_the_config() -> None:
     assert haproxy_enabled({"applications": []}, {HAPROXY_SWITCH: "1"})
     with pytest.raises(ValueError, match="ingress proxy must be one of"):
         with_ingress_proxy(prod, "nginx")
+
+
+def test_the_controller_waits_for_a_starting_proxy_as_long_as_haproxy_gives_itself() -> None:
+    # Serve marks a proxy unhealthy after three readiness checks; HAProxy's own start may take the whole timeout
+    prod = yaml.safe_load(PROD.read_text())
+    assert 3 * float(controller_env(prod)[PROXY_READY_CHECK]) > RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S
+    assert float(controller_env(with_ingress_proxy({"applications": []}, "haproxy"))[PROXY_READY_CHECK]) >= 30
+    own = {"controller_options": {"runtime_env": {"env_vars": {PROXY_READY_CHECK: "60"}}}, "applications": []}
+    assert controller_env(with_ingress_proxy(own, "haproxy"))[PROXY_READY_CHECK] == "60"
