@@ -287,7 +287,9 @@ class IngressSettings(StrictModel):
         "rembg's default answer) gets that PNG written on the model's GPU from the GPU's decode: at 12 MP the "
         "PNG's deflate is most of the ingress's CPU work (docs/performance.md). Its files are larger than the "
         "ingress's (the GPU codes runs of zeros but no other repeats), and its colours are nvJPEG's, which differ "
-        "slightly from libjpeg-turbo's (chroma upsampling). 0 (the default): never; the ingress encodes every PNG.",
+        "slightly from libjpeg-turbo's (chroma upsampling). The replica writes it only while no full pass waits for "
+        "the device (else the ingress encodes it): the device's time goes to the masks first. 0 (the default): "
+        "never; the ingress encodes every PNG.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

@@ -108,6 +108,7 @@ class ModelSlot:
         self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
         # Large photos' PNGs, written on the device: their waits (a few per photo) keep off the model thread.
         self._png_thread = ThreadPoolExecutor(1, thread_name_prefix="png")
+        self.device_pngs: Counter[str] = Counter()  # asked-for PNGs by outcome: written, device_busy, not_written
         self.batch_sizes: Counter[int] = Counter()
         self.batch_settings = settings.batching or defaults
         self.live_max_batch_size = self.batch_settings.max_batch_size
@@ -158,6 +159,12 @@ class ModelSlot:
         masks, batch = await self.passes.run([call.image for call in calls],
                                              wanted=lambda: [not call.cancelled for call in calls])
         return [(mask, batch) for mask in masks]
+
+    @property
+    def full_pass_waiting(self) -> bool:
+        """Whether a full pass of this model's calls waits for the device (formed behind the passes on it, or
+        gathering): the device, not what feeds it, is then what limits throughput."""
+        return self.passes.formed > 0 or self.passes.gathering >= self.live_max_batch_size
 
     async def cutout_stream(self, pixels: Any, mask: np.ndarray) -> bytes | None:
         """The zlib stream of the cut-out's PNG rows, written on the device from `decode`'s pixels and their mask
@@ -236,6 +243,7 @@ class ModelSlot:
             "batching": {**self.batch_settings.model_dump(), "live_max_batch_size": self.live_max_batch_size,
                          "fitting_batch_size": self.fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+            "device_png": dict(sorted(self.device_pngs.items())),
             "startup": self.startup,
         }
 

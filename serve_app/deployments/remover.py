@@ -164,17 +164,23 @@ class BackgroundRemover:
                           replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name,
                           png_stream=png_stream, png_ms=png_ms)
 
-    @staticmethod
-    async def _cutout_stream(slot: ModelSlot, pixels: Any, mask: np.ndarray) -> bytes | None:
-        """The device's PNG stream of the cut-out, or None: whatever keeps the device from writing it, the ingress
-        can still encode the PNG, so this image is answered either way. A fault of the device itself shows at the
-        next pass, which the device guard sees."""
+    async def _cutout_stream(self, slot: ModelSlot, pixels: Any, mask: np.ndarray) -> bytes | None:
+        """The device's PNG stream of the cut-out, or None: the ingress can encode the PNG, so this image is
+        answered either way. None while a full pass of any model waits for the device: the device then limits
+        throughput, and the PNG's device time would come out of the passes; the ingress's CPUs take that one, and
+        the photos split between the two as each has room. None too whatever else keeps the device from writing
+        it (a fault of the device itself shows at the next pass, which the device guard sees)."""
+        if any(other.full_pass_waiting for other in self._slots.loaded.values()):
+            slot.device_pngs["device_busy"] += 1
+            return None
         try:
-            return await slot.cutout_stream(pixels, mask)
+            stream = await slot.cutout_stream(pixels, mask)
         except Exception as error:
             logger.warning("the device could not write a cut-out's PNG (%s: %s); the ingress encodes it",
                            type(error).__name__, error)
-            return None
+            stream = None
+        slot.device_pngs["not_written" if stream is None else "written"] += 1
+        return stream
 
     def _calls_held(self) -> int:
         """Calls this replica holds now, queued or on the device, every model's."""

@@ -233,8 +233,11 @@ def test_a_large_photos_png_asked_of_a_replica_without_a_gpu_comes_from_the_ingr
     CPU writes none, and the answer is the ingress's PNG of its own decode, as for any photo."""
     deploy(tiny_model_dir, BATCHING, {"device_png_min_pixels": LARGE_SIZE[0] * LARGE_SIZE[1]})
     remover = serve.get_deployment_handle("BackgroundRemover", APP_NAME)
+    before = remover.describe.remote().result()["device_png"]
     result: MaskResult = remover.remove_background.remote(encoded(LARGE), False, None, True).result()
     assert result.png_stream is None and result.device_decode_ms > 0
+    after = remover.describe.remote().result()["device_png"]  # asked, with room on the device, and not written
+    assert after.get("not_written", 0) == before.get("not_written", 0) + 1 and not after.get("written")
     response = post_lone(base_url, LARGE)
     assert "model_png" not in stages(response) and "model_device_decode" in stages(response)
     pixels = np.asarray(Image.open(io.BytesIO(response.content)))

@@ -1,0 +1,86 @@
+"""A large photo's PNG is written on the device only while the device has room for it: with a full pass of any
+model waiting, the device limits throughput and the ingress's CPUs encode that PNG instead."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+
+from serve_app.deployments.batching import DeviceClock
+from serve_app.deployments.model_slots import ModelSlot
+from serve_app.deployments.remover import BackgroundRemover
+from serve_app.settings import BatchSettings, ModelSettings
+
+PIXELS = np.zeros((4, 6, 3), np.uint8)
+MASK = np.full((4, 6), 255, np.uint8)
+
+
+class PngModel:
+    """Writes a stand-in stream for every cut-out asked of it, or fails as told."""
+
+    forward_executor = None
+    on_out_of_memory = None
+
+    def __init__(self, answer: bytes | None | Exception = b"zlib stream"):
+        self.answer, self.asked = answer, 0
+
+    def submit(self, images: list) -> None:
+        raise AssertionError("no pass runs here: the passes waiting are set as a replica's batching counts them")
+
+    def cutout_stream(self, pixels: np.ndarray, mask: np.ndarray) -> bytes | None:
+        self.asked += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+class Metrics:
+    def batch(self, model: str, size: int) -> None: ...
+    def split(self, model: str) -> None: ...
+
+
+def slot(name: str, model: PngModel, max_batch_size: int = 8) -> ModelSlot:
+    return ModelSlot(ModelSettings(model_id=f"/models/{name}"), model, DeviceClock(),
+                     BatchSettings(max_batch_size=max_batch_size), Metrics(), {})
+
+
+def ask(asking: ModelSlot, *others: ModelSlot) -> bytes | None:
+    replica = SimpleNamespace(_slots=SimpleNamespace(loaded={one.name: one for one in (asking, *others)}))
+    return asyncio.run(BackgroundRemover.func_or_class._cutout_stream(replica, asking, PIXELS, MASK))
+
+
+def test_the_device_writes_the_png_while_less_than_a_full_pass_waits() -> None:
+    model = PngModel()
+    one = slot("a", model)
+    one.passes.gathering = 7  # the next pass will not be full: the device keeps up with what feeds it
+    assert ask(one) == b"zlib stream"
+    assert model.asked == 1 and one.device_pngs == {"written": 1}
+
+
+def test_with_a_full_pass_gathering_or_one_formed_the_ingress_encodes_the_png() -> None:
+    model = PngModel()
+    one = slot("a", model, max_batch_size=4)
+    one.passes.gathering = 4
+    assert ask(one) is None
+    one.passes.gathering, one.passes.formed = 1, 1  # a pass waits behind the ones on the device
+    assert ask(one) is None
+    assert model.asked == 0 and one.device_pngs == {"device_busy": 2}
+
+
+def test_another_models_full_pass_takes_the_device_too() -> None:
+    model = PngModel()
+    one, other = slot("a", model), slot("b", PngModel(), max_batch_size=2)
+    other.passes.gathering = 2
+    assert ask(one, other) is None
+    other.passes.gathering = 1
+    assert ask(one, other) == b"zlib stream"
+    assert one.device_pngs == {"device_busy": 1, "written": 1} and not other.device_pngs
+
+
+def test_a_png_the_device_cannot_write_is_left_to_the_ingress_and_counted() -> None:
+    for answer in (None, RuntimeError("Triton could not compile")):
+        one = slot("a", PngModel(answer))
+        assert ask(one) is None
+        assert one.device_pngs == {"not_written": 1}
