@@ -416,34 +416,42 @@ class Ingress:
             return params.image_file if params.image_file is not None else await self.fetcher.fetch(
                 cast(str, params.image_url))
 
-        async def background() -> np.ndarray | None:
+        async def background() -> bytes | None:
             if params.bg_image_file is None and not params.bg_image_url:
                 return None
-            picture = (params.bg_image_file if params.bg_image_file is not None
-                       else await self.fetcher.fetch(cast(str, params.bg_image_url)))
-            try:
-                decoded = await self._in_pool(imaging.decode_image, picture,
-                                              max_pixels=self.settings.max_image_pixels)
-            except ApiError as error:  # say which of the two pictures it was
-                raise type(error)(f"the background picture: {error.message}", status=error.status, code=error.code,
-                                  headers=error.headers) from None
-            # Colours under a transparent background's alpha are arbitrary: its transparent parts show white.
-            return decoded.rgb if decoded.flattened is None else decoded.flattened
+            return (params.bg_image_file if params.bg_image_file is not None
+                    else await self.fetcher.fetch(cast(str, params.bg_image_url)))
 
         # Both at once: with two URLs the request waits for the slower fetch, not for both in turn, and so stays
         # within the fetch_total_timeout_s + request_timeout_s that an ingress replica's shutdown waits for.
         data, picture = await gather_or_cancel(photo(), background())
-        layout = params.layout if picture is None else dataclasses.replace(params.layout, bg_image=picture)
+        # The background's decode is one of the request's decodes: within its deadline, with the photo's steps.
+        deadline_at = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+        layout = params.layout
+        if picture is not None:
+            async with self._deadline(deadline_at):
+                layout = dataclasses.replace(layout, bg_image=await self._background_pixels(picture))
         if layout.roi is not None:  # a region outside the photo is refused before the model spends time on it
             size = await self._in_pool(imaging.header_size, data)
             if size is not None:
                 compose.check_roi_either_way(layout.roi, size)
         timer = StageTimer()
-        rendered = await self._process(data, self._layout_finish(layout), timer, device_png=layout.plain_cutout)
+        rendered = await self._process(data, self._layout_finish(layout), timer, device_png=layout.plain_cutout,
+                                       deadline_at=deadline_at)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}
         if params.json_answer:
             return JSONResponse(removebg.json_answer(rendered), headers=headers)
         return Response(rendered.data, media_type=rendered.media_type, headers=headers)
+
+    async def _background_pixels(self, picture: bytes) -> np.ndarray:
+        """remove.bg's background picture as RGB; its errors say that it was the background."""
+        try:
+            decoded = await self._in_pool(imaging.decode_image, picture, max_pixels=self.settings.max_image_pixels)
+        except ApiError as error:  # say which of the two pictures it was
+            raise type(error)(f"the background picture: {error.message}", status=error.status, code=error.code,
+                              headers=error.headers) from None
+        # Colours under a transparent background's alpha are arbitrary: its transparent parts show white.
+        return decoded.rgb if decoded.flattened is None else decoded.flattened
 
     async def _read_removebg_body(self, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -551,18 +559,27 @@ class Ingress:
         return {"png_pool": self._png_pool, "png_threads": self.settings.png_threads}
 
     async def _process(self, data: bytes, finish: Finish, timer: StageTimer, *, refine: bool = False,
-                       model: str | None = None, device_png: bool = False) -> compose.Rendered:
+                       model: str | None = None, device_png: bool = False,
+                       deadline_at: float | None = None) -> compose.Rendered:
         """Decode, segment with `model` (None: the default), then `finish` (composite and encode) within the request
-        deadline (504 when missed). With `refine`, the model replica also estimates the subject's colours. With
-        `device_png` (the answer is the plain RGBA PNG cut-out: `finish` then takes it from the MaskResult's
-        png_stream when there is one), a large JPEG's PNG is asked of the model replica (device_png_min_pixels)."""
-        deadline_s = self.settings.request_timeout_s
+        deadline (504 when missed; `deadline_at`, on the loop's clock, where earlier steps of the request count
+        too). With `refine`, the model replica also estimates the subject's colours. With `device_png` (the answer
+        is the plain RGBA PNG cut-out: `finish` then takes it from the MaskResult's png_stream when there is one),
+        a large JPEG's PNG is asked of the model replica (device_png_min_pixels)."""
+        if deadline_at is None:
+            deadline_at = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+        async with self._deadline(deadline_at):  # cancels the model call too: no GPU time for a lost cause
+            return await self._process_steps(data, finish, timer, refine, model or self._default_model, device_png)
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, deadline_at: float) -> AsyncIterator[None]:
+        """The request's deadline (request_timeout_s) at `deadline_at`, on the loop's clock: a 504 when missed."""
         try:
-            async with asyncio.timeout(deadline_s):  # cancels the model call too: no GPU time for a lost cause
-                return await self._process_steps(data, finish, timer, refine, model or self._default_model,
-                                                 device_png)
+            async with asyncio.timeout_at(deadline_at):
+                yield
         except TimeoutError:
-            raise DeadlineExceeded(f"the image was not processed within {deadline_s:g} s; retry later") from None
+            raise DeadlineExceeded(f"the image was not processed within {self.settings.request_timeout_s:g} s; "
+                                   "retry later") from None
 
     async def _process_steps(self, data: bytes, finish: Finish, timer: StageTimer, refine: bool, model: str,
                              device_png: bool) -> compose.Rendered:
