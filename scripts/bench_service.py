@@ -64,10 +64,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def histogram_delta(before: dict, after: dict) -> dict[str, int]:
+def count_delta(before: dict, after: dict) -> Counter:
+    """What counters (name -> count) rose by from `before` to `after`; only the names that rose."""
     delta = Counter({k: int(v) for k, v in after.items()})
     delta.subtract({k: int(v) for k, v in before.items()})
-    return {size: count for size, count in sorted(delta.items(), key=lambda kv: int(kv[0])) if count > 0}
+    return Counter({name: count for name, count in delta.items() if count > 0})
+
+
+def histogram_delta(before: dict, after: dict) -> dict[str, int]:
+    return dict(sorted(count_delta(before, after).items(), key=lambda kv: int(kv[0])))
 
 
 def startup_timeline(serve_run_at: float, ready_after_s: float, replica: dict, load_phases: dict) -> dict:
@@ -113,13 +118,16 @@ def replica_infos(base_url: str, *, settle_calls: int = 12, max_calls: int = 64)
 
 def histograms_over_replicas(before: dict[str, dict], after: dict[str, dict]) -> dict:
     """What the model replicas ran between two replica_infos: the batch sizes over all of them (the default
-    model's), per model, and per replica with the GPUs Ray gave it (each GPU's histogram, with one replica per GPU).
-    A replica that started in between counts from zero."""
+    model's), per model, and per replica with the GPUs Ray gave it (each GPU's histogram, with one replica per GPU);
+    and the large photos' PNGs asked of the devices, by outcome. A replica that started in between counts from
+    zero."""
     total: Counter = Counter()
+    device_png: Counter = Counter()  # large photos' PNGs asked of the device, by outcome (the default model's)
     by_model: dict[str, Counter] = {}
     by_replica = {}
     for replica, info in after.items():
         earlier = before.get(replica, {})
+        device_png.update(count_delta(earlier.get("device_png", {}), info.get("device_png", {})))
         delta = histogram_delta(earlier.get("batch_size_histogram", {}), info.get("batch_size_histogram", {}))
         total.update(delta)
         by_replica[replica] = {"gpu_ids": info.get("replica", {}).get("gpu_ids", []), "batch_size_histogram": delta}
@@ -129,7 +137,7 @@ def histograms_over_replicas(before: dict[str, dict], after: dict[str, dict]) ->
                 earlier_model.get("batch_size_histogram", {}), model.get("batch_size_histogram", {})))
     return {"batch_size_histogram": histogram_delta({}, total),
             "batch_size_histogram_by_model": {name: histogram_delta({}, counts) for name, counts in by_model.items()},
-            "batch_size_histogram_by_replica": by_replica}
+            "batch_size_histogram_by_replica": by_replica, "device_png": dict(sorted(device_png.items()))}
 
 
 def run_levels(base_url: str, photos: list[bytes], args: argparse.Namespace) -> list[dict]:
