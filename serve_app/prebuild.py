@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ray
 
+from serve_app import local_ray
 from serve_app.serve_config import derive_config, parse_overrides, remover_actor_options
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, parse_app_args
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every bucket of every model in a task of its own, all side by side on the GPU they share.
     jobs = [(settings, size) for settings in compiled for size in settings.graph_batch_sizes]
     options = bucket_task_options(remover_actor_options(config), len(jobs))
-    ray.init(address=args.address, logging_level=logging.WARNING)
+    local_ray.init(address=args.address, logging_level=logging.WARNING)
     for settings in compiled:
         print(f"building {settings.served_name} ({settings.model_id}) for buckets {list(settings.graph_batch_sizes)}",
               flush=True)

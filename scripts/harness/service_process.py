@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from serve_app.local_ray import NODE_START_TIMEOUT
 from serve_app.serve_config import haproxy_enabled
 
 SERVE_CLI = ["-c", "from ray.serve.scripts import cli; cli()"]
@@ -27,9 +28,9 @@ HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_MET
 REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
                        ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"))
 REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
-# Ray's local node waits a fixed 30 s for its raylet to register with the GCS, and a loaded 2-core machine sometimes
-# takes longer. Such a start fails before any of the service runs, so it is tried once more.
-RAY_NODE_START_TIMEOUT = "The current node timed out during startup"
+# A `serve run` whose local Ray node timed out before it registered (serve_app/local_ray.py) fails before any of the
+# service runs, so it is tried once more.
+RAY_NODE_START_TIMEOUT = NODE_START_TIMEOUT
 
 
 # Ports are handed out from below Linux's ephemeral range (32768-60999 by default), from which the kernel also takes

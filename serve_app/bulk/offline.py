@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 import ray
 
-from serve_app import imaging
+from serve_app import imaging, local_ray
 from serve_app.bulk.layout import Layout, WorkItem, job_options, read_bytes, write_atomically
 from serve_app.bulk.ledger import Ledger
 from serve_app.errors import ApiError
@@ -37,12 +37,12 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address)
+        local_ray.init(address=address)  # "local" starts one here
         return
     try:
         ray.init(address="auto")
     except ConnectionError:
-        ray.init()
+        local_ray.init()
 
 
 def decode_row(row: dict, *, max_pixels: int, model_input_size: tuple[int, int] | None = None) -> dict:
