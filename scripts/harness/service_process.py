@@ -28,9 +28,6 @@ HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_MET
 REPLICA_PORT_RANGES = (("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
                        ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"))
 REPLICA_PORTS_PER_SERVICE = 64  # Ray moves on to the next port when one is taken
-# A `serve run` whose local Ray node timed out before it registered (serve_app/local_ray.py) fails before any of the
-# service runs, so it is tried once more.
-RAY_NODE_START_TIMEOUT = NODE_START_TIMEOUT
 
 
 # Ports are handed out from below Linux's ephemeral range (32768-60999 by default), from which the kernel also takes
@@ -122,7 +119,9 @@ class ServeProcess:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             if self.process.poll() is not None:
-                if not self._start_retried and RAY_NODE_START_TIMEOUT in self.log_tail():
+                # Its local Ray node timed out before it registered (serve_app/local_ray.py): nothing of the service
+                # ran, so it is tried once more.
+                if not self._start_retried and NODE_START_TIMEOUT in self.log_tail():
                     self._start_retried = True
                     _kill_group(self.process.pid)  # whatever of that node did start
                     self._start()

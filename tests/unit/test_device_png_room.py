@@ -12,6 +12,7 @@ from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.model_slots import ModelSlot
 from serve_app.deployments.remover import BackgroundRemover
 from serve_app.settings import BatchSettings, ModelSettings
+from tests.unit.test_model_slot_memory import Metrics
 
 PIXELS = np.zeros((4, 6, 3), np.uint8)
 MASK = np.full((4, 6), 255, np.uint8)
@@ -34,11 +35,6 @@ class PngModel:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
-
-
-class Metrics:
-    def batch(self, model: str, size: int) -> None: ...
-    def split(self, model: str) -> None: ...
 
 
 def slot(name: str, model: PngModel, max_batch_size: int = 8) -> ModelSlot:
