@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Bounds from the throughput issue: outputs must match the eager fp32 reference on real photos.
+# Accuracy bounds: outputs must match the eager fp32 reference on real photos.
 MAX_MEAN_ALPHA_DIFF = 1 / 255  # mean |alpha - alpha_ref| with alpha in [0, 1]
 MIN_IOU = 0.99  # masks thresholded at 0.5
 # Random weights give near-degenerate masks, so the raw logits are compared too: fp16 keeps about three
