@@ -195,6 +195,7 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
     pending, skipped = layout.plan()
     with layout.exclusive():
         layout.claim_output(job_options(options, options.model))
+        layout.record_shared_names()
         # aiohttp rather than httpx: with 64 connections httpx's pool scans every connection for each request and
         # reads a body in many small steps, so the event loop's one thread, not the service, limits a run near its
         # speed

@@ -6,7 +6,8 @@ where names ignore case (a.jpg and a.png; A.jpg and a.jpg; a.jpg and a.png/b.jpg
 (a.jpg.png, a.png.png), so that no output overwrites another. An output that exists is complete: on a file system
 every output is written under a temporary name first and renamed, and on an object store (which has no atomic
 rename) in one PUT, which makes the object visible whole or not at all. A rerun therefore skips existing outputs,
-and temporary files left by a killed run are removed when the next run starts. One run per OUTPUT at a time: a
+and temporary files left by a killed run are removed when the next run starts; a rerun that finds a file it cannot
+tell is its input's output (inputs sharing a name were added or removed: Layout._check_unmoved) stops instead. One run per OUTPUT at a time: a
 local OUTPUT is locked for the run. OUTPUT may lie inside INPUT (its files are not inputs) but may not be INPUT.
 Hidden files and folders (names starting with '.') and Synology's @eaDir folders are not inputs.
 """
@@ -21,7 +22,7 @@ import re
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -39,11 +40,13 @@ SKIPPED_FOLDERS = frozenset({"@eaDir"})
 # A temporary file's name: short whatever the output's (a long name still fits the file system's limit) and never
 # an output's, which always ends in the format's extension.
 _TEMPORARY = re.compile(r"\.partial-[0-9a-f]{32}")
+_DIGESTED = re.compile(r"(.*)\.[0-9a-f]{8}")  # an output name's stem with _digested's digest
 # Stores whose objects appear whole on one PUT, and whose "rename" is a copy: no temporary name there.
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"})
 FAILURES_NAME = "_failures.jsonl"
 SUMMARY_NAME = "_summary.json"
 JOB_NAME = "_job.json"
+NAMES_NAME = "_names.json"  # output names more than one input could have, with the input each was made for
 LOCK_NAME = ".lock"  # locked by the run writing to a local OUTPUT
 
 
@@ -71,6 +74,15 @@ def _skipped_folder(name: str) -> bool:
 def _folded(path: str) -> str:
     """The path as a file system that ignores case (and Unicode normalisation, as macOS's does) sees it."""
     return unicodedata.normalize("NFC", path).casefold()
+
+
+def _by_folded(relatives: Iterable[str], without_extension: bool = False) -> dict[str, list[str]]:
+    """The paths (each with an extension) by their folded form, or that less the extension; several where they differ
+    in case or extension alone."""
+    found: defaultdict[str, list[str]] = defaultdict(list)
+    for relative in relatives:
+        found[_folded(relative[: relative.rfind(".")] if without_extension else relative)].append(relative)
+    return found
 
 
 def _folders(paths: Iterable[str]) -> set[str]:
@@ -105,6 +117,7 @@ class Layout:
         self.output_root = self.output_root.rstrip("/")
         self.suffix = "." + output_format
         self.ignored = 0  # files under INPUT that inputs() passed over: hidden, or not images by their extension
+        self._shared: dict[str, str] = {}  # plan's output names that more than one input could have: their inputs
 
     def inputs(self) -> list[str]:
         """Relative paths of every image under INPUT, recursively (through linked folders too), sorted; `ignored`
@@ -167,7 +180,7 @@ class Layout:
         another input's output or one of its folders, also where names ignore case (a.jpg and a.png; A.jpg and
         a.jpg; a.jpg and a.png/b.jpg), the whole input name with the extension added (a.jpg.png); where that still
         would (IMG_1.JPG and img_1.jpg), the whole name and a digest of the input's path (IMG_1.JPG.6e7326ed.png)."""
-        names = (self.output_relative, lambda relative: relative + self.suffix, self._digested)
+        names = self._name_levels()
         level = dict.fromkeys(inputs, 0)
         chosen = {relative: self.output_relative(relative) for relative in inputs}
         folded = {relative: _folded(out) for relative, out in chosen.items()}
@@ -194,21 +207,81 @@ class Layout:
                 owners[folded[relative]].append(relative)
             suspects = clashing
 
+    def _name_levels(self) -> tuple[Callable[[str], str], ...]:
+        """The names an input's output may have, in the order outputs_for tries them."""
+        return self.output_relative, lambda relative: relative + self.suffix, self._digested
+
     def _digested(self, relative: str) -> str:
         digest = hashlib.blake2s(relative.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
         return f"{relative}.{digest}{self.suffix}"
 
     def plan(self) -> tuple[list[WorkItem], int]:
-        """Work still to do, and how many inputs are skipped because their output exists."""
+        """Work still to do, and how many inputs are skipped because their output exists; LayoutError where OUTPUT
+        holds an output whose input is not known (_check_unmoved)."""
         done = self.existing_outputs()
+        chosen = self.outputs_for(self.inputs())
+        self._check_unmoved(chosen, done)
         pending, skipped = [], 0
-        for relative, out in self.outputs_for(self.inputs()).items():
+        for relative, out in chosen.items():
             if out in done:
                 skipped += 1
             else:
                 pending.append(WorkItem(self.input_fs.unstrip_protocol(f"{self.input_root}/{relative}"), relative,
                                         self.output_fs.unstrip_protocol(f"{self.output_root}/{out}")))
         return pending, skipped
+
+    def _check_unmoved(self, chosen: dict[str, str], done: set[str]) -> None:
+        """LayoutError if OUTPUT holds a file that this run cannot tell is its input's output.
+
+        An output's name depends on the inputs that share its name (outputs_for), so inputs added or removed since an
+        earlier run can move an input's output to another name: this run would then make that input again, or skip
+        another input whose output now has the earlier file's name and holds the earlier input's cut-out. So a file
+        named as any current input's output could be is checked: it must be the output of the input that now has
+        that name, and where that name could also be another current input's (a.jpg.png: the output of a.jpg where
+        a.png is an input too, and of a.jpg.jpg), OUTPUT/_names.json must say it was made for that input. The run
+        records those shared names as it starts (record_shared_names), before it writes any of them."""
+        inputs = _by_folded(chosen)
+        stems = _by_folded(chosen, without_extension=True)
+        owner = {_folded(out): relative for relative, out in chosen.items()}
+        recorded = self._recorded_names()
+        unknown = sorted(path for path in done if (claimants := self._claimants(_folded(path), inputs, stems)) and not (
+            (made_for := owner.get(_folded(path))) is not None
+            and (claimants == {made_for} or recorded.get(_folded(path)) == made_for)))
+        if unknown:
+            raise LayoutError(
+                f"OUTPUT holds {len(unknown)} file(s) ({', '.join(unknown[:6])}) named as an input's output could be, "
+                "but which input each was made from is not known: inputs that share a name were added or removed since "
+                "an earlier run, which moves outputs to other names. Move those files out of OUTPUT (this run then "
+                "makes their inputs' outputs again), or use another OUTPUT")
+        self._shared = {name: relative for name, relative in owner.items()
+                        if self._claimants(name, inputs, stems) != {relative}}
+
+    def _claimants(self, folded: str, inputs: dict[str, list[str]], stems: dict[str, list[str]]) -> set[str]:
+        """The inputs whose output could be named `folded` (at any level of _name_levels), looked up from the name."""
+        if not folded.endswith(self.suffix):
+            return set()
+        stem = folded[: -len(self.suffix)]
+        found = {*inputs.get(stem, ()), *stems.get(stem, ())}  # the whole name's level; the extension replaced
+        digested = _DIGESTED.fullmatch(stem)
+        if digested:
+            found.update(relative for relative in inputs.get(digested[1], ())
+                         if _folded(self._digested(relative)) == folded)
+        return found
+
+    def _recorded_names(self) -> dict[str, str]:
+        path = f"{self.output_root}/{NAMES_NAME}"
+        if not self.output_fs.exists(path):
+            return {}
+        return json.loads(self.output_fs.cat_file(path))
+
+    def record_shared_names(self) -> None:
+        """Write OUTPUT/_names.json: for each output name that more than one input could have, the input this run
+        makes it for (plan's _check_unmoved reads it in the next run). Called once OUTPUT is this run's, before any
+        output is written."""
+        path = f"{self.output_root}/{NAMES_NAME}"
+        if self._shared or self.output_fs.exists(path):
+            write_atomically(self.output_fs.unstrip_protocol(path),
+                             (json.dumps(self._shared, indent=0, sort_keys=True) + "\n").encode())
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

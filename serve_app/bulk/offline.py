@@ -173,6 +173,7 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
     pending, skipped = layout.plan()
     with layout.exclusive():
         layout.claim_output(job_options(options, model.model_id))
+        layout.record_shared_names()
         removed = layout.remove_stale_temporaries()
         ledger = Ledger(layout, "offline", skipped=skipped)
         ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place

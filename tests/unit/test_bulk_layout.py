@@ -245,3 +245,59 @@ def test_a_durable_write_reaches_the_disk_before_it_is_renamed(tmp_path: Path,
     [synced, renamed] = events
     assert is_temporary(Path(synced).name) and renamed == f"rename {synced}"
     assert (tmp_path / "a.png").read_bytes() == b"cut-out"
+
+
+def run_all(layout: Layout) -> list[str]:
+    """One run as the bulk modes make it: plan, record the shared names, write every pending output (its input's
+    name as its content); the inputs processed."""
+    pending, _ = layout.plan()
+    layout.record_shared_names()
+    for item in pending:
+        write_atomically(item.target, item.relative.encode())
+    return [item.relative for item in pending]
+
+
+def contents(root: Path) -> dict[str, str]:
+    return {path.relative_to(root / "out").as_posix(): path.read_text() for path in (root / "out").rglob("*.png")}
+
+
+def test_a_resume_keeps_outputs_whose_name_another_input_could_have(tmp_path: Path) -> None:
+    # b.jpg.jpg's output b.jpg.png is also the name b.jpg's would have beside a b.png input
+    layout = make_inputs(tmp_path, ["b.jpg", "b.jpg.jpg"])
+    pending, _ = layout.plan()
+    layout.record_shared_names()
+    write_atomically(next(item.target for item in pending if item.relative == "b.jpg.jpg"), b"b.jpg.jpg")
+    assert run_all(make_inputs(tmp_path, [])) == ["b.jpg"]  # the interrupted run resumed: only b.jpg is left
+    assert contents(tmp_path) == {"b.png": "b.jpg", "b.jpg.png": "b.jpg.jpg"}
+    assert make_inputs(tmp_path, []).plan() == ([], 2)
+
+
+@pytest.mark.parametrize(("first", "added", "removed", "unknown"), [
+    (["a.jpg"], ["a.png"], [], "a.png"),  # a.jpg's a.png would now be a.jpg.png, and a.png's a.png.png
+    (["a.jpg", "a.jpg.jpg"], ["a.png", "a.jpg.png"], [], "a.jpg.png, a.png"),  # a.jpg.png would now be another's
+    (["a.jpg", "a.png"], [], ["a.png"], "a.jpg.png"),  # a.jpg's output would now be a.png
+    (["b.jpg.jpg"], ["b.jpg"], [], "b.jpg.png"),  # made before b.jpg was an input: made for either
+], ids=["added", "added-taking-a-name", "removed", "added-sharing-a-name"])
+def test_outputs_that_inputs_added_or_removed_would_rename_stop_the_run(
+        tmp_path: Path, first: list[str], added: list[str], removed: list[str], unknown: str) -> None:
+    run_all(make_inputs(tmp_path, first))
+    made = contents(tmp_path)
+    layout = make_inputs(tmp_path, added)
+    for name in removed:
+        (tmp_path / "in" / name).unlink()
+    with pytest.raises(LayoutError, match=f"OUTPUT holds {unknown.count(',') + 1} file.*\\({unknown}\\)"):
+        layout.plan()
+    assert contents(tmp_path) == made  # nothing written
+    for name in unknown.split(", "):  # moved out of OUTPUT, as the error says: every input is made anew
+        (tmp_path / "out" / name).unlink()
+    run_all(layout)
+    made = contents(tmp_path)
+    assert all(made[out] == relative for relative, out in layout.outputs_for(layout.inputs()).items())
+    assert layout.plan() == ([], len(layout.inputs()))
+
+
+def test_outputs_of_deleted_inputs_and_other_files_do_not_stop_the_run(tmp_path: Path) -> None:
+    run_all(make_inputs(tmp_path, ["a.jpg", "c.jpg", "sub/d.webp"]))
+    (tmp_path / "in" / "c.jpg").unlink()
+    (tmp_path / "out" / "notes.png").write_bytes(b"a user's own file")
+    assert run_all(make_inputs(tmp_path, ["e.jpg"])) == ["e.jpg"]
