@@ -7,9 +7,10 @@ where names ignore case (a.jpg and a.png; A.jpg and a.jpg; a.jpg and a.png/b.jpg
 every output is written under a temporary name first and renamed, and on an object store (which has no atomic
 rename) in one PUT, which makes the object visible whole or not at all. A rerun therefore skips existing outputs,
 and temporary files left by a killed run are removed when the next run starts; a rerun that finds a file it cannot
-tell is its input's output (inputs sharing a name were added or removed: Layout._check_unmoved) stops instead. One run per OUTPUT at a time: a
-local OUTPUT is locked for the run. OUTPUT may lie inside INPUT (its files are not inputs) but may not be INPUT.
-Hidden files and folders (names starting with '.') and Synology's @eaDir folders are not inputs.
+tell is its input's output (inputs sharing a name were added or removed: Layout._check_unmoved) stops instead. One
+run per OUTPUT at a time: a local OUTPUT is locked for the run. OUTPUT may lie inside INPUT (its files are not
+inputs) but may not be INPUT. Hidden files and folders (names starting with '.') and Synology's @eaDir folders are
+not inputs.
 """
 
 from __future__ import annotations
