@@ -230,6 +230,8 @@ class ImageFetcher:
             raise UpstreamTimeout(f"the image host timed out ({type(error).__name__})") from None
         except httpx.TransportError as error:
             raise UpstreamError(f"cannot reach the image host: {type(error).__name__}: {error}") from None
+        except (httpx.InvalidURL, UnicodeError) as error:  # httpx reads a redirect's Location as it arrives
+            raise UpstreamError(f"the image host redirected to an address that is no valid URL: {error}") from None
 
     async def _follow(self, url: str) -> bytes:
         for _ in range(self.settings.max_redirects + 1):

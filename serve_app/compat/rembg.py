@@ -95,6 +95,11 @@ class RembgRequest:
     post_process_mask: bool
     layout: Layout
 
+    @property
+    def shapes_mask(self) -> bool:
+        """Whether shape_mask changes the model's mask (else the answer's alpha is the mask as it is)."""
+        return self.post_process_mask or self.refine
+
     def shape_mask(self, mask: np.ndarray) -> np.ndarray:
         """The model's mask as rembg turns it into the answer's alpha: smoothed first (ppm), then snapped to a
         trimap for matting (a; never for the mask alone, om)."""

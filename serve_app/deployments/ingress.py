@@ -390,7 +390,7 @@ class Ingress:
         model = self._model_aliases[params.model] if params.model else None
         rendered = await self._process(data, self._layout_finish(params.layout, params.shape_mask), timer,
                                        refine=params.refine, model=model,
-                                       device_png=params.layout.plain_cutout and params.shape_mask is None)
+                                       device_png=params.layout.plain_cutout and not params.shapes_mask)
         return self._image_response(rendered, timer)
 
     # --- remove.bg's API ---------------------------------------------------------------------------

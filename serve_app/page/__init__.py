@@ -28,7 +28,7 @@ def page_asset(name: str) -> Asset:
         raise NotFound(f"no page file {name!r}")
     try:
         data = resources.files(__package__).joinpath(name).read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
+    except (OSError, ValueError):  # missing, a folder, a name too long or holding a NUL byte
         raise NotFound(f"no page file {name!r}") from None
     return Asset(data, MEDIA_TYPES[kind])
 

@@ -245,3 +245,11 @@ def test_a_large_photos_png_asked_of_a_replica_without_a_gpu_comes_from_the_ingr
     opaque = pixels[..., 3] == 255
     assert opaque.any() and np.array_equal(pixels[opaque][:, :3], expected[opaque])  # the ingress's colours
     assert_mask_matches(pixels[..., 3], expected_alpha(LARGE_SIZE, LARGE_BOX), EDGE_MARGIN * 4)
+    # rembg's plain answer is asked of the replica too; with its mask smoothed (ppm), the ingress shapes the mask
+    for fields, asked in (({}, 1), ({"ppm": "true"}, 0)):
+        before = remover.describe.remote().result()["device_png"].get("not_written", 0)
+        answer = httpx.post(f"{base_url}/api/remove", data=fields, files={"file": ("large.jpg", LARGE, "image/jpeg")},
+                            timeout=60)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png", answer.text[:300]
+        after = remover.describe.remote().result()["device_png"].get("not_written", 0)
+        assert after == before + asked, fields

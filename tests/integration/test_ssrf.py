@@ -116,6 +116,12 @@ def test_redirect_chains_are_bounded(servers: dict) -> None:
         fetch(url)
 
 
+@pytest.mark.parametrize("location", ["http://xn--/img", "http://[::1/img"])
+def test_a_redirect_to_no_valid_url_is_the_image_hosts_error(servers: dict, location: str) -> None:
+    with pytest.raises(UpstreamError):  # a 502, not an internal error
+        fetch(f"http://127.0.0.2:{servers['public']}/redirect?to={location}")
+
+
 @pytest.mark.parametrize("host", ["0177.0.0.1", "0x7f000001", "2130706433", "127.1", "127.0.0.01"])
 def test_legacy_numeric_hosts_are_refused_even_on_an_allowed_network(servers: dict, host: str) -> None:
     # With loopback allowed, the address would pass the policy; the host form itself is refused (400, not 500).

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from serve_app.errors import NotFound
 from serve_app.page import page_asset, page_html
 
 
@@ -20,3 +23,9 @@ def test_the_base_is_the_route_prefix() -> None:
     assert b'<head>\n<base href="/">' in page_html("")
     assert b'<base href="/lite/">' in page_html("/lite")
     assert b'<base href="/a&quot;b/">' in page_html('/a"b/')  # a prefix is config, but it stays an attribute
+
+
+@pytest.mark.parametrize("name", ["a\x00.css", "x" * 300 + ".js", "nothing.css", "page.js/", "../x.html"])
+def test_a_name_that_is_no_page_file_is_not_found(name: str) -> None:
+    with pytest.raises(NotFound):
+        page_asset(name)
