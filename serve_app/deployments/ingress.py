@@ -28,6 +28,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app import __version__, compose, imaging, png
@@ -170,6 +171,15 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     code = _STATUS_CODES.get(error.status_code, "http_error")
     return await _api_error(request, ApiError(str(error.detail), status=error.status_code, code=code,
                                               headers=getattr(error, "headers", None)))
+
+
+@api.exception_handler(ClientDisconnect)
+async def _client_disconnect(request: Request, error: ClientDisconnect) -> JSONResponse:
+    # The client closed the connection before its request had arrived whole: nobody reads the answer, and it is no
+    # server error (499, as nginx logs it, in Serve's metrics and access log).
+    logger.info("the client closed the connection during %s %s", request.method, request.url.path)
+    return await _api_error(request, ApiError("the client closed the connection before its request was sent",
+                                              status=499, code="client_closed_request"))
 
 
 @api.exception_handler(Exception)
