@@ -49,6 +49,14 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (a limit that 0 would turn off)."""
+    value = seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serve_app.bulk", description=__doc__.splitlines()[0])
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -66,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     client.add_argument("--concurrency", type=at_least(1), default=64,
                         help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
     client.add_argument("--retries", type=at_least(0), default=5, help="retries per image on 429/5xx/connection errors")
-    client.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    client.add_argument("--timeout", type=positive_seconds, default=300.0, help="seconds per request")
     client.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
                         help=f"the service's API key, if it asks for one (default: ${API_KEY_ENV}, which keeps it out "
                              "of the process list)")
@@ -113,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "client":
             settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
                                       timeout_s=args.timeout, api_key=args.api_key, ready_wait_s=args.wait_ready)
+            planned = layout.plan()  # before the event loop: a Ctrl-C stops a long listing at once
             try:
-                summary = asyncio.run(run_client(layout, options, settings))
+                summary = asyncio.run(run_client(layout, options, settings, planned))
             except ServiceUnusable as error:
                 raise SystemExit(f"error: {error}") from None
         else:

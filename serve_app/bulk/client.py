@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import random
 import sys
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -16,6 +18,8 @@ from serve_app.bulk.ledger import Ledger
 from serve_app.options import OutputOptions
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF_S = 60.0  # the longest wait between two tries of one image, but for a longer Retry-After
+MAX_RETRY_AFTER_S = 600.0  # the longest Retry-After honoured: a service asking for more is treated as asking this
 API_KEY_ENV = "SERVE_APP_API_KEY"  # the client's key, read when --api-key is not given
 
 
@@ -76,10 +80,26 @@ class Answer:
 
 
 def _retry_delay(attempt: int, settings: ClientSettings, answer: Answer | None) -> float:
-    delay = settings.backoff_s * (2**attempt) * (0.5 + random.random())
-    if answer is not None and answer.retry_after.isdigit():
-        delay = max(delay, float(answer.retry_after))
-    return delay
+    """Exponential backoff with jitter, at most MAX_BACKOFF_S (a high --retries rides out an outage in steps a
+    minute apart, not hours), or the answer's Retry-After where that is longer (seconds or an HTTP date; at most
+    MAX_RETRY_AFTER_S)."""
+    delay = min(settings.backoff_s * (2**attempt), MAX_BACKOFF_S) * (0.5 + random.random())
+    asked = _retry_after_s(answer.retry_after) if answer is not None else None
+    return max(delay, min(asked, MAX_RETRY_AFTER_S)) if asked is not None else delay
+
+
+def _retry_after_s(value: str) -> float | None:
+    """Retry-After's seconds: a count of seconds or an HTTP date (RFC 9110); None where it is neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 async def remove_one(http: aiohttp.ClientSession, item: WorkItem, options: OutputOptions, settings: ClientSettings,
@@ -188,11 +208,13 @@ def _error(answer: Answer) -> tuple[str, str]:
         return f"http_{answer.status}", f"HTTP {answer.status}: {answer.text()}"
 
 
-async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings) -> dict:
-    """Send every pending image under the layout's INPUT; the run's summary. ServiceUnusable, before the first image
-    or once the images in flight are settled, when no image can get through: those not done stay pending. Stopped
-    by Ctrl-C (the task cancelled), the ledger is written first, marked interrupted."""
-    pending, skipped = layout.plan()
+async def run_client(layout: Layout, options: OutputOptions, settings: ClientSettings,
+                     planned: tuple[list[WorkItem], int] | None = None) -> dict:
+    """Send every pending image under the layout's INPUT (`planned`: its plan, made already); the run's summary.
+    ServiceUnusable, before the first image or once the images in flight are settled, when no image can get
+    through: those not done stay pending. With nothing pending, the service is not asked. Stopped by Ctrl-C (the task
+    cancelled), the ledger is written first, marked interrupted."""
+    pending, skipped = planned or layout.plan()
     with layout.exclusive():
         layout.claim_output(job_options(options, options.model))
         layout.record_shared_names()
@@ -203,7 +225,8 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
         timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as http:
             readiness = Readiness(http, settings)
-            await readiness.wait()
+            if pending:
+                await readiness.wait()
             removed = layout.remove_stale_temporaries()
             ledger = Ledger(layout, "client", skipped=skipped)
             ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place

@@ -51,10 +51,12 @@ NAMES_NAME = "_names.json"  # output names more than one input could have, with 
 LOCK_NAME = ".lock"  # locked by the run writing to a local OUTPUT
 
 
-def job_options(options: OutputOptions, model: str | None) -> dict:
+def job_options(options: OutputOptions, model: str | None, **model_settings: object) -> dict:
     """What makes one run's outputs differ from another's: the output options, and the model (a served model's name
-    or a model id; None: the service's default, unknown here)."""
-    return {"format": options.format, "only_mask": options.only_mask, "bg_color": options.bg_color, "model": model}
+    or a model id; None: the service's default, unknown here) with `model_settings` that change its masks (offline:
+    the revision and the input size)."""
+    return {"format": options.format, "only_mask": options.only_mask, "bg_color": options.bg_color, "model": model,
+            **model_settings}
 
 
 def is_temporary(name: str) -> bool:

@@ -172,7 +172,8 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
     (KeyboardInterrupt), the ledger is written first, marked interrupted."""
     pending, skipped = layout.plan()
     with layout.exclusive():
-        layout.claim_output(job_options(options, model.model_id))
+        layout.claim_output(job_options(options, model.model_id, revision=model.revision,
+                                        input_size=list(model.input_size)))
         layout.record_shared_names()
         removed = layout.remove_stale_temporaries()
         ledger = Ledger(layout, "offline", skipped=skipped)

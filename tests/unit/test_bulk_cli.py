@@ -38,6 +38,9 @@ def test_an_unknown_execution_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     (["offline", "in", "out", "--batch-size", "eight"], "not a whole number: 'eight'"),
     (["client", "in", "out", "--url", "http://127.0.0.1:1", "--wait-ready", "-1"], "must be 0 or more seconds"),
     (["client", "in", "out", "--url", "http://127.0.0.1:1", "--wait-ready", "nan"], "must be 0 or more seconds"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--timeout", "0"], "must be more than 0 seconds"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--timeout", "-5"], "must be 0 or more seconds"),
+    (["client", "in", "out", "--url", "http://127.0.0.1:1", "--timeout", "inf"], "must be 0 or more seconds"),
 ])
 def test_counts_that_cannot_work_are_refused_by_the_parser(argv: list[str], message: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,3 +80,23 @@ def test_an_unreachable_service_ends_the_command_with_its_error(tmp_path: Path) 
         main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", f"http://127.0.0.1:{port}",
               "--wait-ready", "0.2"])
     assert not (tmp_path / "out" / "_failures.jsonl").exists()
+
+
+def test_a_finished_job_ends_with_its_summary_without_asking_the_service(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from harness.service_process import free_port
+    from serve_app.bulk.__main__ import main
+    from serve_app.bulk.layout import write_atomically
+    from tests.images import encode, red_square
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.jpg").write_bytes(encode(red_square(), "JPEG"))
+    write_atomically(str(tmp_path / "out" / "one.png"), b"an earlier run's cut-out")
+    # nothing listens on the port: a run that asked the service would end in its error, exit 1
+    assert main(["client", str(tmp_path / "in"), str(tmp_path / "out"), "--url", f"http://127.0.0.1:{free_port()}",
+                 "--wait-ready", "0.2"]) == 0
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert summary["skipped_already_done"] == 1 and summary["processed_this_run"] == 0
+    assert json.loads(capsys.readouterr().out)["failed"] == 0

@@ -197,6 +197,14 @@ def test_a_run_with_other_options_is_refused_an_output_folder_made_otherwise(tmp
         layout.claim_output(job_options(cutouts, "other/model"))
     with pytest.raises(LayoutError, match="model='acme/model', and this run asks for the service's default model"):
         layout.claim_output(job_options(cutouts, None))  # the client leaving the model to the service
+    # offline: the model's revision and input size change its masks too
+    offline = Layout(str(tmp_path / "in"), str(tmp_path / "offline"), "png")
+    offline.claim_output(job_options(cutouts, "acme/model", revision=None, input_size=[1024, 1024]))
+    offline.claim_output(job_options(cutouts, "acme/model", revision=None, input_size=(1024, 1024)))
+    with pytest.raises(LayoutError, match=r"input_size=\[1024, 1024\], and this run asks for input_size=\[2048"):
+        offline.claim_output(job_options(cutouts, "acme/model", revision=None, input_size=[2048, 2048]))
+    with pytest.raises(LayoutError, match="revision=None, and this run asks for revision='v2'"):
+        offline.claim_output(job_options(cutouts, "acme/model", revision="v2", input_size=[1024, 1024]))
 
 
 def test_a_run_naming_a_model_is_refused_an_output_folder_made_with_the_services_default(tmp_path: Path) -> None:
