@@ -241,7 +241,7 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
                 ledger.interrupted = True
                 raise
             finally:
-                summary = ledger.write(pending=len(pending))
+                summary = ledger.write(pending=len(pending), last=True)
     return summary
 
 

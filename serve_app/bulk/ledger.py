@@ -17,9 +17,13 @@ from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, Layout, WorkItem,
 class Ledger:
     """Counts, failures and rate of one run. Its first write starts OUTPUT/_failures.jsonl over, so that the file
     lists this run's failures alone; later writes add the failures since (appended to a local file; an object,
-    which takes no appending, is stored again whole) and replace OUTPUT/_summary.json."""
+    which takes no appending, is stored again whole, at most every OBJECT_REWRITE_S and at the last write) and
+    replace OUTPUT/_summary.json."""
 
     FLUSH_EVERY: ClassVar[int] = 200  # images; a killed run's files lose at most this many (a rerun redoes them)
+    # An object store's failure list is uploaded whole: every FLUSH_EVERY images, a run with many failures would
+    # upload their square (10% of 10^6 failing: about 40 GB for a 16 MB list).
+    OBJECT_REWRITE_S: ClassVar[float] = 60.0
 
     layout: Layout
     mode: str
@@ -31,6 +35,7 @@ class Ledger:
     batch_size_histogram: dict[int, int] | None = None  # offline mode: forward passes per batch size
     images_by_model_node: dict[str, int] | None = None  # offline mode: images each Ray node's model actor segmented
     _failures_written: int | None = field(default=None, init=False)  # None until the first write
+    _failures_stored_at: float = field(default=0.0, init=False)  # when the object store's list was last uploaded
     # The client writes from a worker thread while its event loop records more: one write at a time, each taking
     # the failures recorded by then.
     _writing: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -41,10 +46,10 @@ class Ledger:
     def failed(self, item: WorkItem, code: str, message: str) -> None:
         self.failures.append({"input": item.relative, "code": code, "reason": message})
 
-    def write(self, *, pending: int) -> dict:
-        """Write both files from this run's state, and return the summary."""
+    def write(self, *, pending: int, last: bool = False) -> dict:
+        """Write both files from this run's state (`last`: the run's final write), and return the summary."""
         with self._writing:
-            self._write_failures()
+            self._write_failures(last)
             summary = self._summary(pending)
             write_atomically(self._url(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode())
         return summary
@@ -68,12 +73,16 @@ class Ledger:
             summary["images_by_model_node"] = dict(self.images_by_model_node)
         return summary
 
-    def _write_failures(self) -> None:
+    def _write_failures(self, last: bool) -> None:
         # Rewriting the whole list at every write would cost a run with many failures time in their square.
         written = self._failures_written or 0
         new = self.failures[written:]
+        if new and not isinstance(self.layout.output_fs, LocalFileSystem) and not last and (
+                time.monotonic() - self._failures_stored_at < self.OBJECT_REWRITE_S):
+            return  # the new failures go with a later write
         if self._failures_written is None or (new and not isinstance(self.layout.output_fs, LocalFileSystem)):
             write_atomically(self._url(FAILURES_NAME), _lines(self.failures[: written + len(new)]))
+            self._failures_stored_at = time.monotonic()
         elif new:
             with self.layout.output_fs.open(f"{self.layout.output_root}/{FAILURES_NAME}", "ab") as file:
                 file.write(_lines(new))

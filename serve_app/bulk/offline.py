@@ -191,7 +191,7 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
             ledger.interrupted = True
             raise
         finally:
-            summary = ledger.write(pending=len(pending))
+            summary = ledger.write(pending=len(pending), last=True)
     return summary
 
 

@@ -36,6 +36,37 @@ def test_failures_are_added_to_the_list_a_reader_follows(tmp_path: Path) -> None
     assert failures_of(tmp_path / "out") == []
 
 
+def test_an_object_stores_failure_list_is_uploaded_whole_once_a_minute_and_at_the_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # uploaded at each write (every 200 images), a run with many failures would upload their square
+    from serve_app.bulk import ledger as ledger_module
+
+    uploads: list[int] = []
+    write = ledger_module.write_atomically
+
+    def counted(url: str, data: bytes, **kwargs: object) -> None:
+        if url.endswith("_failures.jsonl"):
+            uploads.append(data.count(b"\n"))
+        write(url, data, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "write_atomically", counted)
+    ledger = Ledger(Layout("memory://bulk-in", "memory://bulk-ledger-out", "png"), "client")
+    ledger.write(pending=10)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        ledger.failed(WorkItem("", name, ""), "invalid_image", "not an image")
+        ledger.write(pending=10)
+    assert uploads == [0]  # the run's empty list at its start, then nothing within the minute
+    monkeypatch.setattr(Ledger, "OBJECT_REWRITE_S", 0.0)
+    ledger.failed(WorkItem("", "d.jpg", ""), "invalid_image", "not an image")
+    ledger.write(pending=10)
+    monkeypatch.setattr(Ledger, "OBJECT_REWRITE_S", 60.0)
+    ledger.failed(WorkItem("", "e.jpg", ""), "invalid_image", "not an image")
+    ledger.write(pending=10, last=True)
+    assert uploads == [0, 4, 5]
+    stored = ledger.layout.output_fs.cat_file("/bulk-ledger-out/_failures.jsonl").decode().splitlines()
+    assert [json.loads(line)["input"] for line in stored] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Iterator[Path]:
     """INPUT with three photos, and Ctrl-C delivered as a terminal delivers it (whatever the test runner set)."""
