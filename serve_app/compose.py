@@ -32,6 +32,7 @@ SIZE_PRESETS: dict[str, int | None] = {"preview": 250_000, "small": 250_000, "re
 SUBJECT_ALPHA = 13
 MAX_MARGIN_PX = 500
 MAX_MARGIN_PERCENT = 50.0
+OVER_ROWS = 128  # rows a see-through colour is composited at a time (_over)
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(px|%)?\s*$")
 
 
@@ -162,9 +163,10 @@ def erode(binary: np.ndarray, size: int) -> np.ndarray:
     """Binary erosion by a `size` x `size` square (rows, then columns)."""
     if size <= 1:
         return binary
-    # A window wider than twice the image reaches past both edges from every pixel: all False, as from any
-    # larger one; capped, so that the work follows the image and not a client's number.
-    size = min(size, 2 * max(binary.shape) + 2)
+    if size > min(binary.shape):
+        # Every window of a size longer than a side reaches past its edges, outside which counts as False: all False,
+        # without the padded sums a client's large size would make.
+        return np.zeros_like(binary)
     return _erode_1d(_erode_1d(binary, size, 0), size, 1)
 
 
@@ -313,15 +315,21 @@ def _over_colour(rgba: np.ndarray, colour: tuple[int, ...]) -> Image.Image:
     return _over_opaque(rgba, Image.new("RGB", (rgba.shape[1], rgba.shape[0]), tuple(colour[:3])))
 
 
-def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """`rgba` composited over the see-through `background` ((H, W, 4)), as RGBA."""
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    colour = rgba[..., :3].astype(np.float32)
-    back_alpha = background[..., 3:4].astype(np.float32) / 255.0
-    out_alpha = alpha + back_alpha * (1.0 - alpha)
-    premultiplied = colour * alpha + background[..., :3].astype(np.float32) * back_alpha * (1.0 - alpha)
-    out_colour = np.divide(premultiplied, out_alpha, out=np.zeros_like(premultiplied), where=out_alpha > 0)
-    return np.dstack((np.rint(out_colour), np.rint(out_alpha * 255.0))).astype(np.uint8)
+def _over(rgba: np.ndarray, colour: tuple[int, ...]) -> np.ndarray:
+    """`rgba` composited over the see-through RGBA `colour`, as RGBA. In strips of OVER_ROWS rows: float copies of a
+    whole 50 MP photo's channels would take gigabytes."""
+    out = np.empty_like(rgba)
+    back = np.asarray(colour, np.float32)
+    back_alpha = back[3] / 255.0
+    for top in range(0, rgba.shape[0], OVER_ROWS):
+        strip = rgba[top : top + OVER_ROWS]
+        alpha = strip[..., 3:4].astype(np.float32) / 255.0
+        out_alpha = alpha + back_alpha * (1.0 - alpha)
+        premultiplied = strip[..., :3].astype(np.float32) * alpha + back[:3] * back_alpha * (1.0 - alpha)
+        out_colour = np.divide(premultiplied, out_alpha, out=np.zeros_like(premultiplied), where=out_alpha > 0)
+        out[top : top + OVER_ROWS, :, :3] = np.rint(out_colour)
+        out[top : top + OVER_ROWS, :, 3] = np.rint(out_alpha[..., 0] * 255.0)
+    return out
 
 
 def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray | Image.Image:
@@ -336,7 +344,7 @@ def _with_background(rgba: np.ndarray, layout: Layout) -> np.ndarray | Image.Ima
     if color is None:
         return rgba
     if color[3] < 255:
-        return _over(rgba, np.broadcast_to(np.asarray(color, np.uint8), (height, width, 4)))
+        return _over(rgba, color)
     rgb = _over_colour(rgba, color[:3])
     return rgb.convert("RGBA") if layout.keep_alpha else rgb
 

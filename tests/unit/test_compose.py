@@ -502,3 +502,27 @@ def test_only_the_photo_as_it_is_over_transparency_as_a_png_is_a_plain_cutout() 
                     {"roi": (compose.Length(0, False),) * 4}, {"placement": compose.Placement(scale=0.5)},
                     {"max_pixels": 10**6}, {"max_side": 1000}, {"bg_image": np.zeros((2, 2, 3), np.uint8)}):
         assert not compose.Layout(**changed).plain_cutout, changed  # type: ignore[arg-type]
+
+
+def test_a_see_through_colour_behind_a_large_photo_takes_no_float_copy_of_it() -> None:
+    height, width = 1500, 2000
+    image, mask = picture(height, width, (100, 100, 1800, 1300), alpha=100)
+    tracemalloc.start()
+    try:
+        _, pixels = render(image, mask, bg_color=(*BLUE, 128))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pixels.shape == (height, width, 4)
+    # the answer and its encoding's buffers are a few times the 12 MB of RGBA; float copies of the whole were 16x it
+    assert peak < 6 * height * width * 4, peak
+    assert abs(int(pixels[500, 500, 3]) - 178) <= 1  # 100/255 over 128/255
+
+
+def test_rembgs_erosion_wider_than_the_mask_leaves_only_the_soft_band() -> None:
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:50, 10:70] = 255
+    for size in (61, 10**9):  # longer than a side: nothing is sure foreground or background
+        snapped = compose.snap_to_trimap(mask, 240, 10, size)
+        assert np.array_equal(snapped, mask)
+    assert np.array_equal(compose.erode(mask > 0, 10**9), np.zeros_like(mask, dtype=bool))
