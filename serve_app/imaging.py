@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import pillow_heif
 import simplejpeg
-from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError  # noqa: F401 (AvifImagePlugin: see below)
+from PIL import AvifImagePlugin, Image, ImageOps, PngImagePlugin, UnidentifiedImageError  # noqa: F401 (Avif: below)
 
 from serve_app import png
 from serve_app.errors import InvalidImage, InvalidOption, PayloadTooLarge, UnsupportedMediaType
@@ -29,6 +29,11 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp"}
 # pillow-heif's libheif has no AV1 decoder and would take such an AVIF only to fail on its pixels, while
 # Pillow's AVIF plugin passes a HEIC on to the HEIF one.
 pillow_heif.register_heif_opener()
+
+# A PNG's ICC profile is a compressed chunk that Pillow refuses to inflate past 1 MB, which fails the whole upload
+# ("cannot read the image header"), where the same profile in a JPEG reads. Profiles run to a few MB (a printer's
+# lookup tables); the limit stays, at 16 MiB, a JPEG's largest (255 APP2 segments).
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 * 1024 * 1024)
 
 # Formats sniffed by Pillow from the bytes themselves; the client's Content-Type is never trusted.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
@@ -262,7 +267,14 @@ def _apply_orientation(image: Image.Image) -> None:
 
 def _to_rgb(image: Image.Image) -> DecodedImage:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return DecodedImage(np.repeat(_high_depth_to_uint8(image)[..., None], 3, axis=2), None)
+        rgb = np.repeat(_high_depth_to_uint8(image)[..., None], 3, axis=2)
+        key = image.info.get("transparency")  # a 16-bit grey PNG's tRNS: the grey value that is transparent
+        if not isinstance(key, int) or isinstance(key, bool):
+            return DecodedImage(rgb, None)
+        alpha = np.where(np.asarray(image) == key, np.uint8(0), np.uint8(255))
+        if alpha.min() == 255:
+            return DecodedImage(rgb, None)
+        return DecodedImage(rgb, alpha, _composite_on_color(rgb, alpha, (255, 255, 255)))
     if image.mode in ("P", "L", "1", "RGB") and "transparency" in image.info:  # a palette's or a PNG's tRNS colour
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,11 @@ def json_answer(rendered: Rendered) -> dict:
     top, left, width, height = rendered.foreground or (0, 0, 0, 0)
     return {"data": {"result_b64": base64.b64encode(rendered.data).decode(), "foreground_top": top,
                      "foreground_left": left, "foreground_width": width, "foreground_height": height}}
+
+
+def json_body(rendered: Rendered) -> bytes:
+    """json_answer as the response's bytes (compact, as Starlette's JSONResponse writes it)."""
+    return json.dumps(json_answer(rendered), separators=(",", ":")).encode()
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...], default: str) -> str:

@@ -449,8 +449,9 @@ class Ingress:
         rendered = await self._process(data, self._layout_finish(layout), timer, device_png=layout.plain_cutout,
                                        deadline_at=deadline_at)
         headers = {"Server-Timing": timer.header(), **rendered.headers(), "X-Type": params.result_type}
-        if params.json_answer:
-            return JSONResponse(removebg.json_answer(rendered), headers=headers)
+        if params.json_answer:  # base64 and JSON of a large answer: on a codec thread, not the event loop
+            body = await self._in_pool(removebg.json_body, rendered)
+            return Response(body, media_type="application/json", headers=headers)
         return Response(rendered.data, media_type=rendered.media_type, headers=headers)
 
     async def _background_pixels(self, picture: bytes) -> np.ndarray:

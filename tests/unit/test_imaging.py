@@ -62,6 +62,16 @@ def test_16_bit_png_is_scaled_not_clipped() -> None:
     assert (row == np.rint(gradient[0] / 257)).all()
 
 
+def test_a_16_bit_grey_pngs_transparent_grey_is_transparent() -> None:
+    grey = np.full((4, 6), 5000, np.uint16)
+    grey[:, :3] = 1000
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG", transparency=1000)  # a tRNS chunk naming one 16-bit grey
+    decoded = decode(buffer.getvalue())
+    assert decoded.alpha is not None
+    assert (decoded.alpha[:, :3] == 0).all() and (decoded.alpha[:, 3:] == 255).all()
+
+
 def test_exif_orientation_is_applied() -> None:
     image = red_square()  # 320 x 200
     exif = Image.Exif()
@@ -375,6 +385,14 @@ def test_the_uploads_colour_profile_goes_with_the_cut_out(upload_format: str) ->
         assert Image.open(io.BytesIO(rendered.data)).info.get("icc_profile") == profile, layout.format
     only_mask = render(decode_image(buffer.getvalue(), max_pixels=10_000), mask, "png", only_mask=True)
     assert "icc_profile" not in Image.open(io.BytesIO(only_mask)).info  # grey: an RGB profile would not fit
+
+
+def test_a_png_with_a_profile_of_megabytes_reads_with_it() -> None:
+    # a printer's profile with large lookup tables: Pillow's own limit for a PNG's compressed chunks is 1 MB
+    profile = _profile("sRGB") + np.random.default_rng(0).bytes(3 * 1024 * 1024)
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(buffer, format="PNG", icc_profile=profile)
+    assert decode_image(buffer.getvalue(), max_pixels=10_000).icc_profile == profile
 
 
 def test_a_profile_that_is_not_rgb_is_not_carried() -> None:
