@@ -278,6 +278,9 @@ def parse(fields: dict[str, Any], files: dict[str, bytes], *, accept: str, webp_
             raise invalid("image_file_b64 is not valid base64") from None
     if fields.get("bg_image_url") and "bg_image_file" in files:
         raise invalid("send bg_image_url or bg_image_file, not both")
+    if fields.get("bg_color") not in (None, "") and (fields.get("bg_image_url") or "bg_image_file" in files):
+        # remove.bg: with bg_color, the other bg_ parameters must be empty; the picture would hide the colour
+        raise invalid("send bg_color or a background picture (bg_image_url, bg_image_file), not both")
     size = _choice("size", fields.get("size"), SIZES, "preview")
     fmt = _choice("format", fields.get("format"), FORMATS, "auto")
     channels = _choice("channels", fields.get("channels"), ("rgba", "alpha"), "rgba")

@@ -765,6 +765,10 @@ class Ingress:
                              "(curl -F file=@photo.jpg)")
         if "file" not in files:
             raise BadRequest("the multipart body has no file field named 'file' (or it was cut short)")
+        others = sorted((set(fields) | set(files)) - {"file"})
+        if others:  # `-F only_mask=true` would otherwise give a cut-out without a word
+            raise InvalidOption(f"the multipart body's field(s) {', '.join(others)} are not read: the options go in "
+                                "the query string (?only_mask=true&format=webp), the image in the field 'file'")
         return files["file"]
 
     def _parse_url_list(self, body: bytes) -> list[str]:
@@ -772,6 +776,9 @@ class Ingress:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python
             raise BadRequest('the body must be JSON: a list of URLs, or {"urls": [...]}') from None
+        if isinstance(payload, dict) and set(payload) - {"urls"}:
+            raise InvalidOption(f"the body's key(s) {', '.join(sorted(set(payload) - {'urls'}))} are not read: the "
+                                'body is {"urls": [...]}, and the options go in the query string (?format=webp)')
         urls = payload.get("urls") if isinstance(payload, dict) else payload
         if not isinstance(urls, list) or not urls or not all(isinstance(url, str) for url in urls):
             raise InvalidOption('the body must be a non-empty JSON list of URL strings, or {"urls": [...]}')

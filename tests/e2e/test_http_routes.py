@@ -72,6 +72,11 @@ def test_red_square_as_multipart_file(service: str) -> None:
     response = httpx.post(f"{service}{ROUTE}", files={"file": ("red.jpg", encode(red_square(), "JPEG", quality=95),
                                                                "image/jpeg")}, timeout=60, trust_env=False)
     assert_rgba_cutout(response)
+    # options sent as form fields would be ignored: a cut-out where the client asked for the mask
+    refused = httpx.post(f"{service}{ROUTE}", data={"only_mask": "true"}, timeout=60, trust_env=False,
+                         files={"file": ("red.jpg", encode(red_square(), "JPEG"), "image/jpeg")})
+    assert_json_error(refused, 422, "invalid_option")
+    assert "only_mask" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
@@ -206,6 +211,8 @@ def test_bad_batch_bodies_get_json_errors(service: str) -> None:
     assert_json_error(httpx.post(url, content=b"not json", trust_env=False), 400, "bad_request")
     assert_json_error(httpx.post(url, json=[], trust_env=False), 422, "invalid_option")
     assert_json_error(httpx.post(url, json=[1, 2], trust_env=False), 422, "invalid_option")
+    assert_json_error(httpx.post(url, json={"urls": ["http://127.0.0.1/a.png"], "format": "webp"}, trust_env=False),
+                      422, "invalid_option")  # an option the query string takes, where the body would hide it
     # A list longer than max_batch_urls long URLs could be is refused before it is parsed.
     assert_json_error(httpx.post(url, json=[0] * 500_000, trust_env=False, timeout=60), 413, "payload_too_large")
 

@@ -166,6 +166,8 @@ def test_removebg_without_an_image_says_how_to_send_one() -> None:
      (URL | {"bg_color": "hsv(400,200%,200%)"}, {}, ["bg_color"]),
      (URL | {"bg_color": "rgb(99999999999999999999999,1,1)"}, {}, ["bg_color"]),
      (URL | {"bg_image_url": "https://example.com/bg.jpg"}, {"bg_image_file": b"x"}, ["bg_image_url", "bg_image_file"]),
+     (URL | {"bg_color": "red"}, {"bg_image_file": b"x"}, ["bg_color", "bg_image_file"]),  # the picture hid it
+     (URL | {"bg_color": "fff", "bg_image_url": "https://example.com/bg.jpg"}, {}, ["bg_color", "bg_image_url"]),
      (URL | {"roi": "0 0 10"}, {}, ["roi", "four values"]),
      (URL | {"roi": "0 0 10em 10px"}, {}, ["roi"]),
      (URL | {"roi": "a b c d"}, {}, ["roi"]),
