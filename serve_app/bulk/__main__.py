@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     client.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
     client.add_argument("--concurrency", type=at_least(1), default=64,
                         help="requests in flight (64 keeps one GPU busy; more for more GPUs)")
-    client.add_argument("--retries", type=at_least(0), default=5, help="retries per image on 429/5xx/connection errors")
+    client.add_argument("--retries", type=at_least(0), default=5,
+                        help="retries per image on 429, 500, 502-504 and connection errors")
     client.add_argument("--timeout", type=positive_seconds, default=300.0, help="seconds per request")
     client.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
                         help=f"the service's API key, if it asks for one (default: ${API_KEY_ENV}, which keeps it out "

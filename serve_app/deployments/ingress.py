@@ -6,6 +6,7 @@ keeps accepting requests.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -244,6 +245,13 @@ def _device_png_answer(decoded: imaging.DecodedImage, result: MaskResult) -> com
                             compose.foreground_box(imaging.cutout_alpha(decoded, result.mask)))
 
 
+def _log_clean_up_failure(future: concurrent.futures.Future) -> None:
+    """The outcome of a removal of expired batch results (on a codec thread, awaited by nobody): a failure (an
+    object store's permissions, say) would otherwise go unseen while results pile up."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("removing expired batch results failed", exc_info=future.exception())
+
+
 def _retrieve_outcome(task: asyncio.Future) -> None:
     """Read a task's outcome that nobody awaits any more, so that asyncio does not log it as never retrieved."""
     if not task.cancelled():
@@ -256,6 +264,7 @@ Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
 # (serve_app/heap_trim.py): its RSS falls after a burst, and no request pays for fresh pages.
 IDLE_TRIM_S = 2.0
+INFO_TIMEOUT_S = 10.0  # /v1/info's wait for a model replica's description
 
 
 # Resources, admission and scaling come from the Serve config (configs/prod.yaml), and only from there.
@@ -357,8 +366,14 @@ class Ingress:
 
     @api.get("/v1/info")
     async def info(self) -> dict:
-        """The default model in full (`model`), every served model by name (`models`), the ingress's settings."""
-        model = await self._call_remover("describe")
+        """The default model in full (`model`), every served model by name (`models`), the ingress's settings; a 503
+        when a model replica does not answer within INFO_TIMEOUT_S (its calls queue behind a full replica's)."""
+        try:
+            async with asyncio.timeout(INFO_TIMEOUT_S):
+                model = await self._call_remover("describe")
+        except TimeoutError:
+            raise ModelUnavailable(f"the model replica did not describe itself within {INFO_TIMEOUT_S:g} s; retry",
+                                   headers={"Retry-After": str(self.settings.retry_after_s)}) from None
         return {"model": model, "models": model.get("models", {}), "default_model": self._default_model,
                 "ingress": self.settings.model_dump(mode="json"), "ingress_versions": component_versions()}
 
@@ -815,4 +830,4 @@ class Ingress:
         now = time.monotonic()
         if now - self._last_cleanup > 60:
             self._last_cleanup = now
-            self._codec_pool.submit(self.results.delete_expired)
+            self._codec_pool.submit(self.results.delete_expired).add_done_callback(_log_clean_up_failure)
