@@ -1,0 +1,28 @@
+"""The CPUs busy per group of processes: a process is counted in the group its command line names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from cpu_by_process import busy_by_group, group_of
+
+SPIN = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+
+
+def test_processes_are_grouped_by_what_runs_in_them() -> None:
+    assert group_of("ray::ServeReplica:background-removal:Ingress") == "ingress"
+    assert group_of("ray::ServeReplica:background-removal:BackgroundRemover") == "model_replica"
+    assert group_of("/usr/sbin/haproxy -f /tmp/haproxy.cfg") == "haproxy"
+    assert group_of("python3 scripts/bench_service.py --url http://127.0.0.1:8000") == "client"
+    assert group_of("/usr/bin/sleep 10") == "other:/usr/bin/sleep"
+
+
+def test_a_busy_process_counts_in_its_group() -> None:
+    # a process spinning on one CPU, named as the benchmark client would be
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN, "bench_service"])
+    try:
+        busy = busy_by_group(1.5)
+    finally:
+        spinner.wait(timeout=30)
+    assert 0.1 <= busy.get("client", 0.0) <= 1.1, busy  # one CPU at most; less on a busy host
