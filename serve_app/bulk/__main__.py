@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from serve_app.bulk.client import API_KEY_ENV, ClientSettings, ServiceUnusable, run_client
-from serve_app.bulk.layout import Layout, LayoutError
+from serve_app.bulk.client import API_KEY_ENV, ClientSettings, run_client
+from serve_app.bulk.layout import Layout, LayoutError, RunStopped
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
 from serve_app.serve_config import app_args, read_config
@@ -123,17 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             settings = ClientSettings(url=args.url, concurrency=args.concurrency, max_retries=args.retries,
                                       timeout_s=args.timeout, api_key=args.api_key, ready_wait_s=args.wait_ready)
             planned = layout.plan()  # before the event loop: a Ctrl-C stops a long listing at once
-            try:
-                summary = asyncio.run(run_client(layout, options, settings, planned))
-            except ServiceUnusable as error:
-                raise SystemExit(f"error: {error}") from None
+            summary = asyncio.run(run_client(layout, options, settings, planned))
         else:
             from serve_app.bulk.offline import run_offline  # imports Ray Data only when used
 
             model, limits = offline_settings(args)
             summary = run_offline(layout, options, model, address=args.address, batch_size=args.batch_size,
                                   cpu_actors=args.cpu_actors, limits=limits)
-    except LayoutError as error:
+    except (LayoutError, RunStopped) as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
         print("interrupted: the outputs written so far are kept; run the same command again to resume", file=sys.stderr)

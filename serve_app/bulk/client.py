@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import aiohttp
 from tqdm import tqdm
 
-from serve_app.bulk.layout import Layout, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.layout import (
+    Layout,
+    RunStopped,
+    WorkItem,
+    job_options,
+    output_unusable,
+    read_bytes,
+    stopped_by_output,
+    write_atomically,
+)
 from serve_app.bulk.ledger import Ledger
 from serve_app.options import OutputOptions
 
@@ -44,7 +53,7 @@ class PermanentFailure(Exception):
         self.message = message
 
 
-class ServiceUnusable(Exception):
+class ServiceUnusable(RunStopped):
     """No image can get through (the service is unreachable, never turns ready, or refuses the API key): the run
     stops, and the images not done stay pending for the next run instead of each failing in turn."""
 
@@ -247,13 +256,14 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
 
 async def _send_all(http: aiohttp.ClientSession, readiness: Readiness, pending: list[WorkItem], ledger: Ledger,
                     options: OutputOptions, settings: ClientSettings) -> None:
-    """Send the pending images, `concurrency` at a time, recording each outcome in the ledger; ServiceUnusable
-    once the images in flight are settled, when no image can get through."""
+    """Send the pending images, `concurrency` at a time, recording each outcome in the ledger; RunStopped
+    (ServiceUnusable, or OUTPUT full or read-only) once the images in flight are settled, when no image can be
+    finished."""
     queue: asyncio.Queue[WorkItem] = asyncio.Queue()
     for item in pending:
         queue.put_nowait(item)
     progress = tqdm(total=len(pending), unit="img", desc="removing backgrounds", dynamic_ncols=True)
-    unusable: list[ServiceUnusable] = []
+    unusable: list[RunStopped] = []
 
     async def worker() -> None:
         while not queue.empty() and not unusable:
@@ -265,6 +275,9 @@ async def _send_all(http: aiohttp.ClientSession, readiness: Readiness, pending: 
             except PermanentFailure as failure:
                 ledger.failed(item, failure.code, failure.message)
             except OSError as error:  # unreadable input or unwritable output: record it, keep going
+                if output_unusable(error):  # full or read-only: so would every output after it
+                    unusable.append(stopped_by_output(f"{type(error).__name__}: {error}"))
+                    return
                 ledger.failed(item, "io_error", f"{type(error).__name__}: {error}")
             except ServiceUnusable as error:  # the item stays pending; the other workers stop taking more
                 unusable.append(error)

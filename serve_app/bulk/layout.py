@@ -15,6 +15,7 @@ not inputs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -101,6 +102,26 @@ def _folders(paths: Iterable[str]) -> set[str]:
 
 class LayoutError(ValueError):
     """INPUT or OUTPUT cannot be used as given; the message says why."""
+
+
+class RunStopped(Exception):
+    """No more images can be finished (the service cannot be used, or OUTPUT cannot be written): the run stops, and
+    the images not done stay pending for the next run, instead of each failing in turn."""
+
+
+# OUTPUT full (or over its quota), or mounted read-only: every later image would fail the same way.
+_OUTPUT_UNUSABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def output_unusable(error: OSError) -> bool:
+    """Whether a failure to write an output means that no output can be written now."""
+    return error.errno in _OUTPUT_UNUSABLE
+
+
+def stopped_by_output(reason: str) -> RunStopped:
+    """The run's stop on an output that could not be written for `reason` (output_unusable's)."""
+    return RunStopped(f"OUTPUT cannot be written ({reason}); the images not done are left for the next run: free "
+                      "some space (or make OUTPUT writable) and run the same command again")
 
 
 @dataclass(frozen=True)

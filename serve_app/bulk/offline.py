@@ -16,7 +16,15 @@ import numpy as np
 import ray
 
 from serve_app import imaging, local_ray
-from serve_app.bulk.layout import Layout, WorkItem, job_options, read_bytes, write_atomically
+from serve_app.bulk.layout import (
+    Layout,
+    WorkItem,
+    job_options,
+    output_unusable,
+    read_bytes,
+    stopped_by_output,
+    write_atomically,
+)
 from serve_app.bulk.ledger import Ledger
 from serve_app.errors import ApiError
 from serve_app.options import OutputOptions
@@ -29,6 +37,7 @@ ACTOR_CPUS = 1  # per model actor, beside its GPU
 # How long the pipeline waits for its model actors to load before it gives up (a first run on a GPU kind compiles
 # the model's bucket: minutes).
 MODEL_ACTOR_START_TIMEOUT_S = 3600
+OUTPUT_UNUSABLE = "output_unusable"  # a row's code where OUTPUT is full or read-only: the run stops there
 _PLACEHOLDER = np.zeros((1, 1, 3), dtype=np.uint8)  # carried by rows that failed, so every row has an image
 
 
@@ -138,7 +147,8 @@ def encode_write_row(row: dict, *, options: OutputOptions, webp_quality: int, ma
     except ApiError as error:  # the file changed since, into something that no longer decodes
         outcome |= {"code": error.code, "reason": error.message}
     except OSError as error:
-        outcome |= {"code": "io_error", "reason": f"{type(error).__name__}: {error}"}
+        code = OUTPUT_UNUSABLE if output_unusable(error) else "io_error"
+        outcome |= {"code": code, "reason": f"{type(error).__name__}: {error}"}
     return outcome
 
 
@@ -225,6 +235,8 @@ def _process(pending: list[WorkItem], ledger: Ledger, options: OutputOptions, mo
         for outcome in outcomes.iter_rows():
             item: WorkItem = by_relative[outcome["relative"]]
             passes[int(outcome["batch_images"])] += 1
+            if outcome["code"] == OUTPUT_UNUSABLE:  # full or read-only: the images not done stay pending
+                raise stopped_by_output(outcome["reason"])
             if outcome["code"]:
                 ledger.failed(item, outcome["code"], outcome["reason"])
             else:

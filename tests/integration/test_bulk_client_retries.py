@@ -16,7 +16,7 @@ import pytest
 
 from harness.service_process import free_port
 from serve_app.bulk.client import ClientSettings, ServiceUnusable, run_client
-from serve_app.bulk.layout import Layout
+from serve_app.bulk.layout import Layout, RunStopped
 from serve_app.options import OutputOptions
 from tests.images import encode, red_square
 
@@ -237,3 +237,29 @@ def test_a_refused_api_key_stops_the_run_and_leaves_the_images_pending(scripted:
     assert not (root / "out" / "_failures.jsonl").exists() or not (root / "out" / "_failures.jsonl").read_text()
     ScriptedService.key = None  # the next run, with the key right, does all three
     assert run(url, root)["processed_this_run"] == 3
+
+
+def test_a_full_output_stops_the_run_and_leaves_the_images_pending(scripted: tuple[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from serve_app.bulk import client
+
+    url, root = scripted
+    for name in ("two", "three"):
+        (root / "in" / f"{name}.jpg").write_bytes(encode(red_square(), "JPEG"))
+    write = client.write_atomically
+
+    def full_after_one(target: str, data: bytes, **kwargs: object) -> None:
+        if list((root / "out").glob("*.png")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(target, data, **kwargs)
+
+    monkeypatch.setattr(client, "write_atomically", full_after_one)
+    with pytest.raises(RunStopped, match="OUTPUT cannot be written .*No space left on device.*run the same command"):
+        run(url, root)
+    assert ScriptedService.seen == [200, 200]  # the second image's answer could not be written; the third not sent
+    summary = json.loads((root / "out" / "_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["processed_this_run"] == 1
+    monkeypatch.setattr(client, "write_atomically", write)  # space again: the next run does the other two
+    assert run(url, root)["processed_this_run"] == 2

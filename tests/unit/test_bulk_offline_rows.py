@@ -3,9 +3,11 @@ writes what the API would, transparency included."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from serve_app.bulk.offline import decode_row, encode_write_row
@@ -81,3 +83,21 @@ def test_a_file_changed_between_the_model_and_the_cut_out_fails_its_row_only(tmp
     outcome = encode_write_row({**row, "mask": mask}, options=OutputOptions(), webp_quality=90, max_pixels=10**6)
     assert outcome["code"] == "unsupported_media_type" and outcome["reason"]
     assert not (tmp_path / "a.png").exists()
+
+
+def test_a_full_output_marks_the_row_to_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the driver stops the run on this code (the images not done stay pending), where an io_error would be one
+    # failure among many, each image's GPU time spent for nothing
+    from serve_app.bulk import offline
+
+    source = tmp_path / "a.jpg"
+    source.write_bytes(encode(red_square(), "JPEG"))
+    row = decode_row(row_for(source, tmp_path / "out" / "a.png"), max_pixels=10**6)
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(offline, "write_atomically", full)
+    outcome = encode_write_row({**row, "mask": np.full((200, 320), 255, np.uint8)}, options=OutputOptions(),
+                               webp_quality=90, max_pixels=10**6)
+    assert outcome["code"] == offline.OUTPUT_UNUSABLE and "No space left" in outcome["reason"]
