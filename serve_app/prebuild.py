@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import ray
 
 from serve_app import local_ray
+from serve_app.preflight import check
 from serve_app.serve_config import derive_config, parse_overrides, remover_actor_options
 from serve_app.settings import COMPILED_EXECUTIONS, ModelSettings, parse_app_args
 
@@ -58,7 +60,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = derive_config(args.config, model=parse_overrides(args.overrides))
+    # Checked before Ray starts, in one line, as `make serve` checks before `serve run`: the settings, the GPU
+    # (where the build runs here), the model's code.
+    env = dict(os.environ) | ({"RAY_ADDRESS": args.address} if args.address not in (None, "local") else {})
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    status, line = check(args.config, env, model=overrides)
+    if status:
+        print(f"error: {line}", file=sys.stderr)
+        return status
+    config = derive_config(args.config, model=overrides)
     app = parse_app_args(config["applications"][0].get("args"))
     compiled = [settings for settings in app.served_models if settings.execution in COMPILED_EXECUTIONS]
     if not compiled:

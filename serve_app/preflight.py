@@ -16,9 +16,11 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from serve_app.model.loading import IMPORT_PREFIX
 from serve_app.model.remote_code import ModelCodeError, check_model_code
-from serve_app.serve_config import app_args, deployment, read_config, remover_actor_options
+from serve_app.serve_config import app_args, deployment, derive_config, read_config, remover_actor_options
 from serve_app.settings import load_api_keys, parse_app_args, parse_batch_settings
 
 CPU_CONFIG = "configs/local.yaml"
@@ -43,24 +45,38 @@ def gpu_problem(config_path: Path, config: dict, model_device: str, env: dict[st
         return None
     if visible_gpus():
         return None
-    asks = f"asks for num_gpus: {wanted:g}" if wanted else "sets device: cuda"
-    return (f"{config_path} runs the model on a GPU (its BackgroundRemover {asks}) and this machine has none that "
-            f"PyTorch can see; on a CPU machine run: make serve CONFIG={CPU_CONFIG}")
+    if not wanted:  # the model's own setting
+        return (f"{config_path} runs the model on a GPU (its model sets device: cuda) and this machine has none that "
+                "PyTorch can see; set the model's device to auto or cpu")
+    instead = ("to run it on the CPU, set the BackgroundRemover's num_gpus to 0 and the model's device to cpu"
+               if Path(config_path).resolve() == Path(CPU_CONFIG).resolve()
+               else f"on a CPU machine run: make serve CONFIG={CPU_CONFIG}")
+    return (f"{config_path} runs the model on a GPU (its BackgroundRemover asks for num_gpus: {wanted}) and this "
+            f"machine has none that PyTorch can see; {instead}")
 
 
-def check(config_path: Path, env: dict[str, str]) -> tuple[int, str]:
-    """(exit status, the one line to print) for the config at `config_path`."""
-    config = read_config(config_path)
+def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> tuple[int, str]:
+    """(exit status, the one line to print) for the config at `config_path` (with `model`'s settings replaced)."""
+    try:
+        config = derive_config(config_path, model=model) if model else read_config(config_path)
+        if not isinstance(config, dict) or not config.get("applications"):
+            raise ValueError("no applications: not a Serve config")
+    except FileNotFoundError:
+        return 1, f"{config_path}: no such file"
+    except (OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as error:
+        return 1, f"{config_path}: cannot be read as a Serve config: {' '.join(str(error).split())}"
     try:
         app = parse_app_args(app_args(config))
         # Serve hands user_config to the model replica only once it has loaded its models, minutes in with a
         # compile: a misspelt batching key is caught here instead.
         parse_batch_settings(deployment(config, "BackgroundRemover").get("user_config"))
         keys_file = app.ingress.api_keys_file
-        if keys_file is not None and not keys_file.is_file():  # on a cluster it may live on the nodes only
-            keys_file = None
+        if keys_file is not None and not keys_file.is_file():
+            if not env.get("RAY_ADDRESS"):  # served from this machine: every ingress replica would fail to start
+                raise ValueError(f"args.ingress.api_keys_file {keys_file} is no file on this machine")
+            keys_file = None  # on a cluster it may live on the nodes only
         load_api_keys(app.ingress.model_copy(update={"api_keys_file": keys_file}), env)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     # Any model set to cuda needs the GPU, the default or not: the replica loads them all.
     device = "cuda" if any(settings.device == "cuda" for settings in app.served_models) else app.default.device

@@ -62,8 +62,18 @@ def with_ingress_proxy(config: dict, proxy: str) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` command-line items as a dict, each value read as YAML (`8`, `[1, 8]`, `true`, `/a/path`)."""
-    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in items)}
+    """`KEY=VALUE` command-line items as a dict, each value read as YAML (`8`, `[1, 8]`, `true`, `/a/path`);
+    ValueError naming an item that is not KEY=VALUE or whose value is no YAML."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not key or not equals:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {key}: the value is no YAML ({' '.join(str(error).split())})") from None
+    return overrides
 
 
 def remover_actor_options(config: dict) -> dict:

@@ -197,6 +197,17 @@ class ModelSettings(StrictModel):
     def served_name(self) -> str:
         return self.name or self.model_id.rstrip("/").rsplit("/", 1)[-1].split(":")[-1].lower() or "model"
 
+    @field_validator("model_id")
+    @classmethod
+    def _home_expanded(cls, value: str) -> str:
+        # from_pretrained takes "~/models/x" as a Hub id; the shell would have expanded it
+        return os.path.expanduser(value) if value.startswith("~") else value
+
+    @field_validator("compile_cache_dir")
+    @classmethod
+    def _cache_home_expanded(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
     @field_validator("graph_batch_sizes")
     @classmethod
     def _positive_buckets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
@@ -319,6 +330,11 @@ class IngressSettings(StrictModel):
         "'https://app.example.com', or '*' for any, as rembg's server allows. Empty: none but the service's own "
         "(its page at / needs none).",
     )
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_home_expanded(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
     @field_validator("cors_allow_origins")
     @classmethod

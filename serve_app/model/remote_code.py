@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Import names whose distribution on the package index has another name.
@@ -22,6 +23,16 @@ class ModelCodeError(RuntimeError):
     """A model's remote code cannot be read or cannot run here; the message is one line a user can act on."""
 
 
+# What a model directory holds its weights in, one of (as from_pretrained looks for them).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def looks_local(model_id: str) -> bool:
+    """Whether `model_id` is written as a path (a Hub id is `owner/name`, never starting so)."""
+    return model_id.startswith(("/", ".", "~"))
+
+
 def _fetch(model_id: str, filename: str, revision: str | None) -> Path:
     """A file of a local model directory, or of a Hub repository (downloaded once into the Hugging Face cache)."""
     local = Path(model_id)
@@ -30,6 +41,8 @@ def _fetch(model_id: str, filename: str, revision: str | None) -> Path:
         if not path.is_file():
             raise ModelCodeError(f"model directory {model_id} has no {filename}")
         return path
+    if looks_local(model_id):  # else the Hub's "Repo id must be in the form ..." would be the only word
+        raise ModelCodeError(f"there is no model directory {model_id} (seen from {Path.cwd()})")
     from huggingface_hub import hf_hub_download
 
     try:
@@ -56,9 +69,17 @@ def remote_code_files(model_id: str, revision: str | None = None) -> list[Path]:
     """The modeling and configuration files that the model's `config.json` names, with their relative imports."""
     from transformers.dynamic_module_utils import get_relative_imports
 
-    config = json.loads(_fetch(model_id, "config.json", revision).read_text())
+    config_path = _fetch(model_id, "config.json", revision)
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelCodeError(f"{config_path} of model {model_id} is not valid JSON: {error}") from None
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not auto_map:
+        raise ModelCodeError(f"{config_path} of model {model_id} names no model code (`auto_map`): the service loads "
+                             "BiRefNet-class models with the code their repository ships (docs/models.md)")
     pending = [(repository or model_id, module, revision if repository is None else None)
-               for repository, module in _module_references(config.get("auto_map", {}))]
+               for repository, module in _module_references(auto_map)]
     files: dict[Path, None] = {}
     while pending:
         repository, module, at = pending.pop()
@@ -66,8 +87,17 @@ def remote_code_files(model_id: str, revision: str | None = None) -> list[Path]:
         if path in files:
             continue
         files[path] = None
-        pending += [(repository, relative, at) for relative in get_relative_imports(path)]
+        pending += [(repository, relative, at) for relative in _parsed(path, get_relative_imports)]
     return list(files)
+
+
+def _parsed(path: Path, read: Callable[[Path], list[str]]) -> list[str]:
+    """What `read` (transformers' import scanners, which parse the file) finds in `path`; ModelCodeError naming the
+    line where the file is no valid Python."""
+    try:
+        return read(path)
+    except SyntaxError as error:
+        raise ModelCodeError(f"{path} line {error.lineno}: {error.msg}: the model's code is no valid Python") from None
 
 
 def unimportable_packages(files: list[Path]) -> dict[str, str]:
@@ -75,7 +105,7 @@ def unimportable_packages(files: list[Path]) -> dict[str, str]:
     from transformers.dynamic_module_utils import get_imports
 
     failed = {}
-    for name in sorted({name for path in files for name in get_imports(path)}):
+    for name in sorted({name for path in files for name in _parsed(path, get_imports)}):
         try:
             importlib.import_module(name)
         except ImportError as error:
@@ -87,7 +117,11 @@ def unimportable_packages(files: list[Path]) -> dict[str, str]:
 
 
 def check_model_code(model_id: str, revision: str | None = None) -> None:
-    """Raise ModelCodeError naming every package the model's code needs and this Python cannot import."""
+    """Raise ModelCodeError naming what keeps the model from loading here: no such directory, no weights in it, a
+    config.json or modeling file that does not parse, every package the model's code needs and this Python cannot
+    import."""
+    if Path(model_id).is_dir() and not any((Path(model_id) / name).is_file() for name in WEIGHT_FILES):
+        raise ModelCodeError(f"model directory {model_id} holds no weights (one of {', '.join(WEIGHT_FILES)})")
     failed = unimportable_packages(remote_code_files(model_id, revision))
     if not failed:
         return

@@ -99,5 +99,21 @@ def test_a_key_file_only_the_cluster_nodes_have_is_left_to_them(tiny_model_dir: 
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)},
                                                    ingress={"api_keys_file": "/etc/serve-app/keys"})))
-    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], {**NO_GPU, "SERVE_APP_API_KEYS": "k1"})
+    cluster = {**NO_GPU, "SERVE_APP_API_KEYS": "k1", "RAY_ADDRESS": "127.0.0.1:6379"}  # named, never reached
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], cluster)
     assert done.returncode == 0 and "ready to serve" in done.stdout + done.stderr, (done.stdout, done.stderr)
+    # served from this machine, the file must be here: every ingress replica would fail to start without it
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], {**NO_GPU, "SERVE_APP_API_KEYS": "k1"})
+    assert done.returncode == 1 and "api_keys_file /etc/serve-app/keys is no file on this machine" in done.stderr
+
+
+@pytest.mark.parametrize(("text", "words"), [(None, "no such file"), ("", "no applications"),
+                                             ("applications: [", "cannot be read as a Serve config")])
+def test_a_config_that_is_not_there_or_no_serve_config_is_named_in_one_line(tmp_path: Path, text: str | None,
+                                                                            words: str) -> None:
+    config = tmp_path / "serve.yaml"
+    if text is not None:
+        config.write_text(text)
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
+    (line,) = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and line.startswith(f"{config}: ") and words in line, done.stderr

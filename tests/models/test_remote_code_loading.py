@@ -135,3 +135,40 @@ def test_missing_packages_are_named_in_one_line_with_the_install_command(
     assert "\n" not in message
     assert f"cannot be imported here: {', '.join(missing)}." in message
     assert message.endswith(f"Install them with: {sys.executable} -m pip install --upgrade {' '.join(missing)}")
+
+
+def broken_copy(source: Path, target: Path, change: str) -> Path:
+    shutil.copytree(source, target)
+    if change == "no weights":
+        (target / "model.safetensors").unlink()
+    elif change == "config not json":
+        (target / "config.json").write_text('{"auto_map": ')
+    elif change == "no auto_map":
+        config = json.loads((target / "config.json").read_text())
+        del config["auto_map"]
+        (target / "config.json").write_text(json.dumps(config))
+    elif change == "code not python":
+        (code,) = [path for path in target.glob("modeling_*.py")]
+        code.write_text(code.read_text() + "\ndef broken(:\n")
+    return target
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ("no weights", ["holds no weights", "model.safetensors"]),
+    ("config not json", ["config.json", "is not valid JSON"]),
+    ("no auto_map", ["config.json", "names no model code", "auto_map"]),
+    ("code not python", ["modeling_", "line", "no valid Python"]),
+])
+def test_a_broken_model_directory_is_named_in_one_line_before_loading(cutout_net_dir: Path, tmp_path: Path,
+                                                                       change: str, words: list[str]) -> None:
+    model_dir = broken_copy(cutout_net_dir, tmp_path / "model", change)
+    with pytest.raises(ModelCodeError) as raised:
+        load_segmentation_module(str(model_dir))
+    message = str(raised.value)
+    assert "\n" not in message and all(word in message for word in words), message
+
+
+@pytest.mark.parametrize("model_id", ["./no-such-model", "/no/such/model", "~/no-such-model"])
+def test_a_model_directory_that_is_not_there_is_named_as_a_directory(model_id: str) -> None:
+    with pytest.raises(ModelCodeError, match=f"there is no model directory {model_id}"):
+        load_segmentation_module(model_id)

@@ -3,6 +3,8 @@ compile into the cache the replicas then read."""
 
 from __future__ import annotations
 
+import pytest
+
 from serve_app.prebuild import bucket_task_options
 from serve_app.serve_config import deployment, derive_config, remover_actor_options
 from tests.helpers import TINY_CONFIG
@@ -29,3 +31,17 @@ def test_without_an_application_environment_the_options_are_the_deployments() ->
     config = derive_config(PROD)
     config["applications"][0].pop("runtime_env")
     assert remover_actor_options(config) == deployment(config, "BackgroundRemover")["ray_actor_options"]
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--set", "execution"], "--set takes KEY=VALUE, got 'execution'"),
+    (["--set", "graph_batch_sizes=[1, 8"], "--set graph_batch_sizes: the value is no YAML"),
+    (["--set", "executon=compiled"], "executon"),  # a misspelt setting: the settings' own message, one line
+])
+def test_a_wrong_override_ends_the_prebuild_in_one_line_before_ray_starts(argv: list[str], words: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from serve_app.prebuild import main
+
+    assert main(["--config", str(TINY_CONFIG), *argv]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and words in line, line
