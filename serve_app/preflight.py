@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
+import fsspec
 import yaml
 
 from serve_app.model.loading import IMPORT_PREFIX
@@ -55,6 +57,19 @@ def gpu_problem(config_path: Path, config: dict, model_device: str, env: dict[st
             f"machine has none that PyTorch can see; {instead}")
 
 
+def check_result_dir(result_dir: str | None) -> None:
+    """ValueError where batch results could not be stored at `result_dir`: a URL missing one of its slashes (which
+    fsspec would take as a local folder named `s3:`), or one whose file system's package is not installed."""
+    if result_dir is None:
+        return
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)", result_dir):
+        raise ValueError(f"args.ingress.result_dir {result_dir!r} looks like a URL with one slash: write scheme://...")
+    try:
+        fsspec.core.url_to_fs(result_dir)
+    except (ImportError, ValueError) as error:
+        raise ValueError(f"args.ingress.result_dir {result_dir!r}: {' '.join(str(error).split())}") from None
+
+
 def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> tuple[int, str]:
     """(exit status, the one line to print) for the config at `config_path` (with `model`'s settings replaced)."""
     try:
@@ -76,6 +91,7 @@ def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> 
                 raise ValueError(f"args.ingress.api_keys_file {keys_file} is no file on this machine")
             keys_file = None  # on a cluster it may live on the nodes only
         load_api_keys(app.ingress.model_copy(update={"api_keys_file": keys_file}), env)
+        check_result_dir(app.ingress.result_dir)
     except (ValueError, OSError) as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     # Any model set to cuda needs the GPU, the default or not: the replica loads them all.

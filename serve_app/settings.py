@@ -216,6 +216,13 @@ class ModelSettings(StrictModel):
         return tuple(sorted(set(value)))
 
     @model_validator(mode="after")
+    def _bf16_where_it_runs(self) -> ModelSettings:
+        if self.precision == "bf16" and self.device == "cpu":
+            raise ValueError("precision bf16 does not run on the CPU (torchvision's deformable convolution has no "
+                             "bf16 kernel there): use fp32 or auto")
+        return self
+
+    @model_validator(mode="after")
     def _one_kind_of_cuda_graphs(self) -> ModelSettings:
         if self.execution == "compiled_graphs" and self.compile_options.get("triton.cudagraphs"):
             raise ValueError("execution compiled_graphs captures the compiled buckets in CUDA graphs of its own: "

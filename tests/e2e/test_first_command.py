@@ -53,6 +53,7 @@ def test_the_cpu_config_without_hub_access_says_so_in_one_line(tmp_path: Path) -
     ({"input_size": [0, 5]}, {}, "args.model.input_size"),
     ({"device": "cuda"}, {}, "sets device: cuda"),
     ({}, {"max_batch_sise": 8}, "user_config.max_batch_sise"),
+    ({"revision": "v1"}, {}, "is a local directory"),  # from_pretrained would pin nothing
 ])
 def test_the_check_passes_a_cpu_model_directory_and_names_what_is_wrong_otherwise(
         tiny_model_dir: Path, tmp_path: Path, change: dict, batching: dict, expected: str) -> None:
@@ -117,3 +118,16 @@ def test_a_config_that_is_not_there_or_no_serve_config_is_named_in_one_line(tmp_
     done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
     (line,) = done.stderr.strip().splitlines()
     assert done.returncode == 1 and line.startswith(f"{config}: ") and words in line, done.stderr
+
+
+@pytest.mark.parametrize(("result_dir", "words"), [("s3:/bucket/results", "one slash"),
+                                                   ("nosuchfs://bucket/results", "nosuchfs")])
+def test_a_result_dir_that_cannot_store_is_named_before_serving(tiny_model_dir: Path, tmp_path: Path,
+                                                                result_dir: str, words: str) -> None:
+    import yaml
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": str(tiny_model_dir)},
+                                                   ingress={"result_dir": result_dir})))
+    done, _ = run([sys.executable, "-m", "serve_app.preflight", str(config)], NO_GPU)
+    assert done.returncode == 1 and "args.ingress.result_dir" in done.stderr and words in done.stderr, done.stderr

@@ -55,6 +55,7 @@ def test_unknown_option_names_are_rejected_by_name() -> None:
         ({"ingress": {"url_allow_networks": ["not-a-network"]}}, "args.ingress.url_allow_networks"),
         ({"ingress": {"device_jpeg_decode": "always"}}, "args.ingress.device_jpeg_decode"),
         ({"modle": {}}, "args.modle"),
+        ({"model": {"precision": "bf16", "device": "cpu"}}, "args.model"),  # no bf16 deformable convolution there
     ],
 )
 def test_config_mistakes_fail_at_build_time_naming_the_field(raw: dict, field: str) -> None:
@@ -82,6 +83,14 @@ def test_a_lone_jpeg_is_decoded_on_the_device_by_default_and_never_turns_it_off(
     prod = yaml.safe_load((CONFIGS / "prod.yaml").read_text())["applications"][0]["args"]
     assert parse_app_args(prod).ingress.device_jpeg_decode == "auto"
     assert parse_app_args({"ingress": {"device_jpeg_decode": "never"}}).ingress.device_jpeg_decode == "never"
+
+
+def test_home_in_paths_is_the_users_home_folder() -> None:
+    app = parse_app_args({"model": {"model_id": "~/models/birefnet", "compile_cache_dir": "~/cache"},
+                          "ingress": {"api_keys_file": "~/keys"}})
+    home = str(Path.home())
+    assert app.default.model_id == f"{home}/models/birefnet"
+    assert str(app.default.compile_cache_dir) == f"{home}/cache" and str(app.ingress.api_keys_file) == f"{home}/keys"
 
 
 def test_square_input_size_shorthand() -> None:
