@@ -18,6 +18,8 @@ running, and never asks for more than those CPUs hold.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -25,13 +27,35 @@ import ray
 from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
 from ray.serve.config import AutoscalingContext
 
+logger = logging.getLogger(__name__)
+
+
+CPU_NODES = "cpu_nodes"  # in a reading: how many live nodes have CPUs (each runs Ray's own processes)
+
 
 def cluster_resources() -> dict[str, float]:
-    return ray.cluster_resources()
+    """The live nodes' resources summed, with CPU_NODES: how many of them have CPUs to give."""
+    totals: dict[str, float] = {}
+    nodes = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources") or {}
+        nodes += resources.get("CPU", 0) > 0
+        for name, amount in resources.items():
+            totals[name] = totals.get(name, 0.0) + amount
+    return {**totals, CPU_NODES: float(nodes)}
+
+
+def whole(amount: float, per: float) -> int:
+    """How many `per` fit in `amount`, as Ray counts fractional resources (to 1e-4): 1 // 0.1 is 9 in floats."""
+    return max(0, math.floor(round(amount / per, 4)))
 
 
 class _ClusterReading:
-    """The cluster's resources, read at most every `refresh_s`, so that added or lost nodes count within seconds."""
+    """The cluster's resources, read at most every `refresh_s`, so that added or lost nodes count within seconds.
+    A reading that fails (the GCS restarting) keeps the last one: the policy's exception would stop Serve's control
+    loop for every application until the reading works again."""
 
     def __init__(self, refresh_s: float, read: Callable[[], dict[str, float]]):
         self.refresh_s = refresh_s
@@ -39,30 +63,41 @@ class _ClusterReading:
         self._resources: dict[str, float] = {}
         self._read_at = float("-inf")
 
-    def get(self, name: str) -> float:
+    def now(self) -> dict[str, float]:
+        """One reading: all of a policy's figures come from the same one."""
         now = time.monotonic()
         if now - self._read_at >= self.refresh_s:
-            self._resources = dict(self._read())
+            try:
+                self._resources = dict(self._read())
+            except Exception:  # noqa: BLE001 - any failure to read keeps the last reading
+                logger.warning("could not read the cluster's resources; keeping the last reading", exc_info=True)
             self._read_at = now
-        return float(self._resources.get(name, 0.0))
+        return self._resources
 
 
 class OneReplicaPerGpu:
-    """As many replicas as the cluster's GPUs hold now (at least one); `min_replicas` and `max_replicas` still
-    bound the result.
+    """As many replicas as the cluster's GPUs hold now (at least one), and, with `cpus_per_replica`, no more than
+    its CPUs hold; `min_replicas` and `max_replicas` still bound the result.
 
     Serve builds one instance per deployment from the config's `policy_kwargs` and calls it every control loop.
     """
 
-    def __init__(self, gpus_per_replica: float = 1.0, refresh_s: float = 10.0,
+    def __init__(self, gpus_per_replica: float = 1.0, cpus_per_replica: float = 0.0, refresh_s: float = 10.0,
                  resources: Callable[[], dict[str, float]] = cluster_resources):
         if gpus_per_replica <= 0:
             raise ValueError("gpus_per_replica must be above 0")
+        if cpus_per_replica < 0:
+            raise ValueError("cpus_per_replica must be 0 (not counted) or more")
         self.gpus_per_replica = gpus_per_replica
+        self.cpus_per_replica = cpus_per_replica
         self.cluster = _ClusterReading(refresh_s, resources)
 
     def placeable_replicas(self) -> int:
-        return max(1, int(self.cluster.get("GPU") // self.gpus_per_replica))
+        reading = self.cluster.now()
+        replicas = whole(reading.get("GPU", 0.0), self.gpus_per_replica)
+        if self.cpus_per_replica:
+            replicas = min(replicas, whole(reading.get("CPU", 0.0), self.cpus_per_replica))
+        return max(1, replicas)
 
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
         return self.placeable_replicas(), dict(ctx.policy_state or {})
@@ -71,28 +106,33 @@ class OneReplicaPerGpu:
 class IngressForGpus:
     """Serve's queue-length policy, kept between a floor for the GPUs and what the cluster's CPUs can hold.
 
-    Capacity is (cluster CPUs - GPUs x `model_replica_cpus` - `reserved_cpus`) / `cpus_per_replica`: every CPU the
-    model replicas and Ray's own processes (proxy, controller, raylet) leave free. While the cluster has a GPU to
-    feed, that capacity is also the floor; without one, the queue length decides up to it. `min_replicas` and
+    Capacity is (cluster CPUs - model replicas x `model_replica_cpus` - nodes with CPUs x `reserved_cpus`) /
+    `cpus_per_replica`, the model replicas being the GPUs / `gpus_per_model_replica`: every CPU the model replicas
+    and Ray's own processes on each node (raylet, proxy, HAProxy) leave free. While the cluster has a GPU to feed,
+    that capacity is also the floor; without one, the queue length decides up to it. `min_replicas` and
     `max_replicas` still bound the result.
     """
 
     def __init__(self, model_replica_cpus: float = 2.0, cpus_per_replica: float = 1.0, reserved_cpus: float = 2.0,
-                 refresh_s: float = 10.0, resources: Callable[[], dict[str, float]] = cluster_resources):
-        if cpus_per_replica <= 0:
-            raise ValueError("cpus_per_replica must be above 0")
+                 gpus_per_model_replica: float = 1.0, refresh_s: float = 10.0,
+                 resources: Callable[[], dict[str, float]] = cluster_resources):
+        if cpus_per_replica <= 0 or gpus_per_model_replica <= 0:
+            raise ValueError("cpus_per_replica and gpus_per_model_replica must be above 0")
         self.model_replica_cpus = model_replica_cpus
         self.cpus_per_replica = cpus_per_replica
         self.reserved_cpus = reserved_cpus
+        self.gpus_per_model_replica = gpus_per_model_replica
         self.cluster = _ClusterReading(refresh_s, resources)
 
-    def capacity(self) -> int:
-        gpus = self.cluster.get("GPU")
-        spare = self.cluster.get("CPU") - gpus * self.model_replica_cpus - self.reserved_cpus
-        return max(1, int(spare // self.cpus_per_replica))
+    def capacity(self, reading: dict[str, float]) -> int:
+        model_replicas = whole(reading.get("GPU", 0.0), self.gpus_per_model_replica)
+        nodes = max(1.0, reading.get(CPU_NODES, 1.0))
+        spare = reading.get("CPU", 0.0) - model_replicas * self.model_replica_cpus - nodes * self.reserved_cpus
+        return max(1, whole(spare, self.cpus_per_replica))
 
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
         desired, state = replica_queue_length_autoscaling_policy(ctx)
-        capacity = self.capacity()
-        floor = capacity if self.cluster.get("GPU") else 0
+        reading = self.cluster.now()
+        capacity = self.capacity(reading)
+        floor = capacity if reading.get("GPU", 0.0) else 0
         return min(max(desired, floor), capacity), state

@@ -92,3 +92,42 @@ def test_as_shipped_a_lost_gpu_node_is_followed_at_once_not_after_serves_delays(
     assert decide(wrapped, config, 4) == 3
     resources.update(GPU=5.0, CPU=80.0)  # two joined
     assert decide(wrapped, config, 3) == 5
+
+
+@pytest.mark.parametrize(("gpus", "gpus_per_replica", "expected"), [(1, 0.1, 10), (1, 0.2, 5), (2, 0.1, 20),
+                                                                   (1, 0.3, 3)])
+def test_fractions_of_a_gpu_count_as_ray_places_them(gpus: float, gpus_per_replica: float, expected: int) -> None:
+    # in floats 1.0 // 0.1 is 9: a tenth replica Ray would place was never asked for
+    policy = OneReplicaPerGpu(gpus_per_replica=gpus_per_replica, resources=lambda: {"GPU": gpus})
+    assert policy(context(running=1, ongoing=0))[0] == expected
+
+
+def test_model_replicas_are_no_more_than_the_cpus_hold() -> None:
+    # eight GPUs with eight CPUs (a container limited to them): four replicas of 2 CPUs can be placed, not eight
+    policy = OneReplicaPerGpu(cpus_per_replica=2, resources=lambda: {"GPU": 8, "CPU": 8})
+    assert policy(context(running=1, ongoing=0))[0] == 4
+
+
+@pytest.mark.parametrize(("cpus", "gpus", "nodes", "gpus_per_model_replica", "expected"), [
+    (32, 2, 2, 1, 24),  # Ray's own processes on each node: 2 CPUs of each
+    (128, 8, 8, 1, 96),
+    (16, 1, 1, 0.25, 6),  # four model replicas of 2 CPUs on one GPU
+])
+def test_ingress_capacity_counts_each_nodes_own_processes_and_every_model_replica(
+        cpus: float, gpus: float, nodes: float, gpus_per_model_replica: float, expected: int) -> None:
+    policy = IngressForGpus(gpus_per_model_replica=gpus_per_model_replica,
+                            resources=lambda: {"CPU": cpus, "GPU": gpus, "cpu_nodes": nodes})
+    assert policy(context(running=2, ongoing=0, target_ongoing=8))[0] == expected
+
+
+def test_a_failed_reading_keeps_the_last_one_instead_of_stopping_serves_control_loop() -> None:
+    readings: list[dict | Exception] = [{"GPU": 2.0}, RuntimeError("GCS unavailable"), {"GPU": 3.0}]
+
+    def read() -> dict:
+        reading = readings.pop(0)
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+    policy = OneReplicaPerGpu(refresh_s=0.0, resources=read)
+    assert [policy(context(running=1, ongoing=0))[0] for _ in range(3)] == [2, 2, 3]
