@@ -6,8 +6,9 @@ beyond its GPUs can never be placed (it stays pending, and Serve warns every 30 
 be scheduled"), and a GPU the cluster has sits idle until a queue builds and `upscale_delay_s` passes. A node that
 joins brings its GPU into service within `refresh_s`; a node that dies takes its replica with it, and no replacement
 is asked for that could not be placed. A cluster that adds GPU nodes on demand (KubeRay with its autoscaler) grows
-only when replicas are pending: there, leave the policy out of the config, and Serve's default one asks up to
-`max_replicas`, each pending replica bringing up a GPU node.
+only when replicas are pending: there, leave both policies out of the config, and Serve's default one asks up to
+`max_replicas`, each pending replica bringing up a GPU node (the ingress's own would keep every GPU node busy, and
+none would ever be idle enough to remove).
 
 Ingress (`IngressForGpus`): what the GPUs need from the ingress is CPU (decode, composite, PNG encode), not a queue
 length. Scaled by queue length alone, the ingress settles below what a busy GPU needs and takes minutes to get
