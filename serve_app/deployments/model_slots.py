@@ -13,7 +13,9 @@ longest, never one in use or awaited; if every loaded model is resident or busy,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -83,6 +85,20 @@ class SlotMetrics(Protocol):
     def split(self, model: str) -> None: ...
 
 
+def _log_close_failure(name: str, closed: concurrent.futures.Future) -> None:
+    """An unload's outcome, awaited by nobody: a model that did not close may still hold device memory that the
+    load queued behind it then lacks, for no visible cause."""
+    if not closed.cancelled() and closed.exception() is not None:
+        logger.error("unloading model %r failed", name, exc_info=closed.exception())
+
+
+@dataclass(frozen=True)
+class FailedAlone:
+    """An image whose pass of its own failed (after its pass with others did): the error, for its caller alone."""
+
+    error: Exception
+
+
 @dataclass
 class Joined:
     """A call in `@serve.batch`'s queue: its image, and whether a pass has formed with it (until then it counts as
@@ -147,18 +163,37 @@ class ModelSlot:
         finally:
             if not call.formed:  # cancelled while its pass gathered: Serve drops it from the pass
                 self.passes.gathering -= 1
+        if isinstance(mask, FailedAlone):
+            raise mask.error
         if isinstance(mask, BaseException):
             raise ModelNotReady(f"the GPU ran out of memory on this image even alone ({type(mask).__name__}); "
                                 "retry shortly", OUT_OF_MEMORY_RETRY_AFTER_S)
         return mask, batch
 
-    async def _run_batch(self, calls: list[Joined]) -> list[tuple[np.ndarray | None, DeviceBatch]]:
+    async def _run_batch(self, calls: list[Joined]) -> list[tuple[Any, DeviceBatch]]:
         for call in calls:
             call.formed = True
         self.passes.gathering -= len(calls)
-        masks, batch = await self.passes.run([call.image for call in calls],
-                                             wanted=lambda: [not call.cancelled for call in calls])
+        try:
+            masks, batch = await self.passes.run([call.image for call in calls],
+                                                 wanted=lambda: [not call.cancelled for call in calls])
+        except Exception as error:
+            if len(calls) == 1:
+                raise
+            # Serve gives a pass's exception to every call in it: an image the model cannot take (a shape, say)
+            # would fail its batch-mates with its own error. Each runs again alone; only the one that fails, fails.
+            logger.warning("a pass of %d images failed (%s: %s); running each alone", len(calls),
+                           type(error).__name__, error)
+            return [await self._alone(call) for call in calls]
         return [(mask, batch) for mask in masks]
+
+    async def _alone(self, call: Joined) -> tuple[Any, DeviceBatch]:
+        """`call`'s image in a pass of its own; its failure as a FailedAlone for its caller alone."""
+        try:
+            masks, batch = await self.passes.run([call.image], wanted=lambda: [not call.cancelled])
+        except Exception as error:
+            return FailedAlone(error), DeviceBatch(time.perf_counter(), 0.0, 0)
+        return masks[0], batch
 
     @property
     def full_pass_waiting(self) -> bool:
@@ -230,11 +265,13 @@ class ModelSlot:
 
     def close(self) -> None:
         """Free the model's device memory, after the work already queued on its thread."""
-        if self.model.forward_executor is None:
-            self.thread.shutdown(wait=True)
-        self._png_thread.shutdown(wait=True)
-        self.model.close()  # shuts the compiled forward's own thread down, after its queue
-        self.passes.close()
+        try:
+            if self.model.forward_executor is None:
+                self.thread.shutdown(wait=True)
+            self._png_thread.shutdown(wait=True)
+            self.model.close()  # shuts the compiled forward's own thread down, after its queue
+        finally:
+            self.passes.close()
 
     def describe(self) -> dict:
         return {
@@ -304,6 +341,8 @@ class ModelSlots:
             try:
                 await asyncio.wait_for(asyncio.shield(loading), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
+                if loading.done():  # the load's own TimeoutError (a download that timed out): a failure
+                    continue
                 raise ModelLoading(name, self._load_wait_s) from None
             except Exception:
                 continue  # the failure is in _failed now: the loop answers for it
@@ -346,7 +385,7 @@ class ModelSlots:
         self.unloads += 1
         logger.info("unloading model %r (idle %.0f s) to make room", slot.name, time.monotonic() - slot.last_used)
         # On the loader thread, which then loads the model this makes room for.
-        self._loader.submit(slot.close)
+        self._loader.submit(slot.close).add_done_callback(functools.partial(_log_close_failure, slot.name))
 
     def describe(self) -> dict[str, dict]:
         """Every configured model: the loaded ones in full, the others with what they are and whether loading."""

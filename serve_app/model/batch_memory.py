@@ -51,13 +51,18 @@ def submit_split_on_out_of_memory(submit: Callable[[Sequence[Any]], Pending], im
     size that failed. An image that runs out of memory alone gets the error as its result (FailedImage), in a
     split batch and in a batch of one alike: it fails alone."""
     started = time.perf_counter()
+    alone_failed: torch.cuda.OutOfMemoryError | None = None
     try:
         return submit(images)
     except torch.cuda.OutOfMemoryError as error:
         if len(images) < 2:
-            release_cached_memory(device)
-            logger.warning("out of device memory on one image in a pass of its own: it alone fails")
-            return FailedImage(error)
+            # Kept without its traceback, whose frames hold the failed attempt's tensors on the device: freed here,
+            # outside the handler, not after the batch-mates' retries.
+            alone_failed = error.with_traceback(None)
+    if alone_failed is not None:
+        release_cached_memory(device)
+        logger.warning("out of device memory on one image in a pass of its own: it alone fails")
+        return FailedImage(alone_failed)
     failed = time.perf_counter()
     release_cached_memory(device)  # waits for the part of the pass already queued on the device
     logger.warning("out of device memory on a batch of %d (%.1f s to fail, %.1f s to drain the device and free "

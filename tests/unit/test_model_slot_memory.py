@@ -37,6 +37,8 @@ class FakeModel:
     def submit(self, images: list) -> Masks | FailedImage:
         if len(images) == 1 and images[0] == 0:
             return FailedImage(MemoryError("CUDA out of memory"))
+        if -1 in images:  # an image the model cannot take, in whatever pass it is
+            raise ValueError("the model cannot take this image's shape")
         return Masks([np.ones((2, 2), np.uint8) for _ in images])
 
 
@@ -73,6 +75,41 @@ def test_an_image_out_of_memory_alone_is_answered_503_and_its_neighbours_their_m
     assert isinstance(failed, ModelNotReady) and "ran out of memory on this image even alone" in str(failed)
     assert failed.retry_after_s == model_slots.OUT_OF_MEMORY_RETRY_AFTER_S
     assert good[0].shape == (2, 2)
+
+
+class Together:
+    """Serve's batch queue forming one pass of `size` calls, which all get that pass's outcome (its exception too)."""
+
+    def __init__(self, one: ModelSlot, size: int):
+        self.one, self.size = one, size
+        self.waiting: list[tuple[object, asyncio.Future]] = []
+
+    def set_batch_wait_timeout_s(self, seconds: float) -> None: ...
+
+    async def __call__(self, call: object) -> tuple:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((call, future))
+        if len(self.waiting) == self.size:
+            calls, futures = zip(*self.waiting, strict=True)
+            self.waiting = []
+            try:
+                for waiting, result in zip(futures, await self.one._run_batch(list(calls)), strict=True):
+                    waiting.set_result(result)
+            except Exception as error:
+                for waiting in futures:
+                    waiting.set_exception(error)
+        return await future
+
+
+def test_an_image_the_model_cannot_take_fails_alone_not_its_batch_mates() -> None:
+    async def run() -> list:
+        one = slot()
+        one._batched = Together(one, 3)
+        return await asyncio.gather(one.masks(1), one.masks(-1), one.masks(2), return_exceptions=True)
+
+    first, failed, third = asyncio.run(run())
+    assert isinstance(failed, ValueError) and "cannot take this image" in str(failed)
+    assert first[0].shape == (2, 2) and third[0].shape == (2, 2)
 
 
 def test_clean_edges_out_of_memory_are_a_503_with_retry_after_not_a_500() -> None:
