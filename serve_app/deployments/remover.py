@@ -186,9 +186,11 @@ class BackgroundRemover:
         """Calls this replica holds now, queued or on the device, every model's."""
         return sum(slot.in_use for slot in self._slots.loaded.values())
 
-    def describe(self) -> dict:
+    async def describe(self) -> dict:
         """What /v1/info reports: the default model in full at the top (its model, live batch settings and
-        batch-size histogram), every configured model under `models`, which replica answered and its start-up."""
+        batch-size histogram), every configured model under `models`, which replica answered and its start-up.
+        On the event loop (a sync method would run on Serve's thread pool), where the loads, unloads and passes it
+        reads change their dicts: read from another thread, one could change size while it is read."""
         return {
             **self._slots.default.describe(),
             "default_model": self._slots.default_name,
