@@ -233,10 +233,10 @@ def _process(pending: list[WorkItem], ledger: Ledger, options: OutputOptions, mo
     nodes: Counter[str] = Counter()
     try:
         for outcome in outcomes.iter_rows():
-            item: WorkItem = by_relative[outcome["relative"]]
-            passes[int(outcome["batch_images"])] += 1
             if outcome["code"] == OUTPUT_UNUSABLE:  # full or read-only: the images not done stay pending
                 raise stopped_by_output(outcome["reason"])
+            item: WorkItem = by_relative[outcome["relative"]]
+            passes[int(outcome["batch_images"])] += 1
             if outcome["code"]:
                 ledger.failed(item, outcome["code"], outcome["reason"])
             else:
