@@ -23,7 +23,13 @@ import yaml
 from serve_app.model.loading import IMPORT_PREFIX
 from serve_app.model.remote_code import ModelCodeError, check_model_code
 from serve_app.serve_config import app_args, deployment, derive_config, read_config, remover_actor_options
-from serve_app.settings import load_api_keys, parse_app_args, parse_batch_settings
+from serve_app.settings import (
+    COMPILED_EXECUTIONS,
+    ModelSettings,
+    load_api_keys,
+    parse_app_args,
+    parse_batch_settings,
+)
 
 CPU_CONFIG = "configs/local.yaml"
 
@@ -55,6 +61,20 @@ def gpu_problem(config_path: Path, config: dict, model_device: str, env: dict[st
                else f"on a CPU machine run: make serve CONFIG={CPU_CONFIG}")
     return (f"{config_path} runs the model on a GPU (its BackgroundRemover asks for num_gpus: {wanted}) and this "
             f"machine has none that PyTorch can see; {instead}")
+
+
+def compile_options_problem(settings: ModelSettings) -> str | None:
+    """Why torch.compile refuses a model's `compile_options` (a misspelt key, a value of the wrong type), or None. The
+    replica would find out only as it compiles, and serve the eager forward (docs/configuration.md)."""
+    if settings.execution not in COMPILED_EXECUTIONS or not settings.compile_options:
+        return None
+    import torch
+
+    try:  # checks the options at once, compiling nothing
+        torch.compile(lambda batch: batch, options=dict(settings.compile_options))  # type: ignore[arg-type]
+    except Exception as error:  # noqa: BLE001 - RuntimeError today; any refusal is the answer
+        return f"compile_options of model {settings.served_name}: {str(error).splitlines()[0][:300]}"
+    return None
 
 
 def check_result_dir(result_dir: str | None) -> None:
@@ -100,6 +120,9 @@ def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> 
     if problem:
         return 2, problem
     for settings in app.served_models:
+        problem = compile_options_problem(settings)
+        if problem:
+            return 1, f"{config_path}: {problem}"
         if not settings.model_id.startswith(IMPORT_PREFIX):
             try:
                 check_model_code(settings.model_id, settings.revision)

@@ -54,6 +54,8 @@ def test_the_cpu_config_without_hub_access_says_so_in_one_line(tmp_path: Path) -
     ({"device": "cuda"}, {}, "sets device: cuda"),
     ({}, {"max_batch_sise": 8}, "user_config.max_batch_sise"),
     ({"revision": "v1"}, {}, "is a local directory"),  # from_pretrained would pin nothing
+    ({"execution": "compiled", "compile_options": {"coordinate_descent_tunin": True}}, {},
+     "Unexpected optimization option coordinate_descent_tunin"),  # the replica would serve eager without a word
 ])
 def test_the_check_passes_a_cpu_model_directory_and_names_what_is_wrong_otherwise(
         tiny_model_dir: Path, tmp_path: Path, change: dict, batching: dict, expected: str) -> None:
