@@ -102,8 +102,9 @@ class ModelSettings(StrictModel):
     compile_options: dict[str, bool | int | float | str] = Field(
         default_factory=dict,
         description="Inductor settings (names from torch._inductor.config) for the compiled execution, e.g. "
-        "{coordinate_descent_tuning: true}; an unknown name fails the compile, which falls back to eager with "
-        "the reason logged. {triton.cudagraphs: true} replays each bucket as a CUDA graph (the compiled graphs "
+        "{coordinate_descent_tuning: true}; an unknown name or a value of the wrong type is named by `make "
+        "serve`'s check (and the prebuild's), and would fail the compile, which falls back to eager with the reason "
+        "logged. {triton.cudagraphs: true} replays each bucket as a CUDA graph (the compiled graphs "
         "then run on one thread of their own, and torchvision's deform_conv2d is replaced as for cuda_graphs).",
     )
     conv_before_upsample: bool = Field(
