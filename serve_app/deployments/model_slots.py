@@ -178,14 +178,24 @@ class ModelSlot:
             masks, batch = await self.passes.run([call.image for call in calls],
                                                  wanted=lambda: [not call.cancelled for call in calls])
         except Exception as error:
-            if len(calls) == 1:
+            if len(calls) == 1 or not await self._device_works():
+                # A broken device: the one exception goes to every call, as the device guard recognises the pass
+                # that broke it (and a pass per image would only fail again).
                 raise
             # Serve gives a pass's exception to every call in it: an image the model cannot take (a shape, say)
             # would fail its batch-mates with its own error. Each runs again alone; only the one that fails, fails.
-            logger.warning("a pass of %d images failed (%s: %s); running each alone", len(calls),
-                           type(error).__name__, error)
+            logger.warning("a pass of %d images failed (%s: %s) on a device that works; running each alone",
+                           len(calls), type(error).__name__, error)
             return [await self._alone(call) for call in calls]
         return [(mask, batch) for mask in masks]
+
+    async def _device_works(self) -> bool:
+        """Whether the device still computes (a tiny kernel, on the model's thread after its queued work)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.thread, self.model.check_device)
+        except Exception:  # noqa: BLE001 - whatever the device raises, it does not work
+            return False
+        return True
 
     async def _alone(self, call: Joined) -> tuple[Any, DeviceBatch]:
         """`call`'s image in a pass of its own; its failure as a FailedAlone for its caller alone."""

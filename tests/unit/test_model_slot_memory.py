@@ -30,6 +30,11 @@ class FakeModel:
 
     forward_executor = None
     on_out_of_memory = None
+    device_broken = False
+
+    def check_device(self) -> None:
+        if self.device_broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     def estimate_foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise OutOfDeviceMemory("clean edges of a 8000x6000 image: CUDA out of memory")
@@ -110,6 +115,18 @@ def test_an_image_the_model_cannot_take_fails_alone_not_its_batch_mates() -> Non
     first, failed, third = asyncio.run(run())
     assert isinstance(failed, ValueError) and "cannot take this image" in str(failed)
     assert first[0].shape == (2, 2) and third[0].shape == (2, 2)
+
+
+def test_on_a_broken_device_the_pass_fails_whole_with_one_error_for_the_device_guard() -> None:
+    # the guard knows the pass that broke the device by the one exception all its calls share
+    async def run() -> list:
+        one = slot()
+        one.model.device_broken = True
+        one._batched = Together(one, 3)
+        return await asyncio.gather(one.masks(1), one.masks(-1), one.masks(2), return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert all(outcome is outcomes[0] for outcome in outcomes) and isinstance(outcomes[0], ValueError)
 
 
 def test_clean_edges_out_of_memory_are_a_503_with_retry_after_not_a_500() -> None:
