@@ -55,24 +55,24 @@ def whole(amount: float, per: float) -> int:
 
 class _ClusterReading:
     """The cluster's resources, read at most every `refresh_s`, so that added or lost nodes count within seconds.
-    A reading that fails (the GCS restarting) keeps the last one: the policy's exception would stop Serve's control
-    loop for every application until the reading works again."""
+    A reading that fails (the GCS restarting) keeps the last one, and is tried again at the next call: the policy's
+    exception would stop Serve's control loop for every application until the reading works again."""
 
     def __init__(self, refresh_s: float, read: Callable[[], dict[str, float]]):
         self.refresh_s = refresh_s
         self._read = read
-        self._resources: dict[str, float] = {}
+        self._resources: dict[str, float] | None = None
         self._read_at = float("-inf")
 
-    def now(self) -> dict[str, float]:
-        """One reading: all of a policy's figures come from the same one."""
+    def now(self) -> dict[str, float] | None:
+        """One reading (all of a policy's figures come from the same one); None until one has succeeded."""
         now = time.monotonic()
         if now - self._read_at >= self.refresh_s:
             try:
                 self._resources = dict(self._read())
+                self._read_at = now
             except Exception:  # noqa: BLE001 - any failure to read keeps the last reading
                 logger.warning("could not read the cluster's resources; keeping the last reading", exc_info=True)
-            self._read_at = now
         return self._resources
 
 
@@ -93,15 +93,17 @@ class OneReplicaPerGpu:
         self.cpus_per_replica = cpus_per_replica
         self.cluster = _ClusterReading(refresh_s, resources)
 
-    def placeable_replicas(self) -> int:
-        reading = self.cluster.now()
+    def placeable_replicas(self, reading: dict[str, float]) -> int:
         replicas = whole(reading.get("GPU", 0.0), self.gpus_per_replica)
         if self.cpus_per_replica:
             replicas = min(replicas, whole(reading.get("CPU", 0.0), self.cpus_per_replica))
         return max(1, replicas)
 
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
-        return self.placeable_replicas(), dict(ctx.policy_state or {})
+        reading = self.cluster.now()
+        if reading is None:  # nothing read yet: the replicas stay as they are
+            return ctx.target_num_replicas, dict(ctx.policy_state or {})
+        return self.placeable_replicas(reading), dict(ctx.policy_state or {})
 
 
 class IngressForGpus:
@@ -134,6 +136,8 @@ class IngressForGpus:
     def __call__(self, ctx: AutoscalingContext) -> tuple[float, dict]:
         desired, state = replica_queue_length_autoscaling_policy(ctx)
         reading = self.cluster.now()
+        if reading is None:  # nothing read yet: the replicas stay as they are
+            return ctx.target_num_replicas, state
         capacity = self.capacity(reading)
         floor = capacity if reading.get("GPU", 0.0) else 0
         return min(max(desired, floor), capacity), state

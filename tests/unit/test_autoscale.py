@@ -131,3 +131,13 @@ def test_a_failed_reading_keeps_the_last_one_instead_of_stopping_serves_control_
 
     policy = OneReplicaPerGpu(refresh_s=0.0, resources=read)
     assert [policy(context(running=1, ongoing=0))[0] for _ in range(3)] == [2, 2, 3]
+
+
+def test_before_any_reading_succeeds_the_replicas_stay_as_they_are() -> None:
+    # after a controller restart, when the GCS may still be coming back: not down to one replica of each
+    def unavailable() -> dict:
+        raise RuntimeError("GCS unavailable")
+
+    for policy in (OneReplicaPerGpu(refresh_s=60.0, resources=unavailable),
+                   IngressForGpus(refresh_s=60.0, resources=unavailable)):
+        assert policy(context(running=8, ongoing=0))[0] == 8
