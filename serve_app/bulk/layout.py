@@ -142,6 +142,8 @@ class Layout:
         self.suffix = "." + output_format
         self.ignored = 0  # files under INPUT that inputs() passed over: hidden, or not images by their extension
         self._shared: dict[str, str] = {}  # plan's output names that more than one input could have: their inputs
+        self._recorded: dict[str, str] = {}  # OUTPUT/_names.json as plan found it
+        self._existing: set[str] = set()  # OUTPUT's files as plan found them (folded names)
 
     def inputs(self) -> list[str]:
         """Relative paths of every image under INPUT, recursively (through linked folders too), sorted; `ignored`
@@ -261,16 +263,29 @@ class Layout:
         earlier run can move an input's output to another name: this run would then make that input again, or skip
         another input whose output now has the earlier file's name and holds the earlier input's cut-out. So a file
         named as any current input's output could be is checked: it must be the output of the input that now has
-        that name, and where that name could also be another current input's (a.jpg.png: the output of a.jpg where
-        a.png is an input too, and of a.jpg.jpg), OUTPUT/_names.json must say it was made for that input. The run
-        records those shared names as it starts (record_shared_names), before it writes any of them."""
+        that name; where OUTPUT/_names.json names the input it was made for, that input; and where that name could
+        also be another current input's (a.jpg.png: the output of a.jpg where a.png is an input too, and of
+        a.jpg.jpg), _names.json must name it. Every run records the names it makes that several inputs could have as
+        it starts (record_shared_names), before it writes any of them; an OUTPUT without _names.json (made before it
+        was kept) is taken as its current inputs name it."""
         inputs = _by_folded(chosen)
         stems = _by_folded(chosen, without_extension=True)
         owner = {_folded(out): relative for relative, out in chosen.items()}
         recorded = self._recorded_names()
-        unknown = sorted(path for path in done if (claimants := self._claimants(_folded(path), inputs, stems)) and not (
-            (made_for := owner.get(_folded(path))) is not None
-            and (claimants == {made_for} or recorded.get(_folded(path)) == made_for)))
+        self._existing = {_folded(path) for path in done}
+        unknown = []
+        for path in done:
+            folded = _folded(path)
+            claimants = self._claimants(folded, inputs, stems)
+            if not claimants:  # no current input's name: a deleted input's output, a file of the user's
+                continue
+            made_for = owner.get(folded)
+            if made_for is None or (recorded is not None and recorded.get(folded, made_for) != made_for):
+                unknown.append(path)
+            elif recorded is not None and folded not in recorded and claimants != {made_for}:
+                unknown.append(path)  # made when no other input could have its name: for which, not known
+        unknown.sort()
+        self._recorded = recorded or {}
         if unknown:
             raise LayoutError(
                 f"OUTPUT holds {len(unknown)} file(s) ({', '.join(unknown[:6])}) named as an input's output could be, "
@@ -292,20 +307,27 @@ class Layout:
                          if _folded(self._digested(relative)) == folded)
         return found
 
-    def _recorded_names(self) -> dict[str, str]:
+    def _recorded_names(self) -> dict[str, str] | None:
+        """OUTPUT/_names.json's names and inputs; None where OUTPUT has none."""
         path = f"{self.output_root}/{NAMES_NAME}"
         if not self.output_fs.exists(path):
-            return {}
-        return json.loads(self.output_fs.cat_file(path))
+            return None
+        try:
+            recorded = json.loads(self.output_fs.cat_file(path))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise LayoutError(f"OUTPUT/{NAMES_NAME} is not valid JSON ({error}): it names the input of outputs that "
+                              "several inputs could have; restore it, or use another OUTPUT") from None
+        if not isinstance(recorded, dict):
+            raise LayoutError(f"OUTPUT/{NAMES_NAME} is not the map of names to inputs this tool writes")
+        return recorded
 
     def record_shared_names(self) -> None:
         """Write OUTPUT/_names.json: for each output name that more than one input could have, the input this run
-        makes it for (plan's _check_unmoved reads it in the next run). Called once OUTPUT is this run's, before any
-        output is written."""
-        path = f"{self.output_root}/{NAMES_NAME}"
-        if self._shared or self.output_fs.exists(path):
-            write_atomically(self.output_fs.unstrip_protocol(path),
-                             (json.dumps(self._shared, indent=0, sort_keys=True) + "\n").encode())
+        makes it for, and the earlier runs' entries whose files are still there (plan's _check_unmoved reads it in
+        the next run). Called once OUTPUT is this run's, before any output is written."""
+        kept = {name: relative for name, relative in self._recorded.items() if name in self._existing}
+        write_atomically(self.output_fs.unstrip_protocol(f"{self.output_root}/{NAMES_NAME}"),
+                         (json.dumps({**kept, **self._shared}, indent=0, sort_keys=True) + "\n").encode())
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -332,14 +354,16 @@ class Layout:
         path = f"{self.output_root}/{JOB_NAME}"
         if self.output_fs.exists(path):
             earlier = json.loads(self.output_fs.cat_file(path))
-            # a model left out (the client's, left to the service's default) is one setting like any other
-            changed = sorted(key for key in set(earlier) | set(job) if earlier.get(key) != job.get(key))
+            # a model left out (the client's, left to the service's default) is one setting like any other; a setting
+            # the earlier run did not record (a version that did not) is filled in
+            changed = sorted(key for key in earlier if earlier.get(key) != job.get(key))
             if changed:
                 was = ", ".join(_setting(key, earlier.get(key)) for key in changed)
                 now = ", ".join(_setting(key, job.get(key)) for key in changed)
                 raise LayoutError(f"OUTPUT holds outputs made with {was}, and this run asks for {now}: use another "
                                   "OUTPUT, or the same options to resume")
-            return
+            if set(job) <= set(earlier):
+                return
         write_atomically(self.output_fs.unstrip_protocol(path), (json.dumps(job, indent=2) + "\n").encode())
 
     def remove_stale_temporaries(self) -> int:

@@ -309,3 +309,47 @@ def test_outputs_of_deleted_inputs_and_other_files_do_not_stop_the_run(tmp_path:
     (tmp_path / "in" / "c.jpg").unlink()
     (tmp_path / "out" / "notes.png").write_bytes(b"a user's own file")
     assert run_all(make_inputs(tmp_path, ["e.jpg"])) == ["e.jpg"]
+
+
+def test_a_name_recorded_for_another_input_stops_the_run_even_where_no_other_input_claims_it(tmp_path: Path) -> None:
+    # a.jpg.png was made for a.jpg.jpg; with that input gone, a.jpg alone could have the name (beside an a.png)
+    run_all(make_inputs(tmp_path, ["a.jpg", "a.jpg.jpg"]))
+    (tmp_path / "in" / "a.jpg.jpg").unlink()
+    layout = make_inputs(tmp_path, ["a.png"])
+    with pytest.raises(LayoutError, match=r"\(a.jpg.png, a.png\)"):
+        layout.plan()
+    (tmp_path / "out" / "a.png").unlink()  # one of the two moved out
+    with pytest.raises(LayoutError, match=r"\(a.jpg.png\)"):  # not a.jpg skipped, with a.jpg.jpg's cut-out
+        layout.plan()
+
+
+def test_an_output_folder_from_before_names_were_recorded_resumes_as_its_inputs_name_it(tmp_path: Path) -> None:
+    layout = make_inputs(tmp_path, ["b.jpg", "b.jpg.jpg"])
+    run_all(layout)
+    (tmp_path / "out" / "_names.json").unlink()
+    assert layout.plan() == ([], 2)
+    layout.record_shared_names()  # recorded from now on
+    assert "b.jpg.png" in (tmp_path / "out" / "_names.json").read_text()
+
+
+def test_a_broken_names_record_is_named(tmp_path: Path) -> None:
+    layout = make_inputs(tmp_path, ["a.jpg"])
+    run_all(layout)
+    (tmp_path / "out" / "_names.json").write_text("{not json")
+    with pytest.raises(LayoutError, match="_names.json is not valid JSON"):
+        layout.plan()
+
+
+def test_settings_an_earlier_version_did_not_record_are_filled_in(tmp_path: Path) -> None:
+    import json
+
+    from serve_app.bulk.layout import job_options
+    from serve_app.options import parse_options
+
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    cutouts = parse_options(format="png")
+    layout.claim_output(job_options(cutouts, "acme/model"))  # as the offline tool recorded it before
+    layout.claim_output(job_options(cutouts, "acme/model", revision=None, input_size=[1024, 1024]))
+    assert json.loads((tmp_path / "out" / "_job.json").read_text())["input_size"] == [1024, 1024]
+    with pytest.raises(LayoutError, match="input_size"):
+        layout.claim_output(job_options(cutouts, "acme/model", revision=None, input_size=[2048, 2048]))
