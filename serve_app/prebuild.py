@@ -62,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Checked before Ray starts, in one line, as `make serve` checks before `serve run`: the settings, the GPU
     # (where the build runs here), the model's code.
-    env = dict(os.environ) | ({"RAY_ADDRESS": args.address} if args.address not in (None, "local") else {})
+    env = dict(os.environ)
+    if args.address == "local":
+        env.pop("RAY_ADDRESS", None)
+    elif args.address:
+        env["RAY_ADDRESS"] = args.address
     try:
         overrides = parse_overrides(args.overrides)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    status, line = check(args.config, env, model=overrides)
+    status, line = check(args.config, env, model=overrides, serving=False)
     if status:
         print(f"error: {line}", file=sys.stderr)
         return status

@@ -90,8 +90,11 @@ def check_result_dir(result_dir: str | None) -> None:
         raise ValueError(f"args.ingress.result_dir {result_dir!r}: {' '.join(str(error).split())}") from None
 
 
-def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> tuple[int, str]:
-    """(exit status, the one line to print) for the config at `config_path` (with `model`'s settings replaced)."""
+def check(config_path: Path, env: dict[str, str], model: dict | None = None, *,
+          serving: bool = True) -> tuple[int, str]:
+    """(exit status, the one line to print) for the config at `config_path` (with `model`'s settings replaced).
+    Not `serving` (the prebuild): what only the ingress reads (API keys, result_dir) is left out, and the model's
+    code is checked only where the build runs here (no RAY_ADDRESS): on a cluster it may be the nodes' alone."""
     try:
         config = derive_config(config_path, model=model) if model else read_config(config_path)
         if not isinstance(config, dict) or not config.get("applications"):
@@ -105,13 +108,14 @@ def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> 
         # Serve hands user_config to the model replica only once it has loaded its models, minutes in with a
         # compile: a misspelt batching key is caught here instead.
         parse_batch_settings(deployment(config, "BackgroundRemover").get("user_config"))
-        keys_file = app.ingress.api_keys_file
+        keys_file = app.ingress.api_keys_file if serving else None
         if keys_file is not None and not keys_file.is_file():
             if not env.get("RAY_ADDRESS"):  # served from this machine: every ingress replica would fail to start
                 raise ValueError(f"args.ingress.api_keys_file {keys_file} is no file on this machine")
             keys_file = None  # on a cluster it may live on the nodes only
-        load_api_keys(app.ingress.model_copy(update={"api_keys_file": keys_file}), env)
-        check_result_dir(app.ingress.result_dir)
+        if serving:
+            load_api_keys(app.ingress.model_copy(update={"api_keys_file": keys_file}), env)
+            check_result_dir(app.ingress.result_dir)
     except (ValueError, OSError) as error:
         return 1, f"{config_path}: {' '.join(str(error).split())}"
     # Any model set to cuda needs the GPU, the default or not: the replica loads them all.
@@ -123,7 +127,7 @@ def check(config_path: Path, env: dict[str, str], model: dict | None = None) -> 
         problem = compile_options_problem(settings)
         if problem:
             return 1, f"{config_path}: {problem}"
-        if not settings.model_id.startswith(IMPORT_PREFIX):
+        if not settings.model_id.startswith(IMPORT_PREFIX) and (serving or not env.get("RAY_ADDRESS")):
             try:
                 check_model_code(settings.model_id, settings.revision)
             except ModelCodeError as error:

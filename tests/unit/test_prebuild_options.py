@@ -3,7 +3,10 @@ compile into the cache the replicas then read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from serve_app.prebuild import bucket_task_options
 from serve_app.serve_config import deployment, derive_config, remover_actor_options
@@ -45,3 +48,19 @@ def test_a_wrong_override_ends_the_prebuild_in_one_line_before_ray_starts(argv: 
     assert main(["--config", str(TINY_CONFIG), *argv]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and words in line, line
+
+
+def test_the_prebuilds_check_leaves_out_what_only_the_serving_cluster_has(tmp_path: Path) -> None:
+    # a model directory and a key file that only the cluster's nodes hold: the serving check on this machine
+    # names them, the prebuild's (which builds on the cluster and reads no keys) does not
+    from serve_app.preflight import check
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(derive_config(TINY_CONFIG, model={"model_id": "/models/on-the-nodes"},
+                                                   ingress={"api_keys_file": "/etc/serve-app/keys"})))
+    cluster = {"RAY_ADDRESS": "ray://127.0.0.1:10001"}  # named, never reached
+    assert check(config, cluster, serving=False)[0] == 0
+    assert check(config, {}, serving=False) == (1, "there is no model directory /models/on-the-nodes (seen from "
+                                                   f"{Path.cwd()})")  # built here: the model must be here
+    status, line = check(config, {})
+    assert status == 1 and "api_keys_file /etc/serve-app/keys is no file on this machine" in line
