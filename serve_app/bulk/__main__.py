@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from serve_app.bulk.client import API_KEY_ENV, ClientSettings, run_client
-from serve_app.bulk.layout import Layout, LayoutError, RunStopped
+from serve_app.bulk.layout import Layout, LayoutError, RunStopped, output_unusable, stopped_by_output
 from serve_app.errors import ApiError
 from serve_app.options import parse_options
 from serve_app.serve_config import app_args, read_config
@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                                   cpu_actors=args.cpu_actors, limits=limits)
     except (LayoutError, RunStopped) as error:
         raise SystemExit(f"error: {error}") from None
+    except OSError as error:  # OUTPUT full or read-only before the first image (its lock, its job record)
+        if not output_unusable(error):
+            raise
+        raise SystemExit(f"error: {stopped_by_output(f'{type(error).__name__}: {error}')}") from None
     except KeyboardInterrupt:
         print("interrupted: the outputs written so far are kept; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED

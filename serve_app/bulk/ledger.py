@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,17 @@ from typing import ClassVar
 
 from fsspec.implementations.local import LocalFileSystem
 
-from serve_app.bulk.layout import FAILURES_NAME, SUMMARY_NAME, Layout, WorkItem, write_atomically
+from serve_app.bulk.layout import (
+    FAILURES_NAME,
+    SUMMARY_NAME,
+    Layout,
+    WorkItem,
+    output_unusable,
+    stopped_by_output,
+    write_atomically,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,7 +31,9 @@ class Ledger:
     which takes no appending, is stored again whole, at most every OBJECT_REWRITE_S and at the last write) and
     replace OUTPUT/_summary.json."""
 
-    FLUSH_EVERY: ClassVar[int] = 200  # images; a killed run's files lose at most this many (a rerun redoes them)
+    # Images; a killed run's files lose at most this many (a rerun redoes them), on an object store the failures of
+    # up to OBJECT_REWRITE_S.
+    FLUSH_EVERY: ClassVar[int] = 200
     # An object store's failure list is uploaded whole: every FLUSH_EVERY images, a run with many failures would
     # upload their square (10% of 10^6 failing: about 40 GB for a 16 MB list).
     OBJECT_REWRITE_S: ClassVar[float] = 60.0
@@ -47,11 +60,20 @@ class Ledger:
         self.failures.append({"input": item.relative, "code": code, "reason": message})
 
     def write(self, *, pending: int, last: bool = False) -> dict:
-        """Write both files from this run's state (`last`: the run's final write), and return the summary."""
+        """Write both files from this run's state (`last`: the run's final write), and return the summary. An
+        OUTPUT that is full or read-only fails a write with RunStopped; the last write, which may follow a run
+        stopped so, only logs it (the summary is still returned, and the stop's own error stands)."""
         with self._writing:
-            self._write_failures(last)
             summary = self._summary(pending)
-            write_atomically(self._url(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode())
+            try:
+                self._write_failures(last)
+                write_atomically(self._url(SUMMARY_NAME), (json.dumps(summary, indent=2) + "\n").encode())
+            except OSError as error:
+                if not output_unusable(error):
+                    raise
+                if not last:
+                    raise stopped_by_output(f"{type(error).__name__}: {error}") from None
+                logger.error("could not write the run's summary and failures to OUTPUT: %s", error)
         return summary
 
     def _summary(self, pending: int) -> dict:

@@ -141,3 +141,21 @@ def test_ctrl_c_in_offline_mode_leaves_this_runs_ledger(photos: Path, monkeypatc
     status = run_stopped(["offline", str(photos / "in"), str(photos / "out")])
     assert_interrupted_after_two(status, photos / "out", capsys)
     assert json.loads((photos / "out" / "_summary.json").read_text())["batch_size_histogram"] == {"1": 2}
+
+
+def test_a_full_output_stops_a_write_but_not_the_last_one_which_follows_the_stop(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from serve_app.bulk import ledger as ledger_module
+    from serve_app.bulk.layout import RunStopped
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ledger = Ledger(Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png"), "client")
+    monkeypatch.setattr(ledger_module, "write_atomically", full)
+    with pytest.raises(RunStopped, match="OUTPUT cannot be written .*No space left"):
+        ledger.write(pending=3)
+    ledger.done = 1
+    assert ledger.write(pending=3, last=True)["processed_this_run"] == 1  # logged; the summary still returned
