@@ -15,7 +15,7 @@
 #   service_12mp.json, cpu_12mp.json   64 clients sending 12 MP photos, the CPUs busy per process meanwhile
 #   bulk_client.json, bulk_offline.json   the bulk tool on the 3,000 photos, each mode's masks against another's
 #   replicas_*.json    Serve's replica states: at ready, 40 s into the 64 clients, under the 12 MP load, at the end
-# It stops every Ray on the host first (`ray stop --force`). Environment: PYTHON (python3), DURATION and WARMUP
+# It stops every Ray (and HAProxy) on the host first and between steps (`ray stop --force`): a host for this alone. Environment: PYTHON (python3), DURATION and WARMUP
 # (30 and 20 s a level), BULK_PHOTOS (3000), SKIP_12MP=1, CONFIG (configs/prod.yaml), PART=1 (up to the model
 # alone) or PART=2 (from `serve run` on, into the OUT of a PART=1 run: its photos, its compile cache).
 set -u
@@ -24,15 +24,14 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 model=$(realpath "$1")
-out=$2
-photo_dir=${3:-}
+out=$(realpath -m "$2")
+photo_dir=${3:+$(realpath "$3")}
 python=${PYTHON:-python3}
 duration=${DURATION:-30}
 warmup=${WARMUP:-20}
 bulk_photos=${BULK_PHOTOS:-3000}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
-out=$(realpath "$out")
 export PYTHONPATH=$PWD:$PWD/scripts${PYTHONPATH:+:$PYTHONPATH} RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 photos=()
 [ -n "$photo_dir" ] && photos=(--photo-dir "$photo_dir")
@@ -96,7 +95,8 @@ server=$!
 ready=
 for _ in $(seq 1 3000); do
   sleep 0.1
-  if [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/readyz)" = 200 ]; then
+  kill -0 $server 2> /dev/null || break  # serve run ended: its log says why
+  if [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/readyz)" = 200 ]; then
     ready=$("$python" -c "import time; print(round(time.time() - $serve_started, 1))"); break
   fi
 done
@@ -104,10 +104,12 @@ phase "readyz ${ready:-never} s after serve run"
 if [ -n "$ready" ]; then
   replicas ready
   (sleep 40; replicas load64) &
+  looker=$!
   timeout 300 "$python" scripts/bench_service.py --url http://127.0.0.1:8000 "${photos[@]}" --levels 64,1 \
     --duration "$duration" --warmup "$warmup" --serve-run-at "$serve_started" --ready-after-s "$ready" \
     --out "$out/service.json" > "$out/service.log" 2>&1
   phase "service exit $?"
+  wait $looker
   if [ -z "${SKIP_12MP:-}" ]; then
     timeout 300 "$python" scripts/bench_service.py --url http://127.0.0.1:8000 "${photos[@]}" \
       --photo-size 4000x3000 --photos 12 --levels 64 --duration "$duration" --warmup "$warmup" \
@@ -130,9 +132,11 @@ kill $server 2> /dev/null
 sleep 2
 ray stop --force > /dev/null 2>&1
 pkill -x haproxy 2> /dev/null
+compare=()  # the offline tool's masks against the bulk client's, where that ran
+[ -d "$work/out-client" ] && compare=(--compare-dir "$work/out-client" --compare-count 200)
 timeout 600 "$python" scripts/bench_bulk.py --mode offline --config "$config" --model-id "$model" --work-dir "$work" \
-  --photos "$bulk_photos" "${photos[@]}" --address local --compare-dir "$work/out-client" --compare-count 200 \
-  --out "$out/bulk_offline.json" > "$out/bulk_offline.log" 2>&1
+  --photos "$bulk_photos" "${photos[@]}" --address local "${compare[@]}" --out "$out/bulk_offline.json" \
+  > "$out/bulk_offline.log" 2>&1
 phase "bulk offline exit $?"
 ray stop --force > /dev/null 2>&1
 phase done

@@ -44,14 +44,15 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
 
 def busy_by_group(seconds: float) -> dict[str, float]:
     """CPUs busy per group over `seconds` (groups under 5% of a CPU left out), busiest first."""
-    before = cpu_seconds()
+    before, started = cpu_seconds(), time.monotonic()
     time.sleep(seconds)
+    after, elapsed = cpu_seconds(), time.monotonic() - started  # a sleep on a busy host runs over
     groups: defaultdict[str, float] = defaultdict(float)
-    for pid, (command, spent) in cpu_seconds().items():
+    for pid, (command, spent) in after.items():
         if command:
             groups[group_of(command)] += spent - before.get(pid, (command, 0.0))[1]
-    return {name: round(spent / seconds, 2) for name, spent in sorted(groups.items(), key=lambda kv: -kv[1])
-            if spent > 0.05 * seconds}
+    return {name: round(spent / elapsed, 2) for name, spent in sorted(groups.items(), key=lambda kv: -kv[1])
+            if spent > 0.05 * elapsed}
 
 
 def main() -> None:
