@@ -24,7 +24,7 @@ import re
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -206,7 +206,7 @@ class Layout:
         another input's output or one of its folders, also where names ignore case (a.jpg and a.png; A.jpg and
         a.jpg; a.jpg and a.png/b.jpg), the whole input name with the extension added (a.jpg.png); where that still
         would (IMG_1.JPG and img_1.jpg), the whole name and a digest of the input's path (IMG_1.JPG.6e7326ed.png)."""
-        names = self._name_levels()
+        names = (self.output_relative, lambda relative: relative + self.suffix, self._digested)
         level = dict.fromkeys(inputs, 0)
         chosen = {relative: self.output_relative(relative) for relative in inputs}
         folded = {relative: _folded(out) for relative, out in chosen.items()}
@@ -232,10 +232,6 @@ class Layout:
                 folded[relative] = _folded(chosen[relative])
                 owners[folded[relative]].append(relative)
             suspects = clashing
-
-    def _name_levels(self) -> tuple[Callable[[str], str], ...]:
-        """The names an input's output may have, in the order outputs_for tries them."""
-        return self.output_relative, lambda relative: relative + self.suffix, self._digested
 
     def _digested(self, relative: str) -> str:
         digest = hashlib.blake2s(relative.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
@@ -296,7 +292,7 @@ class Layout:
                         if self._claimants(name, inputs, stems) != {relative}}
 
     def _claimants(self, folded: str, inputs: dict[str, list[str]], stems: dict[str, list[str]]) -> set[str]:
-        """The inputs whose output could be named `folded` (at any level of _name_levels), looked up from the name."""
+        """The inputs whose output could be named `folded` (any of the names outputs_for tries), found from the name."""
         if not folded.endswith(self.suffix):
             return set()
         stem = folded[: -len(self.suffix)]

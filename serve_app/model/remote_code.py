@@ -120,9 +120,10 @@ def check_model_code(model_id: str, revision: str | None = None) -> None:
     """Raise ModelCodeError naming what keeps the model from loading here: no such directory, no weights in it, a
     config.json or modeling file that does not parse, every package the model's code needs and this Python cannot
     import."""
-    if Path(model_id).is_dir() and not any((Path(model_id) / name).is_file() for name in WEIGHT_FILES):
+    local = Path(model_id)
+    if local.is_dir() and not any((local / name).is_file() for name in WEIGHT_FILES):
         raise ModelCodeError(f"model directory {model_id} holds no weights (one of {', '.join(WEIGHT_FILES)})")
-    if Path(model_id).is_dir() and revision:  # from_pretrained reads a directory as it is: nothing would be pinned
+    if local.is_dir() and revision:  # from_pretrained reads a directory as it is: nothing would be pinned
         raise ModelCodeError(f"revision {revision} pins a Hub repository's files, and model {model_id} is a local "
                              "directory: leave revision out, or give the repository's id")
     failed = unimportable_packages(remote_code_files(model_id, revision))
