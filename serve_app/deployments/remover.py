@@ -111,8 +111,8 @@ class BackgroundRemover:
         self._defaults = parse_batch_settings(user_config)
         for slot in list(self._slots.loaded.values()):
             slot.configure(self._defaults, probe=not self._serving)
-        if not self._serving:
-            self._startup["configured_at"] = round(time.time(), 3)  # the last step before Serve routes here
+        # The first call is the last step before Serve routes here; later ones are live changes, not a start.
+        self._startup.setdefault("configured_at", round(time.time(), 3))
         logger.info("batch settings now %s (live batch limits %s)", self._defaults.model_dump(),
                     {name: slot.live_max_batch_size for name, slot in self._slots.loaded.items()})
 
