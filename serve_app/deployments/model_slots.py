@@ -124,7 +124,9 @@ class ModelSlot:
         self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
         # Large photos' PNGs, written on the device: their waits (a few per photo) keep off the model thread.
         self._png_thread = ThreadPoolExecutor(1, thread_name_prefix="png")
-        self.device_pngs: Counter[str] = Counter()  # asked-for PNGs by outcome: written, device_busy, not_written
+        self.pngs_in_hand = 0  # on the PNG thread or waiting for it
+        # Asked-for PNGs by outcome: written, device_busy, coder_busy, not_written.
+        self.device_pngs: Counter[str] = Counter()
         self.batch_sizes: Counter[int] = Counter()
         self.batch_settings = settings.batching or defaults
         self.live_max_batch_size = self.batch_settings.max_batch_size
@@ -214,8 +216,12 @@ class ModelSlot:
     async def cutout_stream(self, pixels: Any, mask: np.ndarray) -> bytes | None:
         """The zlib stream of the cut-out's PNG rows, written on the device from `decode`'s pixels and their mask
         (BackgroundRemovalModel.cutout_stream), on this model's PNG thread; None when the device cannot now."""
-        return await asyncio.get_running_loop().run_in_executor(self._png_thread, self.model.cutout_stream, pixels,
-                                                                mask)
+        self.pngs_in_hand += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._png_thread, self.model.cutout_stream,
+                                                                    pixels, mask)
+        finally:
+            self.pngs_in_hand -= 1
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Clean edges, on the model thread after the passes queued there: the device does one thing at a time.

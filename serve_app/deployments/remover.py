@@ -32,6 +32,9 @@ BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.
 GIL_SWITCH_INTERVAL_S = 0.0005
+# PNGs a model's device coder holds at most, the one it writes and the next: the next starts without a gap, and
+# any more go to the ingress's CPUs, which together write more of them than the coder alone (docs/performance.md).
+DEVICE_PNGS_IN_HAND = 2
 
 
 class TaggedMetrics:
@@ -167,11 +170,17 @@ class BackgroundRemover:
     async def _cutout_stream(self, slot: ModelSlot, pixels: Any, mask: np.ndarray) -> bytes | None:
         """The device's PNG stream of the cut-out, or None: the ingress can encode the PNG, so this image is
         answered either way. None while a full pass of any model waits for the device: the device then limits
-        throughput, and the PNG's device time would come out of the passes; the ingress's CPUs take that one, and
-        the photos split between the two as each has room. None too whatever else keeps the device from writing
-        it (a fault of the device itself shows at the next pass, which the device guard sees)."""
+        throughput, and the PNG's device time would come out of the passes. None too while the device's PNG coder
+        already has one in hand besides the one it writes: the coder writes one PNG at a time, and a queue behind
+        it would hold photos whose PNGs the ingress's CPUs could write meanwhile (the masks' passes then thin out
+        too, as the photos wait there, and the device limits nothing). Either way the ingress's CPUs take that
+        one, and the photos split between the two as each has room. None too whatever else keeps the device from
+        writing it (a fault of the device itself shows at the next pass, which the device guard sees)."""
         if any(other.full_pass_waiting for other in self._slots.loaded.values()):
             slot.device_pngs["device_busy"] += 1
+            return None
+        if slot.pngs_in_hand >= DEVICE_PNGS_IN_HAND:
+            slot.device_pngs["coder_busy"] += 1
             return None
         try:
             stream = await slot.cutout_stream(pixels, mask)

@@ -4,6 +4,7 @@ model waiting, the device limits throughput and the ingress's CPUs encode that P
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,3 +81,35 @@ def test_a_png_the_device_cannot_write_is_left_to_the_ingress_and_counted() -> N
         one = slot("a", PngModel(answer))
         assert ask(one) is None
         assert one.device_pngs == {"not_written": 1}
+
+
+class SlowPngModel(PngModel):
+    """Writes each stream only when the test lets it, so that several PNGs are in hand at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def cutout_stream(self, pixels: np.ndarray, mask: np.ndarray) -> bytes | None:
+        self.go.wait(timeout=10)
+        return super().cutout_stream(pixels, mask)
+
+
+def test_photos_beyond_the_png_the_coder_writes_and_the_next_go_to_the_ingress() -> None:
+    model = SlowPngModel()
+    one = slot("a", model)
+    replica = SimpleNamespace(_slots=SimpleNamespace(loaded={one.name: one}))
+
+    async def five_at_once() -> list[bytes | None]:
+        calls = [asyncio.ensure_future(BackgroundRemover.func_or_class._cutout_stream(replica, one, PIXELS, MASK))
+                 for _ in range(5)]
+        await asyncio.sleep(0.05)
+        assert one.pngs_in_hand == 2  # the one on the coder and the next; the other three answered at once
+        assert sum(call.done() for call in calls) == 3
+        model.go.set()
+        return await asyncio.gather(*calls)
+
+    answers = asyncio.run(five_at_once())
+    assert answers.count(b"zlib stream") == 2 and answers.count(None) == 3
+    assert one.device_pngs == {"written": 2, "coder_busy": 3} and one.pngs_in_hand == 0
+    assert ask(one) == b"zlib stream"  # the coder is free again
