@@ -8,7 +8,8 @@ The photo is one of the service benchmark's JPEGs (scripts/harness/photos.py), d
 the model replica decodes it; the alpha a disc with a soft edge over about half the photo. The wall time is the
 calling thread's, which the model replica's PNG thread spends. With --busy, what the encoder takes from a device
 kept busy on the default stream (as forward passes keep it): matrix products a second alone and beside a thread
-that encodes without pause, the difference counted in milliseconds of products per photo.
+that encodes without pause, the difference counted in milliseconds of products per photo. With --threads, the
+photos a second that many threads write together (the replica's PNG threads), idle and beside the products.
 """
 
 import argparse
@@ -81,12 +82,39 @@ def busy_cost(rgb: torch.Tensor, alpha: np.ndarray, seconds: float) -> dict:
             "photos_per_s_beside": round(photos_per_s, 1), "device_ms_per_photo": lost_ms}
 
 
+def photos_per_s(rgb: torch.Tensor, alpha: np.ndarray, threads: int, seconds: float, busy: bool) -> dict:
+    """Photos a second that `threads` threads encode together, each without pause on a stream of its own, for
+    `seconds`; with `busy`, beside matrix products on the default stream (their rate alongside, too)."""
+    stop, done = threading.Event(), [0] * threads
+
+    def encode_until_stopped(index: int) -> None:
+        while not stop.is_set():
+            encode_cutout_stream(rgb, torch.from_numpy(alpha))
+            done[index] += 1
+    workers = [threading.Thread(target=encode_until_stopped, args=(index,)) for index in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    products = products_per_s(seconds, stop) if busy else None
+    if not busy:
+        time.sleep(seconds)
+        stop.set()
+    for worker in workers:
+        worker.join()
+    result = {"threads": threads, "photos_per_s": round(sum(done) / (time.perf_counter() - started), 1)}
+    if products is not None:
+        result["products_per_s_beside"] = round(products, 2)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the photo")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--busy", action="store_true", help="also measure what it takes from a busy device")
     parser.add_argument("--seconds", type=float, default=5.0, help="each half of --busy")
+    parser.add_argument("--threads", default="", help="comma-separated thread counts: photos a second that many "
+                        "threads encode together, on an idle device and beside a busy one")
     parser.add_argument("--out")
     args = parser.parse_args()
     width, height = (int(value) for value in args.size.split("x"))
@@ -110,6 +138,9 @@ def main() -> None:
               "cpu_png_one_core_ms": round(cpu_ms, 1), "wall_ms_idle_device": wall_ms(rgb, alpha, args.repeats)}
     if args.busy:
         result["busy"] = busy_cost(rgb, alpha, args.seconds)
+    for threads in (int(count) for count in args.threads.split(",") if count):
+        result.setdefault("by_threads", []).extend(
+            {**photos_per_s(rgb, alpha, threads, args.seconds, busy), "busy_device": busy} for busy in (False, True))
     record = run_record(results=result)
     print(json.dumps(record))
     if args.out:
