@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import unicodedata
 import uuid
 from collections import defaultdict
@@ -69,6 +70,15 @@ def _hidden(name: str) -> bool:
     """Whether a file or folder under INPUT is hidden, so never a photo of its own: macOS's ._ companions (which end
     in the photo's extension) and .DS_Store, the caches of editors and viewers."""
     return name.startswith(".")
+
+
+def _special_file(path: str) -> bool:
+    """Whether a local path is there but no regular file (a named pipe, a socket, a device); a link leads to what it
+    names, and a broken one is left for its read to fail, as a missing photo's does."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _skipped_folder(name: str) -> bool:
@@ -157,6 +167,8 @@ class Layout:
         relative = [path[len(self.input_root) :].lstrip("/") for path in self._input_files()]
         images = sorted(rel for rel in relative if not _hidden(PurePosixPath(rel).name)
                         and PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES)
+        if isinstance(self.input_fs, LocalFileSystem):  # a pipe or a device named like a photo would block a read
+            images = [rel for rel in images if not _special_file(f"{self.input_root}/{rel}")]
         self.ignored = len(relative) - len(images)
         return images
 

@@ -141,6 +141,16 @@ def test_a_missing_input_is_an_error_and_files_that_are_not_images_are_counted(t
     assert len(layout.inputs()) == 3 and layout.ignored == 3  # notes.txt, .DS_Store, scan.jfif
 
 
+def test_a_pipe_named_like_a_photo_is_no_input_and_a_broken_link_is_one(tmp_path: Path) -> None:
+    # reading a named pipe would wait for a writer for ever; a broken link fails as a missing photo does
+    make_tree(tmp_path)
+    os.mkfifo(tmp_path / "in" / "pipe.jpg")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "in" / "sub" / "broken.jpg")
+    layout = Layout(str(tmp_path / "in"), str(tmp_path / "out"), "png")
+    assert layout.inputs() == ["a.jpg", "sub/b.PNG", "sub/broken.jpg", "sub/deeper/c.webp"]
+    assert layout.ignored == 3  # notes.txt, .DS_Store, the pipe
+
+
 def test_hidden_files_and_thumbnail_folders_are_not_inputs(tmp_path: Path) -> None:
     # macOS's ._ companions end in .jpg but are no images: as inputs they would fail on every run
     make_tree(tmp_path)
