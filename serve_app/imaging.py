@@ -202,8 +202,11 @@ def large_enough_to_reduce(size: tuple[int, int], min_size: tuple[int, int]) -> 
 
 
 def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None:
-    """The upload as an EncodedJpeg, for the model replica to decode on its device, if it is a colour or grey
-    JPEG within `max_pixels`; else None (anything else, or a broken header: _jpeg_header).
+    """The upload as an EncodedJpeg, for the model replica to decode on its device, if it is a YCbCr JPEG with
+    chroma at full, half or quarter resolution (4:4:4, 4:2:2, 4:2:0: what cameras and encoders write) or a grey
+    one, within `max_pixels`; else None (anything else, or a broken header: _jpeg_header). The device's pixels can
+    be the answer's (device_png_min_pixels), so the rarer layouts, whose decode the device tests do not cover
+    (colour stored as RGB, 4:4:0 from a lossless turn of a 4:2:2 photo, 4:1:1), are decoded here.
 
     Only the header is read: a file broken further on fails the ingress's own decode beside the model call, which
     answers the client, and the replica's, which the ingress then no longer waits for.
@@ -211,11 +214,18 @@ def device_decodable_jpeg(data: bytes, *, max_pixels: int) -> EncodedJpeg | None
     header = _jpeg_header(data, max_pixels)
     if header is None:
         return None
+    try:
+        layout = simplejpeg.decode_jpeg_header(data)[2:]
+    except ValueError:  # libjpeg-turbo reads the header otherwise than Pillow: its own decode decides
+        return None
+    if layout not in _DEVICE_JPEG_LAYOUTS:
+        return None
     width, height, orientation = header
     upright = (height, width) if orientation not in _TRANSPOSING else (width, height)
     return EncodedJpeg(data, orientation, upright)
 
 
+_DEVICE_JPEG_LAYOUTS = frozenset({("YCbCr", "444"), ("YCbCr", "422"), ("YCbCr", "420"), ("Gray", "Gray")})
 _TRANSPOSING = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
 

@@ -216,12 +216,21 @@ class ModelSlot:
     async def cutout_stream(self, pixels: Any, mask: np.ndarray) -> bytes | None:
         """The zlib stream of the cut-out's PNG rows, written on the device from `decode`'s pixels and their mask
         (BackgroundRemovalModel.cutout_stream), on this model's PNG thread; None when the device cannot now."""
+        loop = asyncio.get_running_loop()
+        writing = self._png_thread.submit(self.model.cutout_stream, pixels, mask)
         self.pngs_in_hand += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._png_thread, self.model.cutout_stream,
-                                                                    pixels, mask)
-        finally:
-            self.pngs_in_hand -= 1
+        # In hand until the thread is done with it: a caller that gives up (its deadline, its client gone) leaves
+        # the PNG on the thread, which the next photos would wait behind.
+        writing.add_done_callback(lambda _: self._png_done(loop))
+        return await asyncio.wrap_future(writing)
+
+    def _png_done(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the PNG thread: one PNG fewer in hand, counted on the event loop that counts them."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the replica is stopping
+            loop.call_soon_threadsafe(self._count_png_done)
+
+    def _count_png_done(self) -> None:
+        self.pngs_in_hand -= 1
 
     async def foreground(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Clean edges, on the model thread after the passes queued there: the device does one thing at a time.

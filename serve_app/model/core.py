@@ -357,6 +357,7 @@ class BackgroundRemovalModel:
                     return None
             return encode_cutout_stream(pixels, _read_only_tensor(mask))
         except torch.cuda.OutOfMemoryError:
+            release_cached_memory(self.device)  # else the passes after it find the memory held and split
             logger.warning("the PNG of a %dx%d cut-out ran out of device memory; the ingress encodes it",
                            mask.shape[1], mask.shape[0])
             return None

@@ -46,13 +46,19 @@ def test_colour_grey_and_progressive_jpegs_qualify_with_their_upright_height_and
     assert (turned.orientation, turned.size) == (6, (WIDTH, HEIGHT))  # a quarter turn: the width is the height
 
 
+def test_four_four_four_and_four_two_two_jpegs_qualify_too() -> None:
+    assert qualifying(encode(red_square(), "JPEG", subsampling=0)).size == (HEIGHT, WIDTH)
+    assert qualifying(encode(red_square(), "JPEG", subsampling=1)).size == (HEIGHT, WIDTH)
+
+
 @pytest.mark.parametrize("body", [
     encode(red_square(), "PNG"),
     encode(red_square().convert("CMYK"), "JPEG"),
+    encode(red_square(), "JPEG", keep_rgb=True),
     encode(red_square(), "JPEG")[:30],
     b"\xff\xd8\xff\xe0 not really a jpeg",
     b"",
-], ids=["png", "cmyk-jpeg", "header-cut-short", "broken-header", "empty"])
+], ids=["png", "cmyk-jpeg", "rgb-stored-jpeg", "header-cut-short", "broken-header", "empty"])
 def test_other_uploads_take_the_pixel_path(body: bytes) -> None:
     assert device_decodable_jpeg(body, max_pixels=LIMIT) is None
 

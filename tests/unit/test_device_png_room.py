@@ -113,3 +113,24 @@ def test_photos_beyond_the_png_the_coder_writes_and_the_next_go_to_the_ingress()
     assert answers.count(b"zlib stream") == 2 and answers.count(None) == 3
     assert one.device_pngs == {"written": 2, "coder_busy": 3} and one.pngs_in_hand == 0
     assert ask(one) == b"zlib stream"  # the coder is free again
+
+
+def test_a_png_whose_caller_gave_up_stays_in_hand_until_the_coder_is_done_with_it() -> None:
+    model = SlowPngModel()
+    one = slot("a", model)
+
+    async def give_up_then_ask() -> bytes | None:
+        given_up = asyncio.ensure_future(one.cutout_stream(PIXELS, MASK))
+        await asyncio.sleep(0.05)
+        given_up.cancel()  # its deadline passed: the coder still writes it
+        await asyncio.sleep(0.05)
+        assert one.pngs_in_hand == 1
+        model.go.set()
+        for _ in range(100):
+            if not one.pngs_in_hand:
+                break
+            await asyncio.sleep(0.01)
+        return await one.cutout_stream(PIXELS, MASK)
+
+    assert asyncio.run(give_up_then_ask()) == b"zlib stream"
+    assert one.pngs_in_hand == 0 and model.asked == 2
