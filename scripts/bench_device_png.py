@@ -9,7 +9,8 @@ the model replica decodes it; the alpha a disc with a soft edge over about half 
 calling thread's, which the model replica's PNG thread spends. With --busy, what the encoder takes from a device
 kept busy on the default stream (as forward passes keep it): matrix products a second alone and beside a thread
 that encodes without pause, the difference counted in milliseconds of products per photo. With --threads, the
-photos a second that many threads write together (the replica's PNG threads), idle and beside the products.
+photos a second that many threads write together (what more PNG threads in a replica, which has one, would
+give), idle and beside the products.
 """
 
 import argparse

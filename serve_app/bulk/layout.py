@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import unicodedata
 import uuid
 from collections import defaultdict
@@ -72,11 +71,21 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _special_file(path: str) -> bool:
-    """Whether a local path is there but no regular file (a named pipe, a socket, a device); a link leads to what it
-    names, and a broken one is left for its read to fail, as a missing photo's does."""
+def _is_folder(entry: os.DirEntry) -> bool:
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        return entry.is_dir()  # through a link, to what it names
+    except OSError:
+        return False
+
+
+def _special_file(entry: os.DirEntry) -> bool:
+    """Whether a local entry is there but no regular file (a named pipe, a socket, a device): a read of it could
+    wait for ever. A link leads to what it names; a broken one is no special file: its read fails, as a missing
+    photo's does. The file's type comes from the folder's listing where it can (no stat a file)."""
+    try:
+        if entry.is_file():
+            return False
+        return not entry.is_symlink() or os.path.exists(entry.path)
     except OSError:
         return False
 
@@ -150,7 +159,9 @@ class Layout:
         self.input_root = self.input_root.rstrip("/")
         self.output_root = self.output_root.rstrip("/")
         self.suffix = "." + output_format
-        self.ignored = 0  # files under INPUT that inputs() passed over: hidden, or not images by their extension
+        # Files under INPUT that inputs() passed over: hidden, not images by their extension, or special files.
+        self.ignored = 0
+        self._special_files = 0  # local named pipes, sockets and devices, which the listing leaves out
         self._shared: dict[str, str] = {}  # plan's output names that more than one input could have: their inputs
         self._recorded: dict[str, str] = {}  # OUTPUT/_names.json as plan found it
         self._existing: set[str] = set()  # OUTPUT's files as plan found them (folded names)
@@ -167,9 +178,7 @@ class Layout:
         relative = [path[len(self.input_root) :].lstrip("/") for path in self._input_files()]
         images = sorted(rel for rel in relative if not _hidden(PurePosixPath(rel).name)
                         and PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES)
-        if isinstance(self.input_fs, LocalFileSystem):  # a pipe or a device named like a photo would block a read
-            images = [rel for rel in images if not _special_file(f"{self.input_root}/{rel}")]
-        self.ignored = len(relative) - len(images)
+        self.ignored = len(relative) - len(images) + self._special_files
         return images
 
     def _roots_compared(self) -> tuple[str, str] | None:
@@ -191,18 +200,31 @@ class Layout:
                     _skipped_folder(name) for name in path[len(self.input_root) :].split("/")[1:-1])]
 
     def _local_input_files(self) -> list[str]:
-        # fsspec's find lists a linked folder as one entry and does not go into it; os.walk follows links, and a
-        # link back to a folder already walked is skipped, as is OUTPUT, by whatever name the walk reaches it.
+        # fsspec's find lists a linked folder as one entry and does not go into it; this walk follows links, and a
+        # link back to a folder already walked is skipped, as is OUTPUT, by whatever name the walk reaches it. A
+        # folder that cannot be listed is passed over, as os.walk does.
         output = os.path.realpath(self.output_root) if isinstance(self.output_fs, LocalFileSystem) else None
-        found, walked = [], set()
-        for folder, subfolders, files in os.walk(self.input_root, followlinks=True):
+        found, walked, folders = [], set(), [self.input_root]
+        self._special_files = 0
+        while folders:
+            folder = folders.pop()
             real = os.path.realpath(folder)
             if real in walked or real == output:
-                subfolders.clear()
                 continue
             walked.add(real)
-            subfolders[:] = [name for name in subfolders if not _skipped_folder(name)]
-            found += [f"{folder}/{name}".replace(os.sep, "/") for name in files]
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        path = f"{folder}/{entry.name}".replace(os.sep, "/")
+                        if _is_folder(entry):
+                            if not _skipped_folder(entry.name):
+                                folders.append(path)
+                        elif _special_file(entry):
+                            self._special_files += 1
+                        else:
+                            found.append(path)
+            except OSError:
+                continue
         return found
 
     def existing_outputs(self) -> set[str]:

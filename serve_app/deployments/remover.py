@@ -33,7 +33,8 @@ BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 # while a batch runs, so that the next batch fills.
 GIL_SWITCH_INTERVAL_S = 0.0005
 # PNGs a model's device coder holds at most, the one it writes and the next: the next starts without a gap, and
-# any more go to the ingress's CPUs, which together write more of them than the coder alone (docs/performance.md).
+# any more go to the ingress's CPUs, so that the coder and the CPUs write PNGs at once (a queue at the coder left
+# the CPUs idle: docs/performance.md).
 DEVICE_PNGS_IN_HAND = 2
 
 

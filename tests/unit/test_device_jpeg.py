@@ -51,6 +51,22 @@ def test_four_four_four_and_four_two_two_jpegs_qualify_too() -> None:
     assert qualifying(encode(red_square(), "JPEG", subsampling=1)).size == (HEIGHT, WIDTH)
 
 
+def with_luma_sampling(body: bytes, factors: int) -> bytes:
+    """`body` (a baseline JPEG) with its luma's sampling factors in the frame header set to `factors` (0x12: 4:4:0,
+    0x41: 4:1:1 beside chroma at 0x11): the header a layout the device tests do not cover declares."""
+    data = bytearray(body)
+    frame = data.index(b"\xff\xc0")
+    data[frame + 11] = factors  # marker, length, precision, height, width, component count, first id: its factors
+    return bytes(data)
+
+
+@pytest.mark.parametrize("factors", [0x12, 0x41], ids=["4:4:0", "4:1:1"])
+def test_rarer_chroma_layouts_take_the_pixel_path(factors: int) -> None:
+    body = with_luma_sampling(encode(red_square(), "JPEG", subsampling=1), factors)
+    assert imaging.header_size(body) == (WIDTH, HEIGHT)  # a header Pillow reads, as a good photo's
+    assert device_decodable_jpeg(body, max_pixels=LIMIT) is None
+
+
 @pytest.mark.parametrize("body", [
     encode(red_square(), "PNG"),
     encode(red_square().convert("CMYK"), "JPEG"),
