@@ -308,7 +308,8 @@ class IngressSettings(StrictModel):
         "ingress's (the GPU codes runs of zeros but no other repeats), and its colours are nvJPEG's, which differ "
         "slightly from libjpeg-turbo's (chroma upsampling). The replica writes it only while no full pass waits for "
         "the device (the device's time goes to the masks first) and its PNG coder holds no more than the one it "
-        "writes and the next; else the ingress encodes it, so both write PNGs at once. 0 (the default): never; the ingress encodes every PNG.",
+        "writes and the next; else the ingress encodes it, so both write PNGs at once. 0 (the default): never; "
+        "the ingress encodes every PNG.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

@@ -111,7 +111,8 @@ def test_photos_beyond_the_png_the_coder_writes_and_the_next_go_to_the_ingress()
 
     answers = asyncio.run(five_at_once())
     assert answers.count(b"zlib stream") == 2 and answers.count(None) == 3
-    assert one.device_pngs == {"written": 2, "coder_busy": 3} and one.pngs_in_hand == 0  # back before the answers: its callback is the first
+    # Counted back before the answers came: the count's callback is the first on the thread's future.
+    assert one.device_pngs == {"written": 2, "coder_busy": 3} and one.pngs_in_hand == 0
     assert ask(one) == b"zlib stream"  # the coder is free again
 
 
