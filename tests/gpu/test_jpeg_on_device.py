@@ -91,6 +91,18 @@ def test_every_row_of_a_camera_encoding_is_decoded_whatever_the_memory_held(para
     assert difference.mean(axis=(1, 2)).max() < 10, np.flatnonzero(difference.mean(axis=(1, 2)) >= 10)[:10]
 
 
+@pytest.mark.parametrize("size", [(640, 400), (1001, 667), (4000, 3000)], ids=["even", "odd", "12 MP"])
+def test_a_grey_jpeg_decodes_to_the_ingress_greys(size: tuple[int, int]) -> None:
+    """A grey JPEG goes to the device too (and its pixels into a device PNG): no chroma to upsample, so the levels
+    differ at most by the two decoders' rounding."""
+    body = encode(Image.open(io.BytesIO(photo_like(1, size))).convert("L"), "JPEG", quality=90)
+    expected = imaging.decode_image(body, max_pixels=LIMIT).rgb
+    pixels = decode_on_device(imaging.device_decodable_jpeg(body, max_pixels=LIMIT), DEVICE).cpu().numpy()
+    assert pixels.shape == expected.shape
+    difference = np.abs(pixels.astype(int) - expected)
+    assert difference.mean() < 0.5 and difference.max() <= 4, (difference.mean(), difference.max())
+
+
 def test_masks_of_device_decoded_files_match_their_pixels_also_behind_a_running_pass(
         model: BackgroundRemovalModel) -> None:
     bodies = [encode(red_square(color=(60, 20, 20), box=box), "JPEG", quality=90)
