@@ -27,13 +27,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from serve_app.protocol import Pending
+from serve_app.threads import named_pool
 
 # One pass on the device and the next queued behind it: more would only form passes earlier, and smaller.
 PASSES_IN_FLIGHT = 2
@@ -81,7 +82,7 @@ class DevicePasses:
         self._submit = submit
         self._executor = executor  # the model thread: uploads and launches, in order
         # Waits for each pass's masks, so that the model thread can submit the next pass meanwhile.
-        self._waiter = ThreadPoolExecutor(PASSES_IN_FLIGHT, thread_name_prefix="masks")
+        self._waiter = named_pool(PASSES_IN_FLIGHT, "masks")
         self._on_batch = on_batch or (lambda size: None)
         self._clock = clock or DeviceClock()
         self._pass_s: dict[int, float] = {}

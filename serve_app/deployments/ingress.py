@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
@@ -54,6 +53,7 @@ from serve_app.page import page_asset, page_html
 from serve_app.protocol import DeviceDecodeFailed, EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.result_store import ResultStore
 from serve_app.settings import IngressSettings, default_result_dir, load_api_keys
+from serve_app.threads import named_pool
 from serve_app.timing import StageTimer
 from serve_app.url_fetch import ImageFetcher
 from serve_app.versions import component_versions
@@ -286,9 +286,9 @@ class Ingress:
         self.fetcher = ImageFetcher(self.settings)
         location = self.settings.resolved_result_dir()
         self.results = ResultStore(location, self.settings.result_ttl_s, private=location == default_result_dir())
-        self._codec_pool = ThreadPoolExecutor(self.settings.codec_threads, thread_name_prefix="codec")
+        self._codec_pool = named_pool(self.settings.codec_threads, "codec")
         # Separate from the codec pool, whose threads wait on these: one pool for both could deadlock.
-        self._png_pool = ThreadPoolExecutor(self.settings.png_threads, thread_name_prefix="png")
+        self._png_pool = named_pool(self.settings.png_threads, "png")
         self._last_cleanup = 0.0
         # URLs of /batch requests in flight on this replica, over all of them: each holds its photo from the fetch
         # to the encode (up to max_upload_bytes fetched and max_image_pixels decoded), so this, not the number of

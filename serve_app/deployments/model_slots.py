@@ -21,7 +21,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ from ray import serve
 from serve_app.deployments.batching import FORMED_PASSES_MAX, DeviceBatch, DeviceClock, DevicePasses
 from serve_app.protocol import EncodedJpeg, ModelNotReady, OutOfDeviceMemory, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings
+from serve_app.threads import named_pool
 
 logger = logging.getLogger("ray.serve")
 
@@ -120,10 +120,10 @@ class ModelSlot:
         self.startup = startup
         self._metrics = metrics
         # The model's device work runs on one thread, in order; the compiled forward's own thread where it has one.
-        self.thread = model.forward_executor or ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.thread = model.forward_executor or named_pool(1, "model")
         self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
         # Large photos' PNGs, written on the device: their waits (a few per photo) keep off the model thread.
-        self._png_thread = ThreadPoolExecutor(1, thread_name_prefix="png")
+        self._png_thread = named_pool(1, "device-png")
         self.pngs_in_hand = 0  # on the PNG thread or waiting for it
         # Asked-for PNGs by outcome: written, device_busy, coder_busy, not_written.
         self.device_pngs: Counter[str] = Counter()
@@ -324,7 +324,7 @@ class ModelSlots:
         self._loading: dict[str, asyncio.Future[ModelSlot]] = {}
         self._waiting: Counter[str] = Counter()  # requests waiting for each model: its slot is not unloaded
         self._failed: dict[str, tuple[float, str]] = {}  # name -> (time.monotonic() of the failure, why)
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self._loader = named_pool(1, "model-loader")
         self.unloads = 0
 
     def load_residents(self) -> None:

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from serve_app.model.attention import layer_forward_name
 from serve_app.model.buckets import pad_to, run_in_buckets
 from serve_app.model.cuda_graphs import DEVICE_SETUP_LOCK, GraphedForward
 from serve_app.model.graph_rewrites import GraphRewrites
+from serve_app.threads import named_pool
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class CompiledForward:
         # thread, and multithreaded use is a known failure (pytorch/pytorch#123177). Callers on other threads
         # (the bulk actor's, benchmarks) hop to it; a caller that has work of its own for the device can run all
         # of it on `executor` (the remover does), and its calls then run inline.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compiled-forward")
+        self.executor = named_pool(1, "compiled-forward")
         self._cuda_graphs = bool((options or {}).get("triton.cudagraphs"))
         if capture and (self._cuda_graphs or device.type != "cuda"):
             raise ValueError("capturing compiled buckets needs CUDA and no triton.cudagraphs in the options")
