@@ -448,7 +448,8 @@ class BackgroundRemovalModel:
             flat = self.postprocess(logits, sizes)
             host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(flat, non_blocking=True)
-            done = torch.cuda.Event()
+            # Blocking: the thread that waits for it sleeps (CUDA would spin a CPU core for the whole pass).
+            done = torch.cuda.Event(blocking=True)
             done.record()
         return PendingMasks(host, sizes, done, PassTiming(forward_start, forward_end, behind), self.pass_timeline)
 
