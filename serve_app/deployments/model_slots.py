@@ -306,6 +306,7 @@ class ModelSlot:
                          "fitting_batch_size": self.fitting_batch},
             "batch_size_histogram": {str(size): count for size, count in sorted(self.batch_sizes.items())},
             "device_png": dict(sorted(self.device_pngs.items())),
+            "device_pngs_in_hand": self.pngs_in_hand,  # the coder's now: at most DEVICE_PNGS_IN_HAND
             "startup": self.startup,
         }
 

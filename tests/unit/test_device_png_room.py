@@ -28,6 +28,9 @@ class PngModel:
     def __init__(self, answer: bytes | None | Exception = b"zlib stream"):
         self.answer, self.asked = answer, 0
 
+    def describe(self) -> dict:
+        return {}
+
     def submit(self, images: list) -> None:
         raise AssertionError("no pass runs here: the passes waiting are set as a replica's batching counts them")
 
@@ -104,7 +107,8 @@ def test_photos_beyond_the_png_the_coder_writes_and_the_next_go_to_the_ingress()
         calls = [asyncio.ensure_future(BackgroundRemover.func_or_class._cutout_stream(replica, one, PIXELS, MASK))
                  for _ in range(5)]
         await asyncio.sleep(0.05)
-        assert one.pngs_in_hand == 2  # the one on the coder and the next; the other three answered at once
+        assert one.describe()["device_pngs_in_hand"] == 2  # the one on the coder and the next
+        assert one.device_pngs == {"coder_busy": 3}  # the other three answered at once
         assert sum(call.done() for call in calls) == 3
         model.go.set()
         return await asyncio.gather(*calls)
