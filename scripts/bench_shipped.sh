@@ -14,13 +14,14 @@
 #   service.json   `serve run` of the config: /readyz after the start, 64 then 1 client (scripts/bench_service.py)
 #   service_12mp.json, cpu_12mp.json   64 clients sending 12 MP photos, the CPUs busy per process meanwhile
 #   bulk_client.json, bulk_offline.json   the bulk tool on the 3,000 photos, each mode's masks against another's
+#                  (the tool's own logs: tool_bulk-*.log)
 #   replicas_*.json    Serve's replica states: at ready, 40 s into the 64 clients, under the 12 MP load, at the end
 # It stops every Ray (and HAProxy) on the host first and between steps (`ray stop --force`): a host for this alone. Environment: PYTHON (python3), DURATION and WARMUP
 # (30 and 20 s a level), BULK_PHOTOS (3000), SKIP_12MP=1, CONFIG (configs/prod.yaml), PART=1 (up to the model
 # alone) or PART=2 (from `serve run` on, into the OUT of a PART=1 run: its photos, its compile cache).
 set -u
 if [ $# -lt 2 ]; then
-  sed -n '2,20p' "$0" | cut -c3-
+  sed -n '2,21p' "$0" | cut -c3-
   exit 2
 fi
 model=$(realpath "$1")
@@ -138,5 +139,8 @@ timeout 600 "$python" scripts/bench_bulk.py --mode offline --config "$config" --
   --photos "$bulk_photos" "${photos[@]}" --address local "${compare[@]}" --out "$out/bulk_offline.json" \
   > "$out/bulk_offline.log" 2>&1
 phase "bulk offline exit $?"
+for log in "$work"/bulk-*.log; do  # the tool's own log (its start's steps with their times), kept beside the record
+  [ -f "$log" ] && tail -c 200000 "$log" > "$out/tool_$(basename "$log")"
+done
 ray stop --force > /dev/null 2>&1
 phase done
