@@ -67,20 +67,11 @@ def busy_cost(rgb: torch.Tensor, alpha: np.ndarray, seconds: float) -> dict:
     """What the encoder takes from a busy device: matrix products a second alone and beside a thread that encodes
     without pause; the products lost per photo encoded, as milliseconds of the products' device time."""
     alone = products_per_s(seconds)
-    stop, photos = threading.Event(), [0]
-
-    def encode_until_stopped() -> None:
-        while not stop.is_set():
-            encode_cutout_stream(rgb, torch.from_numpy(alpha))
-            photos[0] += 1
-    worker = threading.Thread(target=encode_until_stopped)
-    worker.start()
-    beside = products_per_s(seconds, stop)
-    worker.join()
-    photos_per_s = photos[0] / seconds
-    lost_ms = round((1 - beside / alone) * 1000 / photos_per_s, 3) if photos_per_s else None
-    return {"products_per_s_alone": round(alone, 2), "products_per_s_beside": round(beside, 2),
-            "photos_per_s_beside": round(photos_per_s, 1), "device_ms_per_photo": lost_ms}
+    beside = photos_per_s(rgb, alpha, 1, seconds, busy=True)
+    photos, products = beside["photos_per_s"], beside["products_per_s_beside"]
+    lost_ms = round((1 - products / alone) * 1000 / photos, 3) if photos else None
+    return {"products_per_s_alone": round(alone, 2), "products_per_s_beside": products,
+            "photos_per_s_beside": photos, "device_ms_per_photo": lost_ms}
 
 
 def photos_per_s(rgb: torch.Tensor, alpha: np.ndarray, threads: int, seconds: float, busy: bool) -> dict:

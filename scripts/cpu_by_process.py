@@ -61,9 +61,14 @@ def thread_kind(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
-def busy_by_group(seconds: float, threads: bool = False) -> dict:
-    """CPUs busy per group over `seconds` (groups under 5% of a CPU left out), busiest first; with `threads`, as
-    {"groups": that, "threads": {group: {thread kind: CPUs}}} (kinds under 5% of a CPU left out)."""
+def busy_by_group(seconds: float) -> dict[str, float]:
+    """CPUs busy per group over `seconds` (groups under 5% of a CPU left out), busiest first."""
+    return busy_by_group_and_thread(seconds)[0]
+
+
+def busy_by_group_and_thread(seconds: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """busy_by_group's figures, and within each of those groups the CPUs busy per thread kind (kinds under 5% of a
+    CPU left out)."""
     before, started = cpu_seconds(), time.monotonic()
     time.sleep(seconds)
     after, elapsed = cpu_seconds(), time.monotonic() - started  # a sleep on a busy host runs over
@@ -75,9 +80,7 @@ def busy_by_group(seconds: float, threads: bool = False) -> dict:
             groups[group_of(command)] += used
             kinds[group_of(command)][thread_kind(name)] += used
     busy = _busiest(groups, elapsed)
-    if not threads:
-        return busy
-    return {"groups": busy, "threads": {group: _busiest(kinds[group], elapsed) for group in busy}}
+    return busy, {group: _busiest(kinds[group], elapsed) for group in busy}
 
 
 def _busiest(spent: dict[str, float], elapsed: float) -> dict[str, float]:
@@ -90,8 +93,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, help="write the record as JSON here")
     args = parser.parse_args()
-    busy = busy_by_group(args.seconds, threads=True)
-    record = json.dumps({"seconds": args.seconds, "cpus_busy": busy["groups"], "threads_busy": busy["threads"]})
+    groups, threads = busy_by_group_and_thread(args.seconds)
+    record = json.dumps({"seconds": args.seconds, "cpus_busy": groups, "threads_busy": threads})
     print(record)
     if args.out:
         args.out.write_text(record + "\n")

@@ -268,7 +268,7 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     flat = rows.view(-1)
     chunked = total // CHUNK * CHUNK
     zero = (flat[:chunked].view(-1, CHUNK).amax(1) == 0).to(torch.uint8)
-    counts = _small_to_host(torch.cat([hist.to(torch.int64), zero.sum(dtype=torch.int64).view(1)]))  # waits
+    counts = _to_host(torch.cat([hist.to(torch.int64), zero.sum(dtype=torch.int64).view(1)])).copy()  # waits
     sampled, zero_chunks = counts[:256], int(counts[256])
     sampled_rows = -(-height // HIST_ROW_STEP)
     weights = np.ones(LITERAL_LENGTH_SYMBOLS, np.int64)  # every symbol a code, so every byte has one
@@ -292,7 +292,7 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
                             PER_LANE=PER_LANE)
     ends = torch.cumsum(block_bits, 0).add_(header.count)
     adler = torch.stack([sums[:, 0].sum(), (sums[:, 1] % _ADLER_BASE).sum()]) % _ADLER_BASE
-    summary = _small_to_host(torch.cat([ends[-1:], adler]))  # waits
+    summary = _to_host(torch.cat([ends[-1:], adler]))  # waits
     body_end, low_sum, high_sum = (int(value) for value in summary)
     words = body_end // 64 + 1
     out = torch.zeros(words, dtype=torch.int64, device=device)
@@ -324,16 +324,6 @@ def _to_host(out: torch.Tensor) -> np.ndarray:
     view.copy_(out, non_blocking=True)
     _wait_for_stream()
     return view.numpy()
-
-
-def _small_to_host(values: torch.Tensor) -> np.ndarray:
-    """A few `values` on the host, once the calling thread's stream has come to them."""
-    if values.device.type != "cuda":
-        return values.numpy()
-    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-    host.copy_(values, non_blocking=True)
-    _wait_for_stream()
-    return host.numpy()
 
 
 def _wait_for_stream() -> None:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cpu_by_process import busy_by_group, group_of, thread_kind
+from cpu_by_process import busy_by_group, busy_by_group_and_thread, group_of, thread_kind
 
 from serve_app.threads import named_pool
 
@@ -44,10 +44,10 @@ def test_a_busy_named_pool_thread_counts_by_its_name_in_its_process_group() -> N
     pool = named_pool(1, "spinner")
     try:
         spinning = pool.submit(spin, 2.0)
-        busy = busy_by_group(1.0, threads=True)
+        _, threads = busy_by_group_and_thread(1.0)
         spinning.result(timeout=30)
     finally:
         pool.shutdown()
     ours = group_of(Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-    assert 0.1 <= busy["threads"][ours].get("spinner", 0.0) <= 1.1, busy  # the pool's own name, without its _0
+    assert 0.1 <= threads[ours].get("spinner", 0.0) <= 1.1, threads  # the pool's own name, without its _0
     assert thread_kind("codec_12") == "codec" and thread_kind("ray::IDLE") == "ray::IDLE"
