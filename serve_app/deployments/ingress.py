@@ -235,14 +235,14 @@ def _in_stage(timer: StageTimer, stage: str, function, *args: Any, **kwargs: Any
         return function(*args, **kwargs)
 
 
-def _device_png_answer(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
-    """The plain PNG cut-out whose rows the model's device wrote (MaskResult.png_stream): only its chunks are left
-    to make; the subject's box, as every answer measures it, from the cut-out's alpha."""
+def _device_png_answer(scan: imaging.JpegScan, result: MaskResult) -> compose.Rendered:
+    """The plain PNG cut-out whose rows the model's device wrote (MaskResult.png_stream) from a JPEG (no
+    transparency of its own: the mask is the cut-out's alpha): only its chunks are left to make; the subject's box,
+    as every answer measures it, from that alpha."""
     height, width = result.mask.shape
     assert result.png_stream is not None
-    data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=decoded.icc_profile)
-    return compose.Rendered(data, compose.MEDIA_TYPES["png"], width, height,
-                            compose.foreground_box(imaging.cutout_alpha(decoded, result.mask)))
+    data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=scan.icc_profile)
+    return compose.Rendered(data, compose.MEDIA_TYPES["png"], width, height, compose.foreground_box(result.mask))
 
 
 def _log_clean_up_failure(future: concurrent.futures.Future) -> None:
@@ -552,8 +552,6 @@ class Ingress:
                                                       jpeg_quality=self.settings.jpeg_quality))
 
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
-            if result.png_stream is not None:
-                return _device_png_answer(decoded, result)
             height, width = result.mask.shape
             # Before render, which may reuse the pixels; of the cut-out's alpha, as the composing path measures it,
             # so that an upload's own transparent area is outside the box on both paths.
@@ -568,8 +566,6 @@ class Ingress:
                        ) -> Finish:
         """Compose as `layout` says, after `mask_step` (rembg's mask options) if given."""
         def finish(decoded: imaging.DecodedImage, result: MaskResult) -> compose.Rendered:
-            if result.png_stream is not None:  # asked for a plain cut-out only (Layout.plain_cutout), no mask_step
-                return _device_png_answer(decoded, result)
             mask = result.mask if mask_step is None else mask_step(result.mask)
             return compose.render_cutout(decoded, mask, layout, colours=result.foreground, **self._png_stripes())
         return finish
@@ -590,8 +586,8 @@ class Ingress:
         """Decode, segment with `model` (None: the default), then `finish` (composite and encode) within the request
         deadline (504 when missed; `deadline_at`, on the loop's clock, where earlier steps of the request count
         too). With `refine`, the model replica also estimates the subject's colours. With `device_png` (the answer
-        is the plain RGBA PNG cut-out: `finish` then takes it from the MaskResult's png_stream when there is one),
-        a large JPEG's PNG is asked of the model replica (device_png_min_pixels)."""
+        is the plain RGBA PNG cut-out, what the model replica's png_stream makes without `finish`), a large JPEG's
+        PNG is asked of the model replica (device_png_min_pixels)."""
         if deadline_at is None:
             deadline_at = asyncio.get_running_loop().time() + self.settings.request_timeout_s
         async with self._deadline(deadline_at):  # cancels the model call too: no GPU time for a lost cause
@@ -635,7 +631,10 @@ class Ingress:
             min_pixels = self.settings.device_png_min_pixels
             on_device = device_png and min_pixels > 0 and encoded.size[0] * encoded.size[1] >= min_pixels
             with timer.stage("model"):
-                decoded, result = await self._segment_beside_decode(encoded, timer, model, on_device)
+                if on_device:
+                    decoded, result = await self._segment_with_device_png(encoded, timer, model)
+                else:
+                    decoded, result = await self._segment_beside_decode(encoded, timer, model)
         elif reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer, model)
@@ -647,6 +646,8 @@ class Ingress:
         timer.record("model_queue", result.queued_ms)
         timer.record("model_batch", result.batch_ms)
         with timer.stage("encode"):  # of which encode_on_thread is the work itself
+            if isinstance(decoded, imaging.JpegScan):  # the model replica wrote the PNG's rows
+                return await self._in_pool(_in_stage, timer, "encode_on_thread", _device_png_answer, decoded, result)
             return await self._in_pool(_in_stage, timer, "encode_on_thread", finish, decoded, result)
 
     async def _segment_reduced(self, reduced: ReducedImage, data: bytes, timer: StageTimer,
@@ -674,13 +675,13 @@ class Ingress:
         height, width = encoded.size
         return encoded if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]) else None
 
-    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer, model: str,
-                                     with_png: bool = False) -> tuple[imaging.DecodedImage, MaskResult]:
+    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
+                                     model: str) -> tuple[imaging.DecodedImage, MaskResult]:
         """The model replica decodes its copy of the JPEG on its device while this replica decodes its own for the
-        cut-out (with `with_png`, the replica also writes the cut-out's PNG rows from its decode); a file the replica
-        cannot decode, or one whose scan libjpeg does not read cleanly (the replica's decode of it may hold rows it
-        never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's pixels."""
-        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model, with_png=with_png))
+        cut-out; a file the replica cannot decode, or one whose scan libjpeg does not read cleanly (the replica's
+        decode of it may hold rows it never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's
+        pixels."""
+        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model))
         try:
             with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
                 decoded = await self._in_pool(imaging.decode_image, encoded.data,
@@ -699,6 +700,44 @@ class Ingress:
         if result is not None and not decoded.clean_jpeg_scan:
             logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
             result = None
+        if result is None:
+            result = await self._segment(decoded.model_input, timer, model=model)
+        timer.record("model_device_decode", result.device_decode_ms)
+        return decoded, result
+
+    async def _segment_with_device_png(self, encoded: EncodedJpeg, timer: StageTimer, model: str
+                                       ) -> tuple[imaging.DecodedImage | imaging.JpegScan, MaskResult]:
+        """The model replica decodes the JPEG on its device and writes the cut-out's PNG rows from that decode
+        (MaskResult.png_stream), while this replica only checks the file's scan (imaging.scan_jpeg: about half a
+        full decode's CPU time): the answer then needs none of its pixels (a JpegScan comes back). It decodes the
+        photo only when the answer needs the pixels: after a scan libjpeg warns about (the replica's decode may
+        hold rows it never wrote; the replica's call is dropped, and the mask comes from these pixels), or when the
+        replica wrote no PNG (its PNG coder or its device was busy) or could not decode the file."""
+        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model, with_png=True))
+        try:
+            with timer.stage("model_cpu_scan"):  # a part of the model stage: it runs beside the model call
+                scan = await self._in_pool(imaging.scan_jpeg, encoded.data)
+        except BaseException:
+            model_call.cancel()
+            model_call.add_done_callback(_retrieve_outcome)
+            raise
+        result: MaskResult | None = None
+        if not scan.clean:
+            model_call.cancel()  # its mask would not be trusted: no device time for it
+            model_call.add_done_callback(_retrieve_outcome)
+            logger.warning("libjpeg warned about a JPEG sent to the model replica; sending its pixels instead")
+        else:
+            try:
+                result = await model_call
+            except DeviceDecodeFailed as error:
+                cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
+                logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
+            if result is not None and result.png_stream is not None:
+                timer.record("model_device_decode", result.device_decode_ms)
+                return scan, result
+        with timer.stage("model_cpu_decode"):  # a broken file fails here: the client's 422
+            decoded = await self._in_pool(imaging.decode_image, encoded.data,
+                                          max_pixels=self.settings.max_image_pixels)
         if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)

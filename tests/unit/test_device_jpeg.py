@@ -160,6 +160,47 @@ def test_the_model_gives_a_device_decoded_jpeg_the_mask_of_its_pixels(tiny_model
         model.predict([torch.zeros(4, 4, 4, dtype=torch.uint8)])
 
 
+def damaged_copies(data: bytes, count: int, seed: int) -> list[bytes]:
+    """`count` copies of a JPEG, each cut short, with bytes flipped or with bytes inserted somewhere past its
+    first quarter (the scan, mostly)."""
+    rng = np.random.default_rng(seed)
+    copies = []
+    for index in range(count):
+        copy = bytearray(data)
+        at = int(rng.integers(len(data) // 4, len(data) - 2))
+        if index % 3 == 0:
+            del copy[at:]
+        elif index % 3 == 1:
+            for place in rng.integers(len(data) // 4, len(data) - 2, size=int(rng.integers(1, 6))):
+                copy[place] ^= int(rng.integers(1, 256))
+        else:
+            copy[at:at] = rng.integers(0, 256, size=int(rng.integers(1, 20)), dtype=np.uint8).tobytes()
+        copies.append(bytes(copy))
+    return copies
+
+
+@pytest.mark.parametrize("layout", [{"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2},
+                                    {"progressive": True}, {"restart_marker_blocks": 4}, {"grey": True}])
+def test_the_scan_check_finds_a_clean_scan_exactly_where_the_full_decode_does(layout: dict) -> None:
+    """The ingress only checks the scan (at 1/8 scale, to grey) of a JPEG whose PNG the replica writes; it must
+    refuse the replica's decode wherever the full decode would have warned, and accept it wherever not."""
+    rng = np.random.default_rng(7)
+    picture = Image.fromarray(rng.integers(0, 256, (120, 168, 3), dtype=np.uint8)).resize((336, 240))
+    params = {key: value for key, value in layout.items() if key != "grey"}
+    whole = encode(picture.convert("L") if layout.get("grey") else picture, "JPEG", quality=85, **params)
+    clean_seen = damaged_seen = 0
+    for data in [whole, *damaged_copies(whole, 60, seed=len(whole))]:
+        try:
+            clean = imaging.decode_image(data, max_pixels=LIMIT).clean_jpeg_scan
+        except InvalidImage:
+            clean = False
+        assert imaging.scan_jpeg(data).clean == clean
+        clean_seen += clean
+        damaged_seen += not clean
+    assert clean_seen and damaged_seen  # both outcomes were met
+    assert imaging.scan_jpeg(jpeg_scan_cut_short_with_an_end_marker()) == imaging.JpegScan(False, None)
+
+
 def test_only_a_jpeg_read_to_the_end_without_a_warning_has_a_clean_scan() -> None:
     assert imaging.decode_image(encode(red_square(), "JPEG"), max_pixels=LIMIT).clean_jpeg_scan
     assert imaging.decode_image(encode(red_square().convert("L"), "JPEG"), max_pixels=LIMIT).clean_jpeg_scan
