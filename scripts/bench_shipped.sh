@@ -13,6 +13,7 @@
 #   model.json     the model alone from the saved buckets, in a Ray task as a replica runs it (scripts/bench_model.py)
 #   service.json   `serve run` of the config: /readyz after the start, 64 then 1 client (scripts/bench_service.py)
 #   service_12mp.json, cpu_12mp.json   64 clients sending 12 MP photos, the CPUs busy per process meanwhile
+#   profile_12mp_*.json   then the model replica's and an ingress replica's threads (scripts/profile_threads.py)
 #   bulk_client.json, bulk_offline.json   the bulk tool on the 3,000 photos, each mode's masks against another's
 #                  (the tool's own logs: tool_bulk-*.log)
 #   replicas_*.json    Serve's replica states: at ready, 40 s into the 64 clients, under the 12 MP load, at the end
@@ -21,7 +22,7 @@
 # alone) or PART=2 (from `serve run` on, into the OUT of a PART=1 run: its photos, its compile cache).
 set -u
 if [ $# -lt 2 ]; then
-  sed -n '2,21p' "$0" | cut -c3-
+  sed -n '2,22p' "$0" | cut -c3-
   exit 2
 fi
 model=$(realpath "$1")
@@ -118,6 +119,15 @@ if [ -n "$ready" ]; then
     load=$!
     sleep "$warmup"
     "$python" scripts/cpu_by_process.py --seconds "$((duration * 2 / 3))" --out "$out/cpu_12mp.json" > /dev/null
+    profiles=()
+    for group in BackgroundRemover Ingress; do  # where their threads' time goes, GIL included (with py-spy)
+      pid=$(pgrep -f "ServeReplica.*$group" | head -1)
+      [ -n "$pid" ] || continue
+      "$python" scripts/profile_threads.py --pid "$pid" --seconds 8 --out "$out/profile_12mp_$group.json" \
+        > /dev/null 2>&1 &
+      profiles+=($!)
+    done
+    [ ${#profiles[@]} = 0 ] || wait "${profiles[@]}"
     replicas load12mp
     wait $load
     phase "12 MP exit $?"
