@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from serve_app import png
-from serve_app.model.png_device import MAX_BITS, block_header, canonical_codes, huffman_lengths
+from serve_app.model.png_device import MAX_BITS, _huffman, block_header, canonical_codes, huffman_lengths
 from tests.helpers import triton_interpreter_results
 
 INTERPRETED = """
@@ -94,6 +94,19 @@ def test_codes_are_complete_prefix_codes_of_at_most_15_bits(weights: list[int]) 
     words = {format(int(code), f"0{length}b")[::-1] for code, length in zip(codes, lengths, strict=True)}
     assert len(words) == len(weights)
     assert not any(a != b and b.startswith(a) for a in words for b in words)  # no code begins another
+
+
+def test_a_photos_code_is_cut_to_15_bits_at_almost_no_cost_in_size() -> None:
+    """Up-filtered photo rows: most bytes near 0 (or 255, a small step down), tens of millions of them, and symbols
+    seen once or never (every symbol has a code): an unlimited Huffman code would need more than 15 bits."""
+    distance = np.minimum(np.arange(256), 256 - np.arange(256))
+    weights = np.ones(286, np.int64)
+    weights[:256] += (4e7 * np.exp(-distance / 5)).astype(np.int64)
+    unlimited = _huffman(weights)
+    assert unlimited.max() > MAX_BITS
+    lengths = huffman_lengths(weights)
+    assert lengths.max() <= MAX_BITS and sum(2.0 ** -int(length) for length in lengths) == 1.0
+    assert (lengths * weights).sum() <= 1.01 * (unlimited * weights).sum()
 
 
 def test_a_block_of_only_an_end_decodes_to_nothing() -> None:
