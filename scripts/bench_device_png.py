@@ -118,7 +118,7 @@ def main() -> None:
     stream = encode_cutout_stream(rgb, torch.from_numpy(alpha))
     expected = np.dstack([rgb.cpu().numpy(), alpha])
     expected[alpha == 0] = 0
-    decoded = np.asarray(Image.open(io.BytesIO(png.wrap_zlib_stream(stream, width, height))))
+    decoded = np.asarray(Image.open(io.BytesIO(png.wrap_zlib_stream(stream.data, width, height))))
     if not np.array_equal(decoded, expected):
         raise SystemExit("the device's PNG does not decode to its pixels")
     rgbx = np.dstack([expected[..., :3], np.full((height, width), 255, np.uint8)])

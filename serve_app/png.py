@@ -20,7 +20,7 @@ usually do too, but are not guaranteed to (the pixels always are).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
@@ -34,6 +34,7 @@ _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level hint
 # ~1 MiB of pixels per stripe (or somewhat more, to fill whole rounds of threads: rows_per_stripe): restarting the
 # 32 KiB window once per MiB costs under 0.1% in size.
 DEFAULT_STRIPE_BYTES = 1 << 20
+_Piece = bytes | memoryview  # of a chunk's data: a uint8 array's memoryview joins without a copy of its own
 
 
 def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.ndarray | None = None,
@@ -81,9 +82,10 @@ def encode_png(pixels: np.ndarray, pool: Executor | None = None, *, alpha: np.nd
     return b"".join(parts)
 
 
-def wrap_zlib_stream(stream: bytes, width: int, height: int, *, icc_profile: bytes | None = None) -> bytes:
+def wrap_zlib_stream(stream: bytes | memoryview, width: int, height: int, *, icc_profile: bytes | None = None
+                     ) -> bytes:
     """The RGBA PNG whose Up-filtered rows are the zlib `stream` (serve_app/model/png_device.py writes one on the
-    model's device): the chunks around it, with `icc_profile` as encode_png carries it."""
+    model's device; a uint8 array's `.data`): the chunks around it, with `icc_profile` as encode_png carries it."""
     return b"".join([*_head(width, height, 4, icc_profile), *_chunk_pieces(b"IDAT", [stream]), _chunk(b"IEND", b"")])
 
 
@@ -119,7 +121,7 @@ def adler32_combine(adler1: int, adler2: int, length2: int) -> int:
 
 
 def _compress_stripe(rows: np.ndarray, start: int, stop: int, level: int, alpha: np.ndarray | None,
-                     clear_by: np.ndarray | None) -> tuple[int, int, list[bytes]]:
+                     clear_by: np.ndarray | None) -> tuple[int, int, list[_Piece]]:
     """Rows [start, stop) Up-filtered (each minus the row above; the image's first row as is) and deflated, as
     a whole IDAT chunk in pieces (its CRC computed here, on the stripe's thread), with the filtered bytes' Adler-32
     and length; with `alpha`, its Up-filtered values replace every 4th byte; with `clear_by`, pixels where it is 0
@@ -167,7 +169,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return b"".join(_chunk_pieces(kind, [data]))
 
 
-def _chunk_pieces(kind: bytes, data: list[bytes]) -> list[bytes]:
+def _chunk_pieces(kind: bytes, data: Sequence[_Piece]) -> list[_Piece]:
     """A PNG chunk whose data is the concatenation of `data`, as pieces to be joined."""
     crc = isal_zlib.crc32(kind)
     for piece in data:

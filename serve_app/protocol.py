@@ -74,8 +74,9 @@ class MaskResult:
     foreground: np.ndarray | None = None  # (H, W, 3) uint8: the subject's own colours, when refining was asked
     refine_ms: float = 0.0  # estimating them on the device
     # The zlib stream of the RGBA cut-out's PNG rows, written on the device from its own decode of an EncodedJpeg,
-    # when the ingress asked for it and the device could (None: the ingress encodes the PNG).
-    png_stream: bytes | None = None
+    # when the ingress asked for it and the device could (None: the ingress encodes the PNG); uint8, an array so
+    # that Ray carries it out of band, as the mask, where bytes would be pickled and copied twice more.
+    png_stream: np.ndarray | None = None
     png_ms: float = 0.0  # writing it
     model: str = ""  # the name of the model that made the mask
 

@@ -241,7 +241,7 @@ def _device_png_answer(scan: imaging.JpegScan, result: MaskResult) -> compose.Re
     as every answer measures it, from that alpha."""
     height, width = result.mask.shape
     assert result.png_stream is not None
-    data = png.wrap_zlib_stream(result.png_stream, width, height, icc_profile=scan.icc_profile)
+    data = png.wrap_zlib_stream(result.png_stream.data, width, height, icc_profile=scan.icc_profile)
     return compose.Rendered(data, compose.MEDIA_TYPES["png"], width, height, compose.foreground_box(result.mask))
 
 

@@ -168,7 +168,7 @@ class BackgroundRemover:
                           replica_node=self._node_id, foreground=foreground, refine_ms=refine_ms, model=slot.name,
                           png_stream=png_stream, png_ms=png_ms)
 
-    async def _cutout_stream(self, slot: ModelSlot, pixels: Any, mask: np.ndarray) -> bytes | None:
+    async def _cutout_stream(self, slot: ModelSlot, pixels: Any, mask: np.ndarray) -> np.ndarray | None:
         """The device's PNG stream of the cut-out, or None: the ingress can encode the PNG, so this image is
         answered either way. None while a full pass of any model waits for the device: the device then limits
         throughput, and the PNG's device time would come out of the passes. None too while the device's PNG coder

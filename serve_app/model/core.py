@@ -342,7 +342,7 @@ class BackgroundRemovalModel:
             DEVICE_SETUP_LOCK.release_shared()
 
     @torch.inference_mode()
-    def cutout_stream(self, pixels: torch.Tensor, mask: np.ndarray) -> bytes | None:
+    def cutout_stream(self, pixels: torch.Tensor, mask: np.ndarray) -> np.ndarray | None:
         """The zlib stream of the RGBA cut-out's PNG rows (serve_app.png.wrap_zlib_stream makes the PNG), written on
         the device (png_device.py) from decode_jpeg()'s `pixels` and their (H, W) uint8 `mask`, on a stream of the
         calling thread's own. None where the device cannot write it now: not CUDA, kernels that failed their check

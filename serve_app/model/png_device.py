@@ -239,10 +239,11 @@ class _Workspace(threading.local):
 _WORKSPACE = _Workspace()
 
 
-def encode_cutout_stream(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
+def encode_cutout_stream(rgb: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """The zlib stream of a cut-out's PNG rows (what its IDAT chunks hold; serve_app.png.wrap_zlib_stream makes
-    the PNG): (H, W, 3) uint8 `rgb` of any strides on the device and its (H, W) uint8 `alpha` (on the host or the
-    device), composed into RGBA with every fully transparent pixel (0, 0, 0, 0), Up-filtered. Waits for the device.
+    the PNG), as a uint8 array (Ray carries an array's memory to another process without pickling a copy):
+    (H, W, 3) uint8 `rgb` of any strides on the device and its (H, W) uint8 `alpha` (on the host or the device),
+    composed into RGBA with every fully transparent pixel (0, 0, 0, 0), Up-filtered. Waits for the device.
 
     On CUDA the work runs on a high-priority stream of the calling thread's own, so that it slips between the
     kernels of the passes queued on the other streams instead of waiting behind them. That stream does not wait
@@ -271,12 +272,12 @@ def check_cutout_stream(device: torch.device) -> None:
     stream = encode_cutout_stream(pixels.to(device), alpha)
     rows = torch.cat([pixels, alpha[..., None]], 2).masked_fill_((alpha == 0)[..., None], 0).view(16, -1)
     expected = torch.cat([rows[:1], rows[1:] - rows[:-1]])  # uint8: modulo 256
-    written = torch.frombuffer(bytearray(zlib.decompress(stream)), dtype=torch.uint8).view(16, -1)
+    written = torch.frombuffer(bytearray(zlib.decompress(stream.data)), dtype=torch.uint8).view(16, -1)
     if not (bool((written[:, 0] == _UP_FILTER).all()) and torch.equal(written[:, 1:], expected)):
         raise ValueError("the stream does not hold the cut-out's filtered rows")
 
 
-def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
+def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     height, width = rgb.shape[:2]
     device = rgb.device
     row_bytes = width * 4 + 1
@@ -329,9 +330,14 @@ def _encode(rgb: torch.Tensor, alpha: torch.Tensor) -> bytes:
     tail.write(int(codes[END_OF_BLOCK]), int(lengths[END_OF_BLOCK]))
     low = (1 + low_sum) % _ADLER_BASE
     high = (total + high_sum) % _ADLER_BASE
-    # One copy, straight from the words on the host into the stream's bytes.
-    return b"".join([_ZLIB_HEADER, body[:-1].view(np.uint8).data, tail.value.to_bytes(-(-tail.count // 8), "little"),
-                     struct.pack(">I", high << 16 | low)])
+    # One copy, straight from the words on the host into the stream (numpy copies without holding the GIL).
+    body_bytes = body[:-1].view(np.uint8)
+    end = tail.value.to_bytes(-(-tail.count // 8), "little") + struct.pack(">I", high << 16 | low)
+    stream = np.empty(len(_ZLIB_HEADER) + body_bytes.size + len(end), np.uint8)
+    stream[: len(_ZLIB_HEADER)] = np.frombuffer(_ZLIB_HEADER, np.uint8)
+    stream[len(_ZLIB_HEADER) : len(_ZLIB_HEADER) + body_bytes.size] = body_bytes
+    stream[len(stream) - len(end) :] = np.frombuffer(end, np.uint8)
+    return stream
 
 
 def _to_host(out: torch.Tensor) -> np.ndarray:

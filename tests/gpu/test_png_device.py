@@ -34,8 +34,8 @@ def soft_alpha(height: int, width: int) -> np.ndarray:
     return np.clip((min(height, width) * 0.4 - distance) * 8, 0, 255).astype(np.uint8)
 
 
-def decoded_png(stream: bytes, width: int, height: int) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png.wrap_zlib_stream(stream, width, height))))
+def decoded_png(stream: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png.wrap_zlib_stream(stream.data, width, height))))
 
 
 def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

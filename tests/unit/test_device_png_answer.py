@@ -31,14 +31,15 @@ MASK = expected_alpha(SIZE, BOX).astype(np.uint8) * 255
 MODEL = "hub"
 
 
-def device_stream(pixels: np.ndarray, mask: np.ndarray) -> bytes:
+def device_stream(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """What the replica's device writes (serve_app/model/png_device.py): the RGBA rows, transparent pixels all
-    zero, Up-filtered, as one zlib stream."""
+    zero, Up-filtered, as one zlib stream in a uint8 array."""
     rgba = np.concatenate([pixels[..., :3], mask[..., None]], axis=2)
     rgba[mask == 0] = 0
     rows = rgba.reshape(len(rgba), -1)
     filtered = np.concatenate([rows[:1], rows[1:] - rows[:-1]])  # uint8: modulo 256
-    return zlib.compress(np.concatenate([np.full((len(rows), 1), 2, np.uint8), filtered], axis=1).tobytes())
+    stream = zlib.compress(np.concatenate([np.full((len(rows), 1), 2, np.uint8), filtered], axis=1).tobytes())
+    return np.frombuffer(stream, np.uint8)
 
 
 class Replica:
