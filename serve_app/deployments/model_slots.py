@@ -38,6 +38,10 @@ logger = logging.getLogger("ray.serve")
 PASSES_BEFORE_RAISING_THE_LIMIT = 200
 # Retry-After for an image that ran out of device memory alone: the passes around it finish in about that.
 OUT_OF_MEMORY_RETRY_AFTER_S = 2
+# Threads that write large photos' PNGs on the device at once. One PNG's kernels take well under a millisecond of
+# the device; most of its time is spent waiting for them and for the copies around them, which a second thread
+# overlaps with its own.
+DEVICE_PNG_THREADS = 2
 
 
 class ModelUnavailable(Exception):
@@ -123,8 +127,8 @@ class ModelSlot:
         self.thread = model.forward_executor or named_pool(1, "model")
         self.passes = DevicePasses(model.submit, self.thread, on_batch=self._count_batch, clock=clock)
         # Large photos' PNGs, written on the device: their waits (a few per photo) keep off the model thread.
-        self._png_thread = named_pool(1, "device-png")
-        self.pngs_in_hand = 0  # on the PNG thread or waiting for it
+        self._png_threads = named_pool(DEVICE_PNG_THREADS, "device-png")
+        self.pngs_in_hand = 0  # on a PNG thread or waiting for one
         # Asked-for PNGs by outcome: written, device_busy, coder_busy, not_written.
         self.device_pngs: Counter[str] = Counter()
         self.batch_sizes: Counter[int] = Counter()
@@ -215,17 +219,18 @@ class ModelSlot:
 
     async def cutout_stream(self, pixels: Any, mask: np.ndarray) -> np.ndarray | None:
         """The zlib stream of the cut-out's PNG rows, written on the device from `decode`'s pixels and their mask
-        (BackgroundRemovalModel.cutout_stream), on this model's PNG thread; None when the device cannot now."""
+        (BackgroundRemovalModel.cutout_stream), on one of this model's PNG threads; None when the device cannot
+        now."""
         loop = asyncio.get_running_loop()
-        writing = self._png_thread.submit(self.model.cutout_stream, pixels, mask)
+        writing = self._png_threads.submit(self.model.cutout_stream, pixels, mask)
         self.pngs_in_hand += 1
-        # In hand until the thread is done with it: a caller that gives up (its deadline, its client gone) leaves
+        # In hand until a thread is done with it: a caller that gives up (its deadline, its client gone) leaves
         # the PNG on the thread, which the next photos would wait behind.
         writing.add_done_callback(lambda _: self._png_done(loop))
         return await asyncio.wrap_future(writing)
 
     def _png_done(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the PNG thread: one PNG fewer in hand, counted on the event loop that counts them."""
+        """On a PNG thread: one PNG fewer in hand, counted on the event loop that counts them."""
         with contextlib.suppress(RuntimeError):  # the loop is closed: the replica is stopping
             loop.call_soon_threadsafe(self._count_png_done)
 
@@ -293,7 +298,7 @@ class ModelSlot:
         try:
             if self.model.forward_executor is None:
                 self.thread.shutdown(wait=True)
-            self._png_thread.shutdown(wait=True)
+            self._png_threads.shutdown(wait=True)
             self.model.close()  # shuts the compiled forward's own thread down, after its queue
         finally:
             self.passes.close()

@@ -18,7 +18,7 @@ from ray.serve.metrics import Histogram
 
 from serve_app.deployments.batching import DeviceClock
 from serve_app.deployments.device_guard import DeviceGuard
-from serve_app.deployments.model_slots import ModelSlot, ModelSlots, ModelUnavailable
+from serve_app.deployments.model_slots import DEVICE_PNG_THREADS, ModelSlot, ModelSlots, ModelUnavailable
 from serve_app.protocol import EncodedJpeg, MaskResult, ModelNotReady, ReducedImage
 from serve_app.settings import BatchSettings, ModelSettings, parse_batch_settings
 from serve_app.versions import component_versions
@@ -32,10 +32,10 @@ BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 # Python's 5 ms lets the replica's event loop take in requests (and answer Serve's queue-length probes)
 # while a batch runs, so that the next batch fills.
 GIL_SWITCH_INTERVAL_S = 0.0005
-# PNGs a model's device coder holds at most, the one it writes and the next: the next starts without a gap, and
-# any more go to the ingress's CPUs, so that the coder and the CPUs write PNGs at once (a queue at the coder left
-# the CPUs idle: docs/performance.md).
-DEVICE_PNGS_IN_HAND = 2
+# PNGs a model's device coder holds at most, those its threads write and one more: the next starts without a gap,
+# and any more go to the ingress's CPUs, so that the coder and the CPUs write PNGs at once (a queue at the coder
+# left the CPUs idle: docs/performance.md).
+DEVICE_PNGS_IN_HAND = DEVICE_PNG_THREADS + 1
 
 
 class TaggedMetrics:
@@ -172,11 +172,11 @@ class BackgroundRemover:
         """The device's PNG stream of the cut-out, or None: the ingress can encode the PNG, so this image is
         answered either way. None while a full pass of any model waits for the device: the device then limits
         throughput, and the PNG's device time would come out of the passes. None too while the device's PNG coder
-        already has one in hand besides the one it writes: the coder writes one PNG at a time, and a queue behind
-        it would hold photos whose PNGs the ingress's CPUs could write meanwhile (the masks' passes then thin out
-        too, as the photos wait there, and the device limits nothing). Either way the ingress's CPUs take that
-        one, and the photos split between the two as each has room. None too whatever else keeps the device from
-        writing it (a fault of the device itself shows at the next pass, which the device guard sees)."""
+        already has one in hand besides those its threads write: a queue behind them would hold photos whose PNGs
+        the ingress's CPUs could write meanwhile (the masks' passes then thin out too, as the photos wait there,
+        and the device limits nothing). Either way the ingress's CPUs take that one, and the photos split between
+        the two as each has room. None too whatever else keeps the device from writing it (a fault of the device
+        itself shows at the next pass, which the device guard sees)."""
         if any(other.full_pass_waiting for other in self._slots.loaded.values()):
             slot.device_pngs["device_busy"] += 1
             return None

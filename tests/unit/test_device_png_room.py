@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from serve_app.deployments.batching import DeviceClock
-from serve_app.deployments.model_slots import ModelSlot
-from serve_app.deployments.remover import BackgroundRemover
+from serve_app.deployments.model_slots import DEVICE_PNG_THREADS, ModelSlot
+from serve_app.deployments.remover import DEVICE_PNGS_IN_HAND, BackgroundRemover
 from serve_app.settings import BatchSettings, ModelSettings
 from tests.unit.test_model_slot_memory import Metrics
 
@@ -87,36 +87,47 @@ def test_a_png_the_device_cannot_write_is_left_to_the_ingress_and_counted() -> N
 
 
 class SlowPngModel(PngModel):
-    """Writes each stream only when the test lets it, so that several PNGs are in hand at once."""
+    """Writes each stream only when the test lets it, so that several PNGs are in hand at once; counts how many
+    it writes at once."""
 
     def __init__(self) -> None:
         super().__init__()
         self.go = threading.Event()
+        self.writing = self.most_at_once = 0
+        self._lock = threading.Lock()
 
     def cutout_stream(self, pixels: np.ndarray, mask: np.ndarray) -> bytes | None:
+        with self._lock:
+            self.writing += 1
+            self.most_at_once = max(self.most_at_once, self.writing)
         self.go.wait(timeout=10)
+        with self._lock:
+            self.writing -= 1
         return super().cutout_stream(pixels, mask)
 
 
-def test_photos_beyond_the_png_the_coder_writes_and_the_next_go_to_the_ingress() -> None:
+def test_the_coder_writes_on_its_threads_at_once_holds_one_more_and_leaves_the_rest_to_the_ingress() -> None:
     model = SlowPngModel()
     one = slot("a", model)
     replica = SimpleNamespace(_slots=SimpleNamespace(loaded={one.name: one}))
+    asked = DEVICE_PNGS_IN_HAND + 3
 
-    async def five_at_once() -> list[bytes | None]:
+    async def all_at_once() -> list[bytes | None]:
         calls = [asyncio.ensure_future(BackgroundRemover.func_or_class._cutout_stream(replica, one, PIXELS, MASK))
-                 for _ in range(5)]
+                 for _ in range(asked)]
         await asyncio.sleep(0.05)
-        assert one.describe()["device_pngs_in_hand"] == 2  # the one on the coder and the next
-        assert one.device_pngs == {"coder_busy": 3}  # the other three answered at once
+        assert one.describe()["device_pngs_in_hand"] == DEVICE_PNGS_IN_HAND  # those on its threads and the next
+        assert model.writing == DEVICE_PNG_THREADS
+        assert one.device_pngs == {"coder_busy": 3}  # the others answered at once
         assert sum(call.done() for call in calls) == 3
         model.go.set()
         return await asyncio.gather(*calls)
 
-    answers = asyncio.run(five_at_once())
-    assert answers.count(b"zlib stream") == 2 and answers.count(None) == 3
+    answers = asyncio.run(all_at_once())
+    assert answers.count(b"zlib stream") == DEVICE_PNGS_IN_HAND and answers.count(None) == 3
+    assert model.most_at_once == DEVICE_PNG_THREADS
     # Counted back before the answers came: the count's callback is the first on the thread's future.
-    assert one.device_pngs == {"written": 2, "coder_busy": 3} and one.pngs_in_hand == 0
+    assert one.device_pngs == {"written": DEVICE_PNGS_IN_HAND, "coder_busy": 3} and one.pngs_in_hand == 0
     assert ask(one) == b"zlib stream"  # the coder is free again
 
 
