@@ -239,11 +239,8 @@ async def run_client(layout: Layout, options: OutputOptions, settings: ClientSet
             removed = layout.remove_stale_temporaries()
             ledger = Ledger(layout, "client", skipped=skipped)
             ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
-            if removed:
-                tqdm.write(f"removed {removed} temporary files left by an earlier run", file=sys.stderr)
-            if layout.ignored:
-                tqdm.write(f"passed over {layout.ignored} files under INPUT that are hidden or not images by their "
-                           "extension", file=sys.stderr)
+            for note in layout.start_notes(removed):
+                tqdm.write(note, file=sys.stderr)
             try:
                 await _send_all(http, readiness, pending, ledger, options, settings)
             except asyncio.CancelledError:

@@ -410,6 +410,15 @@ class Layout:
                     continue
         return removed
 
+    def start_notes(self, removed: int) -> list[str]:
+        """What a run says as it starts, besides its progress: the temporary files it removed (`removed`) and the
+        files under INPUT it passes over."""
+        notes = [f"removed {removed} temporary files left by an earlier run"] if removed else []
+        if self.ignored:
+            notes.append(f"passed over {self.ignored} files under INPUT that are hidden or not images by their "
+                         "extension")
+        return notes
+
 
 def _setting(key: str, value: object) -> str:
     return "the service's default model" if key == "model" and value is None else f"{key}={value!r}"

@@ -7,7 +7,7 @@ composite, encode, write (CPU tasks). It runs unchanged on a multi-node cluster 
 
 from __future__ import annotations
 
-import logging
+import sys
 import threading
 from collections import Counter
 from typing import cast
@@ -31,7 +31,6 @@ from serve_app.options import OutputOptions
 from serve_app.protocol import ReducedImage
 from serve_app.settings import IngressSettings, ModelSettings
 
-logger = logging.getLogger(__name__)
 CODEC_TASK_CPUS = 0.5
 ACTOR_CPUS = 1  # per model actor, beside its GPU
 # How long the pipeline waits for its model actors to load before it gives up (a first run on a GPU kind compiles
@@ -188,11 +187,8 @@ def run_offline(layout: Layout, options: OutputOptions, model: ModelSettings, *,
         removed = layout.remove_stale_temporaries()
         ledger = Ledger(layout, "offline", skipped=skipped)
         ledger.write(pending=len(pending))  # this run's, from its start: never an earlier run's left in place
-        if removed:
-            logger.warning("removed %d temporary files left by an earlier run", removed)
-        if layout.ignored:
-            logger.warning("passed over %d files under INPUT that are hidden or not images by their extension",
-                           layout.ignored)
+        for note in layout.start_notes(removed):
+            print(note, file=sys.stderr)
         try:
             if pending:
                 _process(pending, ledger, options, model, limits or IngressSettings(), address=address,
@@ -220,8 +216,8 @@ def _process(pending: list[WorkItem], ledger: Ledger, options: OutputOptions, mo
     # actors that can be placed, as Ray Data does by default.
     free = ray.available_resources().get("GPU" if gpus else "CPU", 0)
     wait_s = MODEL_ACTOR_START_TIMEOUT_S if free >= actors * (1 if gpus else ACTOR_CPUS) else -1
-    if wait_s > 0:
-        logger.info("loading the model in %d actor(s) before decoding starts", actors)
+    if wait_s > 0:  # seconds without output otherwise: imports, weights, the compiled bucket
+        print(f"loading the model in {actors} actor(s) before decoding starts", file=sys.stderr)
     context = ray.data.DataContext.get_current()
     previous_wait_s, context.wait_for_min_actors_s = context.wait_for_min_actors_s, wait_s
     try:

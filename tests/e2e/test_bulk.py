@@ -62,8 +62,9 @@ def settled_output_count(out: Path, quiet_s: float = 3.0, limit_s: float = 30.0)
     return count
 
 
-def run_killed_then_complete(command: list[str], out: Path, kill_after_outputs: int) -> tuple[int, dict]:
-    """Start the bulk command, SIGKILL its whole process group once some outputs exist, then rerun it."""
+def run_killed_then_complete(command: list[str], out: Path, kill_after_outputs: int) -> tuple[int, dict, str]:
+    """Start the bulk command, SIGKILL its whole process group once some outputs exist, then rerun it; what the
+    rerun wrote to stderr last."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=env)
@@ -76,7 +77,7 @@ def run_killed_then_complete(command: list[str], out: Path, kill_after_outputs: 
     assert 0 < done_before < TOTAL - CORRUPT, f"not killed part-way: {done_before} outputs"
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 1, second.stderr[-3000:]  # 1: finished, with failures listed
-    return done_before, json.loads((out / "_summary.json").read_text())
+    return done_before, json.loads((out / "_summary.json").read_text()), second.stderr
 
 
 def assert_complete_and_clean(photos: Path, out: Path) -> None:
@@ -100,7 +101,7 @@ def client_output(service: str, photo_folder: Path, tmp_path_factory: pytest.Tem
     out = tmp_path_factory.mktemp("client_out")
     command = [sys.executable, "-m", "serve_app.bulk", "client", str(photo_folder), str(out), "--url", service,
                "--concurrency", "4"]
-    done_before, summary = run_killed_then_complete(command, out, kill_after_outputs=20)
+    done_before, summary, _ = run_killed_then_complete(command, out, kill_after_outputs=20)
     assert summary["skipped_already_done"] == done_before
     assert summary["processed_this_run"] == TOTAL - CORRUPT - done_before
     return out
@@ -113,9 +114,10 @@ def offline_output(tiny_model_dir: Path, photo_folder: Path, tmp_path_factory: p
     config.write_text(yaml.safe_dump(derive_config(CONFIG, model={"model_id": str(tiny_model_dir)})))
     command = [sys.executable, "-m", "serve_app.bulk", "offline", str(photo_folder), str(out), "--config",
                str(config), "--address", "local", "--batch-size", "4"]
-    done_before, summary = run_killed_then_complete(command, out, kill_after_outputs=20)
+    done_before, summary, stderr = run_killed_then_complete(command, out, kill_after_outputs=20)
     assert summary["skipped_already_done"] == done_before
     assert summary["processed_this_run"] == TOTAL - CORRUPT - done_before
+    assert "loading the model in 1 actor(s) before decoding starts" in stderr  # the silent seconds, explained
     # Every forward pass is a full batch of 4, but the last and those with a corrupt photo among their rows.
     histogram = {int(size): count for size, count in summary["batch_size_histogram"].items()}
     assert sum(size * count for size, count in histogram.items()) == summary["processed_this_run"]
