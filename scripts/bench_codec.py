@@ -16,6 +16,12 @@ Several worker processes run at once, each with `--per-process` photos in flight
 `/v1.0/removebg`, the native options that crop, place or add a background): compose.render_cutout with its
 defaults, where the native plain cut-out is imaging.render. `--cutout jpg` makes a JPEG on white, as
 `format=jpg` and remove.bg's `format=jpg` do (its `mean_png_bytes` are then the JPEG's).
+
+`--stages file-scan` against `--stages file-decode`: the ingress's CPU work for a JPEG whose PNG the model replica
+writes (device_png_min_pixels), against one it only decodes:
+
+    python scripts/bench_codec.py --photo-size 4000x3000 --processes 1 --stages file-decode
+    python scripts/bench_codec.py --photo-size 4000x3000 --processes 1 --stages file-scan
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", default="1,8,16", help="comma-separated worker process counts, one level each")
     parser.add_argument("--per-process", type=int, default=1, help="photos in flight per process (threads)")
     parser.add_argument("--png-threads", type=int, default=1, help="threads compressing one PNG's stripes")
-    parser.add_argument("--stages", choices=("all", "no-reduced", "decode", "png"), default="all",
+    parser.add_argument("--stages", choices=("all", "no-reduced", "decode", "png", "file-decode", "file-scan"),
+                        default="all",
                         help="no-reduced: without the model's reduced copy; decode: the decodes alone; png: the "
-                        "PNG alone, of each photo decoded once beforehand")
+                        "PNG alone, of each photo decoded once beforehand; file-decode: a JPEG sent to the model "
+                        "replica as the file, its header read and the photo decoded beside the call; file-scan: such "
+                        "a JPEG whose PNG the replica writes, its header read and its scan checked")
     parser.add_argument("--cutout", choices=("native", "composed", "jpg"), default="native",
                         help="the cut-out as the native plain API makes it, as the composing APIs do, or a JPEG on "
                         "white")
@@ -67,6 +76,14 @@ def photo_work(photos: list[bytes], stages: str, png_pool: ThreadPoolExecutor | 
 
     def run(index: int) -> int:
         data = photos[index % len(photos)]
+        if stages.startswith("file-"):
+            encoded = imaging.device_decodable_jpeg(data, max_pixels=max_pixels)
+            assert encoded is not None, "not a JPEG the model replica decodes"
+            if stages == "file-scan":
+                assert imaging.scan_jpeg(encoded.data).clean
+            else:
+                imaging.decode_image(encoded.data, max_pixels=max_pixels)
+            return 0
         if stages in ("all", "decode"):
             imaging.reduced_jpeg(data, min_size=INPUT_SIZE, max_pixels=max_pixels)
         if stages == "png":
