@@ -13,7 +13,7 @@
 #   model.json     the model alone from the saved buckets, in a Ray task as a replica runs it (scripts/bench_model.py)
 #   service.json   `serve run` of the config: /readyz after the start, 64 then 1 client (scripts/bench_service.py)
 #   service_12mp.json, cpu_12mp.json   64 clients sending 12 MP photos, the CPUs busy per process meanwhile
-#   profile_12mp_*.json   then the model replica's and an ingress replica's threads (scripts/profile_threads.py)
+#   profile_12mp_*.json   meanwhile the model replica's and an ingress replica's threads (scripts/profile_threads.py)
 #   bulk_client.json, bulk_offline.json   the bulk tool on the 3,000 photos, each mode's masks against another's
 #                  (the tool's own logs: tool_bulk-*.log)
 #   replicas_*.json    Serve's replica states: at ready, 40 s into the 64 clients, under the 12 MP load, at the end
@@ -118,15 +118,15 @@ if [ -n "$ready" ]; then
       --out "$out/service_12mp.json" > "$out/service_12mp.log" 2>&1 &
     load=$!
     sleep "$warmup"
-    "$python" scripts/cpu_by_process.py --seconds "$((duration * 2 / 3))" --out "$out/cpu_12mp.json" > /dev/null
     profiles=()
     for group in BackgroundRemover Ingress; do  # where their threads' time goes, GIL included (with py-spy)
       pid=$(pgrep -f "ServeReplica.*$group" | head -1)
       [ -n "$pid" ] || continue
-      "$python" scripts/profile_threads.py --pid "$pid" --seconds 8 --out "$out/profile_12mp_$group.json" \
-        > /dev/null 2>&1 &
+      "$python" scripts/profile_threads.py --pid "$pid" --seconds "$(( duration / 3 < 8 ? duration / 3 : 8 ))" \
+        --out "$out/profile_12mp_$group.json" > /dev/null 2>&1 &
       profiles+=($!)
     done
+    "$python" scripts/cpu_by_process.py --seconds "$((duration * 2 / 3))" --out "$out/cpu_12mp.json" > /dev/null
     [ ${#profiles[@]} = 0 ] || wait "${profiles[@]}"
     replicas load12mp
     wait $load

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cpu_by_process import thread_kind
 
-RATE = 100  # samples a second
+RATE = 50  # samples a second: each sampler costs a little CPU of the host it measures
 TOP = 8
 # py-spy's raw lines: "thread (TID): NAME;frame (file:line);frame ... COUNT" (NAME absent for unnamed threads).
 _LINE = re.compile(r"^(?:process \d+:\"[^\"]*\";)?thread \((?:0x)?[0-9a-fA-F]+\)(?:: ?([^;]*))?(.*) (\d+)$")
@@ -89,8 +89,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         raws = {flag: Path(folder) / f"{flag.strip('-') or 'running'}.txt" for flag in ("", "--gil")}
         running = {flag: record(executable, args.pid, args.seconds, flag, path) for flag, path in raws.items()}
-        errors = {flag: process.communicate()[1][-500:] for flag, process in running.items()
-                  if process.wait() != 0 or not raws[flag].exists()}
+        outcomes = {flag: (process.communicate()[1], process.returncode) for flag, process in running.items()}
+        errors = {flag: stderr[-500:] for flag, (stderr, code) in outcomes.items()
+                  if code != 0 or not raws[flag].exists()}
         if errors:
             out.write_text(json.dumps({"error": errors}))
             raise SystemExit(f"py-spy failed: {errors}")

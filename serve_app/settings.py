@@ -306,11 +306,11 @@ class IngressSettings(StrictModel):
         "rembg's default answer) gets that PNG written on the model's GPU from the GPU's decode: at 12 MP the "
         "PNG's deflate is most of the ingress's CPU work (docs/performance.md). Its files are larger than the "
         "ingress's (the GPU codes runs of zeros but no other repeats), and its colours are nvJPEG's, which differ "
-        "slightly from libjpeg-turbo's (chroma upsampling). The ingress then only checks the file's scan instead of "
-        "decoding it (model_cpu_scan in Server-Timing). The replica writes it only while no full pass waits for "
-        "the device (the device's time goes to the masks first) and its PNG coder holds no more than the one it "
-        "writes and the next; else the ingress encodes it, so both write PNGs at once. 0 (the default): never; "
-        "the ingress encodes every PNG.",
+        "slightly from libjpeg-turbo's (chroma upsampling). The ingress checks the file's scan (model_cpu_scan in "
+        "Server-Timing) and decodes it only when the replica writes no PNG. The replica writes one only while no "
+        "full pass waits for the device (the device's time goes to the masks first) and its PNG coder holds no more "
+        "than the two its threads write and one more; else the ingress encodes it, so both write PNGs at once. 0 "
+        "(the default): never; the ingress encodes every PNG.",
     )
     webp_quality: int = Field(90, ge=1, le=100, description="Quality of lossy WebP output.")
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of JPEG output (format=jpg, remove.bg's "

@@ -732,12 +732,15 @@ class Ingress:
             except DeviceDecodeFailed as error:
                 cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
                 logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
-            if result is not None and result.png_stream is not None:
+            if result is not None and result.png_stream is not None and result.mask.shape == encoded.size:
                 timer.record("model_device_decode", result.device_decode_ms)
                 return scan, result
         with timer.stage("model_cpu_decode"):  # a broken file fails here: the client's 422
             decoded = await self._in_pool(imaging.decode_image, encoded.data,
                                           max_pixels=self.settings.max_image_pixels)
+        # The scan check's verdict, confirmed for free; and a mask of the photo's own size only.
+        if result is not None and (not decoded.clean_jpeg_scan or result.mask.shape != decoded.pixels.shape[:2]):
+            result = None
         if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -187,6 +188,7 @@ class BackgroundRemovalModel:
             logger.warning("execution %r needs CUDA; running %s on %s", execution, self.execution, device)
         self.out_of_memory_splits = 0  # batches retried in halves
         self._device_png: bool | None = None  # cutout_stream's kernels checked and working (None: not yet used)
+        self._device_png_check = threading.Lock()
         self._largest_batch_run = 0  # the most images a forward has run with (cudnn tunes no larger ones)
         self.pass_timeline = PassTimeline()  # CUDA only: each forward's device time and the stalls between them
         self._previous_forward_end: torch.cuda.Event | None = None
@@ -352,7 +354,9 @@ class BackgroundRemovalModel:
             return None
         try:
             if self._device_png is None:  # the first large photo's: compiling here keeps it off every start
-                self._device_png = self.warm_up_cutout_stream()
+                with self._device_png_check:  # once, whichever PNG thread comes first; Triton's compile is not
+                    if self._device_png is None:  # made to run twice at once
+                        self._device_png = self.warm_up_cutout_stream()
                 if not self._device_png:
                     return None
             return encode_cutout_stream(pixels, _read_only_tensor(mask))

@@ -9,6 +9,9 @@ through Triton's interpreter).
 from __future__ import annotations
 
 import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +89,28 @@ def test_no_png_is_written_while_another_model_sets_up_on_the_device(model: Back
     with another_model_setting_up():
         assert model.cutout_stream(file, mask) is None
     assert model.cutout_stream(file, mask) is not None
+
+
+def test_two_png_threads_at_first_use_check_the_kernels_once_and_both_write(tiny_model_dir: Path) -> None:
+    """The model replica writes PNGs on two threads; the first large photos can reach both at once, before the
+    kernels were ever used: one checks them, the other waits for its verdict, and both PNGs come out right."""
+    fresh = BackgroundRemovalModel.from_settings(ModelSettings(model_id=str(tiny_model_dir), input_size=(256, 256),
+                                                               device="cuda"))
+    checks = []
+    check = fresh.warm_up_cutout_stream
+
+    def counted() -> bool:
+        checks.append(threading.get_ident())
+        time.sleep(0.5)  # the other thread arrives meanwhile
+        return check()
+
+    fresh.warm_up_cutout_stream = counted  # type: ignore[method-assign]
+    file = fresh.decode_jpeg(imaging.device_decodable_jpeg(photo_like(2, (1600, 1200)), max_pixels=LIMIT))
+    mask = fresh.predict([file])[0]
+    with ThreadPoolExecutor(2) as pool:
+        streams = list(pool.map(lambda _: fresh.cutout_stream(file, mask), range(2)))
+    assert len(checks) == 1
+    for stream in streams:
+        assert stream is not None
+        assert np.array_equal(decoded_png(stream, 1600, 1200), cutout(file.cpu().numpy(), mask))
+    fresh.close()

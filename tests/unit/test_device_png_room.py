@@ -96,7 +96,7 @@ class SlowPngModel(PngModel):
         self.writing = self.most_at_once = 0
         self._lock = threading.Lock()
 
-    def cutout_stream(self, pixels: np.ndarray, mask: np.ndarray) -> bytes | None:
+    def cutout_stream(self, pixels: np.ndarray, mask: np.ndarray) -> bytes | None:  # a stand-in stream: bytes
         with self._lock:
             self.writing += 1
             self.most_at_once = max(self.most_at_once, self.writing)
