@@ -92,7 +92,10 @@ fi
 [ "${PART:-2}" = 2 ] || { phase done; exit 0; }
 
 serve_started=$("$python" -c "import time; print(time.time())")
-serve run "$config" > "$out/serve.log" 2>&1 &
+# A background job of a script starts with SIGINT ignored: set back to its default, `serve run` stops on it as on a
+# user's Ctrl-C, shutting the application down (SIGTERM aborts it mid-way).
+"$python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+  serve run "$config" > "$out/serve.log" 2>&1 &
 server=$!
 ready=
 for _ in $(seq 1 3000); do
@@ -139,8 +142,9 @@ if [ -n "$ready" ]; then
   replicas end
   curl -s http://127.0.0.1:8000/v1/info > "$out/info_end.json"
 fi
-kill $server 2> /dev/null
-sleep 2
+kill -INT $server 2> /dev/null
+for _ in $(seq 1 50); do kill -0 $server 2> /dev/null || break; sleep 0.2; done
+kill $server 2> /dev/null  # still running after 10 s
 ray stop --force > /dev/null 2>&1
 pkill -x haproxy 2> /dev/null
 compare=()  # the offline tool's masks against the bulk client's, where that ran
