@@ -105,7 +105,7 @@ def test_two_png_threads_at_first_use_check_the_kernels_once_and_both_write(tiny
         return check()
 
     fresh.warm_up_cutout_stream = counted  # type: ignore[method-assign]
-    file = fresh.decode_jpeg(imaging.device_decodable_jpeg(photo_like(2, (1600, 1200)), max_pixels=LIMIT))
+    file = fresh.decode_jpeg(imaging.device_decodable_jpeg(photo_like(1, (1600, 1200)), max_pixels=LIMIT))
     mask = fresh.predict([file])[0]
     with ThreadPoolExecutor(2) as pool:
         streams = list(pool.map(lambda _: fresh.cutout_stream(file, mask), range(2)))
