@@ -307,7 +307,8 @@ class IngressSettings(StrictModel):
         "PNG's deflate is most of the ingress's CPU work (docs/performance.md). Its files are larger than the "
         "ingress's (the GPU codes runs of zeros but no other repeats), and its colours are nvJPEG's, which differ "
         "slightly from libjpeg-turbo's (chroma upsampling). The ingress checks the file's scan (model_cpu_scan in "
-        "Server-Timing) and decodes it only when the replica writes no PNG. The replica writes one only while no "
+        "Server-Timing) and decodes it only when the replica writes no PNG (while the replica leaves it most of "
+        "them, it decodes such files beside the call instead). The replica writes one only while no "
         "full pass waits for the device (the device's time goes to the masks first) and its PNG coder holds no more "
         "than the two its threads write and one more; else the ingress encodes it, so both write PNGs at once. 0 "
         "(the default): never; the ingress encodes every PNG.",

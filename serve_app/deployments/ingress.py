@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal, cast
 
@@ -264,6 +265,11 @@ Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 # After this long with no image in hand, an ingress replica gives its freed image buffers back to the system
 # (serve_app/heap_trim.py): its RSS falls after a burst, and no request pays for fresh pages.
 IDLE_TRIM_S = 2.0
+# The outcomes of the large photos' PNGs this replica asked of the model replica lately (written or left to it).
+# Checking such a photo's scan first pays while most come back written: one the replica leaves costs the scan and
+# then the decode (docs/performance.md). While fewer than half do, the photo is decoded beside the call instead.
+PNG_OUTCOMES_KEPT = 16
+PNG_OUTCOMES_BEFORE_JUDGING = 4
 INFO_TIMEOUT_S = 10.0  # /v1/info's wait for a model replica's description
 
 
@@ -300,6 +306,7 @@ class Ingress:
         # Whether the model's last answer to this replica came from a pass of one image with no other call held
         # by the model replica: the device decodes a file at once only when idle (BackgroundRemovalModel.decode_jpeg).
         self._device_idle = True
+        self._png_outcomes: deque[bool] = deque(maxlen=PNG_OUTCOMES_KEPT)  # PNG_OUTCOMES_KEPT, above
         self._idle_since = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -631,10 +638,10 @@ class Ingress:
             min_pixels = self.settings.device_png_min_pixels
             on_device = device_png and min_pixels > 0 and encoded.size[0] * encoded.size[1] >= min_pixels
             with timer.stage("model"):
-                if on_device:
+                if on_device and self._scan_first():
                     decoded, result = await self._segment_with_device_png(encoded, timer, model)
                 else:
-                    decoded, result = await self._segment_beside_decode(encoded, timer, model)
+                    decoded, result = await self._segment_beside_decode(encoded, timer, model, with_png=on_device)
         elif reduced is not None:
             with timer.stage("model"):
                 decoded, result = await self._segment_reduced(reduced, data, timer, model)
@@ -675,13 +682,20 @@ class Ingress:
         height, width = encoded.size
         return encoded if imaging.large_enough_to_reduce((width, height), self._input_sizes[model]) else None
 
-    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer,
-                                     model: str) -> tuple[imaging.DecodedImage, MaskResult]:
+    def _scan_first(self) -> bool:
+        """Whether a large JPEG whose PNG is asked of the model replica gets its scan checked rather than decoded
+        beside the call: until a few outcomes are known, and while at least half of them were PNGs written."""
+        outcomes = self._png_outcomes
+        return len(outcomes) < PNG_OUTCOMES_BEFORE_JUDGING or 2 * sum(outcomes) >= len(outcomes)
+
+    async def _segment_beside_decode(self, encoded: EncodedJpeg, timer: StageTimer, model: str, with_png: bool = False
+                                     ) -> tuple[imaging.DecodedImage | imaging.JpegScan, MaskResult]:
         """The model replica decodes its copy of the JPEG on its device while this replica decodes its own for the
         cut-out; a file the replica cannot decode, or one whose scan libjpeg does not read cleanly (the replica's
         decode of it may hold rows it never wrote: DecodedImage.clean_jpeg_scan), goes again as this replica's
-        pixels."""
-        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model))
+        pixels. With `with_png`, the replica is asked for the cut-out's PNG too, which is the answer (a JpegScan
+        comes back) when it wrote one and the scan is clean."""
+        model_call = asyncio.ensure_future(self._segment(encoded, timer, model=model, with_png=with_png))
         try:
             with timer.stage("model_cpu_decode"):  # a part of the model stage: it runs beside the model call
                 decoded = await self._in_pool(imaging.decode_image, encoded.data,
@@ -697,12 +711,16 @@ class Ingress:
             cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
             logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
             result = None
+        if result is not None and with_png:
+            self._png_outcomes.append(result.png_stream is not None)
         if result is not None and not decoded.clean_jpeg_scan:
             logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
             result = None
         if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)
+        if result.png_stream is not None and result.mask.shape == decoded.pixels.shape[:2]:
+            return imaging.JpegScan(True, decoded.icc_profile), result
         return decoded, result
 
     async def _segment_with_device_png(self, encoded: EncodedJpeg, timer: StageTimer, model: str
@@ -729,6 +747,7 @@ class Ingress:
         else:
             try:
                 result = await model_call
+                self._png_outcomes.append(result.png_stream is not None)
             except DeviceDecodeFailed as error:
                 cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
                 logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from types import MethodType, SimpleNamespace
 
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from serve_app import compose, imaging
-from serve_app.deployments.ingress import Ingress
+from serve_app.deployments.ingress import PNG_OUTCOMES_BEFORE_JUDGING, PNG_OUTCOMES_KEPT, Ingress
 from serve_app.errors import InvalidImage
 from serve_app.options import OutputOptions
 from serve_app.protocol import EncodedJpeg, MaskResult
@@ -67,21 +68,23 @@ class Replica:
         return MaskResult(MASK // 2, 0.0, 1.0, 1)  # told apart from the file's mask
 
 
-def ingress(replica: Replica, pool: ThreadPoolExecutor) -> SimpleNamespace:
+def ingress(replica: Replica, pool: ThreadPoolExecutor, outcomes: deque | None = None) -> SimpleNamespace:
     one = SimpleNamespace(settings=IngressSettings(device_png_min_pixels=SIZE[0] * SIZE[1]), _cutting_out=1,
                           _device_idle=True, _input_sizes={MODEL: (64, 64)}, _codec_pool=pool, _png_pool=pool,
-                          _segment=replica.segment)
-    for name in ("_decode_segment_finish", "_to_decode_on_device", "_segment_with_device_png",
+                          _segment=replica.segment,
+                          _png_outcomes=deque(maxlen=PNG_OUTCOMES_KEPT) if outcomes is None else outcomes)
+    for name in ("_decode_segment_finish", "_to_decode_on_device", "_segment_with_device_png", "_scan_first",
                  "_segment_beside_decode", "_in_pool", "_native_finish", "_png_stripes"):
         setattr(one, name, MethodType(getattr(Ingress.func_or_class, name), one))
     return one
 
 
-def cut_out(replica: Replica, data: bytes) -> tuple[compose.Rendered, dict[str, float]]:
-    """The plain PNG cut-out of `data`, and its stages, as the native API asks for it."""
+def cut_out(replica: Replica, data: bytes, outcomes: deque | None = None) -> tuple[compose.Rendered, dict[str, float]]:
+    """The plain PNG cut-out of `data`, and its stages, as the native API asks for it (of an ingress replica that
+    saw the PNG `outcomes` before)."""
     async def run() -> compose.Rendered:
         with ThreadPoolExecutor(2) as pool:
-            one = ingress(replica, pool)
+            one = ingress(replica, pool, outcomes)
             finish = one._native_finish(OutputOptions())
             return await asyncio.wait_for(one._decode_segment_finish(data, finish, timer, False, MODEL, True), 20)
 
@@ -129,3 +132,35 @@ def test_a_jpeg_broken_after_its_header_is_invalid_and_the_replicas_call_is_drop
     with pytest.raises(InvalidImage, match="corrupt or truncated"):
         cut_out(replica, whole[: len(whole) // 2])
     assert replica.asked == ["file with its PNG"] and replica.dropped.is_set()
+
+
+def test_while_the_replica_leaves_most_pngs_large_photos_are_decoded_beside_the_call_and_its_pngs_still_used() -> None:
+    """Scanning first and decoding afterwards costs more than decoding beside the call when the replica leaves the
+    PNG to the ingress: after enough such answers the ingress decodes beside the call, still asking for the PNG,
+    and goes back to scanning first once the PNGs come back written again."""
+    outcomes: deque = deque(maxlen=PNG_OUTCOMES_KEPT)
+    leaving = Replica(writes_png=False)
+    for _ in range(PNG_OUTCOMES_BEFORE_JUDGING):
+        _, stages = cut_out(leaving, PHOTO, outcomes)
+        assert "model_cpu_scan" in stages, stages  # not judged yet: scan first
+    _, stages = cut_out(leaving, PHOTO, outcomes)
+    assert "model_cpu_scan" not in stages and "model_cpu_decode" in stages, stages
+    assert leaving.asked[-1] == "file with its PNG"  # still asked: the outcomes stay current
+    writing = Replica()
+    left = len(outcomes)
+    for _ in range(left):  # written now, beside the decode: the answer is the replica's PNG
+        rendered, stages = cut_out(writing, PHOTO, outcomes)
+        assert "model_cpu_decode" in stages and "model_cpu_scan" not in stages, stages
+        answer = Image.open(io.BytesIO(rendered.data))
+        assert answer.info.get("icc_profile") == SRGB
+        np.testing.assert_array_equal(np.asarray(answer)[..., 3], MASK)
+    _, stages = cut_out(writing, PHOTO, outcomes)  # as many written as left now: scanning first again
+    assert "model_cpu_scan" in stages and "model_cpu_decode" not in stages, stages
+
+
+def test_a_jpeg_libjpeg_warns_about_is_answered_from_its_pixels_on_the_decode_beside_path_too() -> None:
+    outcomes: deque = deque([False] * PNG_OUTCOMES_KEPT, maxlen=PNG_OUTCOMES_KEPT)
+    replica = Replica()  # would write the PNG of nvJPEG's decode, rows it never reached included
+    rendered, stages = cut_out(replica, jpeg_scan_cut_short_with_an_end_marker(), outcomes)
+    assert "model_cpu_scan" not in stages and replica.asked == ["file with its PNG", "pixels"]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(rendered.data)))[..., 3], MASK // 2)
