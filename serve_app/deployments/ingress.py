@@ -716,10 +716,12 @@ class Ingress:
         if result is not None and not decoded.clean_jpeg_scan:
             logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
             result = None
+        if result is not None and result.mask.shape != decoded.pixels.shape[:2]:  # a mask of the photo's size only
+            result = None
         if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)
-        if result.png_stream is not None and result.mask.shape == decoded.pixels.shape[:2]:
+        if with_png and decoded.clean_jpeg_scan and result.png_stream is not None:
             return imaging.JpegScan(True, decoded.icc_profile), result
         return decoded, result
 

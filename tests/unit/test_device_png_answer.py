@@ -28,6 +28,7 @@ from tests.images import BOX, SIZE, encode, expected_alpha, jpeg_scan_cut_short_
 LIMIT = 10**8
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 PHOTO = encode(red_square(), "JPEG", quality=95, icc_profile=SRGB)
+PIXELS = imaging.decode_image(PHOTO, max_pixels=LIMIT).rgb
 MASK = expected_alpha(SIZE, BOX).astype(np.uint8) * 255
 MODEL = "hub"
 
@@ -45,7 +46,8 @@ def device_stream(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 class Replica:
     """The model replica as the ingress calls it: the file's mask (and, when asked and `writes_png`, its PNG rows,
-    from libjpeg's decode standing in for nvJPEG's); a call for the file may be held until the ingress drops it."""
+    of a decode told apart from the ingress's by its colours: libjpeg's, inverted, stands in for nvJPEG's); a call
+    for the file may be held until the ingress drops it."""
 
     def __init__(self, writes_png: bool = True, holds_the_file: bool = False):
         self.writes_png, self.holds_the_file = writes_png, holds_the_file
@@ -61,7 +63,7 @@ class Replica:
                 except asyncio.CancelledError:
                     self.dropped.set()
                     raise
-            pixels = imaging.decode_image(image.data, max_pixels=LIMIT).pixels
+            pixels = 255 - imaging.decode_image(image.data, max_pixels=LIMIT).rgb
             stream = device_stream(pixels, MASK) if with_png and self.writes_png else None
             return MaskResult(MASK, 0.0, 1.0, 1, device_decode_ms=1.0, png_stream=stream)
         self.asked.append("pixels")
@@ -79,14 +81,16 @@ def ingress(replica: Replica, pool: ThreadPoolExecutor, outcomes: deque | None =
     return one
 
 
-def cut_out(replica: Replica, data: bytes, outcomes: deque | None = None) -> tuple[compose.Rendered, dict[str, float]]:
+def cut_out(replica: Replica, data: bytes, outcomes: deque | None = None,
+            device_png: bool = True) -> tuple[compose.Rendered, dict[str, float]]:
     """The plain PNG cut-out of `data`, and its stages, as the native API asks for it (of an ingress replica that
-    saw the PNG `outcomes` before)."""
+    saw the PNG `outcomes` before); without `device_png`, as an answer the replica's PNG cannot be."""
     async def run() -> compose.Rendered:
         with ThreadPoolExecutor(2) as pool:
             one = ingress(replica, pool, outcomes)
             finish = one._native_finish(OutputOptions())
-            return await asyncio.wait_for(one._decode_segment_finish(data, finish, timer, False, MODEL, True), 20)
+            return await asyncio.wait_for(one._decode_segment_finish(data, finish, timer, False, MODEL, device_png),
+                                          20)
 
     timer = StageTimer()
     rendered = asyncio.run(run())
@@ -102,8 +106,7 @@ def test_the_replicas_png_is_the_answer_and_the_photo_is_only_scanned_here() -> 
     assert answer.mode == "RGBA" and answer.size == SIZE and answer.info.get("icc_profile") == SRGB
     rgba = np.asarray(answer)
     np.testing.assert_array_equal(rgba[..., 3], MASK)
-    photo = imaging.decode_image(PHOTO, max_pixels=LIMIT).rgb
-    np.testing.assert_array_equal(rgba[MASK > 0][:, :3], photo[MASK > 0])
+    np.testing.assert_array_equal(rgba[MASK > 0][:, :3], 255 - PIXELS[MASK > 0])  # the replica's colours
     assert rendered.foreground == (BOX[1], BOX[0], BOX[2] - BOX[0], BOX[3] - BOX[1])  # top, left, width, height
 
 
@@ -114,7 +117,9 @@ def test_a_png_the_replica_leaves_is_written_here_from_this_decode_with_the_file
     assert "model_cpu_scan" in stages and "model_cpu_decode" in stages, stages
     answer = Image.open(io.BytesIO(rendered.data))
     assert answer.info.get("icc_profile") == SRGB
-    np.testing.assert_array_equal(np.asarray(answer)[..., 3], MASK)
+    rgba = np.asarray(answer)
+    np.testing.assert_array_equal(rgba[..., 3], MASK)
+    np.testing.assert_array_equal(rgba[MASK > 0][:, :3], PIXELS[MASK > 0])  # this replica's colours
 
 
 def test_a_jpeg_libjpeg_warns_about_gets_neither_the_replicas_png_nor_its_mask() -> None:
@@ -146,6 +151,9 @@ def test_while_the_replica_leaves_most_pngs_large_photos_are_decoded_beside_the_
     _, stages = cut_out(leaving, PHOTO, outcomes)
     assert "model_cpu_scan" not in stages and "model_cpu_decode" in stages, stages
     assert leaving.asked[-1] == "file with its PNG"  # still asked: the outcomes stay current
+    assert list(outcomes) == [False] * (PNG_OUTCOMES_BEFORE_JUDGING + 1)
+    cut_out(leaving, PHOTO, outcomes, device_png=False)  # no PNG asked: no outcome
+    assert len(outcomes) == PNG_OUTCOMES_BEFORE_JUDGING + 1
     writing = Replica()
     left = len(outcomes)
     for _ in range(left):  # written now, beside the decode: the answer is the replica's PNG
@@ -153,7 +161,10 @@ def test_while_the_replica_leaves_most_pngs_large_photos_are_decoded_beside_the_
         assert "model_cpu_decode" in stages and "model_cpu_scan" not in stages, stages
         answer = Image.open(io.BytesIO(rendered.data))
         assert answer.info.get("icc_profile") == SRGB
-        np.testing.assert_array_equal(np.asarray(answer)[..., 3], MASK)
+        rgba = np.asarray(answer)
+        np.testing.assert_array_equal(rgba[..., 3], MASK)
+        np.testing.assert_array_equal(rgba[MASK > 0][:, :3], 255 - PIXELS[MASK > 0])  # the replica's colours
+    assert list(outcomes) == [False] * left + [True] * left
     _, stages = cut_out(writing, PHOTO, outcomes)  # as many written as left now: scanning first again
     assert "model_cpu_scan" in stages and "model_cpu_decode" not in stages, stages
 
