@@ -259,6 +259,13 @@ def _retrieve_outcome(task: asyncio.Future) -> None:
         task.exception()
 
 
+def _drop(model_call: asyncio.Future) -> None:
+    """Cancel a model call whose answer is no longer wanted (no device time for it); its outcome is read when it
+    ends."""
+    model_call.cancel()
+    model_call.add_done_callback(_retrieve_outcome)
+
+
 # What follows the model for one image, on a codec thread: composite and encode.
 Finish = Callable[[imaging.DecodedImage, MaskResult], compose.Rendered]
 
@@ -701,26 +708,9 @@ class Ingress:
                 decoded = await self._in_pool(imaging.decode_image, encoded.data,
                                               max_pixels=self.settings.max_image_pixels)
         except BaseException:
-            model_call.cancel()  # the upload is broken after all: no device time for it
-            model_call.add_done_callback(_retrieve_outcome)
+            _drop(model_call)  # the upload is broken after all
             raise
-        result: MaskResult | None
-        try:
-            result = await model_call
-        except DeviceDecodeFailed as error:
-            cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
-            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
-            result = None
-        if result is not None and with_png:
-            self._png_outcomes.append(result.png_stream is not None)
-        if result is not None and not decoded.clean_jpeg_scan:
-            logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
-            result = None
-        if result is not None and result.mask.shape != decoded.pixels.shape[:2]:  # a mask of the photo's size only
-            result = None
-        if result is None:
-            result = await self._segment(decoded.model_input, timer, model=model)
-        timer.record("model_device_decode", result.device_decode_ms)
+        result = await self._mask_for(decoded, await self._file_answer(model_call, with_png), timer, model)
         if with_png and decoded.clean_jpeg_scan and result.png_stream is not None:
             return imaging.JpegScan(True, decoded.icc_profile), result
         return decoded, result
@@ -738,34 +728,48 @@ class Ingress:
             with timer.stage("model_cpu_scan"):  # a part of the model stage: it runs beside the model call
                 scan = await self._in_pool(imaging.scan_jpeg, encoded.data)
         except BaseException:
-            model_call.cancel()
-            model_call.add_done_callback(_retrieve_outcome)
+            _drop(model_call)
             raise
         result: MaskResult | None = None
         if not scan.clean:
-            model_call.cancel()  # its mask would not be trusted: no device time for it
-            model_call.add_done_callback(_retrieve_outcome)
+            _drop(model_call)  # its mask would not be trusted
             logger.warning("libjpeg warned about a JPEG sent to the model replica; sending its pixels instead")
         else:
-            try:
-                result = await model_call
-                self._png_outcomes.append(result.png_stream is not None)
-            except DeviceDecodeFailed as error:
-                cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
-                logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
+            result = await self._file_answer(model_call, with_png=True)
             if result is not None and result.png_stream is not None and result.mask.shape == encoded.size:
                 timer.record("model_device_decode", result.device_decode_ms)
                 return scan, result
         with timer.stage("model_cpu_decode"):  # a broken file fails here: the client's 422
             decoded = await self._in_pool(imaging.decode_image, encoded.data,
                                           max_pixels=self.settings.max_image_pixels)
-        # The scan check's verdict, confirmed for free; and a mask of the photo's own size only.
-        if result is not None and (not decoded.clean_jpeg_scan or result.mask.shape != decoded.pixels.shape[:2]):
+        return decoded, await self._mask_for(decoded, result, timer, model)  # confirms the scan check's verdict
+
+    async def _file_answer(self, model_call: asyncio.Future, with_png: bool) -> MaskResult | None:
+        """The model replica's answer for a file, or None when it could not decode it (this replica's pixels go
+        instead); the outcome of a PNG asked with it is kept (PNG_OUTCOMES_KEPT)."""
+        try:
+            result: MaskResult = await model_call
+        except DeviceDecodeFailed as error:
+            cause = getattr(error, "cause", None) or error  # Ray's wrapper carries the replica's exception
+            logger.warning("the model replica could not decode a JPEG (%s); sending its pixels", cause)
+            return None
+        if with_png:
+            self._png_outcomes.append(result.png_stream is not None)
+        return result
+
+    async def _mask_for(self, decoded: imaging.DecodedImage, result: MaskResult | None, timer: StageTimer,
+                        model: str) -> MaskResult:
+        """The model replica's `result` for the file of `decoded`, where it stands for these pixels (libjpeg read
+        the scan cleanly, the mask has the photo's size), else the model's answer for these pixels."""
+        if result is not None and not decoded.clean_jpeg_scan:
+            logger.warning("libjpeg warned about a JPEG the model replica decoded; sending its pixels instead")
+            result = None
+        if result is not None and result.mask.shape != decoded.pixels.shape[:2]:
             result = None
         if result is None:
             result = await self._segment(decoded.model_input, timer, model=model)
         timer.record("model_device_decode", result.device_decode_ms)
-        return decoded, result
+        return result
 
     async def _segment(self, image: np.ndarray | ReducedImage | EncodedJpeg, timer: StageTimer, refine: bool = False,
                        model: str | None = None, with_png: bool = False) -> MaskResult:

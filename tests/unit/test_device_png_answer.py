@@ -76,7 +76,8 @@ def ingress(replica: Replica, pool: ThreadPoolExecutor, outcomes: deque | None =
                           _segment=replica.segment,
                           _png_outcomes=deque(maxlen=PNG_OUTCOMES_KEPT) if outcomes is None else outcomes)
     for name in ("_decode_segment_finish", "_to_decode_on_device", "_segment_with_device_png", "_scan_first",
-                 "_segment_beside_decode", "_in_pool", "_native_finish", "_png_stripes"):
+                 "_segment_beside_decode", "_file_answer", "_mask_for", "_in_pool", "_native_finish",
+                 "_png_stripes"):
         setattr(one, name, MethodType(getattr(Ingress.func_or_class, name), one))
     return one
 
